@@ -1,0 +1,22 @@
+//! Wake-ups a store can push to waiting workers, so they need not wait for
+//! the next poll (PostgreSQL sends them with LISTEN/NOTIFY).
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::TaskId;
+
+/// Something a worker may want to react to at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// A task became claimable (created or requeued) for this backend type.
+    TaskAvailable {
+        /// The backend type of the task.
+        backend_type: String,
+    },
+    /// A client asked to cancel a running task.
+    CancelRequested {
+        /// The task.
+        task_id: TaskId,
+    },
+}

@@ -1,0 +1,48 @@
+//! # aiopslab-core
+//!
+//! The core of aiopslab: everything needed to queue AIOpsLab problem runs
+//! and execute them on a fleet of workers, with no SQL, HTTP or Kubernetes
+//! inside.
+//!
+//! - Domain types: [`Task`], [`TaskStatus`], [`NewTask`] (validated into a
+//!   [`TaskSpec`]), [`TaskResult`], [`LogEntry`], [`Worker`], [`Trajectory`].
+//! - Three traits: [`TaskStore`] (durable state, atomic conditional
+//!   transitions, lease tokens), [`Scheduler`] (who gets what, and the sweep),
+//!   [`ClusterBackend`] (where a task runs).
+//! - The worker runtime ([`runtime`]): register, heartbeat, claim, run, stream
+//!   logs, finish, reset, repeat.
+//! - [`MemoryStore`], the embedded default store, and [`SimulatedBackend`],
+//!   which runs episodes without a cluster.
+//! - The AIOpsLab problem [`catalog`].
+//! - With feature `testkit`, a conformance suite any `TaskStore` can run.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod catalog;
+pub mod error;
+pub mod events;
+pub mod log;
+pub mod policy;
+pub mod query;
+pub mod scheduler;
+pub mod store;
+pub mod task;
+pub mod trajectory;
+pub mod worker;
+
+pub use backend::{ClusterBackend, LogSink, RunContext, RunReport};
+pub use catalog::{Application, Problem, TaskType};
+pub use error::{BackendError, StoreError, ValidationError};
+pub use events::StoreEvent;
+pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
+pub use policy::LeasePolicy;
+pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
+pub use store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
+pub use task::{
+    CancelOutcome, ErrorDetails, JsonObject, LeaseToken, NewTask, Task, TaskId, TaskOutcome, TaskParameters,
+    TaskResult, TaskSpec, TaskStatus, TerminalStatus,
+};
+pub use trajectory::{reward_from_evaluation, LlmCall, TokenUsage, Trajectory, TrajectoryMessage};
+pub use worker::{HeartbeatAck, Worker, WorkerCapabilities, WorkerHeartbeat, WorkerRegistration, WorkerStatus};

@@ -1,0 +1,29 @@
+//! Lease and liveness timings a store enforces.
+
+use std::time::Duration;
+
+/// How long leases last and when silence means death.
+///
+/// A store is built with one policy; every replica of a server sharing a
+/// database should use the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasePolicy {
+    /// How long a claim or a heartbeat keeps a task leased to its worker.
+    pub lease_duration: Duration,
+    /// A worker silent this long is marked offline and may be replaced by a
+    /// new registration under the same id.
+    pub worker_offline_after: Duration,
+    /// The sweep marks a running task `timeout` this long after
+    /// `started_at + timeout_minutes` if its worker did not report first.
+    pub timeout_grace: Duration,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(60),
+            worker_offline_after: Duration::from_secs(90),
+            timeout_grace: Duration::from_secs(60),
+        }
+    }
+}

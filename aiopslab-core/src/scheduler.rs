@@ -1,0 +1,74 @@
+//! The [`Scheduler`] trait: which pending task a worker gets next, and the
+//! periodic sweep. [`DefaultScheduler`] works over any [`TaskStore`].
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::query::SweepReport;
+use crate::store::{ClaimRequest, StoreResult, TaskStore};
+use crate::task::Task;
+
+/// Scheduling policy. A user may swap in a fairer one (for instance one that
+/// lists pending tasks itself and claims a chosen one with
+/// [`ClaimRequest::task_id`]).
+#[async_trait]
+pub trait Scheduler: Send + Sync + 'static {
+    /// Claims the next task for this worker, or `Ok(None)` when none fits.
+    async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
+
+    /// One housekeeping pass: timeouts, expired leases, retries, offline workers.
+    async fn sweep(&self) -> StoreResult<SweepReport>;
+}
+
+/// Priority high-to-low, then oldest first; `backend_type` must match; a
+/// worker's `supported_problems`, when given, must contain the problem. The
+/// store's atomic claim implements exactly this order, so the default
+/// scheduler delegates to it.
+#[derive(Clone)]
+pub struct DefaultScheduler {
+    store: Arc<dyn TaskStore>,
+}
+
+impl DefaultScheduler {
+    /// A scheduler over `store`.
+    pub fn new(store: Arc<dyn TaskStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Scheduler for DefaultScheduler {
+    async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        self.store.claim(request).await
+    }
+
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        self.store.sweep().await
+    }
+}
+
+/// Runs `scheduler.sweep()` every `interval` until `shutdown` fires, logging
+/// what each pass changed. Servers run one of these; several replicas may.
+pub async fn run_sweeper(scheduler: Arc<dyn Scheduler>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match scheduler.sweep().await {
+            Ok(report) if !report.is_empty() => tracing::info!(
+                timed_out = report.timed_out.len(),
+                requeued = report.requeued.len(),
+                failed = report.failed.len(),
+                workers_offline = report.workers_offline.len(),
+                "sweep changed state"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "sweep failed; will retry on the next tick"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The [`TaskStore`] trait: durable state and the only place state changes.
+//!
+//! Every method is one atomic, conditional operation. Worker writes carry a
+//! [`LeaseToken`] and are refused with [`StoreError::LeaseLost`] once the task
+//! is no longer running under that attempt, so a zombie worker can never
+//! overwrite a newer state. Time comes from the store's own clock.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::events::StoreEvent;
+use crate::log::{LogEntry, LogQuery, NewLogEntry};
+use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
+use crate::trajectory::Trajectory;
+use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a worker asks for when it claims a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The claiming worker.
+    pub worker_id: String,
+    /// Only tasks of this backend type.
+    pub backend_type: String,
+    /// When given, only tasks whose problem id is in this list.
+    #[serde(default)]
+    pub supported_problems: Option<Vec<String>>,
+    /// When given, claim exactly this task (if it is pending and matches);
+    /// lets a custom [`Scheduler`](crate::Scheduler) pick the task itself.
+    #[serde(default)]
+    pub task_id: Option<TaskId>,
+}
+
+/// The state of a lease after it was extended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseState {
+    /// The new expiry.
+    pub lease_expires_at: DateTime<Utc>,
+    /// A client asked to cancel the task: the worker should stop and report `cancelled`.
+    pub cancel_requested: bool,
+}
+
+/// Durable task and worker state. See the module docs for the guarantees.
+///
+/// Implemented by `MemoryStore` (here), `PgStore` (aiopslab-postgres) and the
+/// HTTP client (aiopslab-http). The conformance suite (feature `testkit`)
+/// checks any implementation against these rules.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Inserts a new `pending` task.
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task>;
+
+    /// Inserts several tasks atomically: all of them or none.
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>>;
+
+    /// Reads one task; [`StoreError::NotFound`] when unknown.
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task>;
+
+    /// Lists tasks matching `filter`, sorted, one page, with the total count.
+    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage>;
+
+    /// Cancels a task: pending → `cancelled` at once; running → cancel
+    /// requested (the worker stops it); terminal → [`StoreError::AlreadyTerminal`].
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome>;
+
+    /// Atomically moves the best matching pending task to `running` for this
+    /// worker: highest priority first, then oldest; `backend_type` must match
+    /// and `supported_problems`, when given, must contain the problem. Sets
+    /// `worker_id`, `started_at`, bumps `attempt` and sets the lease.
+    /// `Ok(None)` when nothing matches. A task is never claimed twice.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
+
+    /// Extends the lease of one running task.
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState>;
+
+    /// Appends a batch of log entries to a running task, in order.
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()>;
+
+    /// Reads a task's log in append order; [`StoreError::NotFound`] for an unknown task.
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>>;
+
+    /// Saves (replaces) the trajectory of a running task.
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()>;
+
+    /// Reads a task's trajectory; `Ok(None)` when the task exists but has none.
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>>;
+
+    /// Moves a running task to a terminal status with its result. A `failed`
+    /// outcome with retries left (`attempt <= max_retries`) requeues the task
+    /// instead. Replaying the same finish for the same attempt after it landed
+    /// returns the task unchanged (a lost acknowledgement is safe to retry).
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task>;
+
+    /// Registers (or re-registers) a worker; [`StoreError::WorkerAlive`] while
+    /// a live worker holds the id.
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker>;
+
+    /// Records a worker's sign of life, extends the leases of its running
+    /// tasks, and tells it which of them were cancelled.
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck>;
+
+    /// Marks a worker offline at once (graceful shutdown).
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()>;
+
+    /// Reads one worker; [`StoreError::NotFound`] when unknown.
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker>;
+
+    /// Lists workers matching `filter`, by id.
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage>;
+
+    /// One pass of housekeeping: marks overdue running tasks `timeout`,
+    /// requeues or fails tasks whose lease expired, marks silent workers
+    /// offline. Safe to run concurrently from several processes.
+    async fn sweep(&self) -> StoreResult<SweepReport>;
+
+    /// Counts for `/stats` and `/metrics`.
+    async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// Wake-ups pushed by the store (new work, cancel requests), when it has
+    /// them. `None`, the default, means workers rely on polling alone. A
+    /// lagging or closed receiver is not an error: polling still covers it.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared nothing: each program in this package stands alone.
