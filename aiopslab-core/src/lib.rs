@@ -31,6 +31,9 @@ pub mod task;
 pub mod trajectory;
 pub mod worker;
 
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
 pub use backend::{ClusterBackend, LogSink, RunContext, RunReport};
 pub use catalog::{Application, Problem, TaskType};
 pub use error::{BackendError, StoreError, ValidationError};

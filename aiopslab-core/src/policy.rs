@@ -16,6 +16,11 @@ pub struct LeasePolicy {
     /// The sweep marks a running task `timeout` this long after
     /// `started_at + timeout_minutes` if its worker did not report first.
     pub timeout_grace: Duration,
+    /// A new task becomes claimable only this long after its creation.
+    /// Zero (the default) hands it out at once. A server may set a short
+    /// window so a client that creates a task and reads it back sees it
+    /// `pending`, as the quickstart's end-to-end script expects.
+    pub dispatch_delay: Duration,
 }
 
 impl Default for LeasePolicy {
@@ -24,6 +29,7 @@ impl Default for LeasePolicy {
             lease_duration: Duration::from_secs(60),
             worker_offline_after: Duration::from_secs(90),
             timeout_grace: Duration::from_secs(60),
+            dispatch_delay: Duration::ZERO,
         }
     }
 }

@@ -176,4 +176,9 @@ pub struct HeartbeatAck {
     pub cancelled_task_ids: Vec<TaskId>,
     /// The new lease expiry of this worker's running tasks, if it has any.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// A task already claimed for this worker by whoever answered the
+    /// heartbeat (the HTTP server does this for idle workers; stores never
+    /// do). The worker must run it: it is `running` under its name.
+    #[serde(default)]
+    pub next_task: Option<crate::task::Task>,
 }
