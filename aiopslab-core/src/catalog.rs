@@ -9,6 +9,7 @@ use std::fmt;
 
 /// What the agent is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TaskType {
     /// Is there a fault? (`submit("Yes")` / `submit("No")`)
@@ -41,6 +42,7 @@ impl fmt::Display for TaskType {
 
 /// The application a problem deploys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Application {
     /// DeathStarBench HotelReservation (namespace `test-hotel-reservation`).
     HotelReservation,
@@ -54,6 +56,7 @@ pub enum Application {
 
 /// One catalog entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// The id `Orchestrator.init_problem` takes.
     pub id: &'static str,

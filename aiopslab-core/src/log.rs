@@ -11,6 +11,7 @@ use crate::task::TaskId;
 
 /// Severity of a log entry, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detail for debugging.
@@ -71,6 +72,7 @@ impl FromStr for LogLevel {
 
 /// Where in the episode a log entry was written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LogContext {
     /// The agent step, when the entry belongs to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +87,7 @@ pub struct LogContext {
 
 /// A log entry as a worker submits it; the store assigns id and timestamp.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct NewLogEntry {
     /// Severity.
     pub level: LogLevel,
@@ -120,10 +123,12 @@ impl NewLogEntry {
 
 /// A stored log entry. Ids increase in append order within a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     /// Position in the store's log; increases in append order.
     pub id: i64,
     /// The task it belongs to.
+    #[cfg_attr(feature = "utoipa", schema(value_type = uuid::Uuid))]
     pub task_id: TaskId,
     /// When the store received it (store clock).
     pub timestamp: DateTime<Utc>,

@@ -23,6 +23,7 @@ pub struct TaskFilter {
 
 /// Sort orders of `GET /tasks`. Ties break on id so pages are stable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum TaskSort {
     /// Oldest first (`created_at`).
     #[serde(rename = "created_at")]
@@ -102,6 +103,7 @@ impl Default for Page {
 
 /// One page of tasks and the total that matched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskPage {
     /// The tasks on this page.
     pub tasks: Vec<Task>,
@@ -124,6 +126,7 @@ pub struct WorkerFilter {
 
 /// The workers that matched and how many.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct WorkerPage {
     /// The workers, by id.
     pub workers: Vec<Worker>,
@@ -133,6 +136,7 @@ pub struct WorkerPage {
 
 /// Counts for `/stats` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct StoreStats {
     /// Tasks per status (every status present, zero when none).
     pub tasks_by_status: BTreeMap<TaskStatus, u64>,

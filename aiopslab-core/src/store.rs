@@ -22,6 +22,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What a worker asks for when it claims a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ClaimRequest {
     /// The claiming worker.
     pub worker_id: String,
@@ -33,11 +34,13 @@ pub struct ClaimRequest {
     /// When given, claim exactly this task (if it is pending and matches);
     /// lets a custom [`Scheduler`](crate::Scheduler) pick the task itself.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub task_id: Option<TaskId>,
 }
 
 /// The state of a lease after it was extended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LeaseState {
     /// The new expiry.
     pub lease_expires_at: DateTime<Utc>,

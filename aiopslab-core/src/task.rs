@@ -20,6 +20,7 @@ pub type JsonObject = Map<String, Value>;
 
 /// Where a task is in its lifecycle. The last four are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Waiting in the queue.
@@ -91,6 +92,7 @@ impl FromStr for TaskStatus {
 
 /// The terminal status a worker reports when it finishes a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TerminalStatus {
     /// See [`TaskStatus::Completed`].
@@ -116,9 +118,11 @@ impl From<TerminalStatus> for TaskStatus {
 
 /// Validated run parameters of a task, with every default applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskParameters {
     /// How to build the agent (model, endpoint, sampling). Never holds secrets:
     /// `api_key_env` names the environment variable the worker reads.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub agent_config: JsonObject,
     /// Agent steps allowed, 1–1000.
     pub max_steps: u32,
@@ -130,6 +134,7 @@ pub struct TaskParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     /// Free-form client metadata.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
     /// Only workers of this backend type may run the task.
     pub backend_type: String,
@@ -158,6 +163,7 @@ pub mod limits {
 /// The body of `POST /tasks`: what a client asks for. Optional fields take
 /// their defaults in [`NewTask::validate`]. Unknown fields are refused.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     /// The AIOpsLab problem id (see the catalog); unknown ids are accepted and
@@ -165,6 +171,7 @@ pub struct NewTask {
     pub problem_id: String,
     /// See [`TaskParameters::agent_config`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<Object>))]
     pub agent_config: Option<JsonObject>,
     /// See [`TaskParameters::max_steps`].
     #[serde(default)]
@@ -180,6 +187,7 @@ pub struct NewTask {
     pub callback_url: Option<String>,
     /// See [`TaskParameters::metadata`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<Object>))]
     pub metadata: Option<JsonObject>,
     /// See [`TaskParameters::backend_type`].
     #[serde(default)]
@@ -284,20 +292,24 @@ impl NewTask {
 
 /// What a finished run produced, as the quickstart shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskResult {
     /// A short human summary; the full log is in the task's log entries.
     #[serde(default)]
     pub logs: Vec<String>,
     /// Always `duration_seconds` and `steps_taken`, plus the evaluation keys.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metrics: JsonObject,
     /// `solution` is what the agent submitted.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub output: JsonObject,
 }
 
 /// Why a task failed, timed out or was requeued, in machine and human form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorDetails {
     /// A stable code: `worker_lost`, `timeout`, `cancelled`, `backend_error`, ...
     pub code: String,
@@ -319,8 +331,10 @@ impl ErrorDetails {
 /// Every worker write carries it; a store refuses it once the task is no
 /// longer running under that attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LeaseToken {
     /// The task.
+    #[cfg_attr(feature = "utoipa", schema(value_type = uuid::Uuid))]
     pub task_id: TaskId,
     /// The attempt number the claim produced (1 for the first claim).
     pub attempt: u32,
@@ -328,8 +342,10 @@ pub struct LeaseToken {
 
 /// One task as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Task {
     /// Its id.
+    #[cfg_attr(feature = "utoipa", schema(value_type = uuid::Uuid))]
     pub id: TaskId,
     /// The AIOpsLab problem id.
     pub problem_id: String,
@@ -371,6 +387,7 @@ impl Task {
 
 /// What a worker reports when a run ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskOutcome {
     /// The terminal status to record.
     pub status: TerminalStatus,
@@ -384,6 +401,7 @@ pub struct TaskOutcome {
 
 /// The answer to a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CancelOutcome {
     /// The task was pending and is now `cancelled`.

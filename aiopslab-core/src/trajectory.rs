@@ -13,6 +13,7 @@ use crate::task::{JsonObject, TaskId};
 
 /// One message of the episode's conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TrajectoryMessage {
     /// `system`, `user` (task description), `assistant` or `env`.
     pub role: String,
@@ -32,6 +33,7 @@ impl TrajectoryMessage {
 
 /// Token counts as reported by the LLM endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TokenUsage {
     /// Prompt tokens.
     pub prompt_tokens: u64,
@@ -43,6 +45,7 @@ pub struct TokenUsage {
 
 /// One call to the LLM endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LlmCall {
     /// The agent step this call served.
     #[serde(default)]
@@ -56,6 +59,7 @@ pub struct LlmCall {
     pub model: Option<String>,
     /// Sampling parameters (`temperature`, `top_p`, `max_tokens`).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub sampling: JsonObject,
     /// Token usage from the endpoint, when it gave it.
     #[serde(default)]
@@ -70,8 +74,10 @@ pub struct LlmCall {
 
 /// The record of one episode.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Trajectory {
     /// The task it belongs to.
+    #[cfg_attr(feature = "utoipa", schema(value_type = uuid::Uuid))]
     pub task_id: TaskId,
     /// Every message in order: system, task description, assistant, env.
     pub messages: Vec<TrajectoryMessage>,
@@ -80,9 +86,11 @@ pub struct Trajectory {
     /// The scalar reward derived from `evaluation` (see [`reward_from_evaluation`]).
     pub reward: Option<f64>,
     /// AIOpsLab's raw results dict.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub evaluation: JsonObject,
     /// Anything else the backend wants to keep (`simulated: true`, driver versions).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
 }
 

@@ -10,6 +10,7 @@ use crate::task::{JsonObject, TaskId};
 
 /// What a worker is doing, as the store last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerStatus {
     /// Alive with a free slot.
@@ -55,6 +56,7 @@ impl FromStr for WorkerStatus {
 
 /// What a worker can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct WorkerCapabilities {
     /// How many tasks it runs at once (one Kind cluster runs one problem at a time, so usually 1).
     #[serde(default = "one")]
@@ -79,6 +81,7 @@ impl Default for WorkerCapabilities {
 
 /// The body of `POST /workers/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerRegistration {
     /// The worker id (`worker-001-kind`).
@@ -91,6 +94,7 @@ pub struct WorkerRegistration {
     pub capabilities: WorkerCapabilities,
     /// Free-form: `host`, `version`, `kind_cluster`.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
 }
 
@@ -131,6 +135,7 @@ impl WorkerRegistration {
 
 /// A registered worker as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Worker {
     /// Its id.
     pub id: String,
@@ -141,8 +146,10 @@ pub struct Worker {
     /// What it can run.
     pub capabilities: WorkerCapabilities,
     /// Free-form metadata from registration.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
     /// The task it reported running in its last heartbeat.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub current_task_id: Option<TaskId>,
     /// Tasks it finished as completed.
     pub tasks_completed: u64,
@@ -156,6 +163,7 @@ pub struct Worker {
 
 /// A worker's periodic sign of life, which also extends the leases of its running tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerHeartbeat {
     /// Who is beating.
@@ -164,15 +172,18 @@ pub struct WorkerHeartbeat {
     pub status: WorkerStatus,
     /// The task it runs now, if any.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub current_task_id: Option<TaskId>,
 }
 
 /// The store's answer to a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct HeartbeatAck {
     /// Always true on success.
     pub acknowledged: bool,
     /// Running tasks of this worker that a client asked to cancel.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<uuid::Uuid>))]
     pub cancelled_task_ids: Vec<TaskId>,
     /// The new lease expiry of this worker's running tasks, if it has any.
     pub lease_expires_at: Option<DateTime<Utc>>,
