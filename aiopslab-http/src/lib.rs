@@ -1,1 +1,3 @@
 //! Placeholder: filled by its own issue.
+
+pub mod client;

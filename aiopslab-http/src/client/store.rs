@@ -1,0 +1,265 @@
+//! [`TaskStore`] for [`HttpStore`]: each store call is one HTTP request.
+
+use aiopslab_core::{
+    CancelOutcome, ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page,
+    StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort,
+    TaskSpec, TaskStore, Trajectory, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
+};
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use reqwest::{Method, StatusCode};
+
+use super::error::Subject;
+use super::wire::{
+    new_task_body, AppendLogsBody, CancelResponse, ClaimResponse, FinishBody, LeaseBody, LogsResponse,
+    SaveTrajectoryBody,
+};
+use super::{Guard, HttpStore};
+
+/// The wire spelling of a sort order (`-created_at`, ...).
+fn sort_param(sort: TaskSort) -> &'static str {
+    match sort {
+        TaskSort::CreatedAsc => "created_at",
+        TaskSort::CreatedDesc => "-created_at",
+        TaskSort::PriorityAsc => "priority",
+        TaskSort::PriorityDesc => "-priority",
+    }
+}
+
+#[async_trait]
+impl TaskStore for HttpStore {
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        let request = self
+            .request(Method::POST, &["tasks"], Guard::Public)?
+            .json(&new_task_body(&spec));
+        self.send_json(request, &Subject::none()).await
+    }
+
+    /// The HTTP API has no batch endpoint, so this creates the tasks one by
+    /// one. It is not atomic: if one creation fails, the tasks created
+    /// before it are cancelled (best effort) and the error is returned.
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        let mut created = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match self.create_task(spec).await {
+                Ok(task) => created.push(task),
+                Err(error) => {
+                    for task in &created {
+                        if let Err(cancel_error) = self.cancel_task(task.id).await {
+                            tracing::warn!(task_id = %task.id, %cancel_error, "could not roll back a created task");
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        let request = self.request(Method::GET, &["tasks", &id.to_string()], Guard::Public)?;
+        self.send_json(request, &Subject::task(id)).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("limit", page.limit.to_string()),
+            ("offset", page.offset.to_string()),
+            ("sort", sort_param(sort).to_string()),
+        ];
+        if let Some(status) = filter.status {
+            query.push(("status", status.as_str().to_string()));
+        }
+        for (key, value) in [
+            ("problem_id", &filter.problem_id),
+            ("worker_id", &filter.worker_id),
+            ("backend_type", &filter.backend_type),
+        ] {
+            if let Some(value) = value {
+                query.push((key, value.clone()));
+            }
+        }
+        let request = self.request(Method::GET, &["tasks"], Guard::Public)?.query(&query);
+        self.send_json(request, &Subject::none()).await
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let request = self.request(Method::DELETE, &["tasks", &id.to_string()], Guard::Public)?;
+        let response = self.send(request, &Subject::task(id)).await?;
+        let accepted = response.status() == StatusCode::ACCEPTED;
+        let body: CancelResponse = super::decode(response).await.unwrap_or_default();
+        Ok(match body.status.as_deref() {
+            Some("cancelled") if !accepted => CancelOutcome::Cancelled,
+            _ => CancelOutcome::CancelRequested,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %request.worker_id))]
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        let http = self
+            .request(Method::POST, &["workers", "claim"], Guard::Worker)?
+            .json(request);
+        let response: ClaimResponse = self.send_json(http, &Subject::worker(&request.worker_id)).await?;
+        Ok(response.task)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt))]
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        let request = self
+            .request(
+                Method::POST,
+                &["tasks", &lease.task_id.to_string(), "lease"],
+                Guard::Worker,
+            )?
+            .json(&LeaseBody { attempt: lease.attempt });
+        self.send_json(request, &Subject::lease(lease.task_id, lease.attempt))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt, entries = entries.len()))]
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        let request = self
+            .request(
+                Method::POST,
+                &["tasks", &lease.task_id.to_string(), "logs"],
+                Guard::Worker,
+            )?
+            .json(&AppendLogsBody {
+                attempt: lease.attempt,
+                entries: &entries,
+            });
+        self.send_empty(request, &Subject::lease(lease.task_id, lease.attempt))
+            .await?;
+        Ok(())
+    }
+
+    /// `level` and `since` are filtered by the server; `after_id` and
+    /// `limit` are applied here to what it returned.
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(level) = query.min_level {
+            params.push(("level", level.as_str().to_string()));
+        }
+        if let Some(since) = query.since {
+            params.push(("since", since.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+        }
+        let request = self
+            .request(Method::GET, &["tasks", &task_id.to_string(), "logs"], Guard::Public)?
+            .query(&params);
+        let response: LogsResponse = self.send_json(request, &Subject::task(task_id)).await?;
+        let envelope_id = response.task_id;
+        let entries = response
+            .logs
+            .into_iter()
+            .map(|entry| entry.into_entry(envelope_id))
+            .filter(|entry| query.after_id.is_none_or(|after| entry.id > after));
+        Ok(match query.limit {
+            Some(limit) => entries.take(limit).collect(),
+            None => entries.collect(),
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt))]
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        let request = self
+            .request(
+                Method::PUT,
+                &["tasks", &lease.task_id.to_string(), "trajectory"],
+                Guard::Worker,
+            )?
+            .json(&SaveTrajectoryBody {
+                attempt: lease.attempt,
+                trajectory: &trajectory,
+            });
+        self.send_empty(request, &Subject::lease(lease.task_id, lease.attempt))
+            .await?;
+        Ok(())
+    }
+
+    /// The server answers 404 both for an unknown task and for a task with
+    /// no trajectory yet; the second is `Ok(None)`.
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        let request = self.request(
+            Method::GET,
+            &["tasks", &task_id.to_string(), "trajectory"],
+            Guard::Public,
+        )?;
+        match self.send_json(request, &Subject::task(task_id)).await {
+            Ok(trajectory) => Ok(Some(trajectory)),
+            Err(StoreError::NotFound { entity: "task", .. }) => Err(StoreError::task_not_found(task_id)),
+            Err(StoreError::NotFound { .. }) => {
+                // Not the task itself (or the server did not say): the task
+                // exists iff it can be read.
+                self.get_task(task_id).await.map(|_| None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt, status = ?outcome.status))]
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        let request = self
+            .request(
+                Method::POST,
+                &["tasks", &lease.task_id.to_string(), "finish"],
+                Guard::Worker,
+            )?
+            .json(&FinishBody {
+                attempt: lease.attempt,
+                outcome: &outcome,
+            });
+        self.send_json(request, &Subject::lease(lease.task_id, lease.attempt))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %registration.id))]
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        let request = self
+            .request(Method::POST, &["workers", "register"], Guard::Worker)?
+            .json(&registration);
+        self.send_json(request, &Subject::worker(&registration.id)).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %heartbeat.worker_id))]
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        let request = self
+            .request(Method::POST, &["workers", "heartbeat"], Guard::Worker)?
+            .json(heartbeat);
+        self.send_json(request, &Subject::worker(&heartbeat.worker_id)).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %worker_id))]
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        let request = self.request(Method::POST, &["workers", worker_id, "deregister"], Guard::Worker)?;
+        self.send_empty(request, &Subject::worker(worker_id)).await?;
+        Ok(())
+    }
+
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        let request = self.request(Method::GET, &["workers", worker_id], Guard::Public)?;
+        self.send_json(request, &Subject::worker(worker_id)).await
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = filter.status {
+            query.push(("status", status.as_str().to_string()));
+        }
+        if let Some(backend_type) = &filter.backend_type {
+            query.push(("backend_type", backend_type.clone()));
+        }
+        let request = self.request(Method::GET, &["workers"], Guard::Public)?.query(&query);
+        self.send_json(request, &Subject::none()).await
+    }
+
+    /// A remote worker never sweeps: the server runs the sweeper beside its
+    /// store. Always an empty report.
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        Ok(SweepReport::default())
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        let request = self.request(Method::GET, &["stats"], Guard::Public)?;
+        self.send_json(request, &Subject::none()).await
+    }
+}
