@@ -1,0 +1,252 @@
+//! [`MemoryStore`]: the embedded default [`TaskStore`], all state in memory.
+//!
+//! It keeps every rule of the trait (atomic conditional transitions, lease
+//! tokens, retries, sweeps) so a single process can run the server and its
+//! workers with no database, and so tests of everything above the store run
+//! fast. Nothing survives a restart: use `PgStore` for a durable queue.
+//!
+//! One mutex guards the whole state; every call locks it once, reads the
+//! store's clock, applies one transition from [`state`] and unlocks, never
+//! holding it across an `.await`. Clones share the same state.
+//!
+//! Time comes from the store's clock ([`clock`]): wall-clock time at
+//! construction moved along by tokio's clock, so tests with a paused tokio
+//! clock (or [`MemoryStore::advance_clock`]) drive leases, timeouts and
+//! worker liveness without sleeping.
+//!
+//! [`TaskStore::subscribe`] returns `None`: workers of an embedded store poll,
+//! which costs nothing in memory.
+
+mod clock;
+mod state;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::log::{LogEntry, LogQuery, NewLogEntry};
+use crate::policy::LeasePolicy;
+use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
+use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
+use crate::trajectory::Trajectory;
+use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
+use clock::StoreClock;
+use state::State;
+
+/// The embedded, in-memory [`TaskStore`]. Cheap to clone: clones share state.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    clock: StoreClock,
+    policy: LeasePolicy,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with the default [`LeasePolicy`].
+    pub fn new() -> Self {
+        Self::with_policy(LeasePolicy::default())
+    }
+
+    /// An empty store enforcing `policy`.
+    pub fn with_policy(policy: LeasePolicy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                clock: StoreClock::new(),
+                policy,
+            }),
+        }
+    }
+
+    /// The lease and liveness timings this store enforces.
+    pub fn policy(&self) -> LeasePolicy {
+        self.inner.policy
+    }
+
+    /// The store's current time: what it stamps on tasks, logs and workers.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Moves this store's clock forward by `by`, on top of tokio's clock.
+    ///
+    /// For tests and simulations on runtimes whose clock cannot be paused
+    /// (multi-threaded ones); with a paused tokio clock,
+    /// `tokio::time::advance` moves the store's time as well.
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.clock.advance(by);
+    }
+
+    /// Locks the state and reads the clock under the lock, so timestamps
+    /// follow the order in which calls take effect.
+    fn lock(&self) -> (MutexGuard<'_, State>, DateTime<Utc>) {
+        // A panic cannot interrupt a transition half-way (they only touch
+        // memory), so a poisoned lock still guards consistent state.
+        let guard = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.inner.clock.now();
+        (guard, now)
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemoryStore {
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        let mut created = self.create_tasks(vec![spec]).await?;
+        created
+            .pop()
+            .ok_or_else(|| crate::error::StoreError::Internal("creating one task returned none".into()))
+    }
+
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        let (mut state, now) = self.lock();
+        let created = state.create(specs, now);
+        for task in &created {
+            tracing::debug!(task_id = %task.id, problem_id = %task.problem_id, "task created");
+        }
+        Ok(created)
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        self.lock().0.get(id)
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
+        Ok(self.lock().0.list(filter, sort, page))
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let (mut state, now) = self.lock();
+        let outcome = state.cancel(id, now)?;
+        tracing::debug!(task_id = %id, ?outcome, "task cancel");
+        Ok(outcome)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        let (mut state, now) = self.lock();
+        let claimed = state.claim(request, &self.inner.policy, now);
+        if let Some(task) = &claimed {
+            tracing::debug!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
+        }
+        Ok(claimed)
+    }
+
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        let (mut state, now) = self.lock();
+        state.extend_lease(lease, &self.inner.policy, now)
+    }
+
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        let (mut state, now) = self.lock();
+        state.append_logs(lease, entries, now)
+    }
+
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.lock().0.get_logs(task_id, query)
+    }
+
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        let (mut state, now) = self.lock();
+        state.save_trajectory(lease, trajectory, now)
+    }
+
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.lock().0.get_trajectory(task_id)
+    }
+
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        let (mut state, now) = self.lock();
+        let task = state.finish(lease, outcome, now)?;
+        tracing::debug!(
+            task_id = %task.id,
+            worker_id = task.worker_id.as_deref().unwrap_or(""),
+            attempt = lease.attempt,
+            status = %task.status,
+            "task finished"
+        );
+        Ok(task)
+    }
+
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        let (mut state, now) = self.lock();
+        let worker = state.register_worker(registration, &self.inner.policy, now)?;
+        tracing::debug!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
+        Ok(worker)
+    }
+
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        let (mut state, now) = self.lock();
+        state.heartbeat(heartbeat, &self.inner.policy, now)
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.lock().0.deregister_worker(worker_id)?;
+        tracing::debug!(worker_id, "worker deregistered");
+        Ok(())
+    }
+
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        self.lock().0.get_worker(worker_id)
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        Ok(self.lock().0.list_workers(filter))
+    }
+
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        let (mut state, now) = self.lock();
+        Ok(state.sweep(&self.inner.policy, now))
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        Ok(self.lock().0.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::NewTask;
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_tokio_clock_drives_the_store() {
+        let store = MemoryStore::new();
+        let created = store.create_task(NewTask::new("p").validate().unwrap()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let claimed = store
+            .claim(&ClaimRequest {
+                worker_id: "w".into(),
+                backend_type: "default".into(),
+                supported_problems: None,
+                task_id: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claimed.started_at.unwrap() - created.created_at,
+            chrono::TimeDelta::seconds(30)
+        );
+    }
+
+    #[test]
+    fn has_no_push_events_and_clones_share_state() {
+        let store = MemoryStore::new();
+        assert!(store.subscribe().is_none());
+        assert_eq!(store.policy(), LeasePolicy::default());
+        let clone = store.clone();
+        assert!(Arc::ptr_eq(&store.inner, &clone.inner));
+    }
+}

@@ -1,0 +1,573 @@
+//! The data a [`MemoryStore`](super::MemoryStore) holds and every transition on it.
+//!
+//! Everything here is synchronous and takes the current time as an argument:
+//! the store locks the state, reads its clock once, and calls one method, so
+//! each [`TaskStore`](crate::TaskStore) call is a single atomic step. Pending
+//! tasks are also kept in an ordered index per backend type (priority desc,
+//! then created_at, then id), so a claim reads the queue head instead of
+//! scanning every task.
+
+use chrono::{DateTime, Utc};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::clock::{earlier, later};
+use crate::error::{StoreError, ValidationError};
+use crate::log::{LogEntry, LogQuery, NewLogEntry};
+use crate::policy::LeasePolicy;
+use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::store::{ClaimRequest, LeaseState, StoreResult};
+use crate::task::{
+    CancelOutcome, ErrorDetails, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec, TaskStatus, TerminalStatus,
+};
+use crate::trajectory::Trajectory;
+use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
+
+/// One task with what its runs wrote.
+#[derive(Debug)]
+struct TaskRecord {
+    task: Task,
+    logs: Vec<LogEntry>,
+    trajectory: Option<Trajectory>,
+}
+
+/// Position of a pending task in its backend type's queue: the claim order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PendingKey {
+    priority: Reverse<u8>,
+    created_at: DateTime<Utc>,
+    id: TaskId,
+}
+
+impl PendingKey {
+    fn of(task: &Task) -> Self {
+        Self {
+            priority: Reverse(task.parameters.priority),
+            created_at: task.created_at,
+            id: task.id,
+        }
+    }
+}
+
+/// Every task, log, trajectory and worker of one store.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    tasks: HashMap<TaskId, TaskRecord>,
+    /// Pending tasks per backend type, in claim order.
+    pending: HashMap<String, BTreeSet<PendingKey>>,
+    /// Ids of running tasks (for heartbeats and sweeps).
+    running: BTreeSet<TaskId>,
+    workers: BTreeMap<String, Worker>,
+    last_log_id: i64,
+}
+
+impl State {
+    fn index_pending(&mut self, task: &Task) {
+        self.pending
+            .entry(task.parameters.backend_type.clone())
+            .or_default()
+            .insert(PendingKey::of(task));
+    }
+
+    fn unindex_pending(&mut self, task: &Task) {
+        if let Some(queue) = self.pending.get_mut(&task.parameters.backend_type) {
+            queue.remove(&PendingKey::of(task));
+            if queue.is_empty() {
+                self.pending.remove(&task.parameters.backend_type);
+            }
+        }
+    }
+
+    /// Inserts every spec as a new pending task, in order.
+    pub(crate) fn create(&mut self, specs: Vec<TaskSpec>, now: DateTime<Utc>) -> Vec<Task> {
+        let mut created = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let task = Task {
+                id: TaskId::new_v4(),
+                problem_id: spec.problem_id,
+                status: TaskStatus::Pending,
+                parameters: spec.parameters,
+                worker_id: None,
+                attempt: 0,
+                cancel_requested: false,
+                created_at: now,
+                updated_at: now,
+                started_at: None,
+                completed_at: None,
+                lease_expires_at: None,
+                result: None,
+                error_details: None,
+            };
+            self.index_pending(&task);
+            self.tasks.insert(
+                task.id,
+                TaskRecord {
+                    task: task.clone(),
+                    logs: Vec::new(),
+                    trajectory: None,
+                },
+            );
+            created.push(task);
+        }
+        created
+    }
+
+    fn record(&self, id: TaskId) -> StoreResult<&TaskRecord> {
+        self.tasks.get(&id).ok_or_else(|| StoreError::task_not_found(id))
+    }
+
+    /// Reads one task.
+    pub(crate) fn get(&self, id: TaskId) -> StoreResult<Task> {
+        self.record(id).map(|record| record.task.clone())
+    }
+
+    /// One sorted, filtered page of tasks and the total that matched.
+    pub(crate) fn list(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> TaskPage {
+        let mut matched: Vec<&Task> = self
+            .tasks
+            .values()
+            .map(|record| &record.task)
+            .filter(|task| {
+                filter.status.is_none_or(|status| task.status == status)
+                    && filter.problem_id.as_ref().is_none_or(|p| &task.problem_id == p)
+                    && filter
+                        .worker_id
+                        .as_ref()
+                        .is_none_or(|w| task.worker_id.as_ref() == Some(w))
+                    && filter
+                        .backend_type
+                        .as_ref()
+                        .is_none_or(|b| &task.parameters.backend_type == b)
+            })
+            .collect();
+        matched.sort_by(|a, b| compare(sort, a, b));
+        let total = matched.len() as u64;
+        let tasks = matched
+            .into_iter()
+            .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
+            .take(page.limit as usize)
+            .cloned()
+            .collect();
+        TaskPage {
+            tasks,
+            total,
+            limit: page.limit,
+            offset: page.offset,
+        }
+    }
+
+    /// Cancels a pending task at once, or asks the worker of a running one to stop.
+    pub(crate) fn cancel(&mut self, id: TaskId, now: DateTime<Utc>) -> StoreResult<CancelOutcome> {
+        let task = self.record(id)?.task.clone();
+        match task.status {
+            TaskStatus::Pending => {
+                self.unindex_pending(&task);
+                let task = &mut self.record_mut(id)?.task;
+                task.status = TaskStatus::Cancelled;
+                task.completed_at = Some(now);
+                task.updated_at = now;
+                Ok(CancelOutcome::Cancelled)
+            }
+            TaskStatus::Running => {
+                let task = &mut self.record_mut(id)?.task;
+                task.cancel_requested = true;
+                task.updated_at = now;
+                Ok(CancelOutcome::CancelRequested)
+            }
+            status => Err(StoreError::AlreadyTerminal { task_id: id, status }),
+        }
+    }
+
+    fn record_mut(&mut self, id: TaskId) -> StoreResult<&mut TaskRecord> {
+        self.tasks.get_mut(&id).ok_or_else(|| StoreError::task_not_found(id))
+    }
+
+    /// Moves the best matching claimable pending task to running for this worker.
+    pub(crate) fn claim(&mut self, request: &ClaimRequest, policy: &LeasePolicy, now: DateTime<Utc>) -> Option<Task> {
+        let cutoff = earlier(now, policy.dispatch_delay);
+        let fits = |task: &Task| {
+            task.status == TaskStatus::Pending
+                && task.parameters.backend_type == request.backend_type
+                && task.created_at <= cutoff
+                && request
+                    .supported_problems
+                    .as_ref()
+                    .is_none_or(|problems| problems.iter().any(|p| p == &task.problem_id))
+        };
+        let id = match request.task_id {
+            Some(id) => self.tasks.get(&id).filter(|record| fits(&record.task)).map(|_| id)?,
+            None => {
+                self.pending
+                    .get(&request.backend_type)?
+                    .iter()
+                    .find(|key| self.tasks.get(&key.id).is_some_and(|record| fits(&record.task)))?
+                    .id
+            }
+        };
+        let snapshot = self.tasks.get(&id)?.task.clone();
+        self.unindex_pending(&snapshot);
+        self.running.insert(id);
+        let task = &mut self.tasks.get_mut(&id)?.task;
+        task.status = TaskStatus::Running;
+        task.worker_id = Some(request.worker_id.clone());
+        task.attempt += 1;
+        task.started_at = Some(now);
+        task.lease_expires_at = Some(later(now, policy.lease_duration));
+        task.cancel_requested = false;
+        task.updated_at = now;
+        Some(task.clone())
+    }
+
+    /// The record a lease token proves the caller holds: running under that attempt.
+    fn leased(&mut self, lease: LeaseToken) -> StoreResult<&mut TaskRecord> {
+        let record = self.record_mut(lease.task_id)?;
+        if record.task.status == TaskStatus::Running && record.task.attempt == lease.attempt {
+            Ok(record)
+        } else {
+            Err(StoreError::LeaseLost {
+                task_id: lease.task_id,
+                attempt: lease.attempt,
+            })
+        }
+    }
+
+    /// Extends the lease of one running task.
+    pub(crate) fn extend_lease(
+        &mut self,
+        lease: LeaseToken,
+        policy: &LeasePolicy,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LeaseState> {
+        let task = &mut self.leased(lease)?.task;
+        let expiry = later(now, policy.lease_duration);
+        task.lease_expires_at = Some(expiry);
+        task.updated_at = now;
+        Ok(LeaseState {
+            lease_expires_at: expiry,
+            cancel_requested: task.cancel_requested,
+        })
+    }
+
+    /// Appends log entries to a running task, assigning increasing ids.
+    pub(crate) fn append_logs(
+        &mut self,
+        lease: LeaseToken,
+        entries: Vec<NewLogEntry>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut next_id = self.last_log_id;
+        let record = self.leased(lease)?;
+        record.logs.reserve(entries.len());
+        for entry in entries {
+            next_id += 1;
+            record.logs.push(LogEntry {
+                id: next_id,
+                task_id: lease.task_id,
+                timestamp: now,
+                level: entry.level,
+                message: entry.message,
+                context: entry.context,
+            });
+        }
+        self.last_log_id = next_id;
+        Ok(())
+    }
+
+    /// Reads a task's log through the query's filters, in append order.
+    pub(crate) fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        let record = self.record(task_id)?;
+        Ok(record
+            .logs
+            .iter()
+            .filter(|entry| {
+                query.min_level.is_none_or(|level| entry.level >= level)
+                    && query.since.is_none_or(|since| entry.timestamp >= since)
+                    && query.after_id.is_none_or(|after| entry.id > after)
+            })
+            .take(query.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    /// Replaces the trajectory of a running task.
+    pub(crate) fn save_trajectory(
+        &mut self,
+        lease: LeaseToken,
+        mut trajectory: Trajectory,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let record = self.leased(lease)?;
+        trajectory.task_id = lease.task_id;
+        record.trajectory = Some(trajectory);
+        record.task.updated_at = now;
+        Ok(())
+    }
+
+    /// Reads a task's trajectory.
+    pub(crate) fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        Ok(self.record(task_id)?.trajectory.clone())
+    }
+
+    /// Records a worker's report: terminal status, or a requeue for a failure with retries left.
+    pub(crate) fn finish(&mut self, lease: LeaseToken, outcome: TaskOutcome, now: DateTime<Utc>) -> StoreResult<Task> {
+        let record = self.record(lease.task_id)?;
+        let reported = TaskStatus::from(outcome.status);
+        let current = &record.task;
+        if current.status != TaskStatus::Running || current.attempt != lease.attempt {
+            // A replay of a finish that already landed is acknowledged again, unchanged.
+            if current.attempt == lease.attempt && current.status == reported {
+                return Ok(current.clone());
+            }
+            return Err(StoreError::LeaseLost {
+                task_id: lease.task_id,
+                attempt: lease.attempt,
+            });
+        }
+        let worker_id = current.worker_id.clone();
+        let requeue = outcome.status == TerminalStatus::Failed && current.attempt <= current.parameters.max_retries;
+        self.running.remove(&lease.task_id);
+        let task = &mut self.record_mut(lease.task_id)?.task;
+        task.lease_expires_at = None;
+        task.updated_at = now;
+        task.error_details = outcome.error;
+        if requeue {
+            task.status = TaskStatus::Pending;
+            task.worker_id = None;
+            task.started_at = None;
+            task.cancel_requested = false;
+        } else {
+            task.status = reported;
+            task.result = outcome.result;
+            task.completed_at = Some(now);
+        }
+        let task = task.clone();
+        if requeue {
+            self.index_pending(&task);
+        }
+        if let Some(worker) = worker_id.and_then(|id| self.workers.get_mut(&id)) {
+            match outcome.status {
+                TerminalStatus::Completed => worker.tasks_completed += 1,
+                TerminalStatus::Failed | TerminalStatus::Timeout => worker.tasks_failed += 1,
+                TerminalStatus::Cancelled => {}
+            }
+        }
+        Ok(task)
+    }
+
+    /// Registers a worker, or replaces one that is offline or silent past the threshold.
+    pub(crate) fn register_worker(
+        &mut self,
+        registration: WorkerRegistration,
+        policy: &LeasePolicy,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Worker> {
+        registration.validate()?;
+        let alive_since = earlier(now, policy.worker_offline_after);
+        let (tasks_completed, tasks_failed) = match self.workers.get(&registration.id) {
+            Some(existing) if existing.status != WorkerStatus::Offline && existing.last_heartbeat >= alive_since => {
+                return Err(StoreError::WorkerAlive(registration.id));
+            }
+            Some(existing) => (existing.tasks_completed, existing.tasks_failed),
+            None => (0, 0),
+        };
+        let worker = Worker {
+            id: registration.id,
+            backend_type: registration.backend_type,
+            status: WorkerStatus::Idle,
+            capabilities: registration.capabilities,
+            metadata: registration.metadata,
+            current_task_id: None,
+            tasks_completed,
+            tasks_failed,
+            registered_at: now,
+            last_heartbeat: now,
+        };
+        self.workers.insert(worker.id.clone(), worker.clone());
+        Ok(worker)
+    }
+
+    /// Records a sign of life and extends the leases of the worker's running tasks.
+    pub(crate) fn heartbeat(
+        &mut self,
+        heartbeat: &WorkerHeartbeat,
+        policy: &LeasePolicy,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HeartbeatAck> {
+        if heartbeat.status == WorkerStatus::Offline {
+            return Err(ValidationError::new(
+                "status",
+                "a heartbeat reports idle or busy; a worker that stops deregisters instead",
+            )
+            .into());
+        }
+        let worker = self
+            .workers
+            .get_mut(&heartbeat.worker_id)
+            .ok_or_else(|| StoreError::worker_not_found(&heartbeat.worker_id))?;
+        worker.status = heartbeat.status;
+        worker.current_task_id = heartbeat.current_task_id;
+        worker.last_heartbeat = now;
+        let expiry = later(now, policy.lease_duration);
+        let mut leased_any = false;
+        let mut cancelled_task_ids = Vec::new();
+        for id in &self.running {
+            let Some(record) = self.tasks.get_mut(id) else { continue };
+            let task = &mut record.task;
+            if task.worker_id.as_deref() != Some(heartbeat.worker_id.as_str()) {
+                continue;
+            }
+            task.lease_expires_at = Some(expiry);
+            task.updated_at = now;
+            leased_any = true;
+            if task.cancel_requested {
+                cancelled_task_ids.push(task.id);
+            }
+        }
+        Ok(HeartbeatAck {
+            acknowledged: true,
+            cancelled_task_ids,
+            lease_expires_at: leased_any.then_some(expiry),
+            next_task: None,
+        })
+    }
+
+    /// Marks a worker offline.
+    pub(crate) fn deregister_worker(&mut self, worker_id: &str) -> StoreResult<()> {
+        let worker = self
+            .workers
+            .get_mut(worker_id)
+            .ok_or_else(|| StoreError::worker_not_found(worker_id))?;
+        worker.status = WorkerStatus::Offline;
+        worker.current_task_id = None;
+        Ok(())
+    }
+
+    /// Reads one worker.
+    pub(crate) fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        self.workers
+            .get(worker_id)
+            .cloned()
+            .ok_or_else(|| StoreError::worker_not_found(worker_id))
+    }
+
+    /// The workers matching `filter`, by id.
+    pub(crate) fn list_workers(&self, filter: &WorkerFilter) -> WorkerPage {
+        let workers: Vec<Worker> = self
+            .workers
+            .values()
+            .filter(|worker| {
+                filter.status.is_none_or(|status| worker.status == status)
+                    && filter.backend_type.as_ref().is_none_or(|b| &worker.backend_type == b)
+            })
+            .cloned()
+            .collect();
+        WorkerPage {
+            total: workers.len() as u64,
+            workers,
+        }
+    }
+
+    /// Times out overdue tasks, requeues or fails expired leases, marks silent workers offline.
+    pub(crate) fn sweep(&mut self, policy: &LeasePolicy, now: DateTime<Utc>) -> SweepReport {
+        let mut report = SweepReport::default();
+        let running: Vec<TaskId> = self.running.iter().copied().collect();
+        for id in running {
+            let Some(record) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            let task = &mut record.task;
+            let limit = std::time::Duration::from_secs(u64::from(task.parameters.timeout_minutes) * 60);
+            let started_at = task.started_at.unwrap_or(task.updated_at);
+            let deadline = later(later(started_at, limit), policy.timeout_grace);
+            let lease_expired = task.lease_expires_at.is_some_and(|expiry| expiry < now);
+            if now > deadline {
+                task.status = TaskStatus::Timeout;
+                task.error_details = Some(ErrorDetails::new(
+                    "timeout",
+                    format!(
+                        "the run exceeded its {}-minute limit and no worker reported an outcome",
+                        task.parameters.timeout_minutes
+                    ),
+                ));
+                task.completed_at = Some(now);
+                report.timed_out.push(id);
+            } else if lease_expired && task.cancel_requested {
+                // The client asked to stop it and its worker is gone: honour the cancel
+                // rather than run it again.
+                task.status = TaskStatus::Cancelled;
+                task.completed_at = Some(now);
+            } else if lease_expired {
+                let details = ErrorDetails::new(
+                    "worker_lost",
+                    format!(
+                        "worker {} stopped renewing its lease on attempt {}",
+                        task.worker_id.as_deref().unwrap_or("unknown"),
+                        task.attempt
+                    ),
+                );
+                task.error_details = Some(details);
+                if task.attempt <= task.parameters.max_retries {
+                    task.status = TaskStatus::Pending;
+                    task.worker_id = None;
+                    task.started_at = None;
+                    report.requeued.push(id);
+                } else {
+                    task.status = TaskStatus::Failed;
+                    task.completed_at = Some(now);
+                    report.failed.push(id);
+                }
+            } else {
+                continue;
+            }
+            task.lease_expires_at = None;
+            task.updated_at = now;
+            let task = task.clone();
+            self.running.remove(&id);
+            if task.status == TaskStatus::Pending {
+                self.index_pending(&task);
+            }
+        }
+        let silent_since = earlier(now, policy.worker_offline_after);
+        for worker in self.workers.values_mut() {
+            if worker.status != WorkerStatus::Offline && worker.last_heartbeat < silent_since {
+                worker.status = WorkerStatus::Offline;
+                report.workers_offline.push(worker.id.clone());
+            }
+        }
+        report
+    }
+
+    /// Counts per status (every status present) and queue depth per backend type.
+    pub(crate) fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            tasks_by_status: TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
+            workers_by_status: WorkerStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
+            ..StoreStats::default()
+        };
+        for record in self.tasks.values() {
+            *stats.tasks_by_status.entry(record.task.status).or_default() += 1;
+        }
+        for (backend_type, queue) in &self.pending {
+            stats
+                .queue_depth_by_backend
+                .insert(backend_type.clone(), queue.len() as u64);
+        }
+        for worker in self.workers.values() {
+            *stats.workers_by_status.entry(worker.status).or_default() += 1;
+        }
+        stats
+    }
+}
+
+/// The order of `GET /tasks`; ties break on id (ascending) so pages are stable.
+fn compare(sort: TaskSort, a: &Task, b: &Task) -> Ordering {
+    let by_priority = a.parameters.priority.cmp(&b.parameters.priority);
+    let by_age = a.created_at.cmp(&b.created_at);
+    let primary = match sort {
+        TaskSort::CreatedAsc => by_age,
+        TaskSort::CreatedDesc => by_age.reverse(),
+        TaskSort::PriorityAsc => by_priority.then(by_age),
+        TaskSort::PriorityDesc => by_priority.reverse().then(by_age),
+    };
+    primary.then(a.id.cmp(&b.id))
+}
