@@ -26,7 +26,10 @@ pub mod log;
 pub mod memory;
 pub mod policy;
 pub mod query;
+pub mod retry;
+pub mod runtime;
 pub mod scheduler;
+pub mod simulated;
 pub mod store;
 pub mod task;
 pub mod trajectory;
@@ -43,7 +46,9 @@ pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::MemoryStore;
 pub use policy::LeasePolicy;
 pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+pub use runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
 pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
+pub use simulated::{FailureMode, SimulatedBackend, SimulatedConfig};
 pub use store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
 pub use task::{
     CancelOutcome, ErrorDetails, JsonObject, LeaseToken, NewTask, Task, TaskId, TaskOutcome, TaskParameters,

@@ -1,0 +1,36 @@
+//! [`RuntimeError`]: why a worker stopped other than by a requested shutdown.
+
+use crate::error::{BackendError, StoreError, ValidationError};
+
+/// Why [`WorkerRuntime::run`](super::WorkerRuntime::run) returned an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration is unusable.
+    #[error("invalid worker configuration: {0}")]
+    Config(#[from] ValidationError),
+    /// The backend could not be made ready; its message says what to fix.
+    #[error("backend {backend:?} failed to prepare: {source}")]
+    Prepare {
+        /// The backend's name.
+        backend: String,
+        /// What went wrong.
+        source: BackendError,
+    },
+    /// The store refused the registration for a reason retrying cannot fix.
+    #[error("could not register worker {worker_id:?}: {source}")]
+    Register {
+        /// The worker id.
+        worker_id: String,
+        /// The store's answer.
+        source: StoreError,
+    },
+    /// The backend failed to release its resources at shutdown (the worker
+    /// had already stopped and deregistered).
+    #[error("backend {backend:?} failed to shut down: {source}")]
+    Shutdown {
+        /// The backend's name.
+        backend: String,
+        /// What went wrong.
+        source: BackendError,
+    },
+}

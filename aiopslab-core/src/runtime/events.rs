@@ -1,0 +1,46 @@
+//! Reacting to store events, when the store pushes them.
+//!
+//! `TaskAvailable` for our backend type wakes the claim loop at once instead
+//! of at the next poll; `CancelRequested` for a task running here stops it
+//! at once instead of at the next heartbeat. Events are an optimisation:
+//! a lagging or closed subscription loses nothing that polling and
+//! heartbeats would not catch.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use super::slots::StopReason;
+use super::Shared;
+use crate::events::StoreEvent;
+
+/// Handles events until `stop` fires or the store closes the channel.
+pub(crate) async fn listen(shared: Arc<Shared>, mut events: broadcast::Receiver<StoreEvent>, stop: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(StoreEvent::TaskAvailable { backend_type }) if backend_type == shared.config.backend_type => {
+                shared.wake.notify_one();
+            }
+            Ok(StoreEvent::TaskAvailable { .. }) => {}
+            Ok(StoreEvent::CancelRequested { task_id }) => {
+                if shared.slots.stop(task_id, StopReason::ClientCancel) {
+                    tracing::info!(%task_id, "cancel requested by a client; stopping the run");
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "store events lagged; checking the queue");
+                shared.wake.notify_one();
+            }
+            Err(RecvError::Closed) => {
+                tracing::debug!("store event channel closed; relying on polling");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The heartbeat: the worker's sign of life, which also keeps its leases.
+//!
+//! Every `heartbeat_interval` the worker tells the store it is `idle` (a
+//! slot is free) or `busy` (none is, or it is shutting down), and which task
+//! it runs. The store extends the leases of all its running tasks and
+//! answers with the ids of tasks a client cancelled (their runs are stopped)
+//! and possibly a task already claimed for it (run in a free slot).
+//!
+//! The heartbeat does not say which leases are still ours, so each beat also
+//! extends every running task's lease by its token: `LeaseLost` there means
+//! the store gave the task up (sweep requeued or timed it out while we were
+//! unreachable) and the run is stopped without writing anything more.
+//! Failed beats are not retried in place: the next tick is the retry.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::slots::StopReason;
+use super::task_run::run_task;
+use super::Shared;
+use crate::error::StoreError;
+use crate::task::Task;
+use crate::worker::{WorkerHeartbeat, WorkerStatus};
+
+/// Beats every interval until `stop` fires.
+pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let period = shared.config.heartbeat_interval;
+    // Registration just counted as a sign of life: the first beat is one period later.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        beat(&shared).await;
+        check_leases(&shared).await;
+    }
+}
+
+/// One heartbeat and the handling of its answer.
+pub(crate) async fn beat(shared: &Arc<Shared>) {
+    let status = if shared.stopping.is_cancelled() || !shared.slots.has_free_slot() {
+        WorkerStatus::Busy
+    } else {
+        WorkerStatus::Idle
+    };
+    let heartbeat = WorkerHeartbeat {
+        worker_id: shared.config.worker_id.clone(),
+        status,
+        current_task_id: shared.slots.current_task(),
+    };
+    match shared.store.heartbeat(&heartbeat).await {
+        Ok(ack) => {
+            for task_id in ack.cancelled_task_ids {
+                if shared.slots.stop(task_id, StopReason::ClientCancel) {
+                    tracing::info!(%task_id, "cancel requested by a client; stopping the run");
+                }
+            }
+            if let Some(task) = ack.next_task {
+                accept_handed_task(shared, task);
+            }
+        }
+        Err(StoreError::NotFound { .. }) => {
+            tracing::warn!("the store does not know this worker any more; registering again");
+            let registration = shared.config.registration(shared.backend.name());
+            if let Err(error) = shared.store.register_worker(registration).await {
+                tracing::warn!(%error, "re-registration failed; will retry on the next heartbeat");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "heartbeat failed; leases are not being extended"),
+    }
+}
+
+/// Runs a task the heartbeat's answer handed us (it is already `running`
+/// under our name): in the next free slot, or handed straight back as
+/// `worker_shutdown` if we are stopping.
+fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
+    if shared.slots.contains(task.id) {
+        return;
+    }
+    tracing::info!(task_id = %task.id, "heartbeat handed us a task");
+    let guard = shared.slots.track();
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let permit = if shared.stopping.is_cancelled() {
+            None
+        } else {
+            tokio::select! {
+                permit = shared.slots.acquire() => Some(permit),
+                _ = shared.stopping.cancelled() => None,
+            }
+        };
+        run_task(shared, task, permit, guard).await;
+    });
+}
+
+/// Confirms each running task's lease; stops runs whose lease is gone or
+/// whose cancel was requested.
+async fn check_leases(shared: &Shared) {
+    for lease in shared.slots.leases() {
+        match shared.store.extend_lease(lease).await {
+            Ok(state) if state.cancel_requested => {
+                if shared.slots.stop(lease.task_id, StopReason::ClientCancel) {
+                    tracing::info!(task_id = %lease.task_id, "cancel requested by a client; stopping the run");
+                }
+            }
+            Ok(_) => {}
+            Err(error @ (StoreError::LeaseLost { .. } | StoreError::NotFound { .. })) => {
+                tracing::warn!(task_id = %lease.task_id, %error, "lease lost; stopping the run without reporting");
+                shared.slots.stop(lease.task_id, StopReason::LeaseLost);
+            }
+            Err(error) => tracing::warn!(task_id = %lease.task_id, %error, "lease check failed"),
+        }
+    }
+}
