@@ -1,3 +1,14 @@
-//! Placeholder: filled by its own issue.
+//! # aiopslab-http
+//!
+//! The HTTP face of aiopslab:
+//!
+//! - [`server`]: the axum router — public API, worker protocol, OpenAPI
+//!   document, Swagger UI and ReDoc served with no internet, Prometheus
+//!   metrics, optional bearer tokens.
+//! - [`client`]: `HttpStore`, a `TaskStore` over the worker protocol, so a
+//!   worker on another machine runs the same runtime against the server.
+
+#![warn(missing_docs)]
 
 pub mod client;
+pub mod server;

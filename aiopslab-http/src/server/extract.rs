@@ -1,0 +1,187 @@
+//! Extractors that answer with the API's error shape instead of axum's
+//! plain-text rejections: JSON bodies ([`ApiJson`]), path ids ([`TaskIdPath`],
+//! [`WorkerIdPath`]) and query strings ([`QueryParams`], parsed by hand with
+//! the core validators so a bad value names its parameter).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use aiopslab_core::{TaskId, ValidationError};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON request body. Malformed JSON, a wrong type or an unknown field is a
+/// 400 `invalid_json` whose message (from serde) says what and where; a body
+/// over the route's limit is a 413 `payload_too_large`.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(None)
+            } else {
+                ApiError::invalid_json(format!("could not read the request body: {rejection}"), None)
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body, naming the offending field on a type error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_json("the request body is empty; expected a JSON object", None));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::invalid_json(format!("invalid JSON body: {inner}"), None)
+        } else {
+            ApiError::invalid_json(format!("invalid JSON body at {path}: {inner}"), Some(path))
+        }
+    })?;
+    // Trailing garbage after the value is malformed JSON too.
+    deserializer
+        .end()
+        .map_err(|e| ApiError::invalid_json(format!("invalid JSON body: {e}"), None))?;
+    Ok(value)
+}
+
+/// The `{id}` segment of a task route, which must be a UUID (else 400 naming `id`).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskIdPath(pub TaskId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(&ValidationError::new("id", e.body_text())))?;
+        raw.parse::<TaskId>().map(TaskIdPath).map_err(|_| {
+            ApiError::validation(&ValidationError::new(
+                "id",
+                format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
+            ))
+        })
+    }
+}
+
+/// The `{id}` segment of a worker route.
+#[derive(Debug, Clone)]
+pub struct WorkerIdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for WorkerIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(&ValidationError::new("id", e.body_text())))?;
+        Ok(WorkerIdPath(raw))
+    }
+}
+
+/// The raw query string as name → value (the last occurrence wins). Values
+/// are parsed by the handlers with the typed getters, which answer 400
+/// `invalid_query` naming the parameter.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::invalid_query(&ValidationError::new("query", format!("malformed query string: {e}")))
+        })?;
+        Ok(QueryParams(pairs.into_iter().collect()))
+    }
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_query(&ValidationError::new(name, message))
+}
+
+impl QueryParams {
+    /// A text parameter; empty values count as absent.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    /// A parameter parsed with a core `FromStr` whose error names the field.
+    pub fn parsed<T>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T: FromStr<Err = ValidationError>,
+    {
+        match self.text(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| invalid(name, e.message)),
+        }
+    }
+
+    /// An integer parameter.
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| invalid(name, format!("must be an integer, got {raw:?}"))),
+        }
+    }
+
+    /// A boolean parameter (`true`/`false`, `1`/`0`); `default` when absent.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        match self.text(name).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(raw) => Err(invalid(name, format!("must be true or false, got {raw:?}"))),
+        }
+    }
+
+    /// An RFC 3339 timestamp parameter (`2025-09-12T10:00:00Z`).
+    pub fn timestamp(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(raw) => DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| {
+                    invalid(
+                        name,
+                        format!("must be an RFC 3339 timestamp such as 2025-09-12T10:00:00Z, got {raw:?} ({e})"),
+                    )
+                }),
+        }
+    }
+
+    /// A text parameter with a bounded length.
+    pub fn bounded_text(&self, name: &str, max_len: usize) -> Result<Option<String>, ApiError> {
+        match self.text(name) {
+            Some(v) if v.len() > max_len => Err(invalid(name, format!("must be at most {max_len} characters"))),
+            other => Ok(other),
+        }
+    }
+}

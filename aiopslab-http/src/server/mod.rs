@@ -1,0 +1,41 @@
+//! The HTTP server: an axum [`Router`](axum::Router) over any
+//! [`TaskStore`](aiopslab_core::TaskStore) and
+//! [`Scheduler`](aiopslab_core::Scheduler).
+//!
+//! - Public API (client token when configured): `POST/GET /tasks`,
+//!   `GET/DELETE /tasks/{id}`, `GET /tasks/{id}/logs` (`?follow=true` for
+//!   Server-Sent Events), `GET /tasks/{id}/trajectory`,
+//!   `GET /trajectories/export` (JSON Lines), `GET /workers`,
+//!   `GET /workers/{id}`, `GET /problems`, `GET /stats`, `GET /metrics`.
+//! - Worker protocol (worker token when configured): `POST /workers/register`,
+//!   `POST /workers/heartbeat`, `POST /workers/claim`,
+//!   `POST /workers/{id}/deregister`, `POST /tasks/{id}/lease`,
+//!   `POST /tasks/{id}/logs`, `PUT /tasks/{id}/trajectory`,
+//!   `POST /tasks/{id}/finish`.
+//! - Never guarded: `GET /health`. Docs (guarded only with
+//!   [`ApiConfig::protect_docs`]): `/openapi.json`, `/docs`, `/redoc`.
+//!
+//! Build it with [`router`] from an [`ApiState`] (store, scheduler,
+//! [`ApiConfig`]). Every error is `{"error", "code", "details"}` (see
+//! [`ApiError`]).
+
+mod auth;
+mod config;
+mod docs;
+mod error;
+mod extract;
+mod metrics;
+mod openapi;
+mod router;
+mod routes;
+mod sse;
+mod state;
+pub mod wire;
+
+pub use auth::constant_time_eq;
+pub use config::ApiConfig;
+pub use error::{ApiError, ErrorBody};
+pub use metrics::Metrics;
+pub use openapi::ApiDoc;
+pub use router::router;
+pub use state::ApiState;

@@ -1,0 +1,141 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the wire types' `ToSchema` derives (core types derive it
+//! behind aiopslab-core's `utoipa` feature).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::docs;
+use super::error::ErrorBody;
+use super::routes::{leases, system, tasks, workers};
+use super::wire;
+
+/// The API's OpenAPI document: `ApiDoc::openapi()`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "aiopslab",
+        description = "Queue AIOpsLab problem runs, hand them to a fleet of workers (one Kind cluster each), \
+and keep everything a run produces: status, logs, the agent's trajectory and the evaluation.\n\n\
+Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configured, public routes need \
+`Authorization: Bearer <client token>` and worker-protocol routes the worker token; `/health` never does."
+    ),
+    paths(
+        tasks::create_task,
+        tasks::list_tasks,
+        tasks::get_task,
+        tasks::cancel_task,
+        tasks::get_logs,
+        tasks::get_trajectory,
+        tasks::export_trajectories,
+        workers::list_workers,
+        workers::get_worker,
+        workers::register_worker,
+        workers::heartbeat,
+        workers::claim,
+        workers::deregister_worker,
+        leases::extend_lease,
+        leases::append_logs,
+        leases::save_trajectory,
+        leases::finish,
+        system::list_problems,
+        system::stats,
+        system::health,
+        system::metrics,
+        docs::redoc_page,
+        docs::redoc_js,
+    ),
+    components(schemas(
+        ErrorBody,
+        wire::TaskView,
+        wire::CancelResponse,
+        wire::LogsResponse,
+        wire::HeartbeatResponse,
+        wire::ClaimResponse,
+        wire::LeaseBody,
+        wire::AppendLogsBody,
+        wire::SaveTrajectoryBody,
+        wire::FinishBody,
+        wire::ProblemList,
+        wire::HealthResponse,
+        aiopslab_core::Task,
+        aiopslab_core::TaskStatus,
+        aiopslab_core::NewTask,
+        aiopslab_core::TaskPage,
+        aiopslab_core::TaskSort,
+        aiopslab_core::LogEntry,
+        aiopslab_core::LogLevel,
+        aiopslab_core::NewLogEntry,
+        aiopslab_core::Worker,
+        aiopslab_core::WorkerStatus,
+        aiopslab_core::WorkerPage,
+        aiopslab_core::WorkerRegistration,
+        aiopslab_core::WorkerHeartbeat,
+        aiopslab_core::ClaimRequest,
+        aiopslab_core::LeaseState,
+        aiopslab_core::TaskOutcome,
+        aiopslab_core::Trajectory,
+        aiopslab_core::StoreStats,
+        aiopslab_core::Problem,
+    )),
+    modifiers(&BearerTokens, &ServedByOthers),
+    tags(
+        (name = "tasks", description = "Submit, follow and cancel problem runs"),
+        (name = "workers", description = "The worker fleet"),
+        (name = "worker protocol", description = "What a (remote) worker calls, under its lease token; guarded by the worker token"),
+        (name = "catalog", description = "AIOpsLab's problems"),
+        (name = "operations", description = "Health, statistics, metrics"),
+        (name = "docs", description = "This document and its viewers"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the two bearer-token schemes the routes refer to.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["client_token", "worker_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// Declares the routes served by `utoipa-swagger-ui` (the document itself
+/// and the Swagger UI page), which have no handler of ours to annotate.
+struct ServedByOthers;
+
+impl Modify for ServedByOthers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+
+        let page = |id: &str, summary: &str, content_type: &str, description: &str| {
+            OperationBuilder::new()
+                .operation_id(Some(id))
+                .summary(Some(summary))
+                .tag("docs")
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(content_type, ContentBuilder::new().build()),
+                )
+                .build()
+        };
+        openapi.paths.add_path_operation(
+            "/openapi.json",
+            vec![HttpMethod::Get],
+            page("openapi_json", "This OpenAPI 3 document", "application/json", "The document"),
+        );
+        let mut docs = page("swagger_ui", "Swagger UI", "text/html", "The Swagger UI page (at /docs/)");
+        docs.responses
+            .responses
+            .insert("303".to_string(), ResponseBuilder::new().description("Redirect to /docs/").build().into());
+        openapi.paths.add_path_operation("/docs", vec![HttpMethod::Get], docs);
+    }
+}

@@ -1,0 +1,159 @@
+//! Worker writes to a task under its lease token `(task id, attempt)`:
+//! extend the lease, append logs, save the trajectory, finish. A stale token
+//! is a 409 `lease_lost`: the worker must stop writing for that task.
+
+use aiopslab_core::{LeaseState, LeaseToken, Task, TaskOutcome};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use crate::server::error::{ApiError, ApiResult, ErrorBody};
+use crate::server::extract::{ApiJson, TaskIdPath};
+use crate::server::state::ApiState;
+use crate::server::wire::{AppendLogsBody, FinishBody, LeaseBody, SaveTrajectoryBody};
+
+/// Extends the lease of a running task.
+#[utoipa::path(
+    post, path = "/tasks/{id}/lease", tag = "worker protocol",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    request_body = LeaseBody,
+    responses(
+        (status = 200, description = "The new expiry, and whether a client asked to cancel", body = LeaseState),
+        (status = 400, description = "Malformed JSON, or the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn extend_lease(
+    State(state): State<ApiState>,
+    TaskIdPath(task_id): TaskIdPath,
+    ApiJson(body): ApiJson<LeaseBody>,
+) -> ApiResult<Json<LeaseState>> {
+    let lease = LeaseToken {
+        task_id,
+        attempt: body.attempt,
+    };
+    Ok(Json(state.store.extend_lease(lease).await?))
+}
+
+/// Largest number of entries in one batch.
+const MAX_BATCH: usize = 10_000;
+
+/// Appends a batch of log entries to a running task.
+#[utoipa::path(
+    post, path = "/tasks/{id}/logs", tag = "worker protocol",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    request_body = AppendLogsBody,
+    responses(
+        (status = 204, description = "Appended"),
+        (status = 400, description = "Malformed JSON, too many entries, or the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn append_logs(
+    State(state): State<ApiState>,
+    TaskIdPath(task_id): TaskIdPath,
+    ApiJson(body): ApiJson<AppendLogsBody>,
+) -> ApiResult<StatusCode> {
+    if body.entries.len() > MAX_BATCH {
+        return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
+            "entries",
+            format!("at most {MAX_BATCH} entries per batch, got {}", body.entries.len()),
+        )));
+    }
+    let lease = LeaseToken {
+        task_id,
+        attempt: body.attempt,
+    };
+    state.store.append_logs(lease, body.entries).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Saves (replaces) the trajectory of a running task.
+#[utoipa::path(
+    put, path = "/tasks/{id}/trajectory", tag = "worker protocol",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    request_body = SaveTrajectoryBody,
+    responses(
+        (status = 204, description = "Saved"),
+        (status = 400, description = "Malformed JSON, a trajectory of another task, or the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn save_trajectory(
+    State(state): State<ApiState>,
+    TaskIdPath(task_id): TaskIdPath,
+    ApiJson(body): ApiJson<SaveTrajectoryBody>,
+) -> ApiResult<StatusCode> {
+    let mut trajectory = body.trajectory;
+    if trajectory.task_id.is_nil() {
+        trajectory.task_id = task_id;
+    } else if trajectory.task_id != task_id {
+        return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
+            "trajectory.task_id",
+            format!("must be the task of the path ({task_id}), got {}", trajectory.task_id),
+        )));
+    }
+    let lease = LeaseToken {
+        task_id,
+        attempt: body.attempt,
+    };
+    state.store.save_trajectory(lease, trajectory).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Finishes a running task with its outcome. A failure with retries left
+/// requeues it (the answer then shows it `pending`). Replaying the same
+/// finish after it landed returns the task unchanged.
+#[utoipa::path(
+    post, path = "/tasks/{id}/finish", tag = "worker protocol",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    request_body = FinishBody,
+    responses(
+        (status = 200, description = "The task after the finish", body = Task),
+        (status = 400, description = "Malformed JSON, or the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn finish(
+    State(state): State<ApiState>,
+    TaskIdPath(task_id): TaskIdPath,
+    ApiJson(body): ApiJson<FinishBody>,
+) -> ApiResult<Json<Task>> {
+    let lease = LeaseToken {
+        task_id,
+        attempt: body.attempt,
+    };
+    let outcome: TaskOutcome = body.outcome;
+    let before = state.store.get_task(task_id).await.ok();
+    let task = state.store.finish(lease, outcome).await?;
+    // Observe the duration once: only when this call moved it to terminal.
+    let was_running = before.is_some_and(|t| !t.status.is_terminal());
+    if was_running && task.status.is_terminal() {
+        state.metrics.observe_task(&task);
+    }
+    tracing::info!(task_id = %task_id, attempt = body.attempt, status = %task.status, "task finished");
+    Ok(Json(task))
+}

@@ -1,0 +1,7 @@
+//! Route handlers, one file per resource group. Each handler carries its
+//! `#[utoipa::path]` so `/openapi.json` is generated from the code.
+
+pub mod leases;
+pub mod system;
+pub mod tasks;
+pub mod workers;

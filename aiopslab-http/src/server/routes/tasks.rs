@@ -1,0 +1,337 @@
+//! The public task routes: create, list, read, cancel, logs (with a
+//! Server-Sent Events follow mode), trajectory, and the JSON Lines export of
+//! trajectories for RL training.
+
+use aiopslab_core::{
+    CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskStatus, TaskStore, Trajectory,
+};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream;
+use std::sync::Arc;
+
+use crate::server::error::{ApiError, ApiResult, ErrorBody};
+use crate::server::extract::{ApiJson, QueryParams, TaskIdPath};
+use crate::server::sse;
+use crate::server::state::ApiState;
+use crate::server::wire::{CancelResponse, LogsResponse, TaskView};
+
+/// Longest accepted text filter in a query string.
+const MAX_FILTER_LEN: usize = 256;
+
+/// Creates a task.
+#[utoipa::path(
+    post, path = "/tasks", tag = "tasks",
+    request_body = NewTask,
+    responses(
+        (status = 201, description = "Created, pending", body = aiopslab_core::Task),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or a value out of bounds (names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn create_task(State(state): State<ApiState>, ApiJson(new): ApiJson<NewTask>) -> ApiResult<Response> {
+    let spec = new.validate().map_err(|e| ApiError::validation(&e))?;
+    let task = state.store.create_task(spec).await?;
+    tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
+    Ok(TaskFilter {
+        status: query.parsed::<TaskStatus>("status")?,
+        problem_id: query.bounded_text("problem_id", MAX_FILTER_LEN)?,
+        worker_id: query.bounded_text("worker_id", MAX_FILTER_LEN)?,
+        backend_type: query.bounded_text("backend_type", MAX_FILTER_LEN)?,
+    })
+}
+
+/// Lists tasks, filtered, sorted, one page at a time.
+#[utoipa::path(
+    get, path = "/tasks", tag = "tasks",
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status"),
+        ("problem_id" = Option<String>, Query, description = "Only tasks of this problem"),
+        ("worker_id" = Option<String>, Query, description = "Only tasks held (or last held) by this worker"),
+        ("backend_type" = Option<String>, Query, description = "Only tasks of this backend type"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1-100 (20)"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "How many to skip (0)"),
+        ("sort" = Option<String>, Query, description = "created_at, -created_at (default), priority or -priority"),
+    ),
+    responses(
+        (status = 200, description = "One page and the total", body = TaskPage),
+        (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn list_tasks(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Json<TaskPage>> {
+    let filter = task_filter(&query)?;
+    let page = Page::new(query.int("limit")?, query.int("offset")?).map_err(|e| ApiError::invalid_query(&e))?;
+    let sort = query.parsed::<TaskSort>("sort")?.unwrap_or_default();
+    Ok(Json(state.store.list_tasks(&filter, sort, page).await?))
+}
+
+/// Reads one task; `?include_logs=true` adds its log.
+#[utoipa::path(
+    get, path = "/tasks/{id}", tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Task id"),
+        ("include_logs" = Option<bool>, Query, description = "Add the task's log entries as `logs`"),
+    ),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "The id is not a UUID, or a bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn get_task(
+    State(state): State<ApiState>,
+    TaskIdPath(id): TaskIdPath,
+    query: QueryParams,
+) -> ApiResult<Json<TaskView>> {
+    let include_logs = query.flag("include_logs", false)?;
+    let task = state.store.get_task(id).await?;
+    let logs = if include_logs {
+        Some(state.store.get_logs(id, &LogQuery::default()).await?)
+    } else {
+        None
+    };
+    Ok(Json(TaskView { task, logs }))
+}
+
+/// Cancels a task: a pending task is cancelled at once; a running task's
+/// worker is asked to stop (it reports `cancelled`); a terminal task is a 409.
+#[utoipa::path(
+    delete, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Cancelled, or cancellation requested from its worker", body = CancelResponse),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is already terminal (`already_terminal`)", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn cancel_task(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<CancelResponse>> {
+    let outcome = state.store.cancel_task(id).await?;
+    tracing::info!(task_id = %id, ?outcome, "cancel requested by client");
+    Ok(Json(match outcome {
+        CancelOutcome::Cancelled => CancelResponse {
+            id,
+            status: TaskStatus::Cancelled,
+            cancel_requested: false,
+            message: "the task was pending and is now cancelled".to_string(),
+        },
+        CancelOutcome::CancelRequested => CancelResponse {
+            id,
+            status: TaskStatus::Running,
+            cancel_requested: true,
+            message: "the task is running; its worker has been told to stop it and will report it cancelled"
+                .to_string(),
+        },
+    }))
+}
+
+/// Largest `limit` of a log read.
+const MAX_LOG_LIMIT: i64 = 100_000;
+
+fn log_query(query: &QueryParams) -> ApiResult<LogQuery> {
+    let limit = match query.int("limit")? {
+        None => None,
+        Some(n) if (1..=MAX_LOG_LIMIT).contains(&n) => Some(n as usize),
+        Some(n) => {
+            return Err(ApiError::invalid_query(&aiopslab_core::ValidationError::new(
+                "limit",
+                format!("must be between 1 and {MAX_LOG_LIMIT}, got {n}"),
+            )))
+        }
+    };
+    Ok(LogQuery {
+        min_level: query.parsed("level")?,
+        since: query.timestamp("since")?,
+        after_id: query.int("after_id")?,
+        limit,
+    })
+}
+
+/// Reads a task's log; `?follow=true` streams it as Server-Sent Events until
+/// the task is terminal.
+#[utoipa::path(
+    get, path = "/tasks/{id}/logs", tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Task id"),
+        ("level" = Option<aiopslab_core::LogLevel>, Query, description = "Only entries at this level or more severe"),
+        ("since" = Option<String>, Query, description = "Only entries at or after this RFC 3339 instant"),
+        ("after_id" = Option<i64>, Query, description = "Only entries with a greater id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "At most this many entries"),
+        ("follow" = Option<bool>, Query, description = "Stream as text/event-stream: one `log` event per entry (data = the entry as JSON), then an `end` event (data = the final status) when the task is terminal"),
+    ),
+    responses(
+        (status = 200, description = "The entries in append order (or an event stream with follow=true)",
+         content((LogsResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "The id is not a UUID, or a bad query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn get_logs(
+    State(state): State<ApiState>,
+    TaskIdPath(id): TaskIdPath,
+    query: QueryParams,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let mut log_query = log_query(&query)?;
+    if query.flag("follow", false)? {
+        // Resume after the last event a reconnecting EventSource saw.
+        if let Some(last) = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            log_query.after_id = Some(log_query.after_id.map_or(last, |a| a.max(last)));
+        }
+        // Unknown task: 404 before the stream starts.
+        state.store.get_task(id).await?;
+        return Ok(sse::follow_logs(state, id, log_query).into_response());
+    }
+    let logs = state.store.get_logs(id, &log_query).await?;
+    Ok(Json(LogsResponse { task_id: id, logs }).into_response())
+}
+
+/// Reads a task's trajectory (the RL record of its episode).
+#[utoipa::path(
+    get, path = "/tasks/{id}/trajectory", tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The trajectory", body = Trajectory),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 404, description = "No such task, or no trajectory saved yet", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn get_trajectory(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<Trajectory>> {
+    match state.store.get_trajectory(id).await? {
+        Some(trajectory) => Ok(Json(trajectory)),
+        None => Err(ApiError::not_found("trajectory", &id.to_string())),
+    }
+}
+
+/// Page size of the export's walk over tasks.
+const EXPORT_PAGE: u32 = 100;
+
+/// Streams the trajectories of matching tasks as JSON Lines, one episode per
+/// line, oldest task first (tasks with no trajectory are skipped).
+#[utoipa::path(
+    get, path = "/trajectories/export", tag = "tasks",
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed)"),
+        ("problem_id" = Option<String>, Query, description = "Only tasks of this problem"),
+        ("worker_id" = Option<String>, Query, description = "Only tasks held by this worker"),
+        ("backend_type" = Option<String>, Query, description = "Only tasks of this backend type"),
+    ),
+    responses(
+        (status = 200, description = "One trajectory JSON object per line", body = Trajectory, content_type = "application/x-ndjson"),
+        (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn export_trajectories(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Response> {
+    let filter = task_filter(&query)?;
+    // Fail fast (a proper status code) if the store is down before streaming starts.
+    let first = fetch_page(&state.store, &filter, 0).await?;
+    let store = state.store.clone();
+    let lines = stream::unfold(
+        ExportCursor {
+            store,
+            filter,
+            offset: 0,
+            page: Some(first),
+            buffered: Vec::new(),
+        },
+        next_line,
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+struct ExportCursor {
+    store: Arc<dyn TaskStore>,
+    filter: TaskFilter,
+    offset: u64,
+    page: Option<TaskPage>,
+    buffered: Vec<aiopslab_core::TaskId>,
+}
+
+async fn fetch_page(store: &Arc<dyn TaskStore>, filter: &TaskFilter, offset: u64) -> Result<TaskPage, ApiError> {
+    let page = Page {
+        limit: EXPORT_PAGE,
+        offset,
+    };
+    Ok(store.list_tasks(filter, TaskSort::CreatedAsc, page).await?)
+}
+
+async fn next_line(mut cursor: ExportCursor) -> Option<(Result<String, std::io::Error>, ExportCursor)> {
+    loop {
+        if let Some(id) = cursor.buffered.pop() {
+            match cursor.store.get_trajectory(id).await {
+                Ok(Some(trajectory)) => {
+                    let line = serde_json::to_string(&trajectory).map(|mut s| {
+                        s.push('\n');
+                        s
+                    });
+                    match line {
+                        Ok(line) => return Some((Ok(line), cursor)),
+                        Err(error) => tracing::error!(task_id = %id, %error, "cannot serialize trajectory"),
+                    }
+                }
+                Ok(None) | Err(aiopslab_core::StoreError::NotFound { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "trajectory export stopped: store error");
+                    return Some((Err(std::io::Error::other("store error during export")), cursor));
+                }
+            }
+            continue;
+        }
+        let page = match cursor.page.take() {
+            Some(page) => page,
+            None => match fetch_page(&cursor.store, &cursor.filter, cursor.offset).await {
+                Ok(page) => page,
+                Err(_) => return Some((Err(std::io::Error::other("store error during export")), cursor)),
+            },
+        };
+        if page.tasks.is_empty() {
+            return None;
+        }
+        cursor.offset += page.tasks.len() as u64;
+        // Popped from the back, so reverse to keep task order.
+        cursor.buffered = page.tasks.iter().rev().map(|t| t.id).collect();
+    }
+}

@@ -1,0 +1,184 @@
+//! Worker routes: the public listing (`GET /workers`, `GET /workers/{id}`)
+//! and the worker protocol's register, heartbeat, claim and deregister.
+//!
+//! An idle worker's heartbeat is answered with its next task, already claimed
+//! for it through the [`Scheduler`](aiopslab_core::Scheduler) with the
+//! backend type and supported problems of its stored registration.
+
+use aiopslab_core::{
+    ClaimRequest, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration, WorkerStatus,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::server::error::{ApiError, ApiResult, ErrorBody};
+use crate::server::extract::{ApiJson, QueryParams, WorkerIdPath};
+use crate::server::state::ApiState;
+use crate::server::wire::{ClaimResponse, HeartbeatResponse};
+
+/// Lists workers, by id.
+#[utoipa::path(
+    get, path = "/workers", tag = "workers",
+    params(
+        ("status" = Option<WorkerStatus>, Query, description = "Only workers in this status"),
+        ("backend_type" = Option<String>, Query, description = "Only workers of this backend type"),
+    ),
+    responses(
+        (status = 200, description = "The workers and how many", body = WorkerPage),
+        (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn list_workers(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Json<WorkerPage>> {
+    let filter = WorkerFilter {
+        status: query.parsed::<WorkerStatus>("status")?,
+        backend_type: query.bounded_text("backend_type", 256)?,
+    };
+    Ok(Json(state.store.list_workers(&filter).await?))
+}
+
+/// Reads one worker.
+#[utoipa::path(
+    get, path = "/workers/{id}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "The worker", body = Worker),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 404, description = "No such worker", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn get_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerIdPath) -> ApiResult<Json<Worker>> {
+    Ok(Json(state.store.get_worker(&id).await?))
+}
+
+/// Registers a worker (worker protocol).
+#[utoipa::path(
+    post, path = "/workers/register", tag = "worker protocol",
+    request_body = WorkerRegistration,
+    responses(
+        (status = 201, description = "Registered, idle", body = Worker),
+        (status = 400, description = "Malformed JSON, unknown field, or an invalid value (names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 409, description = "A live worker holds this id (`worker_alive`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn register_worker(
+    State(state): State<ApiState>,
+    ApiJson(registration): ApiJson<WorkerRegistration>,
+) -> ApiResult<Response> {
+    registration.validate().map_err(|e| ApiError::validation(&e))?;
+    let worker = state.store.register_worker(registration).await?;
+    tracing::info!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
+    Ok((StatusCode::CREATED, Json(worker)).into_response())
+}
+
+/// A worker's sign of life (worker protocol). An idle worker gets its next
+/// task, already claimed for it, in `next_task`.
+#[utoipa::path(
+    post, path = "/workers/heartbeat", tag = "worker protocol",
+    request_body = WorkerHeartbeat,
+    responses(
+        (status = 200, description = "Acknowledged; cancelled task ids and maybe a next task", body = HeartbeatResponse),
+        (status = 400, description = "Malformed JSON, unknown field, or an invalid value (names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "The worker is not registered", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn heartbeat(
+    State(state): State<ApiState>,
+    ApiJson(beat): ApiJson<WorkerHeartbeat>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let mut ack = state.store.heartbeat(&beat).await?;
+    if beat.status == WorkerStatus::Idle && ack.next_task.is_none() {
+        let worker = state.store.get_worker(&beat.worker_id).await?;
+        let request = ClaimRequest {
+            worker_id: worker.id.clone(),
+            backend_type: worker.backend_type.clone(),
+            supported_problems: worker.capabilities.supported_problems.clone(),
+            task_id: None,
+        };
+        if let Some(task) = state.scheduler.next_task(&request).await? {
+            tracing::info!(task_id = %task.id, worker_id = %worker.id, "task handed out on heartbeat");
+            ack.lease_expires_at = match (ack.lease_expires_at, task.lease_expires_at) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            ack.next_task = Some(task);
+        }
+    }
+    Ok(Json(HeartbeatResponse {
+        acknowledged: ack.acknowledged,
+        next_task_id: ack.next_task.as_ref().map(|t| t.id),
+        next_task: ack.next_task,
+        cancelled_task_ids: ack.cancelled_task_ids,
+        lease_expires_at: ack.lease_expires_at,
+    }))
+}
+
+/// Claims the next task for a worker (worker protocol).
+#[utoipa::path(
+    post, path = "/workers/claim", tag = "worker protocol",
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, description = "The claimed task, now running, or null", body = ClaimResponse),
+        (status = 400, description = "Malformed JSON or wrong types", body = ErrorBody),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn claim(
+    State(state): State<ApiState>,
+    ApiJson(request): ApiJson<ClaimRequest>,
+) -> ApiResult<Json<ClaimResponse>> {
+    for (field, value) in [("worker_id", &request.worker_id), ("backend_type", &request.backend_type)] {
+        if value.trim().is_empty() {
+            return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
+                field,
+                "must be a non-empty string",
+            )));
+        }
+    }
+    let task = state.scheduler.next_task(&request).await?;
+    if let Some(task) = &task {
+        tracing::info!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
+    }
+    Ok(Json(ClaimResponse { task }))
+}
+
+/// Marks a worker offline (graceful shutdown; worker protocol).
+#[utoipa::path(
+    post, path = "/workers/{id}/deregister", tag = "worker protocol",
+    params(("id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 204, description = "The worker is offline"),
+        (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
+        (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No such worker", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("worker_token" = []))
+)]
+pub async fn deregister_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerIdPath) -> ApiResult<StatusCode> {
+    state.store.deregister_worker(&id).await?;
+    tracing::info!(worker_id = %id, "worker deregistered");
+    Ok(StatusCode::NO_CONTENT)
+}

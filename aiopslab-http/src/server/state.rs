@@ -1,0 +1,40 @@
+//! [`ApiState`]: what every handler shares — the store, the scheduler, the
+//! configuration and the metrics registry.
+
+use std::sync::Arc;
+
+use aiopslab_core::{DefaultScheduler, Scheduler, TaskStore};
+
+use super::config::ApiConfig;
+use super::metrics::Metrics;
+
+/// Shared state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Where tasks and workers live.
+    pub store: Arc<dyn TaskStore>,
+    /// Who gets which task (used by claim and by idle heartbeats).
+    pub scheduler: Arc<dyn Scheduler>,
+    /// Tokens, limits, follow polling.
+    pub config: Arc<ApiConfig>,
+    /// Counters and histograms served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ApiState {
+    /// State over a store and a scheduler.
+    pub fn new(store: Arc<dyn TaskStore>, scheduler: Arc<dyn Scheduler>, config: ApiConfig) -> Self {
+        Self {
+            store,
+            scheduler,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// State over a store with the [`DefaultScheduler`].
+    pub fn with_default_scheduler(store: Arc<dyn TaskStore>, config: ApiConfig) -> Self {
+        let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
+        Self::new(store, scheduler, config)
+    }
+}

@@ -1,0 +1,127 @@
+//! Request and response bodies the API adds around the core types (which
+//! serialize as themselves: `Task`, `Worker`, `LogEntry`, `Trajectory`, ...).
+//! Request bodies refuse unknown fields, like `NewTask` does.
+
+use aiopslab_core::{LogEntry, NewLogEntry, Problem, Task, TaskId, TaskOutcome, TaskStatus, Trajectory};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A task, plus its log when `?include_logs=true` was asked.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    /// The task itself.
+    #[serde(flatten)]
+    pub task: Task,
+    /// Its log entries in append order (only with `include_logs=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogEntry>>,
+}
+
+/// The answer to `DELETE /tasks/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CancelResponse {
+    /// The task.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: TaskId,
+    /// `cancelled` when it was pending (cancelled at once); `running` when
+    /// its worker was asked to stop (it will report `cancelled`).
+    pub status: TaskStatus,
+    /// True when the task was running and its worker was asked to stop.
+    pub cancel_requested: bool,
+    /// What happened, for humans.
+    pub message: String,
+}
+
+/// The answer to `GET /tasks/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogsResponse {
+    /// The task.
+    #[schema(value_type = uuid::Uuid)]
+    pub task_id: TaskId,
+    /// Matching entries in append order.
+    pub logs: Vec<LogEntry>,
+}
+
+/// The answer to `POST /workers/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeartbeatResponse {
+    /// Always true on success.
+    pub acknowledged: bool,
+    /// The id of `next_task`, when one was handed out.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub next_task_id: Option<TaskId>,
+    /// A task already claimed for this (idle) worker: it is `running` under
+    /// the worker's name and the worker must run it.
+    pub next_task: Option<Task>,
+    /// Running tasks of this worker that a client asked to cancel.
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    pub cancelled_task_ids: Vec<TaskId>,
+    /// The new lease expiry of the worker's running tasks, if it has any.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to `POST /workers/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClaimResponse {
+    /// The claimed task (now `running` for the worker), or null when none fits.
+    pub task: Option<Task>,
+}
+
+/// The body of `POST /tasks/{id}/lease`: the lease token's attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseBody {
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+}
+
+/// The body of `POST /tasks/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendLogsBody {
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+    /// The entries, in order.
+    pub entries: Vec<NewLogEntry>,
+}
+
+/// The body of `PUT /tasks/{id}/trajectory`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveTrajectoryBody {
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+    /// The trajectory (replaces any saved before). Its `task_id` must be the
+    /// path's id (a nil id is filled in).
+    pub trajectory: Trajectory,
+}
+
+/// The body of `POST /tasks/{id}/finish`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishBody {
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+    /// The terminal status and result.
+    pub outcome: TaskOutcome,
+}
+
+/// The answer to `GET /problems`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProblemList {
+    /// Matching catalog entries, in AIOpsLab's registry order.
+    pub problems: Vec<Problem>,
+    /// How many matched.
+    pub total: usize,
+}
+
+/// The answer to `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HealthResponse {
+    /// `ok`, or `unavailable` when the store does not answer (with status 503).
+    pub status: String,
+    /// The store kind (`memory`, `postgres`).
+    pub store: String,
+    /// The server's version.
+    pub version: String,
+}
