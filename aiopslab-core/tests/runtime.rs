@@ -1,0 +1,478 @@
+//! The worker runtime end to end over the embedded store, on tokio's paused
+//! clock: lifecycle, slots, claiming, cancel, deadlines, shutdown, retries
+//! of reports, lost leases and handed-over tasks.
+
+mod runtime_fakes;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiopslab_core::runtime::RuntimeError;
+use aiopslab_core::*;
+use runtime_fakes::*;
+use tokio::time::Instant;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn memory() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new())
+}
+
+fn simulated(config: SimulatedConfig) -> Arc<SimulatedBackend> {
+    Arc::new(SimulatedBackend::new(config))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_goes_pending_running_completed_with_logs_trajectory_and_metrics() {
+    let store = memory();
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    assert_eq!(task.status, TaskStatus::Pending);
+
+    let worker = start_default(
+        store.clone(),
+        Arc::new(SimulatedBackend::default()),
+        config("worker-001-kind"),
+    );
+    let running = wait_for(&*store, task.id, MINUTE, |t| t.status != TaskStatus::Pending).await;
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!(running.worker_id.as_deref(), Some("worker-001-kind"));
+    assert!(running.started_at.is_some());
+
+    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
+    let result = done.result.unwrap();
+    assert_eq!(result.metrics["steps_taken"], 5);
+    assert_eq!(result.metrics["duration_seconds"], 5.0);
+    assert!(result.metrics.contains_key("Detection Accuracy"));
+    assert_eq!(result.output["simulated"], true);
+    assert!(result.logs.iter().any(|line| line.contains("Simulated")));
+
+    let logs = store.get_logs(task.id, &LogQuery::default()).await.unwrap();
+    assert!(logs.len() >= 6, "{} log entries", logs.len());
+    assert!(logs.iter().any(|e| e.context.step == Some(3)));
+    let trajectory = store.get_trajectory(task.id).await.unwrap().expect("trajectory saved");
+    assert_eq!(trajectory.task_id, task.id);
+    assert_eq!(trajectory.llm_calls.len(), 5);
+    assert!(trajectory.reward.is_some());
+
+    let registered = store.get_worker("worker-001-kind").await.unwrap();
+    assert_eq!(registered.tasks_completed, 1);
+    assert_eq!(registered.metadata["backend"], "simulated");
+
+    worker.stop().await.unwrap();
+    assert_eq!(
+        store.get_worker("worker-001-kind").await.unwrap().status,
+        WorkerStatus::Offline
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_problem_fails_clearly() {
+    let store = memory();
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-9")).await;
+    let worker = start_default(store.clone(), Arc::new(SimulatedBackend::default()), config("w"));
+    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    let error = done.error_details.unwrap();
+    assert_eq!(error.code, "unknown_problem");
+    assert!(error.message.contains("misconfig_app_hotel_res-detection-9"));
+    assert_eq!(store.get_worker("w").await.unwrap().tasks_failed, 1);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_runs_than_slots() {
+    let store = memory();
+    let backend = Arc::new(FakeCountingBackend::new(SimulatedConfig {
+        steps: 3,
+        step_delay: Duration::from_secs(1),
+        ..SimulatedConfig::default()
+    }));
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(submit(&*store, NewTask::new("auth_miss_mongodb-detection-1")).await.id);
+    }
+    let worker = start_default(store.clone(), backend.clone(), config("w").with_max_parallel_tasks(3));
+    for id in &ids {
+        assert_eq!(
+            wait_terminal(&*store, *id, 10 * MINUTE).await.status,
+            TaskStatus::Completed
+        );
+    }
+    assert_eq!(backend.runs.load(Ordering::SeqCst), 10);
+    assert_eq!(backend.max_in_flight.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.resets.load(Ordering::SeqCst), 10);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_is_drained_without_poll_waits() {
+    let store = memory();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(submit(&*store, NewTask::new("wrong_bin_usage-localization-1")).await.id);
+    }
+    let mut config = config("w");
+    config.poll_interval = Duration::from_secs(2);
+    let started = Instant::now();
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(3)), config);
+    for id in &ids {
+        assert_eq!(wait_terminal(&*store, *id, MINUTE).await.status, TaskStatus::Completed);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "10 tasks took {elapsed:?} of virtual time"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_running_task_stops_it_at_the_next_heartbeat() {
+    let store = memory();
+    let task = submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    let backend = simulated(SimulatedConfig {
+        steps: 30,
+        ..SimulatedConfig::default()
+    });
+    let worker = start_default(store.clone(), backend, config("w"));
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        store.cancel_task(task.id).await.unwrap(),
+        CancelOutcome::CancelRequested
+    );
+    let asked = Instant::now();
+
+    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Cancelled);
+    assert_eq!(done.error_details.unwrap().code, "cancelled");
+    assert!(asked.elapsed() <= Duration::from_secs(11), "took {:?}", asked.elapsed());
+    let trajectory = store
+        .get_trajectory(task.id)
+        .await
+        .unwrap()
+        .expect("partial trajectory kept");
+    assert!(trajectory.llm_calls.len() < 30);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_events_wake_the_worker_and_deliver_cancels_at_once() {
+    let store = Arc::new(FakeFlakyStore::with_events(MemoryStore::new()));
+    let backend = simulated(SimulatedConfig {
+        steps: 30,
+        ..SimulatedConfig::default()
+    });
+    let mut config = config("w");
+    config.poll_interval = Duration::from_secs(600);
+    let worker = start_default(store.clone(), backend, config);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let task = submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    let created = Instant::now();
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    assert!(
+        created.elapsed() < Duration::from_millis(100),
+        "claimed after {:?}",
+        created.elapsed()
+    );
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    store.cancel_task(task.id).await.unwrap();
+    let asked = Instant::now();
+    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Cancelled);
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_deadline_ends_as_timeout() {
+    let store = memory();
+    let slow = NewTask {
+        timeout_minutes: Some(1),
+        max_steps: Some(500),
+        ..NewTask::new("auth_miss_mongodb-mitigation-1")
+    };
+    // A backend that honours its deadline reports timeout itself.
+    let task = submit(&*store, slow.clone()).await;
+    let worker = start_default(
+        store.clone(),
+        simulated(SimulatedConfig {
+            steps: 500,
+            ..SimulatedConfig::default()
+        }),
+        config("w"),
+    );
+    let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Timeout);
+    assert_eq!(done.error_details.unwrap().code, "timeout");
+    worker.stop().await.unwrap();
+
+    // A backend that ignores it is stopped by the runtime, which reports timeout.
+    let task = submit(&*store, slow).await;
+    let hanging = simulated(SimulatedConfig {
+        failure: FailureMode::Hang,
+        ..SimulatedConfig::default()
+    });
+    let started = Instant::now();
+    let worker = start_default(store.clone(), hanging, config("w"));
+    let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Timeout);
+    assert_eq!(done.error_details.unwrap().code, "timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= MINUTE && took <= MINUTE + Duration::from_secs(25),
+        "took {took:?}"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_claiming_and_lets_the_running_task_finish() {
+    let store = memory();
+    let first = submit(
+        &*store,
+        NewTask {
+            priority: Some(9),
+            ..NewTask::new("auth_miss_mongodb-detection-1")
+        },
+    )
+    .await;
+    let second = submit(&*store, NewTask::new("auth_miss_mongodb-detection-1")).await;
+    let worker = start_default(store.clone(), Arc::new(SimulatedBackend::default()), config("w"));
+    wait_for(&*store, first.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let asked = Instant::now();
+    worker.stop().await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "shutdown took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(store.get_task(first.id).await.unwrap().status, TaskStatus::Completed);
+    assert_eq!(store.get_task(second.id).await.unwrap().status, TaskStatus::Pending);
+    assert_eq!(store.get_worker("w").await.unwrap().status, WorkerStatus::Offline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_beyond_the_shutdown_grace_are_reported_as_worker_shutdown() {
+    let store = memory();
+    let long = |retries| NewTask {
+        max_retries: Some(retries),
+        ..NewTask::new("revoke_auth_mongodb-analysis-2")
+    };
+    let no_retry = submit(&*store, long(0)).await;
+    let retry = submit(&*store, long(1)).await;
+    let backend = simulated(SimulatedConfig {
+        steps: 30,
+        ..SimulatedConfig::default()
+    });
+    let mut config = config("w").with_max_parallel_tasks(2);
+    config.shutdown_grace = Duration::from_secs(2);
+    let worker = start_default(store.clone(), backend, config);
+    wait_for(&*store, retry.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let asked = Instant::now();
+    worker.stop().await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "shutdown took {took:?}"
+    );
+
+    let failed = store.get_task(no_retry.id).await.unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.error_details.unwrap().code, "worker_shutdown");
+    let requeued = store.get_task(retry.id).await.unwrap();
+    assert_eq!(requeued.status, TaskStatus::Pending);
+    assert_eq!(requeued.error_details.unwrap().code, "worker_shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_result_survives_a_long_store_outage() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    store.fail_finishes.store(40, Ordering::SeqCst);
+    let task = submit(&*store, NewTask::new("user_unregistered_mongodb-localization-2")).await;
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(3)), config("w"));
+
+    let done = wait_terminal(&*store, task.id, 30 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    let finishes = store.finishes.lock().unwrap().len();
+    assert_eq!(finishes, 41, "40 refused, then the one that landed");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let task = submit(
+        &*store,
+        NewTask {
+            max_retries: Some(1),
+            max_steps: Some(300),
+            ..NewTask::new("scale_pod_zero_social_net-mitigation-1")
+        },
+    )
+    .await;
+    let backend = simulated(SimulatedConfig {
+        steps: 300,
+        ..SimulatedConfig::default()
+    });
+    let worker = start_default(store.clone(), backend, config("worker-a"));
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+
+    // The worker is cut off; its lease lapses and the sweep requeues the task,
+    // which another worker then claims.
+    store.partitioned.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let report = store.inner.sweep().await.unwrap();
+    assert_eq!(report.requeued, vec![task.id]);
+    store
+        .inner
+        .register_worker(WorkerRegistration::new("worker-b", "default"))
+        .await
+        .unwrap();
+    let request = ClaimRequest {
+        worker_id: "worker-b".into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id: None,
+    };
+    let taken = store.inner.claim(&request).await.unwrap().unwrap();
+    assert_eq!(taken.attempt, 2);
+
+    // The partition heals: worker-a learns its lease is gone and stops.
+    store.partitioned.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let now = store.get_task(task.id).await.unwrap();
+    assert_eq!(now.status, TaskStatus::Running);
+    assert_eq!(now.worker_id.as_deref(), Some("worker-b"));
+    assert_eq!(now.attempt, 2);
+    let stale_finishes = store
+        .finishes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(lease, _)| lease.attempt == 1)
+        .count();
+    assert_eq!(stale_finishes, 0, "the stale worker must not report");
+    let worker_a = store.get_worker("worker-a").await.unwrap();
+    assert_eq!(worker_a.current_task_id, None, "worker-a is no longer running it");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_handed_over_by_a_heartbeat_is_run() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    *store.hand_over.lock().unwrap() = Some(task.id);
+    let mut config = config("w");
+    config.heartbeat_interval = Duration::from_secs(1);
+    let worker = start(
+        store.clone(),
+        Arc::new(FakeIdleScheduler),
+        simulated(SimulatedConfig::instant(2)),
+        config,
+    );
+    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.worker_id.as_deref(), Some("w"));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_holder_of_the_id_is_waited_out() {
+    let store = memory();
+    store
+        .register_worker(WorkerRegistration::new("w", "default"))
+        .await
+        .unwrap();
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let started = Instant::now();
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(1)), config("w"));
+    let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert!(
+        started.elapsed() >= Duration::from_secs(90),
+        "registered after {:?}",
+        started.elapsed()
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_cannot_prepare_stops_the_worker_with_its_message() {
+    let store = memory();
+    let mut backend = FakeCountingBackend::new(SimulatedConfig::default());
+    backend.prepare_error = Some("kind is not installed; install it from https://kind.sigs.k8s.io".into());
+    let worker = start_default(store.clone(), Arc::new(backend), config("w"));
+    let error = worker.handle.await.unwrap().unwrap_err();
+    assert!(matches!(error, RuntimeError::Prepare { .. }));
+    let text = error.to_string();
+    assert!(
+        text.contains("fake-counting") && text.contains("kind is not installed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_reset_holds_the_slot_until_it_succeeds() {
+    let store = memory();
+    let backend = Arc::new(FakeCountingBackend::new(SimulatedConfig::instant(1)));
+    backend.fail_resets.store(3, Ordering::SeqCst);
+    let first = submit(
+        &*store,
+        NewTask {
+            priority: Some(9),
+            ..NewTask::new("misconfig_app_hotel_res-detection-1")
+        },
+    )
+    .await;
+    let second = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), backend.clone(), config("w"));
+    assert_eq!(
+        wait_terminal(&*store, first.id, MINUTE).await.status,
+        TaskStatus::Completed
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store.get_task(second.id).await.unwrap().status,
+        TaskStatus::Pending,
+        "slot closed while reset fails"
+    );
+    assert_eq!(
+        wait_terminal(&*store, second.id, MINUTE).await.status,
+        TaskStatus::Completed
+    );
+    assert_eq!(backend.resets.load(Ordering::SeqCst), 3 + 2);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn simulated_episodes_are_reproducible_through_the_runtime() {
+    let store = memory();
+    let backend = simulated(SimulatedConfig {
+        seed: 7,
+        ..SimulatedConfig::instant(6)
+    });
+    let a = submit(&*store, NewTask::new("k8s_target_port-misconfig-localization-1")).await;
+    let b = submit(&*store, NewTask::new("k8s_target_port-misconfig-localization-1")).await;
+    let worker = start_default(store.clone(), backend, config("w"));
+    wait_terminal(&*store, a.id, MINUTE).await;
+    wait_terminal(&*store, b.id, MINUTE).await;
+    let ta = store.get_trajectory(a.id).await.unwrap().unwrap();
+    let tb = store.get_trajectory(b.id).await.unwrap().unwrap();
+    assert_eq!(ta.messages, tb.messages);
+    assert_eq!(ta.evaluation, tb.evaluation);
+    assert_eq!(ta.reward, tb.reward);
+    worker.stop().await.unwrap();
+}

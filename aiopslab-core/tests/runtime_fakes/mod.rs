@@ -1,0 +1,329 @@
+//! Fakes for the worker runtime tests: a store wrapper that injects
+//! failures, partitions and pushes events; a scheduler that never hands out
+//! work; backends that count concurrency or break on purpose.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aiopslab_core::runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
+use aiopslab_core::*;
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A fake store: a [`MemoryStore`] behind a switchboard of failures.
+pub struct FakeFlakyStore {
+    pub inner: MemoryStore,
+    /// Fail this many upcoming `finish` calls with `Unavailable`.
+    pub fail_finishes: AtomicU32,
+    /// Every `finish` call seen, with its lease and status.
+    pub finishes: Mutex<Vec<(LeaseToken, TerminalStatus)>>,
+    /// While true, every call a worker makes fails with `Unavailable`.
+    pub partitioned: AtomicBool,
+    /// The next idle heartbeat claims this task for the beating worker and
+    /// hands it over in `next_task`, as the HTTP server does.
+    pub hand_over: Mutex<Option<TaskId>>,
+    /// Pushed events, when built with [`FakeFlakyStore::with_events`].
+    events: Option<broadcast::Sender<StoreEvent>>,
+}
+
+impl FakeFlakyStore {
+    pub fn new(inner: MemoryStore) -> Self {
+        Self {
+            inner,
+            fail_finishes: AtomicU32::new(0),
+            finishes: Mutex::new(Vec::new()),
+            partitioned: AtomicBool::new(false),
+            hand_over: Mutex::new(None),
+            events: None,
+        }
+    }
+
+    pub fn with_events(inner: MemoryStore) -> Self {
+        let (sender, _) = broadcast::channel(64);
+        Self {
+            events: Some(sender),
+            ..Self::new(inner)
+        }
+    }
+
+    fn reachable(&self) -> StoreResult<()> {
+        if self.partitioned.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("fake network partition".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn emit(&self, event: StoreEvent) {
+        if let Some(sender) = &self.events {
+            let _ = sender.send(event);
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStore for FakeFlakyStore {
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        let task = self.inner.create_task(spec).await?;
+        self.emit(StoreEvent::TaskAvailable {
+            backend_type: task.parameters.backend_type.clone(),
+        });
+        Ok(task)
+    }
+
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        self.inner.create_tasks(specs).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        self.inner.get_task(id).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
+        self.inner.list_tasks(filter, sort, page).await
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let outcome = self.inner.cancel_task(id).await?;
+        if outcome == CancelOutcome::CancelRequested {
+            self.emit(StoreEvent::CancelRequested { task_id: id });
+        }
+        Ok(outcome)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        self.reachable()?;
+        self.inner.claim(request).await
+    }
+
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        self.reachable()?;
+        self.inner.extend_lease(lease).await
+    }
+
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        self.reachable()?;
+        self.inner.append_logs(lease, entries).await
+    }
+
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.inner.get_logs(task_id, query).await
+    }
+
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        self.reachable()?;
+        self.inner.save_trajectory(lease, trajectory).await
+    }
+
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.inner.get_trajectory(task_id).await
+    }
+
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        self.finishes.lock().unwrap().push((lease, outcome.status));
+        self.reachable()?;
+        let injected = self
+            .fail_finishes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(StoreError::Unavailable("fake: store restarting".into()));
+        }
+        self.inner.finish(lease, outcome).await
+    }
+
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        self.reachable()?;
+        self.inner.register_worker(registration).await
+    }
+
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        self.reachable()?;
+        let mut ack = self.inner.heartbeat(heartbeat).await?;
+        if heartbeat.status == WorkerStatus::Idle {
+            let handed = self.hand_over.lock().unwrap().take();
+            if let Some(task_id) = handed {
+                let request = ClaimRequest {
+                    worker_id: heartbeat.worker_id.clone(),
+                    backend_type: "default".into(),
+                    supported_problems: None,
+                    task_id: Some(task_id),
+                };
+                ack.next_task = self.inner.claim(&request).await?;
+            }
+        }
+        Ok(ack)
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.reachable()?;
+        self.inner.deregister_worker(worker_id).await
+    }
+
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        self.inner.get_worker(worker_id).await
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        self.inner.list_workers(filter).await
+    }
+
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        self.inner.sweep().await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.inner.stats().await
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        self.events.as_ref().map(broadcast::Sender::subscribe)
+    }
+}
+
+/// A fake scheduler that never hands out work (only heartbeats do).
+pub struct FakeIdleScheduler;
+
+#[async_trait]
+impl Scheduler for FakeIdleScheduler {
+    async fn next_task(&self, _request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        Ok(None)
+    }
+
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        Ok(SweepReport::default())
+    }
+}
+
+/// A fake backend around [`SimulatedBackend`] that counts runs in flight,
+/// the most seen at once, and resets; it can fail its first resets.
+pub struct FakeCountingBackend {
+    pub inner: SimulatedBackend,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    pub runs: AtomicUsize,
+    pub resets: AtomicUsize,
+    /// Fail this many upcoming resets.
+    pub fail_resets: AtomicU32,
+    /// Fail `prepare` with this message.
+    pub prepare_error: Option<String>,
+}
+
+impl FakeCountingBackend {
+    pub fn new(config: SimulatedConfig) -> Self {
+        Self {
+            inner: SimulatedBackend::new(config),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            runs: AtomicUsize::new(0),
+            resets: AtomicUsize::new(0),
+            fail_resets: AtomicU32::new(0),
+            prepare_error: None,
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterBackend for FakeCountingBackend {
+    fn name(&self) -> &str {
+        "fake-counting"
+    }
+
+    async fn prepare(&self) -> Result<(), BackendError> {
+        match &self.prepare_error {
+            Some(message) => Err(BackendError::new(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn run(&self, task: &Task, ctx: RunContext) -> RunReport {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let report = self.inner.run(task, ctx).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        report
+    }
+
+    async fn reset(&self) -> Result<(), BackendError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        let failed = self
+            .fail_resets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failed {
+            Err(BackendError::new("fake: namespace deletion timed out"))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// A worker started in the background.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<(), RuntimeError> {
+        self.shutdown.cancel();
+        self.handle.await.expect("runtime task panicked")
+    }
+}
+
+pub fn config(worker_id: &str) -> WorkerConfig {
+    WorkerConfig::new(worker_id, "default")
+}
+
+pub fn start(
+    store: Arc<dyn TaskStore>,
+    scheduler: Arc<dyn Scheduler>,
+    backend: Arc<dyn ClusterBackend>,
+    config: WorkerConfig,
+) -> Running {
+    let shutdown = CancellationToken::new();
+    let runtime = WorkerRuntime::new(store, scheduler, backend, config);
+    let handle = tokio::spawn(runtime.run(shutdown.clone()));
+    Running { shutdown, handle }
+}
+
+/// Starts a worker with the default scheduler over `store`.
+pub fn start_default(store: Arc<dyn TaskStore>, backend: Arc<dyn ClusterBackend>, config: WorkerConfig) -> Running {
+    let scheduler = Arc::new(DefaultScheduler::new(Arc::clone(&store)));
+    start(store, scheduler, backend, config)
+}
+
+pub async fn submit(store: &dyn TaskStore, task: NewTask) -> Task {
+    store.create_task(task.validate().unwrap()).await.unwrap()
+}
+
+/// Polls (on the paused clock) until the task satisfies `done`, at most `limit`.
+pub async fn wait_for(store: &dyn TaskStore, id: TaskId, limit: Duration, done: impl Fn(&Task) -> bool) -> Task {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let task = store.get_task(id).await.unwrap();
+        if done(&task) {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} still {} after {limit:?}",
+            task.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn wait_terminal(store: &dyn TaskStore, id: TaskId, limit: Duration) -> Task {
+    wait_for(store, id, limit, |task| task.status.is_terminal()).await
+}
