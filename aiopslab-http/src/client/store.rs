@@ -16,6 +16,9 @@ use super::wire::{
 };
 use super::{Guard, HttpStore};
 
+/// The largest `limit` the server accepts on a log read.
+const MAX_LOG_LIMIT: usize = 100_000;
+
 /// The wire spelling of a sort order (`-created_at`, ...).
 fn sort_param(sort: TaskSort) -> &'static str {
     match sort {
@@ -133,8 +136,8 @@ impl TaskStore for HttpStore {
         Ok(())
     }
 
-    /// `level` and `since` are filtered by the server; `after_id` and
-    /// `limit` are applied here to what it returned.
+    /// Every filter is applied by the server (`level`, `since`, `after_id`,
+    /// `limit`, the latter capped at the server's 100 000).
     async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
         let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(level) = query.min_level {
@@ -142,6 +145,14 @@ impl TaskStore for HttpStore {
         }
         if let Some(since) = query.since {
             params.push(("since", since.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+        }
+        if let Some(after_id) = query.after_id {
+            params.push(("after_id", after_id.to_string()));
+        }
+        match query.limit {
+            Some(0) => return Ok(Vec::new()),
+            Some(limit) => params.push(("limit", limit.min(MAX_LOG_LIMIT).to_string())),
+            None => {}
         }
         let request = self
             .request(Method::GET, &["tasks", &task_id.to_string(), "logs"], Guard::Public)?
