@@ -7,8 +7,11 @@
 //!   metrics, optional bearer tokens.
 //! - [`client`]: `HttpStore`, a `TaskStore` over the worker protocol, so a
 //!   worker on another machine runs the same runtime against the server.
+//! - [`app`]: `serve`, the router on a listener with the sweeper beside it
+//!   and a graceful stop, for server programs.
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod client;
 pub mod server;

@@ -1,0 +1,283 @@
+//! A remote worker over HTTP: the real router on a real socket, the real
+//! worker runtime with [`HttpStore`] and the simulated backend.
+//!
+//! - a task runs to completion with its log, trajectory and result;
+//! - the server goes down mid-run and comes back on the same port (same
+//!   store): the result the worker finished meanwhile is delivered, nothing
+//!   lost or duplicated;
+//! - the worker token is enforced on the worker protocol.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiopslab_core::runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
+use aiopslab_core::{
+    DefaultScheduler, LogQuery, MemoryStore, NewTask, SimulatedBackend, SimulatedConfig, StoreError, Task, TaskId,
+    TaskStatus, TaskStore, WorkerStatus,
+};
+use aiopslab_http::app::serve;
+use aiopslab_http::client::HttpStore;
+use aiopslab_http::server::{ApiConfig, ApiState};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PROBLEM: &str = "misconfig_app_hotel_res-detection-1";
+
+/// A server running on a socket, stoppable.
+struct RunningServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Serves `store` on `addr` (port 0: any free port).
+    async fn start(store: Arc<dyn TaskStore>, addr: SocketAddr, config: ApiConfig) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = ApiState::with_default_scheduler(store, config);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(serve(listener, state, Some(Duration::from_millis(200)), stop.clone()));
+        Self { addr, stop, handle }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes requests in flight, and waits until the socket is closed.
+    async fn stop(self) -> SocketAddr {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("server stops within 10 s")
+            .expect("server task")
+            .expect("server ran without I/O error");
+        self.addr
+    }
+}
+
+fn worker_config(id: &str) -> WorkerConfig {
+    let mut config = WorkerConfig::new(id, "default");
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.poll_interval = Duration::from_millis(100);
+    config.log_flush_interval = Duration::from_millis(50);
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// Starts a worker using `store` (an [`HttpStore`]) for everything.
+fn start_worker(
+    store: HttpStore,
+    backend: SimulatedConfig,
+    config: WorkerConfig,
+) -> (CancellationToken, JoinHandle<Result<(), RuntimeError>>) {
+    let store: Arc<dyn TaskStore> = Arc::new(store);
+    let scheduler = Arc::new(DefaultScheduler::new(store.clone()));
+    let runtime = WorkerRuntime::new(store, scheduler, Arc::new(SimulatedBackend::new(backend)), config);
+    let stop = CancellationToken::new();
+    (stop.clone(), tokio::spawn(runtime.run(stop)))
+}
+
+/// Polls `store` until the task reaches `status` (or panics after `within`).
+async fn wait_for_status(store: &dyn TaskStore, id: TaskId, status: TaskStatus, within: Duration) -> Task {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let task = store.get_task(id).await.expect("get_task");
+        if task.status == status {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} still {} after {within:?}, expected {status}: {task:?}",
+            task.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn step_messages(steps: u32) -> Vec<String> {
+    (1..=steps).map(|n| format!("step {n}/{steps}:")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_worker_runs_a_task_to_completion() {
+    let store = Arc::new(MemoryStore::new());
+    let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), ApiConfig::default()).await;
+    let client = HttpStore::new(&server.url(), None).unwrap();
+
+    let (stop_worker, worker) = start_worker(client.clone(), SimulatedConfig::instant(3), worker_config("remote-1"));
+    // Everything through the HTTP client: creation, reads.
+    let created = client
+        .create_task(NewTask::new(PROBLEM).validate().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(created.status, TaskStatus::Pending);
+
+    let task = wait_for_status(&client, created.id, TaskStatus::Completed, Duration::from_secs(20)).await;
+    assert_eq!(task.worker_id.as_deref(), Some("remote-1"));
+    assert_eq!(task.attempt, 1);
+    let result = task.result.expect("completed task has a result");
+    assert_eq!(result.metrics["steps_taken"], 3);
+    assert!(result.output.contains_key("solution"));
+
+    let logs = client.get_logs(created.id, &LogQuery::default()).await.unwrap();
+    for step in step_messages(3) {
+        assert_eq!(
+            logs.iter().filter(|e| e.message.starts_with(&step)).count(),
+            1,
+            "{step} in {logs:#?}"
+        );
+    }
+    assert!(
+        logs.windows(2).all(|w| w[0].id < w[1].id),
+        "log entries in append order"
+    );
+    let trajectory = client
+        .get_trajectory(created.id)
+        .await
+        .unwrap()
+        .expect("trajectory saved");
+    assert_eq!(trajectory.task_id, created.id);
+    assert_eq!(trajectory.llm_calls.len(), 3);
+    assert!(trajectory.reward.is_some());
+
+    // The store behind the server saw exactly what the client reported.
+    assert_eq!(store.get_task(created.id).await.unwrap().status, TaskStatus::Completed);
+    let worker_row = client.get_worker("remote-1").await.unwrap();
+    assert_eq!(worker_row.tasks_completed, 1);
+
+    stop_worker.cancel();
+    worker.await.unwrap().expect("worker stops cleanly");
+    let worker_row = store.get_worker("remote-1").await.unwrap();
+    assert_eq!(worker_row.status, WorkerStatus::Offline, "deregistered at shutdown");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_finished_while_the_server_is_down_is_delivered_when_it_returns() {
+    let store = Arc::new(MemoryStore::new());
+    let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), ApiConfig::default()).await;
+    let client = HttpStore::new(&server.url(), None)
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(2));
+
+    // 4 steps of 400 ms: the run takes about 1.6 s.
+    let steps = 4;
+    let backend = SimulatedConfig {
+        steps,
+        step_delay: Duration::from_millis(400),
+        ..SimulatedConfig::default()
+    };
+    let (stop_worker, worker) = start_worker(client, backend, worker_config("remote-restart"));
+    let id = store
+        .create_task(NewTask::new(PROBLEM).validate().unwrap())
+        .await
+        .unwrap()
+        .id;
+    wait_for_status(store.as_ref(), id, TaskStatus::Running, Duration::from_secs(10)).await;
+
+    // The server goes away mid-run; the worker keeps running the task.
+    let addr = server.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = store.get_task(id).await.unwrap();
+    assert_eq!(
+        during.status,
+        TaskStatus::Running,
+        "the run finished while the server was down, so its result cannot have landed yet"
+    );
+    assert!(during.result.is_none());
+
+    // Back on the same port with the same store: the worker's retries deliver.
+    let server = RunningServer::start(store.clone(), addr, ApiConfig::default()).await;
+    let task = wait_for_status(store.as_ref(), id, TaskStatus::Completed, Duration::from_secs(30)).await;
+    assert_eq!(task.attempt, 1, "never requeued: the lease held");
+    assert_eq!(task.worker_id.as_deref(), Some("remote-restart"));
+    assert_eq!(task.result.expect("result delivered").metrics["steps_taken"], steps);
+    let trajectory = store.get_trajectory(id).await.unwrap().expect("trajectory delivered");
+    assert_eq!(trajectory.llm_calls.len(), steps as usize);
+    let logs = store.get_logs(id, &LogQuery::default()).await.unwrap();
+    for step in step_messages(steps) {
+        assert_eq!(
+            logs.iter().filter(|e| e.message.starts_with(&step)).count(),
+            1,
+            "{step} exactly once in {logs:#?}"
+        );
+    }
+    assert_eq!(store.get_worker("remote-restart").await.unwrap().tasks_completed, 1);
+
+    stop_worker.cancel();
+    worker.await.unwrap().expect("worker stops cleanly");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_protocol_requires_the_worker_token() {
+    let store = Arc::new(MemoryStore::new());
+    let config = ApiConfig::default()
+        .with_client_token("client-secret")
+        .with_worker_token("worker-secret");
+    let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), config).await;
+
+    // A wrong worker token: the runtime's registration is refused for good.
+    let wrong = HttpStore::new(&server.url(), Some("not-the-token".into())).unwrap();
+    let (_stop, worker) = start_worker(wrong, SimulatedConfig::instant(1), worker_config("intruder"));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker gives up at once")
+        .unwrap();
+    match outcome {
+        Err(RuntimeError::Register {
+            source: StoreError::Unauthorized(_),
+            ..
+        }) => {}
+        other => panic!("expected an Unauthorized registration error, got {other:?}"),
+    }
+    assert!(matches!(
+        store.get_worker("intruder").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // No token at all, and the client token on a worker route: refused too.
+    let none = HttpStore::new(&server.url(), None).unwrap();
+    let heartbeat = aiopslab_core::WorkerHeartbeat {
+        worker_id: "intruder".into(),
+        status: WorkerStatus::Idle,
+        current_task_id: None,
+    };
+    assert!(matches!(
+        none.heartbeat(&heartbeat).await,
+        Err(StoreError::Unauthorized(_))
+    ));
+    let client_token_as_worker = HttpStore::new(&server.url(), Some("client-secret".into())).unwrap();
+    assert!(matches!(
+        client_token_as_worker
+            .claim(&aiopslab_core::ClaimRequest {
+                worker_id: "intruder".into(),
+                backend_type: "default".into(),
+                supported_problems: None,
+                task_id: None,
+            })
+            .await,
+        Err(StoreError::Unauthorized(_))
+    ));
+
+    // The right tokens: the worker registers and runs a task; the client
+    // token reads it back.
+    let good = HttpStore::new(&server.url(), Some("worker-secret".into()))
+        .unwrap()
+        .with_client_token(Some("client-secret".into()));
+    good.stats().await.expect("both tokens read stats");
+    let (stop, worker) = start_worker(good.clone(), SimulatedConfig::instant(1), worker_config("trusted"));
+    let id = good
+        .create_task(NewTask::new(PROBLEM).validate().unwrap())
+        .await
+        .unwrap()
+        .id;
+    wait_for_status(&good, id, TaskStatus::Completed, Duration::from_secs(20)).await;
+    stop.cancel();
+    worker.await.unwrap().expect("worker stops cleanly");
+    server.stop().await;
+}
