@@ -1,1 +1,40 @@
-//! Placeholder: filled by its own issue.
+//! # aiopslab-postgres
+//!
+//! [`PgStore`], a [`TaskStore`](aiopslab_core::TaskStore) on PostgreSQL: the durable queue of aiopslab.
+//!
+//! - **One statement per transition.** The claim is a CTE that picks the best pending task with
+//!   `FOR UPDATE SKIP LOCKED` and moves it to running; every worker write is fenced by the lease token
+//!   (`WHERE id = $1 AND attempt = $2 AND status = 'running'`); the sweep is conditional bulk updates. Several
+//!   server replicas can share one database.
+//! - **Wake-ups.** Triggers NOTIFY on new or requeued tasks and on cancel requests; [`PgStore`]'s
+//!   [`subscribe`](aiopslab_core::TaskStore::subscribe) turns them into [`StoreEvent`](aiopslab_core::StoreEvent)s
+//!   from a listener that reconnects by itself.
+//! - **Schema.** `migrations/*.sql` at the workspace root, embedded ([`MIGRATOR`], [`PgStore::migrate`]); the
+//!   files also run by hand with `psql`, and the migrator runs cleanly afterwards.
+//! - **Time** is always the database's `now()`.
+//!
+//! With feature `testing`, [`testing`] provisions throwaway databases for tests.
+
+#![warn(missing_docs)]
+
+mod claim;
+mod config;
+mod error;
+mod lease;
+mod listener;
+mod logs;
+mod rows;
+mod sql;
+mod stats;
+mod store;
+mod sweep;
+mod tasks;
+mod trajectories;
+mod workers;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{PgStoreOptions, MIGRATOR};
+pub use sql::{CANCEL_CHANNEL, TASK_AVAILABLE_CHANNEL};
+pub use store::PgStore;

@@ -1,0 +1,366 @@
+//! Every SQL statement the store runs, in one place.
+//!
+//! Statements are plain strings run with `sqlx::query`/`query_as` (no compile-time checked macros, so a fresh
+//! clone builds without a database). Each is one atomic statement: state changes are conditional `UPDATE`s whose
+//! `WHERE` carries the rule (a status, a lease token), so concurrent callers and server replicas never apply a
+//! transition twice. Times are always the database's `now()`; durations are bound as `interval` parameters.
+//!
+//! The only dynamic SQL is the task listing ([`list_tasks`]): its filters and sort are assembled here from fixed
+//! fragments, and every value is a bind parameter.
+
+use aiopslab_core::TaskSort;
+
+/// The columns of `tasks`, in the order [`crate::rows::TaskRow`] reads them.
+macro_rules! task_columns {
+    () => {
+        "id, problem_id, status, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+         backend_type, max_retries, worker_id, attempt, cancel_requested, created_at, updated_at, started_at, \
+         completed_at, lease_expires_at, result, error_details"
+    };
+}
+
+/// The columns of `workers`, in the order [`crate::rows::WorkerRow`] reads them.
+macro_rules! worker_columns {
+    () => {
+        "id, backend_type, status, max_parallel_tasks, supported_problems, metadata, current_task_id, \
+         tasks_completed, tasks_failed, registered_at, last_heartbeat"
+    };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tasks
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Inserts one pending task. `$1` id, `$2` problem_id, `$3` agent_config, `$4` max_steps, `$5` timeout_minutes,
+/// `$6` priority, `$7` callback_url, `$8` metadata, `$9` backend_type, `$10` max_retries.
+pub(crate) const INSERT_TASK: &str = concat!(
+    "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+     backend_type, max_retries) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+    task_columns!()
+);
+
+/// Inserts many pending tasks in one statement, from parallel arrays (same order as [`INSERT_TASK`]).
+pub(crate) const INSERT_TASKS: &str = concat!(
+    "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+     backend_type, max_retries) \
+     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], $7::text[], \
+     $8::jsonb[], $9::text[], $10::int4[]) RETURNING ",
+    task_columns!()
+);
+
+/// One task by id. `$1` id.
+pub(crate) const SELECT_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+
+/// Whether a task exists. `$1` id.
+pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)";
+
+/// Cancels a live task: pending becomes `cancelled` at once, running gets `cancel_requested` (a trigger notifies
+/// `aiopslab_cancel`). Returns the new status; no row when the task is unknown or already terminal. `$1` id.
+pub(crate) const CANCEL_TASK: &str = "UPDATE tasks SET \
+     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END, \
+     completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END, \
+     cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END, \
+     updated_at = now() \
+     WHERE id = $1 AND status IN ('pending', 'running') \
+     RETURNING status";
+
+/// The status of a task. `$1` id.
+pub(crate) const SELECT_TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = $1";
+
+/// Builds the page query and the count query of `GET /tasks`. Filters appear in the order status, problem_id,
+/// worker_id, backend_type, each bound as the next parameter when present; the page query then binds `limit` and
+/// `offset`.
+pub(crate) fn list_tasks(
+    status: bool,
+    problem_id: bool,
+    worker_id: bool,
+    backend_type: bool,
+    sort: TaskSort,
+) -> (String, String) {
+    let mut conditions = Vec::new();
+    for (present, column) in [
+        (status, "status"),
+        (problem_id, "problem_id"),
+        (worker_id, "worker_id"),
+        (backend_type, "backend_type"),
+    ] {
+        if present {
+            conditions.push(format!("{column} = ${}", conditions.len() + 1));
+        }
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let order = match sort {
+        TaskSort::CreatedAsc => "created_at ASC, id ASC",
+        TaskSort::CreatedDesc => "created_at DESC, id DESC",
+        TaskSort::PriorityAsc => "priority ASC, created_at ASC, id ASC",
+        TaskSort::PriorityDesc => "priority DESC, created_at ASC, id ASC",
+    };
+    let n = conditions.len();
+    let page = format!(
+        "SELECT {} FROM tasks{where_clause} ORDER BY {order} LIMIT ${} OFFSET ${}",
+        task_columns!(),
+        n + 1,
+        n + 2
+    );
+    let count = format!("SELECT count(*) FROM tasks{where_clause}");
+    (page, count)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Claim
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The claim, one statement: lock the best matching pending task (skipping rows other claimers hold), then move it
+/// to running under a new attempt and lease. `$1` backend_type, `$2` supported problems (NULL: any), `$3`
+/// dispatch delay, `$4` worker id, `$5` lease duration.
+pub(crate) const CLAIM_NEXT: &str = concat!(
+    "WITH candidate AS (\
+        SELECT id AS candidate_id FROM tasks \
+        WHERE status = 'pending' AND backend_type = $1 \
+          AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+          AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+        ORDER BY priority DESC, created_at ASC, id ASC \
+        LIMIT 1 \
+        FOR UPDATE SKIP LOCKED\
+     ) \
+     UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
+        lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, updated_at = now() \
+     FROM candidate WHERE id = candidate.candidate_id \
+     RETURNING ",
+    task_columns!()
+);
+
+/// Claims one given task if it is pending and matches. `$1` backend_type, `$2` supported problems, `$3` dispatch
+/// delay, `$4` worker id, `$5` lease duration, `$6` task id.
+pub(crate) const CLAIM_BY_ID: &str = concat!(
+    "WITH candidate AS (\
+        SELECT id AS candidate_id FROM tasks \
+        WHERE id = $6 AND status = 'pending' AND backend_type = $1 \
+          AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+          AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+        FOR UPDATE SKIP LOCKED\
+     ) \
+     UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
+        lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, updated_at = now() \
+     FROM candidate WHERE id = candidate.candidate_id \
+     RETURNING ",
+    task_columns!()
+);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Worker writes, fenced by the lease token (task id, attempt)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Extends one lease. `$1` task id, `$2` attempt, `$3` lease duration.
+pub(crate) const EXTEND_LEASE: &str = "UPDATE tasks SET lease_expires_at = now() + $3::interval, updated_at = now() \
+     WHERE id = $1 AND attempt = $2 AND status = 'running' \
+     RETURNING lease_expires_at, cancel_requested";
+
+/// Finishes a running task under its lease, in one statement: the terminal status (or, for a `failed` outcome with
+/// retries left and no cancel request, back to pending), and the worker's counters. `$1` task id, `$2` attempt,
+/// `$3` status, `$4` result, `$5` error details.
+pub(crate) const FINISH_TASK: &str = concat!(
+    "WITH held AS (\
+        SELECT id AS held_id, worker_id AS held_worker, \
+               ($3::text = 'failed' AND attempt <= max_retries AND NOT cancel_requested) AS requeue \
+        FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' \
+        FOR UPDATE\
+     ), finished AS (\
+        UPDATE tasks SET \
+            status = CASE WHEN held.requeue THEN 'pending' ELSE $3 END, \
+            result = CASE WHEN held.requeue THEN NULL ELSE $4::jsonb END, \
+            error_details = $5::jsonb, \
+            worker_id = CASE WHEN held.requeue THEN NULL ELSE worker_id END, \
+            started_at = CASE WHEN held.requeue THEN NULL ELSE started_at END, \
+            completed_at = CASE WHEN held.requeue THEN NULL ELSE now() END, \
+            lease_expires_at = NULL, \
+            updated_at = now() \
+        FROM held WHERE id = held.held_id \
+        RETURNING ",
+    task_columns!(),
+    "), counted AS (\
+        UPDATE workers SET \
+            tasks_completed = tasks_completed + CASE WHEN $3 = 'completed' THEN 1 ELSE 0 END, \
+            tasks_failed = tasks_failed + CASE WHEN $3 IN ('failed', 'timeout') THEN 1 ELSE 0 END \
+        FROM held WHERE workers.id = held.held_worker AND $3 IN ('completed', 'failed', 'timeout')\
+     ) \
+     SELECT * FROM finished"
+);
+
+/// Appends a batch of log entries under a lease, one statement: the lease row is share-locked so a concurrent
+/// finish waits for (or wins over) the batch. `$1` task id, `$2` attempt, `$3` levels, `$4` messages, `$5`
+/// contexts.
+pub(crate) const APPEND_LOGS: &str = "WITH lease AS (\
+        SELECT id AS lease_task FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' FOR SHARE\
+     ) \
+     INSERT INTO task_logs (task_id, level, message, context) \
+     SELECT lease.lease_task, entry.level, entry.message, entry.context \
+     FROM lease, UNNEST($3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS entry(level, message, context, n) \
+     ORDER BY entry.n";
+
+/// Whether a lease token is current. `$1` task id, `$2` attempt.
+pub(crate) const LEASE_HELD: &str =
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running')";
+
+/// A task's log in append order. `$1` task id, `$2` accepted levels (NULL: all), `$3` since (inclusive), `$4`
+/// after id (exclusive; 0 for all), `$5` limit (NULL: all).
+pub(crate) const SELECT_LOGS: &str = "SELECT id, task_id, timestamp, level, message, context FROM task_logs \
+     WHERE task_id = $1 AND id > $4 \
+       AND ($2::text[] IS NULL OR level = ANY($2::text[])) \
+       AND ($3::timestamptz IS NULL OR timestamp >= $3::timestamptz) \
+     ORDER BY id LIMIT $5";
+
+/// Saves (replaces) the trajectory of a running task under its lease. `$1` task id, `$2` attempt, `$3`
+/// trajectory, `$4` reward.
+pub(crate) const SAVE_TRAJECTORY: &str = "WITH lease AS (\
+        SELECT id AS lease_task FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' FOR SHARE\
+     ) \
+     INSERT INTO trajectories (task_id, trajectory, reward) \
+     SELECT lease.lease_task, $3, $4 FROM lease \
+     ON CONFLICT (task_id) DO UPDATE SET trajectory = EXCLUDED.trajectory, reward = EXCLUDED.reward, \
+        updated_at = now()";
+
+/// A task's trajectory; one row when the task exists (trajectory NULL when it has none). `$1` task id.
+pub(crate) const SELECT_TRAJECTORY: &str = "SELECT tr.trajectory FROM tasks t \
+     LEFT JOIN trajectories tr ON tr.task_id = t.id WHERE t.id = $1";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Workers
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Registers a worker, or replaces a registration that is offline or silent for longer than the threshold
+/// (counters are kept). No row when a live worker holds the id. `$1` id, `$2` backend_type, `$3`
+/// max_parallel_tasks, `$4` supported_problems, `$5` metadata, `$6` offline threshold.
+pub(crate) const REGISTER_WORKER: &str = concat!(
+    "INSERT INTO workers (id, backend_type, status, max_parallel_tasks, supported_problems, metadata, \
+        current_task_id, registered_at, last_heartbeat) \
+     VALUES ($1, $2, 'idle', $3, $4, $5, NULL, now(), now()) \
+     ON CONFLICT (id) DO UPDATE SET backend_type = EXCLUDED.backend_type, status = 'idle', \
+        max_parallel_tasks = EXCLUDED.max_parallel_tasks, supported_problems = EXCLUDED.supported_problems, \
+        metadata = EXCLUDED.metadata, current_task_id = NULL, registered_at = now(), last_heartbeat = now() \
+     WHERE workers.status = 'offline' OR workers.last_heartbeat < now() - $6::interval \
+     RETURNING ",
+    worker_columns!()
+);
+
+/// A heartbeat, one statement: records the sign of life, extends the leases of the worker's running tasks, and
+/// reports which of them were cancelled. Always one row; `found` is false for an unknown worker. `$1` worker id,
+/// `$2` status, `$3` current task id, `$4` lease duration.
+pub(crate) const HEARTBEAT: &str = "WITH beat AS (\
+        UPDATE workers SET status = $2, current_task_id = $3, last_heartbeat = now() WHERE id = $1 RETURNING id\
+     ), leases AS (\
+        UPDATE tasks SET lease_expires_at = now() + $4::interval, updated_at = now() \
+        WHERE worker_id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM beat) \
+        RETURNING id, cancel_requested, lease_expires_at\
+     ) \
+     SELECT EXISTS (SELECT 1 FROM beat) AS found, \
+        COALESCE(array_agg(id ORDER BY id) FILTER (WHERE cancel_requested), '{}'::uuid[]) AS cancelled, \
+        max(lease_expires_at) AS lease_expires_at \
+     FROM leases";
+
+/// Marks a worker offline. `$1` id.
+pub(crate) const DEREGISTER_WORKER: &str =
+    "UPDATE workers SET status = 'offline', current_task_id = NULL WHERE id = $1 RETURNING id";
+
+/// One worker. `$1` id.
+pub(crate) const SELECT_WORKER: &str = concat!("SELECT ", worker_columns!(), " FROM workers WHERE id = $1");
+
+/// Workers by id, optionally filtered. `$1` status (NULL: any), `$2` backend_type (NULL: any).
+pub(crate) const LIST_WORKERS: &str = concat!(
+    "SELECT ",
+    worker_columns!(),
+    " FROM workers WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR backend_type = $2::text) \
+     ORDER BY id"
+);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sweep: conditional bulk updates; rows another sweeper or a finishing worker holds are skipped this round.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Running tasks past `started_at + timeout_minutes + grace` become `timeout`. `$1` grace.
+pub(crate) const SWEEP_TIMEOUTS: &str = "WITH overdue AS (\
+        SELECT id AS overdue_id FROM tasks \
+        WHERE status = 'running' AND started_at + timeout_minutes * interval '1 minute' + $1::interval < now() \
+        FOR UPDATE SKIP LOCKED\
+     ) \
+     UPDATE tasks SET status = 'timeout', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
+        error_details = jsonb_build_object('code', 'timeout', 'message', \
+            format('the run exceeded its %s-minute limit and its worker did not report', timeout_minutes)) \
+     FROM overdue WHERE id = overdue.overdue_id \
+     RETURNING id";
+
+/// Running tasks whose lease expired: a task a client asked to cancel becomes `cancelled`; otherwise it goes back
+/// to pending (retries left) or becomes `failed`, with error code `worker_lost`.
+pub(crate) const SWEEP_EXPIRED_LEASES: &str = "WITH lost AS (\
+        SELECT id AS lost_id, \
+            CASE WHEN cancel_requested THEN 'cancelled' \
+                 WHEN attempt <= max_retries THEN 'pending' ELSE 'failed' END AS next_status \
+        FROM tasks \
+        WHERE status = 'running' AND lease_expires_at < now() \
+        FOR UPDATE SKIP LOCKED\
+     ) \
+     UPDATE tasks SET \
+        status = lost.next_status, \
+        worker_id = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE worker_id END, \
+        started_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE started_at END, \
+        completed_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE now() END, \
+        lease_expires_at = NULL, updated_at = now(), \
+        error_details = CASE WHEN lost.next_status = 'cancelled' THEN error_details ELSE \
+            jsonb_build_object('code', 'worker_lost', 'message', \
+                format('worker %s stopped renewing its lease on attempt %s', worker_id, attempt)) END \
+     FROM lost WHERE id = lost.lost_id \
+     RETURNING id, status";
+
+/// Live workers silent past the threshold become offline. `$1` threshold.
+pub(crate) const SWEEP_WORKERS: &str = "UPDATE workers SET status = 'offline' \
+     WHERE status <> 'offline' AND last_heartbeat < now() - $1::interval RETURNING id";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stats
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Tasks per status.
+pub(crate) const TASKS_BY_STATUS: &str = "SELECT status, count(*) FROM tasks GROUP BY status";
+
+/// Pending tasks per backend type.
+pub(crate) const QUEUE_DEPTH: &str =
+    "SELECT backend_type, count(*) FROM tasks WHERE status = 'pending' GROUP BY backend_type";
+
+/// Workers per status.
+pub(crate) const WORKERS_BY_STATUS: &str = "SELECT status, count(*) FROM workers GROUP BY status";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Notifications
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Channel notified (payload: backend type) when a task becomes claimable.
+pub const TASK_AVAILABLE_CHANNEL: &str = "aiopslab_task_available";
+
+/// Channel notified (payload: task id) when a client asks to cancel a running task.
+pub const CANCEL_CHANNEL: &str = "aiopslab_cancel";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_numbers_its_parameters() {
+        let (page, count) = list_tasks(true, false, true, false, TaskSort::PriorityDesc);
+        assert!(page.contains("WHERE status = $1 AND worker_id = $2"), "{page}");
+        assert!(
+            page.ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $3 OFFSET $4"),
+            "{page}"
+        );
+        assert_eq!(count, "SELECT count(*) FROM tasks WHERE status = $1 AND worker_id = $2");
+        let (page, count) = list_tasks(false, false, false, false, TaskSort::CreatedDesc);
+        assert!(
+            page.ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),
+            "{page}"
+        );
+        assert_eq!(count, "SELECT count(*) FROM tasks");
+    }
+}

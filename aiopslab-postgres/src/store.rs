@@ -1,0 +1,233 @@
+//! [`PgStore`]: the handle, its construction, and the [`TaskStore`] implementation, which delegates each
+//! operation to the module of its concept (tasks, claim, lease, logs, workers, sweep, stats, listener).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aiopslab_core::{
+    CancelOutcome, ClaimRequest, HeartbeatAck, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry,
+    Page, StoreError, StoreEvent, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome,
+    TaskPage, TaskSort, TaskSpec, TaskStore, Trajectory, ValidationError, Worker, WorkerFilter, WorkerHeartbeat,
+    WorkerPage, WorkerRegistration,
+};
+use async_trait::async_trait;
+use sqlx::postgres::types::PgInterval;
+use sqlx::PgPool;
+
+use crate::config::{PgStoreOptions, MIGRATOR};
+use crate::error::map_sqlx;
+use crate::listener::Listener;
+
+/// A [`TaskStore`] on PostgreSQL: a durable queue with leases and LISTEN/NOTIFY wake-ups.
+///
+/// Cheap to clone (clones share the pool and the listener). Every method is one conditional statement (or, for
+/// reads, a couple of plain queries), so several server replicas can share one database.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use aiopslab_core::{LeasePolicy, NewTask, TaskStore};
+/// use aiopslab_postgres::PgStore;
+///
+/// let store = PgStore::connect("postgres://postgres@127.0.0.1/aiopslab_tasks", LeasePolicy::default()).await?;
+/// store.migrate().await?;
+/// let task = store.create_task(NewTask::new("misconfig_app_hotel_res-detection-1").validate()?).await?;
+/// # let _ = task;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    policy: LeasePolicy,
+    intervals: Intervals,
+    listener: Mutex<Option<Listener>>,
+}
+
+/// The policy's durations as SQL intervals, converted once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Intervals {
+    pub(crate) lease: PgInterval,
+    pub(crate) worker_offline_after: PgInterval,
+    pub(crate) timeout_grace: PgInterval,
+    pub(crate) dispatch_delay: PgInterval,
+}
+
+fn interval(field: &str, duration: Duration) -> Result<PgInterval, StoreError> {
+    PgInterval::try_from(duration)
+        .map_err(|_| StoreError::Invalid(ValidationError::new(field, "duration too large for the database")))
+}
+
+impl Intervals {
+    fn new(policy: &LeasePolicy) -> Result<Self, StoreError> {
+        Ok(Self {
+            lease: interval("lease_duration", policy.lease_duration)?,
+            worker_offline_after: interval("worker_offline_after", policy.worker_offline_after)?,
+            timeout_grace: interval("timeout_grace", policy.timeout_grace)?,
+            dispatch_delay: interval("dispatch_delay", policy.dispatch_delay)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("policy", &self.inner.policy)
+            .field("pool_size", &self.inner.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` with default [`PgStoreOptions`] and checks that the database answers.
+    pub async fn connect(url: &str, policy: LeasePolicy) -> StoreResult<Self> {
+        Self::connect_with(url, policy, &PgStoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options` and checks that the database answers.
+    pub async fn connect_with(url: &str, policy: LeasePolicy, options: &PgStoreOptions) -> StoreResult<Self> {
+        let pool = options.pool(url).map_err(|e| map_sqlx("connect", e))?;
+        let store = Self::from_pool(pool, policy)?;
+        sqlx::query("SELECT 1")
+            .execute(&store.inner.pool)
+            .await
+            .map_err(|e| map_sqlx("connect", e))?;
+        Ok(store)
+    }
+
+    /// Wraps an existing pool (see [`PgStoreOptions::pool_options`] for settings suited to a queue).
+    pub fn from_pool(pool: PgPool, policy: LeasePolicy) -> StoreResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                intervals: Intervals::new(&policy)?,
+                policy,
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Runs the embedded migrations (`migrations/*.sql`). Safe on a database where
+    /// `001_create_tables.sql` was already applied by hand with `psql`, and safe to run from several replicas.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.inner.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => map_sqlx("migrate", e),
+            other => {
+                tracing::error!(error = %other, "migration failed");
+                StoreError::Internal("database migration failed; see the server log".into())
+            }
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The lease policy this store enforces.
+    pub fn policy(&self) -> &LeasePolicy {
+        &self.inner.policy
+    }
+
+    pub(crate) fn intervals(&self) -> &Intervals {
+        &self.inner.intervals
+    }
+
+    /// Closes the pool and stops the listener.
+    pub async fn close(&self) {
+        if let Ok(mut listener) = self.inner.listener.lock() {
+            listener.take();
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl TaskStore for PgStore {
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        self.insert_task(spec).await
+    }
+
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        self.insert_tasks(specs).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        self.select_task(id).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
+        self.select_tasks(filter, sort, page).await
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        self.cancel(id).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        self.claim_task(request).await
+    }
+
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        self.extend(lease).await
+    }
+
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        self.insert_logs(lease, entries).await
+    }
+
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.select_logs(task_id, query).await
+    }
+
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        self.upsert_trajectory(lease, trajectory).await
+    }
+
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.select_trajectory(task_id).await
+    }
+
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        self.finish_task(lease, outcome).await
+    }
+
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        self.upsert_worker(registration).await
+    }
+
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        self.beat(heartbeat).await
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.mark_offline(worker_id).await
+    }
+
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        self.select_worker(worker_id).await
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        self.select_workers(filter).await
+    }
+
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        self.sweep_once().await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.count_stats().await
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        let mut guard = self.inner.listener.lock().ok()?;
+        if guard.is_none() {
+            *guard = Some(Listener::start(&self.inner.pool)?);
+        }
+        guard.as_ref().map(Listener::subscribe)
+    }
+}

@@ -1,0 +1,193 @@
+//! Tasks from the client's side: create (one or a batch), read, list with filters and sorts, cancel.
+
+use std::collections::HashMap;
+
+use aiopslab_core::{
+    CancelOutcome, Page, StoreError, StoreResult, Task, TaskFilter, TaskId, TaskPage, TaskSort, TaskSpec, TaskStatus,
+};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::error::map_sqlx;
+use crate::rows::{task_status, TaskRow};
+use crate::sql;
+use crate::PgStore;
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+impl PgStore {
+    /// Inserts one pending task.
+    #[tracing::instrument(skip_all, fields(problem_id = %spec.problem_id))]
+    pub(crate) async fn insert_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        let p = spec.parameters;
+        let row: TaskRow = sqlx::query_as(sql::INSERT_TASK)
+            .bind(Uuid::new_v4())
+            .bind(spec.problem_id)
+            .bind(Json(p.agent_config))
+            .bind(to_i32(p.max_steps))
+            .bind(to_i32(p.timeout_minutes))
+            .bind(i16::from(p.priority))
+            .bind(p.callback_url)
+            .bind(Json(p.metadata))
+            .bind(p.backend_type)
+            .bind(to_i32(p.max_retries))
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| map_sqlx("create_task", e))?;
+        let task = Task::try_from(row)?;
+        tracing::debug!(task_id = %task.id, "task created");
+        Ok(task)
+    }
+
+    /// Inserts a batch of pending tasks in one statement (all or none), returned in the order given.
+    #[tracing::instrument(skip_all, fields(count = specs.len()))]
+    pub(crate) async fn insert_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = specs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut problems = Vec::with_capacity(n);
+        let mut agent_configs = Vec::with_capacity(n);
+        let mut max_steps = Vec::with_capacity(n);
+        let mut timeouts = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut callbacks = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut backends = Vec::with_capacity(n);
+        let mut retries = Vec::with_capacity(n);
+        for spec in specs {
+            let p = spec.parameters;
+            ids.push(Uuid::new_v4());
+            problems.push(spec.problem_id);
+            agent_configs.push(Json(p.agent_config));
+            max_steps.push(to_i32(p.max_steps));
+            timeouts.push(to_i32(p.timeout_minutes));
+            priorities.push(i16::from(p.priority));
+            callbacks.push(p.callback_url);
+            metadata.push(Json(p.metadata));
+            backends.push(p.backend_type);
+            retries.push(to_i32(p.max_retries));
+        }
+        let rows: Vec<TaskRow> = sqlx::query_as(sql::INSERT_TASKS)
+            .bind(&ids)
+            .bind(problems)
+            .bind(agent_configs)
+            .bind(max_steps)
+            .bind(timeouts)
+            .bind(priorities)
+            .bind(callbacks)
+            .bind(metadata)
+            .bind(backends)
+            .bind(retries)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| map_sqlx("create_tasks", e))?;
+        let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let task = Task::try_from(row)?;
+            by_id.insert(task.id, task);
+        }
+        ids.iter()
+            .map(|id| {
+                by_id
+                    .remove(id)
+                    .ok_or_else(|| StoreError::Internal("a created task was not returned".into()))
+            })
+            .collect()
+    }
+
+    /// Reads one task.
+    pub(crate) async fn select_task(&self, id: TaskId) -> StoreResult<Task> {
+        let row: Option<TaskRow> = sqlx::query_as(sql::SELECT_TASK)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| map_sqlx("get_task", e))?;
+        row.ok_or_else(|| StoreError::task_not_found(id))?.try_into()
+    }
+
+    /// Lists one page of tasks and the total that matched.
+    pub(crate) async fn select_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
+        let (page_sql, count_sql) = sql::list_tasks(
+            filter.status.is_some(),
+            filter.problem_id.is_some(),
+            filter.worker_id.is_some(),
+            filter.backend_type.is_some(),
+            sort,
+        );
+        let values: Vec<&str> = [
+            filter.status.map(TaskStatus::as_str),
+            filter.problem_id.as_deref(),
+            filter.worker_id.as_deref(),
+            filter.backend_type.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+
+        let mut count_query = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut page_query = sqlx::query_as::<_, TaskRow>(&page_sql);
+        for value in &values {
+            count_query = count_query.bind(*value);
+            page_query = page_query.bind(*value);
+        }
+        let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+        let rows = page_query
+            .bind(i64::from(page.limit))
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| map_sqlx("list_tasks", e))?;
+        let total = count_query
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| map_sqlx("list_tasks", e))?;
+        Ok(TaskPage {
+            tasks: rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+            limit: page.limit,
+            offset: page.offset,
+        })
+    }
+
+    /// Cancels a task: pending → cancelled, running → cancel requested, terminal → refused.
+    #[tracing::instrument(skip(self), fields(task_id = %id))]
+    pub(crate) async fn cancel(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let changed: Option<String> = sqlx::query_scalar(sql::CANCEL_TASK)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| map_sqlx("cancel_task", e))?;
+        if let Some(status) = changed {
+            return match task_status(&status)? {
+                TaskStatus::Cancelled => Ok(CancelOutcome::Cancelled),
+                _ => Ok(CancelOutcome::CancelRequested),
+            };
+        }
+        // Nothing changed: the task is unknown or terminal (and terminal is final, so this read cannot race).
+        let status: Option<String> = sqlx::query_scalar(sql::SELECT_TASK_STATUS)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| map_sqlx("cancel_task", e))?;
+        match status {
+            None => Err(StoreError::task_not_found(id)),
+            Some(status) => Err(StoreError::AlreadyTerminal {
+                task_id: id,
+                status: task_status(&status)?,
+            }),
+        }
+    }
+
+    /// Whether a task exists.
+    pub(crate) async fn task_exists(&self, id: TaskId, op: &'static str) -> StoreResult<bool> {
+        sqlx::query_scalar(sql::TASK_EXISTS)
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| map_sqlx(op, e))
+    }
+}
