@@ -1,0 +1,246 @@
+//! [`KindBackend`]: the [`ClusterBackend`] over one Kind cluster per worker.
+//!
+//! `prepare` makes sure the cluster exists (creating it when configured),
+//! writes the worker's own kubeconfig and waits for Ready nodes; `run`
+//! starts the AIOpsLab driver (see the runner); `reset` applies the
+//! [`ResetPolicy`] and recreates an unhealthy cluster; `shutdown` deletes
+//! the cluster when configured. One cluster runs one problem at a time
+//! (AIOpsLab's namespaces are fixed), so runs are serialised.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+use aiopslab_core::{BackendError, ClusterBackend, RunContext, RunReport, Task, TerminalStatus};
+
+use crate::config::{KindConfig, ResetPolicy};
+use crate::kind_cli::KindCli;
+use crate::kube_api::KubeApi;
+use crate::runner;
+
+/// Runs AIOpsLab problems on the worker's Kind cluster. See the crate docs.
+#[derive(Debug)]
+pub struct KindBackend {
+    config: KindConfig,
+    kube: Mutex<Option<KubeApi>>,
+    run_lock: Mutex<()>,
+}
+
+fn backend_error(what: &str, err: impl std::fmt::Display) -> BackendError {
+    BackendError::new(format!("{what}: {err}"))
+}
+
+async fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let temp = path.with_extension("tmp");
+    tokio::fs::write(&temp, contents).await?;
+    tokio::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)).await?;
+    tokio::fs::rename(&temp, path).await
+}
+
+impl KindBackend {
+    /// A backend with these settings. Nothing happens until `prepare`.
+    pub fn new(config: KindConfig) -> Self {
+        Self {
+            config,
+            kube: Mutex::new(None),
+            run_lock: Mutex::new(()),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &KindConfig {
+        &self.config
+    }
+
+    fn cli(&self) -> KindCli<'_> {
+        KindCli::new(&self.config)
+    }
+
+    /// Fetches the cluster's kubeconfig with `kind get kubeconfig` and writes
+    /// it to the worker's own file (and the driver's `HOME/.kube/config`).
+    pub async fn write_kubeconfig(&self) -> Result<(), BackendError> {
+        let kubeconfig = self
+            .cli()
+            .kubeconfig()
+            .await
+            .map_err(|err| backend_error("cannot read the cluster's kubeconfig", err))?;
+        let own = self.config.kubeconfig_path();
+        let home = self.config.home_dir().join(".kube").join("config");
+        for path in [&own, &home] {
+            write_private(path, &kubeconfig)
+                .await
+                .map_err(|err| backend_error(&format!("cannot write {}", path.display()), err))?;
+            if own == home {
+                break;
+            }
+        }
+        *self.kube.lock().await = None;
+        Ok(())
+    }
+
+    async fn api(&self) -> Result<KubeApi, BackendError> {
+        let mut slot = self.kube.lock().await;
+        if let Some(api) = slot.as_ref() {
+            return Ok(api.clone());
+        }
+        let api = KubeApi::from_kubeconfig(&self.config.kubeconfig_path(), &self.config.context_name())
+            .await
+            .map_err(|err| backend_error("cannot build a Kubernetes client", err))?;
+        *slot = Some(api.clone());
+        Ok(api)
+    }
+
+    async fn wait_ready(&self) -> Result<(), BackendError> {
+        let api = self.api().await?;
+        let readiness = api
+            .wait_nodes_ready(self.config.node_ready_timeout, self.config.poll_interval)
+            .await
+            .map_err(|err| backend_error(&format!("Kind cluster {}", self.config.cluster_name), err))?;
+        tracing::info!(cluster = %self.config.cluster_name, %readiness, "cluster ready");
+        Ok(())
+    }
+
+    /// Deletes the cluster (when it exists) and creates it again, then waits for Ready nodes.
+    pub async fn recreate_cluster(&self) -> Result<(), BackendError> {
+        let cli = self.cli();
+        tracing::warn!(cluster = %self.config.cluster_name, "recreating the Kind cluster");
+        if cli
+            .exists()
+            .await
+            .map_err(|err| backend_error("kind get clusters", err))?
+        {
+            cli.delete()
+                .await
+                .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
+        }
+        cli.create()
+            .await
+            .map_err(|err| backend_error("cannot create the Kind cluster", err))?;
+        self.write_kubeconfig().await?;
+        self.wait_ready().await
+    }
+
+    /// Waits for Ready nodes; when that fails and the config allows it,
+    /// recreates the cluster once.
+    async fn ensure_healthy(&self) -> Result<(), BackendError> {
+        match self.wait_ready().await {
+            Ok(()) => Ok(()),
+            Err(err) if self.config.recreate_when_unhealthy => {
+                tracing::warn!(%err, "cluster unhealthy");
+                self.recreate_cluster().await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn delete_namespaces(&self) -> Result<(), BackendError> {
+        let api = self.api().await?;
+        let deleted = api
+            .delete_namespaces_and_wait(
+                &self.config.reset_namespaces,
+                self.config.namespace_delete_timeout,
+                self.config.poll_interval,
+            )
+            .await
+            .map_err(|err| backend_error("cannot delete the run's namespaces", err))?;
+        tracing::info!(?deleted, "reset: namespaces deleted");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClusterBackend for KindBackend {
+    fn name(&self) -> &str {
+        "kind"
+    }
+
+    async fn prepare(&self) -> Result<(), BackendError> {
+        let config = &self.config;
+        for dir in [config.home_dir(), config.runs_dir()] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|err| backend_error(&format!("cannot create {}", dir.display()), err))?;
+        }
+        let cli = self.cli();
+        let clusters = cli
+            .clusters()
+            .await
+            .map_err(|err| backend_error("kind get clusters", err))?;
+        if !clusters.contains(&config.cluster_name) {
+            if !config.create_cluster {
+                return Err(BackendError::new(format!(
+                    "Kind cluster {name:?} does not exist (`kind get clusters` lists {clusters:?}); create it with \
+                     `kind create cluster --name {name}` or let the worker create it (create_cluster / --create-cluster)",
+                    name = config.cluster_name
+                )));
+            }
+            tracing::info!(cluster = %config.cluster_name, "creating the Kind cluster (this takes minutes)");
+            cli.create()
+                .await
+                .map_err(|err| backend_error("cannot create the Kind cluster", err))?;
+        }
+        self.write_kubeconfig().await?;
+        self.ensure_healthy().await
+    }
+
+    async fn run(&self, task: &Task, ctx: RunContext) -> RunReport {
+        let span = tracing::info_span!("kind_run", task_id = %task.id, worker_id = %ctx.worker_id, problem_id = %task.problem_id);
+        async {
+            // One problem at a time per cluster; waiting still honours cancel and deadline.
+            let _guard = tokio::select! {
+                guard = self.run_lock.lock() => guard,
+                _ = ctx.cancel.cancelled() => {
+                    return RunReport::ended(TerminalStatus::Cancelled, "cancelled", "cancelled before the cluster was free");
+                }
+                _ = tokio::time::sleep_until(ctx.deadline) => {
+                    return RunReport::ended(TerminalStatus::Timeout, "timeout", "the deadline passed while waiting for the cluster");
+                }
+            };
+            runner::run_task(&self.config, task, &ctx).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn reset(&self) -> Result<(), BackendError> {
+        let _guard = self.run_lock.lock().await;
+        match self.config.reset_policy {
+            ResetPolicy::RecreateCluster => self.recreate_cluster().await,
+            ResetPolicy::DeleteNamespaces => {
+                self.ensure_healthy().await?;
+                match self.delete_namespaces().await {
+                    Ok(()) => Ok(()),
+                    Err(err) if self.config.recreate_when_unhealthy => {
+                        tracing::warn!(%err, "namespace reset failed");
+                        self.recreate_cluster().await
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), BackendError> {
+        if !self.config.delete_on_shutdown {
+            return Ok(());
+        }
+        let cli = self.cli();
+        if cli
+            .exists()
+            .await
+            .map_err(|err| backend_error("kind get clusters", err))?
+        {
+            tracing::info!(cluster = %self.config.cluster_name, "deleting the Kind cluster");
+            cli.delete()
+                .await
+                .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
+        }
+        Ok(())
+    }
+}
