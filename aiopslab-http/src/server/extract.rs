@@ -41,10 +41,19 @@ where
     }
 }
 
-/// Parses a JSON body, naming the offending field on a type error.
+/// Parses a JSON object body, naming the offending field on a type error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid_json("the request body is empty; expected a JSON object", None));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::invalid_json(
+                "the request body is empty; expected a JSON object",
+                None,
+            ))
+        }
+        // Every request body is an object; serde would otherwise accept a
+        // struct written as an array.
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::invalid_json("the request body must be a JSON object", None)),
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -133,10 +142,7 @@ impl QueryParams {
     {
         match self.text(name) {
             None => Ok(None),
-            Some(raw) => raw
-                .parse::<T>()
-                .map(Some)
-                .map_err(|e| invalid(name, e.message)),
+            Some(raw) => raw.parse::<T>().map(Some).map_err(|e| invalid(name, e.message)),
         }
     }
 

@@ -113,7 +113,11 @@ impl Metrics {
         out.push_str("# TYPE aiopslab_task_duration_seconds histogram\n");
         let durations = self.task_durations.lock().unwrap_or_else(PoisonError::into_inner);
         for (status, histogram) in durations.iter() {
-            histogram.render(out, "aiopslab_task_duration_seconds", &format!("status=\"{}\"", escape(status)));
+            histogram.render(
+                out,
+                "aiopslab_task_duration_seconds",
+                &format!("status=\"{}\"", escape(status)),
+            );
         }
         drop(durations);
 
@@ -154,7 +158,11 @@ fn render_stats(out: &mut String, stats: &StoreStats) {
     }
     out.push_str("# HELP aiopslab_queue_depth Pending tasks by backend type.\n# TYPE aiopslab_queue_depth gauge\n");
     for (backend, count) in &stats.queue_depth_by_backend {
-        let _ = writeln!(out, "aiopslab_queue_depth{{backend_type=\"{}\"}} {count}", escape(backend));
+        let _ = writeln!(
+            out,
+            "aiopslab_queue_depth{{backend_type=\"{}\"}} {count}",
+            escape(backend)
+        );
     }
     out.push_str("# HELP aiopslab_workers Workers by status.\n# TYPE aiopslab_workers gauge\n");
     for (status, count) in &stats.workers_by_status {
@@ -207,9 +215,12 @@ pub async fn track(State(state): State<ApiState>, request: Request, next: Next) 
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let start = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .observe_request(method, &route, response.status().as_u16(), start.elapsed().as_secs_f64());
+    state.metrics.observe_request(
+        method,
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 

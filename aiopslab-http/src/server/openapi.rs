@@ -130,12 +130,23 @@ impl Modify for ServedByOthers {
         openapi.paths.add_path_operation(
             "/openapi.json",
             vec![HttpMethod::Get],
-            page("openapi_json", "This OpenAPI 3 document", "application/json", "The document"),
+            page(
+                "openapi_json",
+                "This OpenAPI 3 document",
+                "application/json",
+                "The document",
+            ),
         );
-        let mut docs = page("swagger_ui", "Swagger UI", "text/html", "The Swagger UI page (at /docs/)");
-        docs.responses
-            .responses
-            .insert("303".to_string(), ResponseBuilder::new().description("Redirect to /docs/").build().into());
+        let mut docs = page(
+            "swagger_ui",
+            "Swagger UI",
+            "text/html",
+            "The Swagger UI page (at /docs/)",
+        );
+        docs.responses.responses.insert(
+            "303".to_string(),
+            ResponseBuilder::new().description("Redirect to /docs/").build().into(),
+        );
         openapi.paths.add_path_operation("/docs", vec![HttpMethod::Get], docs);
     }
 }

@@ -60,9 +60,11 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(config.worker_body_limit))
         .route_layer(from_fn_with_state(state.clone(), require_worker));
 
-    let swagger = SwaggerUi::new("/docs")
-        .url("/openapi.json", ApiDoc::openapi())
-        .config(Config::new(["/openapi.json"]).validator_url("none").try_it_out_enabled(true));
+    let swagger = SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()).config(
+        Config::new(["/openapi.json"])
+            .validator_url("none")
+            .try_it_out_enabled(true),
+    );
     let mut docs = Router::new()
         .route("/redoc", get(docs::redoc_page))
         .route("/redoc/redoc.standalone.js", get(docs::redoc_js))

@@ -28,7 +28,12 @@ const APPLICATIONS: [Application; 4] = [
     Application::Flower,
 ];
 
-const TASK_TYPES: [TaskType; 4] = [TaskType::Detection, TaskType::Localization, TaskType::Analysis, TaskType::Mitigation];
+const TASK_TYPES: [TaskType; 4] = [
+    TaskType::Detection,
+    TaskType::Localization,
+    TaskType::Analysis,
+    TaskType::Mitigation,
+];
 
 fn application_name(application: Application) -> String {
     format!("{application:?}")
@@ -42,22 +47,21 @@ fn parse_application(raw: &str) -> Result<Application, ValidationError> {
         .ok_or_else(|| {
             ValidationError::new(
                 "application",
-                format!("unknown application {raw:?}; expected HotelReservation, SocialNetwork, AstronomyShop or Flower"),
+                format!(
+                    "unknown application {raw:?}; expected HotelReservation, SocialNetwork, AstronomyShop or Flower"
+                ),
             )
         })
 }
 
 fn parse_task_type(raw: &str) -> Result<TaskType, ValidationError> {
     let wanted = normalize(raw);
-    TASK_TYPES
-        .into_iter()
-        .find(|t| t.as_str() == wanted)
-        .ok_or_else(|| {
-            ValidationError::new(
-                "task_type",
-                format!("unknown task type {raw:?}; expected detection, localization, analysis or mitigation"),
-            )
-        })
+    TASK_TYPES.into_iter().find(|t| t.as_str() == wanted).ok_or_else(|| {
+        ValidationError::new(
+            "task_type",
+            format!("unknown task type {raw:?}; expected detection, localization, analysis or mitigation"),
+        )
+    })
 }
 
 /// Lists the AIOpsLab problem catalog.
@@ -150,7 +154,11 @@ pub async fn health(State(state): State<ApiState>) -> Response {
 )]
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     let body = metrics::render(&state).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -159,7 +167,10 @@ mod tests {
 
     #[test]
     fn catalog_filters_parse_loosely() {
-        assert_eq!(parse_application("hotel_reservation").unwrap(), Application::HotelReservation);
+        assert_eq!(
+            parse_application("hotel_reservation").unwrap(),
+            Application::HotelReservation
+        );
         assert_eq!(parse_application("SocialNetwork").unwrap(), Application::SocialNetwork);
         assert!(parse_application("nope").is_err());
         assert_eq!(parse_task_type("Detection").unwrap(), TaskType::Detection);

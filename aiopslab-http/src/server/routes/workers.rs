@@ -149,7 +149,10 @@ pub async fn claim(
     State(state): State<ApiState>,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    for (field, value) in [("worker_id", &request.worker_id), ("backend_type", &request.backend_type)] {
+    for (field, value) in [
+        ("worker_id", &request.worker_id),
+        ("backend_type", &request.backend_type),
+    ] {
         if value.trim().is_empty() {
             return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
                 field,
