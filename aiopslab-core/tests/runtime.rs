@@ -476,3 +476,21 @@ async fn simulated_episodes_are_reproducible_through_the_runtime() {
     assert_eq!(ta.reward, tb.reward);
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_at_start_is_waited_out() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    store.partitioned.store(true, Ordering::SeqCst);
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(2)), config("w"));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(store.get_task(task.id).await.unwrap().status, TaskStatus::Pending);
+    assert!(store.get_worker("w").await.is_err(), "not registered while unreachable");
+
+    store.partitioned.store(false, Ordering::SeqCst);
+    assert_eq!(
+        wait_terminal(&*store, task.id, MINUTE).await.status,
+        TaskStatus::Completed
+    );
+    worker.stop().await.unwrap();
+}

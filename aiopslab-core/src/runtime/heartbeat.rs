@@ -75,8 +75,8 @@ pub(crate) async fn beat(shared: &Arc<Shared>) {
 }
 
 /// Runs a task the heartbeat's answer handed us (it is already `running`
-/// under our name): in the next free slot, or handed straight back as
-/// `worker_shutdown` if we are stopping.
+/// under our name) in the next free slot; if shutdown's grace runs out
+/// before one frees up, it is handed back as `worker_shutdown`.
 fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
     if shared.slots.contains(task.id) {
         return;
@@ -85,13 +85,10 @@ fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
     let guard = shared.slots.track();
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let permit = if shared.stopping.is_cancelled() {
-            None
-        } else {
-            tokio::select! {
-                permit = shared.slots.acquire() => Some(permit),
-                _ = shared.stopping.cancelled() => None,
-            }
+        let permit = tokio::select! {
+            biased;
+            _ = shared.grace_over.cancelled() => None,
+            permit = shared.slots.acquire() => Some(permit),
         };
         run_task(shared, task, permit, guard).await;
     });

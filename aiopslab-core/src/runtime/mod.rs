@@ -6,15 +6,15 @@
 //! Kind cluster against PostgreSQL, a simulator against the embedded store,
 //! or a remote worker through the HTTP client.
 //!
-//! - **Slots**: at most `max_parallel_tasks` runs at once ([`slots`]).
+//! - **Slots**: at most `max_parallel_tasks` runs at once (`slots.rs`).
 //! - **Claims**: a free slot asks the scheduler at once and again after each
 //!   task it got; only an empty queue waits, for the poll interval or a store
-//!   event ([`claim`], [`events`]).
+//!   event (`claim.rs`, `events.rs`).
 //! - **Heartbeats** keep leases alive, carry cancellations and may hand over
-//!   a task ([`heartbeat`]).
+//!   a task (`heartbeat.rs`).
 //! - **Each run** streams its log in batches, honours its deadline and
 //!   cancellation, and its outcome is reported with retries that never drop
-//!   a result while the lease holds ([`task_run`], [`log_forwarder`]).
+//!   a result while the lease holds (`task_run.rs`, `log_forwarder.rs`).
 //! - **Store calls** are retried with backoff and jitter on transient errors
 //!   ([`crate::retry`]).
 //! - **Shutdown**: stop claiming, let runs finish within `shutdown_grace`,
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     wake: Notify,
     /// Shutdown was requested: claim nothing more.
     stopping: CancellationToken,
+    /// Shutdown's grace ran out: running tasks are stopped, none may start.
+    grace_over: CancellationToken,
     /// Shutdown's report grace ran out: stop retrying reports.
     hard_stop: CancellationToken,
 }
@@ -102,6 +104,7 @@ impl WorkerRuntime {
                 slots,
                 wake: Notify::new(),
                 stopping: CancellationToken::new(),
+                grace_over: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
             }),
         }
@@ -238,6 +241,7 @@ async fn drain(shared: &Shared) {
     {
         return;
     }
+    shared.grace_over.cancel();
     let stopped = shared.slots.stop_all(StopReason::Shutdown);
     tracing::warn!(
         stopped,

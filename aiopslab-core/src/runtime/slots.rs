@@ -93,11 +93,10 @@ impl Slots {
 
     /// Waits for a free slot.
     pub async fn acquire(&self) -> OwnedSemaphorePermit {
-        loop {
-            // The semaphore is never closed, so this only loops in theory.
-            if let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await {
-                return permit;
-            }
+        match Arc::clone(&self.permits).acquire_owned().await {
+            Ok(permit) => permit,
+            // The semaphore is never closed; if it were, no slot would ever free up.
+            Err(_) => std::future::pending().await,
         }
     }
 

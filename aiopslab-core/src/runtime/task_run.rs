@@ -38,8 +38,10 @@ use crate::retry::retry_transient;
 use crate::task::{ErrorDetails, Task, TaskOutcome, TaskStatus, TerminalStatus};
 
 /// Runs `task` (already `running` under our name) and reports it. `permit`
-/// is the slot it occupies; `None` only when the worker is shutting down and
-/// the task is to be handed back at once.
+/// is the slot it occupies; `None` when the worker's shutdown grace ran out
+/// before a slot freed up: the task is then handed back unstarted, reported
+/// `failed` with code `worker_shutdown` (requeued if its retries allow). A
+/// task claimed while shutdown is under way still runs, within the grace.
 pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<OwnedSemaphorePermit>, guard: RunGuard) {
     let span = tracing::info_span!(
         "task",
@@ -56,7 +58,7 @@ pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<Own
         if task.cancel_requested {
             handle.stop(StopReason::ClientCancel);
         }
-        if shared.stopping.is_cancelled() || permit.is_none() {
+        if shared.grace_over.is_cancelled() || permit.is_none() {
             handle.stop(StopReason::Shutdown);
             let report = RunReport::failed(
                 "worker_shutdown",
