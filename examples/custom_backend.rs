@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    BackendError, ClusterBackend, DefaultScheduler, JsonObject, LogLevel, MemoryStore, NewLogEntry, NewTask,
-    RunContext, RunReport, Task, TaskResult, TaskStore, TerminalStatus,
+    BackendError, ClusterBackend, DefaultScheduler, LogLevel, MemoryStore, NewLogEntry, NewTask, RunContext, RunReport,
+    Task, TaskResult, TaskStore, TerminalStatus,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -35,23 +35,22 @@ impl ClusterBackend for EchoBackend {
         ctx.logs.info(format!("echo: starting {}", task.problem_id)).await;
         for step in 1..=3 {
             // Honour cancellation and the deadline, as every backend must.
-            tokio::select! {
-                _ = ctx.cancel.cancelled() => return RunReport::ended(TerminalStatus::Cancelled, "cancelled", "stopped on request"),
-                _ = tokio::time::sleep_until(ctx.deadline) => return RunReport::ended(TerminalStatus::Timeout, "timeout", "out of time"),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            let (status, code) = tokio::select! {
+                _ = ctx.cancel.cancelled() => (TerminalStatus::Cancelled, "cancelled"),
+                _ = tokio::time::sleep_until(ctx.deadline) => (TerminalStatus::Timeout, "timeout"),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => (TerminalStatus::Completed, ""),
+            };
+            if status != TerminalStatus::Completed {
+                return RunReport::ended(status, code, format!("stopped at step {step}"));
             }
             let entry = NewLogEntry::new(LogLevel::Info, format!("step {step}: echo")).at_step(step);
             ctx.logs.log(entry.with_action("echo")).await;
         }
-        let mut metrics = JsonObject::new();
-        metrics.insert("duration_seconds".into(), json!(started.elapsed().as_secs_f64()));
-        metrics.insert("steps_taken".into(), json!(3));
-        let mut output = JsonObject::new();
-        output.insert("solution".into(), json!(format!("echo of {}", task.problem_id)));
+        let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
         let result = TaskResult {
             logs: vec!["Echo backend ran 3 steps".into()],
-            metrics,
-            output,
+            metrics: object(json!({"duration_seconds": started.elapsed().as_secs_f64(), "steps_taken": 3})),
+            output: object(json!({"solution": format!("echo of {}", task.problem_id)})),
         };
         RunReport::completed(result, None)
     }

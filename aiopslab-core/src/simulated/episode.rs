@@ -114,8 +114,8 @@ fn system_prompt(problem: &Problem) -> String {
         TaskType::Mitigation => "mitigate the fault so the service works again; call submit() when done",
     };
     format!(
-        "You are an expert DevOps engineer assigned to {} in a deployed microservice application. Your goal is to {goal}. \
-         Respond with a brief thought followed by exactly one API call in a fenced code block. \
+        "You are an expert DevOps engineer assigned to {} in a deployed microservice application. \
+         Your goal is to {goal}. Respond with a brief thought followed by exactly one API call in a fenced code block. \
          Available APIs: exec_shell, get_logs, get_metrics, read_metrics, get_traces, read_traces, submit.",
         problem.task_type
     )
