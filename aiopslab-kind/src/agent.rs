@@ -147,8 +147,8 @@ impl AgentSettings {
                 )))
             }
         };
-        let request_timeout = number(agent_config, "request_timeout", 1.0, 3600.0)?
-            .unwrap_or_else(|| config.endpoint_timeout.as_secs_f64());
+        let request_timeout =
+            number(agent_config, "request_timeout", 1.0, 3600.0)?.unwrap_or(config.endpoint_timeout.as_secs_f64());
         let agent_name = string(agent_config, "agent_name")?.unwrap_or_else(|| config.agent_name.clone());
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_string(),

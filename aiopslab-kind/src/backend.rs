@@ -25,6 +25,7 @@ use crate::runner;
 pub struct KindBackend {
     config: KindConfig,
     kube: Mutex<Option<KubeApi>>,
+    python: Mutex<Option<std::path::PathBuf>>,
     run_lock: Mutex<()>,
 }
 
@@ -49,6 +50,7 @@ impl KindBackend {
         Self {
             config,
             kube: Mutex::new(None),
+            python: Mutex::new(None),
             run_lock: Mutex::new(()),
         }
     }
@@ -82,6 +84,17 @@ impl KindBackend {
         }
         *self.kube.lock().await = None;
         Ok(())
+    }
+
+    /// The interpreter executable, resolved once (see [`runner::resolve_python`]).
+    async fn python(&self) -> Result<std::path::PathBuf, String> {
+        let mut slot = self.python.lock().await;
+        if let Some(python) = slot.as_ref() {
+            return Ok(python.clone());
+        }
+        let python = runner::resolve_python(&self.config).await?;
+        *slot = Some(python.clone());
+        Ok(python)
     }
 
     async fn api(&self) -> Result<KubeApi, BackendError> {
@@ -186,7 +199,10 @@ impl ClusterBackend for KindBackend {
                 .map_err(|err| backend_error("cannot create the Kind cluster", err))?;
         }
         self.write_kubeconfig().await?;
-        self.ensure_healthy().await
+        self.ensure_healthy().await?;
+        let python = self.python().await.map_err(BackendError::new)?;
+        tracing::info!(python = %python.display(), "driver interpreter");
+        Ok(())
     }
 
     async fn run(&self, task: &Task, ctx: RunContext) -> RunReport {
@@ -202,7 +218,9 @@ impl ClusterBackend for KindBackend {
                     return RunReport::ended(TerminalStatus::Timeout, "timeout", "the deadline passed while waiting for the cluster");
                 }
             };
-            runner::run_task(&self.config, task, &ctx).await
+            let python = self.python().await;
+            let python = python.as_deref().map_err(String::as_str);
+            runner::run_task(&self.config, python, task, &ctx).await
         }
         .instrument(span)
         .await

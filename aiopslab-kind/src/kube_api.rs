@@ -28,18 +28,18 @@ pub enum KubeError {
     #[error("Kubernetes API: {0}")]
     Api(#[from] kube::Error),
     /// Nodes did not become Ready in time.
-    #[error("nodes not Ready after {seconds} s: {state}")]
+    #[error("nodes not Ready after {seconds:.1} s: {state}")]
     NodesNotReady {
         /// How long was waited.
-        seconds: u64,
+        seconds: f64,
         /// The last readiness seen.
         state: String,
     },
     /// Namespaces were still there after the deadline.
-    #[error("namespaces still present after {seconds} s: {namespaces:?}")]
+    #[error("namespaces still present after {seconds:.1} s: {namespaces:?}")]
     NamespacesRemain {
         /// How long was waited.
-        seconds: u64,
+        seconds: f64,
         /// The ones left.
         namespaces: Vec<String>,
     },
@@ -136,7 +136,7 @@ impl KubeApi {
             };
             if tokio::time::Instant::now() + poll > deadline {
                 return Err(KubeError::NodesNotReady {
-                    seconds: timeout.as_secs(),
+                    seconds: timeout.as_secs_f64(),
                     state,
                 });
             }
@@ -189,7 +189,7 @@ impl KubeApi {
             }
             if tokio::time::Instant::now() + poll > deadline {
                 return Err(KubeError::NamespacesRemain {
-                    seconds: timeout.as_secs(),
+                    seconds: timeout.as_secs_f64(),
                     namespaces: still,
                 });
             }

@@ -210,6 +210,29 @@ impl Checks<'_> {
         }
     }
 
+    /// Docker (or Podman) must be installed and its engine must answer: Kind's nodes are containers.
+    fn container_runtime(&mut self) {
+        let path = child_path(self.config);
+        let runtime = which(Path::new("docker"), &path).or_else(|| which(Path::new("podman"), &path));
+        let Some(runtime) = runtime else {
+            let problem = format!(
+                "neither `docker` nor `podman` found on PATH ({})",
+                path.to_string_lossy()
+            );
+            self.fail(Requirement::ContainerRuntime, problem, RUNTIME_INSTALL);
+            return;
+        };
+        let args: [&OsStr; 3] = ["info".as_ref(), "--format".as_ref(), "{{.ServerVersion}}".as_ref()];
+        if let Err(err) = probe(&runtime, &args, self.config, None) {
+            self.fail(
+                Requirement::ContainerRuntime,
+                format!("`{} info` cannot reach the container engine: {err}", runtime.display()),
+                "start the engine (e.g. `systemctl start docker`) and make sure the worker's user may use it \
+                 (e.g. membership of the docker group)",
+            );
+        }
+    }
+
     fn python_path(&self) -> Option<std::ffi::OsString> {
         let mut parts: Vec<PathBuf> = self.config.aiopslab_dir.iter().cloned().collect();
         if let Some(existing) = self.config.child_env("PYTHONPATH") {
@@ -377,17 +400,7 @@ pub fn preflight(config: &KindConfig) -> Result<(), PreflightError> {
         &["version", "--short"],
         HELM_INSTALL,
     );
-    let path = child_path(config);
-    if which(Path::new("docker"), &path).is_none() && which(Path::new("podman"), &path).is_none() {
-        checks.fail(
-            Requirement::ContainerRuntime,
-            format!(
-                "neither `docker` nor `podman` found on PATH ({})",
-                path.to_string_lossy()
-            ),
-            RUNTIME_INSTALL,
-        );
-    }
+    checks.container_runtime();
     if let Some(node_config) = &config.node_config {
         if !node_config.is_file() {
             checks.fail(

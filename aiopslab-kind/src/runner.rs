@@ -29,6 +29,8 @@ use crate::tools;
 
 /// How long to wait for the rest of the event channel once the driver is gone.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long asking the interpreter for its executable may take.
+const PYTHON_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The task type of `problem_id`: the AIOpsLab catalog first, then the
 /// worker's custom problems.
@@ -79,9 +81,31 @@ async fn prepare_run_dir(dir: &Path, settings: &AgentSettings) -> std::io::Resul
     Ok(())
 }
 
-/// Runs one task through the driver. Never panics on bad input: every
-/// failure becomes a report with a code and a reason.
-pub async fn run_task(config: &KindConfig, task: &Task, ctx: &RunContext) -> RunReport {
+/// The interpreter's real executable (`sys.executable`), asked with the
+/// worker's own environment: a pyenv shim or a wrapper may not work under
+/// the driver's `HOME`, the executable itself (a venv's too) does.
+pub async fn resolve_python(config: &KindConfig) -> Result<PathBuf, String> {
+    let script = "import sys; print(sys.executable)";
+    let output = tools::run(
+        config,
+        &config.python,
+        &["-c".as_ref(), script.as_ref()],
+        PYTHON_PROBE_TIMEOUT,
+    )
+    .await
+    .map_err(|err| format!("Python interpreter: {err}"))?;
+    let executable = PathBuf::from(output.stdout.lines().last().unwrap_or_default().trim());
+    if executable.is_absolute() && executable.is_file() {
+        return Ok(executable);
+    }
+    // Not a normal interpreter answer: use the configured program as it is.
+    tools::resolve(config, &config.python).map_err(|err| format!("Python interpreter: {err}"))
+}
+
+/// Runs one task through the driver with interpreter `python` (from
+/// [`resolve_python`]). Never panics on bad input: every failure becomes a
+/// report with a code and a reason.
+pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &Task, ctx: &RunContext) -> RunReport {
     let started = Instant::now();
     let Some(task_type) = task_type_of(config, &task.problem_id) else {
         let message = format!(
@@ -109,10 +133,10 @@ pub async fn run_task(config: &KindConfig, task: &Task, ctx: &RunContext) -> Run
         ctx.logs.error(message.clone()).await;
         return RunReport::failed("backend_not_prepared", message);
     }
-    let python = match tools::resolve(config, &config.python) {
-        Ok(python) => python,
+    let python = match python {
+        Ok(python) => python.to_path_buf(),
         Err(err) => {
-            let message = format!("cannot start the AIOpsLab driver: Python interpreter {err}");
+            let message = format!("cannot start the AIOpsLab driver: {err}");
             ctx.logs.error(message.clone()).await;
             return RunReport::failed("driver_start", message);
         }
