@@ -25,8 +25,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ClaimRequest {
     /// The claiming worker.
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1, pattern = r"\S"))]
     pub worker_id: String,
     /// Only tasks of this backend type.
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1, pattern = r"\S"))]
     pub backend_type: String,
     /// When given, only tasks whose problem id is in this list.
     #[serde(default)]

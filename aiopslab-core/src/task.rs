@@ -168,6 +168,14 @@ pub mod limits {
 pub struct NewTask {
     /// The AIOpsLab problem id (see the catalog); unknown ids are accepted and
     /// fail at run time, since custom problems exist.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub problem_id: String,
     /// See [`TaskParameters::agent_config`].
     #[serde(default)]
@@ -175,15 +183,22 @@ pub struct NewTask {
     pub agent_config: Option<JsonObject>,
     /// See [`TaskParameters::max_steps`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1000))]
     pub max_steps: Option<i64>,
     /// See [`TaskParameters::timeout_minutes`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 180))]
     pub timeout_minutes: Option<i64>,
     /// See [`TaskParameters::priority`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 0, maximum = 10))]
     pub priority: Option<i64>,
     /// See [`TaskParameters::callback_url`].
     #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(max_length = 2048, pattern = r"^https?://[^/?#\s\x00-\x1f\x7f-\x9f]+")
+    )]
     pub callback_url: Option<String>,
     /// See [`TaskParameters::metadata`].
     #[serde(default)]
@@ -191,9 +206,18 @@ pub struct NewTask {
     pub metadata: Option<JsonObject>,
     /// See [`TaskParameters::backend_type`].
     #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub backend_type: Option<String>,
     /// See [`TaskParameters::max_retries`].
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 0, maximum = 10))]
     pub max_retries: Option<i64>,
 }
 

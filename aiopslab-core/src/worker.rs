@@ -60,6 +60,7 @@ impl FromStr for WorkerStatus {
 pub struct WorkerCapabilities {
     /// How many tasks it runs at once (one Kind cluster runs one problem at a time, so usually 1).
     #[serde(default = "one")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64))]
     pub max_parallel_tasks: u32,
     /// When given, the only problem ids it accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,9 +86,25 @@ impl Default for WorkerCapabilities {
 #[serde(deny_unknown_fields)]
 pub struct WorkerRegistration {
     /// The worker id (`worker-001-kind`).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub id: String,
     /// Only tasks of this backend type are routed to it.
     #[serde(default = "default_backend_type")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub backend_type: String,
     /// What it can run.
     #[serde(default)]
@@ -169,6 +186,7 @@ pub struct WorkerHeartbeat {
     /// Who is beating.
     pub worker_id: String,
     /// Idle or busy (offline is refused).
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, pattern = "^(idle|busy)$"))]
     pub status: WorkerStatus,
     /// The task it runs now, if any.
     #[serde(default)]
