@@ -342,6 +342,7 @@ impl Harness {
             .namespace_delete_timeout(Duration::from_secs(5))
             .poll_interval(Duration::from_millis(20))
             .env("PATH", self.path())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("FAKE_KIND_STATE", self.kind_state.display().to_string())
             .env("FAKE_KUBE_API_URL", self.kube.url.clone())
             .env("FAKE_AIOPSLAB_STATE", self.aiopslab_state.display().to_string())
