@@ -2,14 +2,69 @@
 //!
 //! Any [`TaskStore`] proves it keeps the rules of the trait by running these
 //! checks. A store crate provides a [`StoreHarness`] (how to make a fresh,
-//! empty store and how to move its clock forward) and expands the suite's
-//! macro in one of its test files.
+//! empty store and how to move its clock forward) and expands
+//! [`store_conformance_suite!`](crate::store_conformance_suite) in one of its
+//! test files, which generates one test per check:
+//!
+//! ```text
+//! aiopslab_core::store_conformance_suite! {
+//!     harness = MyHarness::new().await,
+//!     test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+//!     concurrency = (32, 10_000),
+//! }
+//! ```
+//!
+//! Each check is also a public `async fn` taking the harness, so a store can
+//! run a single one by hand. Checks panic with a message naming the broken
+//! rule. They never assume time stands still: store time moves only through
+//! [`StoreHarness::advance_clock`] as far as the checks are concerned, and
+//! every limit they rely on (60 s leases, 90 s offline threshold) is far
+//! longer than a check takes. They compare timestamps only when both were
+//! read after the last clock move, so a harness may move the clock by
+//! shifting stored timestamps back.
+//!
+//! [`MemoryHarness`] runs the suite on [`MemoryStore`](crate::MemoryStore).
 
 use async_trait::async_trait;
 use std::time::Duration;
 
 use crate::policy::LeasePolicy;
 use crate::store::TaskStore;
+
+mod cancel;
+mod claims;
+mod concurrency;
+mod leases;
+mod lifecycle;
+mod listing;
+mod logs;
+mod macros;
+mod memory;
+pub mod support;
+mod workers;
+
+pub use cancel::{cancel_pending_task, cancel_running_task};
+pub use claims::{
+    claim_order_priority_then_age, claim_respects_supported_problems, claim_routes_by_backend_type,
+    claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
+};
+pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
+pub use leases::{
+    extend_lease_keeps_lease_alive, heartbeat_keeps_leases_alive, lease_expiry_fails_without_retries,
+    lease_expiry_requeues_with_retries, stale_token_refused_after_requeue, sweep_times_out_overdue_tasks,
+};
+pub use lifecycle::{
+    claim_sets_running_state, create_and_get_defaults, create_tasks_in_order,
+    failed_finish_requeues_while_retries_remain, finish_records_terminal_status, finish_replay_is_idempotent,
+    terminal_status_is_final, unknown_ids_are_not_found,
+};
+pub use listing::{list_tasks_filters, list_tasks_pages, list_tasks_sorts, stats_counts};
+pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_save_replace_get};
+pub use memory::MemoryHarness;
+pub use workers::{
+    deregister_then_register_again, heartbeat_updates_worker, list_workers_filters, register_and_get_worker,
+    register_refused_while_alive, sweep_marks_silent_workers_offline, worker_counters_follow_finishes,
+};
 
 /// How the suite gets stores to test.
 #[async_trait]
