@@ -559,15 +559,15 @@ impl State {
     }
 }
 
-/// The order of `GET /tasks`; ties break on id (ascending) so pages are stable.
+/// The order of `GET /tasks`; ties break on id so pages are stable: `-created_at`
+/// is the exact reverse of `created_at` (id descending), the others end on id ascending.
 fn compare(sort: TaskSort, a: &Task, b: &Task) -> Ordering {
     let by_priority = a.parameters.priority.cmp(&b.parameters.priority);
-    let by_age = a.created_at.cmp(&b.created_at);
-    let primary = match sort {
+    let by_age = a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id));
+    match sort {
         TaskSort::CreatedAsc => by_age,
         TaskSort::CreatedDesc => by_age.reverse(),
         TaskSort::PriorityAsc => by_priority.then(by_age),
         TaskSort::PriorityDesc => by_priority.reverse().then(by_age),
-    };
-    primary.then(a.id.cmp(&b.id))
+    }
 }

@@ -132,7 +132,8 @@ pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
     }
 }
 
-/// The four sort orders, with ties broken by id (ascending).
+/// The four sort orders. Ties break on id: ascending, except `-created_at`,
+/// which is the exact reverse of `created_at` (id descending).
 pub async fn list_tasks_sorts<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
     let a = create(&store, prioritized("a", 5)).await.id;
@@ -150,12 +151,12 @@ pub async fn list_tasks_sorts<H: StoreHarness>(h: &H) {
     let (d, e) = (tied[0], tied[1]);
     for (sort, expected) in [
         (TaskSort::CreatedAsc, [a, b, c, d, e]),
-        (TaskSort::CreatedDesc, [d, e, c, b, a]),
+        (TaskSort::CreatedDesc, [e, d, c, b, a]),
         (TaskSort::PriorityAsc, [c, a, d, e, b]),
         (TaskSort::PriorityDesc, [b, a, d, e, c]),
     ] {
         let (got, total) = listed(&store, TaskFilter::default(), sort, Page::default()).await;
-        assert_eq!(got, expected, "order of sort {sort:?} (ties on id ascending)");
+        assert_eq!(got, expected, "order of sort {sort:?} (ties on id)");
         assert_eq!(total, 5, "total with sort {sort:?}");
     }
 }
