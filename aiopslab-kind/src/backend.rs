@@ -165,15 +165,51 @@ impl KindBackend {
         tracing::info!(?deleted, "reset: namespaces deleted");
         Ok(())
     }
-}
 
-#[async_trait]
-impl ClusterBackend for KindBackend {
-    fn name(&self) -> &str {
-        "kind"
+    /// `reset`: the [`ResetPolicy`], with recreation when the cluster is unhealthy.
+    async fn reset_cluster(&self) -> Result<(), BackendError> {
+        let _guard = self.run_lock.lock().await;
+        match self.config.reset_policy {
+            ResetPolicy::RecreateCluster => self.recreate_cluster().await,
+            ResetPolicy::DeleteNamespaces => {
+                self.ensure_healthy().await?;
+                match self.delete_namespaces().await {
+                    Ok(()) => Ok(()),
+                    Err(err) if self.config.recreate_when_unhealthy => {
+                        tracing::warn!(%err, "namespace reset failed");
+                        self.recreate_cluster().await
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        }
     }
 
-    async fn prepare(&self) -> Result<(), BackendError> {
+    /// `shutdown`: deletes the cluster when configured.
+    async fn shutdown_cluster(&self) -> Result<(), BackendError> {
+        if !self.config.delete_on_shutdown {
+            return Ok(());
+        }
+        let cli = self.cli();
+        if cli
+            .exists()
+            .await
+            .map_err(|err| backend_error("kind get clusters", err))?
+        {
+            tracing::info!(cluster = %self.config.cluster_name, "deleting the Kind cluster");
+            cli.delete()
+                .await
+                .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
+        }
+        Ok(())
+    }
+
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        tracing::info_span!("kind", operation, worker_id = %self.config.worker_id, cluster = %self.config.cluster_name)
+    }
+
+    /// `prepare`: the cluster exists (or is created), the kubeconfig is written, nodes are Ready.
+    async fn prepare_cluster(&self) -> Result<(), BackendError> {
         let config = &self.config;
         for dir in [config.home_dir(), config.runs_dir()] {
             tokio::fs::create_dir_all(&dir)
@@ -204,6 +240,17 @@ impl ClusterBackend for KindBackend {
         tracing::info!(python = %python.display(), "driver interpreter");
         Ok(())
     }
+}
+
+#[async_trait]
+impl ClusterBackend for KindBackend {
+    fn name(&self) -> &str {
+        "kind"
+    }
+
+    async fn prepare(&self) -> Result<(), BackendError> {
+        self.prepare_cluster().instrument(self.span("kind_prepare")).await
+    }
 
     async fn run(&self, task: &Task, ctx: RunContext) -> RunReport {
         let span = tracing::info_span!("kind_run", task_id = %task.id, worker_id = %ctx.worker_id, problem_id = %task.problem_id);
@@ -227,38 +274,10 @@ impl ClusterBackend for KindBackend {
     }
 
     async fn reset(&self) -> Result<(), BackendError> {
-        let _guard = self.run_lock.lock().await;
-        match self.config.reset_policy {
-            ResetPolicy::RecreateCluster => self.recreate_cluster().await,
-            ResetPolicy::DeleteNamespaces => {
-                self.ensure_healthy().await?;
-                match self.delete_namespaces().await {
-                    Ok(()) => Ok(()),
-                    Err(err) if self.config.recreate_when_unhealthy => {
-                        tracing::warn!(%err, "namespace reset failed");
-                        self.recreate_cluster().await
-                    }
-                    Err(err) => Err(err),
-                }
-            }
-        }
+        self.reset_cluster().instrument(self.span("kind_reset")).await
     }
 
     async fn shutdown(&self) -> Result<(), BackendError> {
-        if !self.config.delete_on_shutdown {
-            return Ok(());
-        }
-        let cli = self.cli();
-        if cli
-            .exists()
-            .await
-            .map_err(|err| backend_error("kind get clusters", err))?
-        {
-            tracing::info!(cluster = %self.config.cluster_name, "deleting the Kind cluster");
-            cli.delete()
-                .await
-                .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
-        }
-        Ok(())
+        self.shutdown_cluster().instrument(self.span("kind_shutdown")).await
     }
 }
