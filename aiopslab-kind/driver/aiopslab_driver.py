@@ -251,7 +251,11 @@ class ChatEndpoint:
                     step=step,
                 )
                 time.sleep(delay)
-        raise EndpointError(f"the LLM endpoint failed {self.retries + 1} times; last error: {last_error}")
+        attempts = self.retries + 1
+        raise EndpointError(
+            f"the LLM endpoint failed {attempts} attempt{'s' if attempts != 1 else ''} in a row; "
+            f"last error: {last_error}"
+        )
 
 
 # --------------------------------------------------------------------------- the agent
