@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 
@@ -56,20 +57,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Some(_) => return Err(ApiError::invalid_json("the request body must be a JSON object", None)),
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::invalid_json(format!("invalid JSON body: {inner}"), None)
-        } else {
-            ApiError::invalid_json(format!("invalid JSON body at {path}: {inner}"), Some(path))
+    let first = serde_path_to_error::deserialize(&mut deserializer).map_err(path_error);
+    let value: T = match first {
+        Ok(value) => value,
+        // JSON Schema counts `3.0` as an integer; serde does not. Only then,
+        // read the body again with integral floats written as integers.
+        Err(error) if error.body.error.contains("invalid type: floating point") => {
+            let mut loose: Value = serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::invalid_json(format!("invalid JSON body: {e}"), None))?;
+            integral_floats_to_integers(&mut loose);
+            return serde_path_to_error::deserialize(loose).map_err(path_error);
         }
-    })?;
+        Err(error) => return Err(error),
+    };
     // Trailing garbage after the value is malformed JSON too.
     deserializer
         .end()
         .map_err(|e| ApiError::invalid_json(format!("invalid JSON body: {e}"), None))?;
     Ok(value)
+}
+
+fn path_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if path.is_empty() || path == "." {
+        ApiError::invalid_json(format!("invalid JSON body: {inner}"), None)
+    } else {
+        ApiError::invalid_json(format!("invalid JSON body at {path}: {inner}"), Some(path))
+    }
+}
+
+/// Rewrites every float with no fractional part that fits an `i64` (or a
+/// `u64`) as that integer.
+fn integral_floats_to_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                    *value = Value::from(f as i64);
+                } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                    *value = Value::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// The `{id}` segment of a task route, which must be a UUID (else 400 naming `id`).
@@ -135,12 +169,22 @@ impl QueryParams {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
+    /// A typed parameter's raw value: absent is `None`; present but empty is
+    /// an error (no type here has an empty spelling).
+    pub fn typed(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.0.get(name).map(String::as_str) {
+            None => Ok(None),
+            Some("") => Err(invalid(name, "must not be empty")),
+            Some(raw) => Ok(Some(raw)),
+        }
+    }
+
     /// A parameter parsed with a core `FromStr` whose error names the field.
     pub fn parsed<T>(&self, name: &str) -> Result<Option<T>, ApiError>
     where
         T: FromStr<Err = ValidationError>,
     {
-        match self.text(name) {
+        match self.typed(name)? {
             None => Ok(None),
             Some(raw) => raw.parse::<T>().map(Some).map_err(|e| invalid(name, e.message)),
         }
@@ -148,7 +192,7 @@ impl QueryParams {
 
     /// An integer parameter.
     pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        match self.text(name) {
+        match self.typed(name)? {
             None => Ok(None),
             Some(raw) => raw
                 .trim()
@@ -160,7 +204,7 @@ impl QueryParams {
 
     /// A boolean parameter (`true`/`false`, `1`/`0`); `default` when absent.
     pub fn flag(&self, name: &str, default: bool) -> Result<bool, ApiError> {
-        match self.text(name).as_deref() {
+        match self.typed(name)? {
             None => Ok(default),
             Some("true" | "1" | "yes") => Ok(true),
             Some("false" | "0" | "no") => Ok(false),
@@ -170,7 +214,7 @@ impl QueryParams {
 
     /// An RFC 3339 timestamp parameter (`2025-09-12T10:00:00Z`).
     pub fn timestamp(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        match self.text(name) {
+        match self.typed(name)? {
             None => Ok(None),
             Some(raw) => DateTime::parse_from_rfc3339(raw.trim())
                 .map(|t| Some(t.with_timezone(&Utc)))

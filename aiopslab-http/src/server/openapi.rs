@@ -50,6 +50,7 @@ Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configur
         wire::TaskView,
         wire::CancelResponse,
         wire::LogsResponse,
+        wire::LogStreamEvent,
         wire::HeartbeatResponse,
         wire::ClaimResponse,
         wire::LeaseBody,

@@ -91,8 +91,8 @@ pub struct AppendLogsBody {
 pub struct SaveTrajectoryBody {
     /// The attempt the worker claimed.
     pub attempt: u32,
-    /// The trajectory (replaces any saved before). Its `task_id` must be the
-    /// path's id (a nil id is filled in).
+    /// The trajectory (replaces any saved before). It is stored under the
+    /// path's task id, whatever its `task_id` says.
     pub trajectory: Trajectory,
 }
 
@@ -124,4 +124,20 @@ pub struct HealthResponse {
     pub store: String,
     /// The server's version.
     pub version: String,
+}
+
+/// One Server-Sent Event of `GET /tasks/{id}/logs?follow=true`, as an
+/// `EventSource` parses it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogStreamEvent {
+    /// `log` (one entry), `end` (the task is terminal; the stream closes) or
+    /// `error` (the stream stopped; data says why).
+    #[schema(pattern = "^(log|end|error)$")]
+    pub event: String,
+    /// For `log` events: the entry id (a reconnect sends it as `Last-Event-ID`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `log`: the entry as JSON (a `LogEntry`); `end`: the final status
+    /// (`completed`, `failed`, `timeout`, `cancelled`); `error`: a message.
+    pub data: String,
 }

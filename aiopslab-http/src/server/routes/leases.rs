@@ -86,7 +86,7 @@ pub async fn append_logs(
     request_body = SaveTrajectoryBody,
     responses(
         (status = 204, description = "Saved"),
-        (status = 400, description = "Malformed JSON, a trajectory of another task, or the id is not a UUID", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or the id is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
@@ -101,15 +101,9 @@ pub async fn save_trajectory(
     TaskIdPath(task_id): TaskIdPath,
     ApiJson(body): ApiJson<SaveTrajectoryBody>,
 ) -> ApiResult<StatusCode> {
+    // The path names the task; the lease token proves the worker holds it.
     let mut trajectory = body.trajectory;
-    if trajectory.task_id.is_nil() {
-        trajectory.task_id = task_id;
-    } else if trajectory.task_id != task_id {
-        return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
-            "trajectory.task_id",
-            format!("must be the task of the path ({task_id}), got {}", trajectory.task_id),
-        )));
-    }
+    trajectory.task_id = task_id;
     let lease = LeaseToken {
         task_id,
         attempt: body.attempt,

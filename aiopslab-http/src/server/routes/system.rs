@@ -81,13 +81,13 @@ fn parse_task_type(raw: &str) -> Result<TaskType, ValidationError> {
 )]
 pub async fn list_problems(query: QueryParams) -> ApiResult<Json<ProblemList>> {
     let application = query
-        .text("application")
-        .map(|raw| parse_application(&raw))
+        .typed("application")?
+        .map(parse_application)
         .transpose()
         .map_err(|e| ApiError::invalid_query(&e))?;
     let task_type = query
-        .text("task_type")
-        .map(|raw| parse_task_type(&raw))
+        .typed("task_type")?
+        .map(parse_task_type)
         .transpose()
         .map_err(|e| ApiError::invalid_query(&e))?;
     let problems: Vec<_> = catalog::filter(application, task_type).copied().collect();

@@ -17,7 +17,7 @@ use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::{ApiJson, QueryParams, TaskIdPath};
 use crate::server::sse;
 use crate::server::state::ApiState;
-use crate::server::wire::{CancelResponse, LogsResponse, TaskView};
+use crate::server::wire::{CancelResponse, LogStreamEvent, LogsResponse, TaskView};
 
 /// Longest accepted text filter in a query string.
 const MAX_FILTER_LEN: usize = 256;
@@ -57,12 +57,12 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
     get, path = "/tasks", tag = "tasks",
     params(
         ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status"),
-        ("problem_id" = Option<String>, Query, description = "Only tasks of this problem"),
-        ("worker_id" = Option<String>, Query, description = "Only tasks held (or last held) by this worker"),
-        ("backend_type" = Option<String>, Query, description = "Only tasks of this backend type"),
+        ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
+        ("worker_id" = Option<String>, Query, max_length = 256, description = "Only tasks held (or last held) by this worker"),
+        ("backend_type" = Option<String>, Query, max_length = 256, description = "Only tasks of this backend type"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1-100 (20)"),
-        ("offset" = Option<u64>, Query, minimum = 0, description = "How many to skip (0)"),
-        ("sort" = Option<String>, Query, description = "created_at, -created_at (default), priority or -priority"),
+        ("offset" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_u64, description = "How many to skip (0)"),
+        ("sort" = Option<TaskSort>, Query, description = "created_at, -created_at (default), priority or -priority"),
     ),
     responses(
         (status = 200, description = "One page and the total", body = TaskPage),
@@ -165,7 +165,15 @@ fn log_query(query: &QueryParams) -> ApiResult<LogQuery> {
     Ok(LogQuery {
         min_level: query.parsed("level")?,
         since: query.timestamp("since")?,
-        after_id: query.int("after_id")?,
+        after_id: match query.int("after_id")? {
+            Some(n) if n < 0 => {
+                return Err(ApiError::invalid_query(&aiopslab_core::ValidationError::new(
+                    "after_id",
+                    format!("must be 0 or more, got {n}"),
+                )))
+            }
+            other => other,
+        },
         limit,
     })
 }
@@ -177,14 +185,14 @@ fn log_query(query: &QueryParams) -> ApiResult<LogQuery> {
     params(
         ("id" = uuid::Uuid, Path, description = "Task id"),
         ("level" = Option<aiopslab_core::LogLevel>, Query, description = "Only entries at this level or more severe"),
-        ("since" = Option<String>, Query, description = "Only entries at or after this RFC 3339 instant"),
-        ("after_id" = Option<i64>, Query, description = "Only entries with a greater id"),
+        ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only entries at or after this RFC 3339 instant"),
+        ("after_id" = Option<i64>, Query, minimum = 0, description = "Only entries with a greater id"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "At most this many entries"),
         ("follow" = Option<bool>, Query, description = "Stream as text/event-stream: one `log` event per entry (data = the entry as JSON), then an `end` event (data = the final status) when the task is terminal"),
     ),
     responses(
         (status = 200, description = "The entries in append order (or an event stream with follow=true)",
-         content((LogsResponse = "application/json"), (String = "text/event-stream"))),
+         content((LogsResponse = "application/json"), (LogStreamEvent = "text/event-stream"))),
         (status = 400, description = "The id is not a UUID, or a bad query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
@@ -247,9 +255,9 @@ const EXPORT_PAGE: u32 = 100;
     get, path = "/trajectories/export", tag = "tasks",
     params(
         ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed)"),
-        ("problem_id" = Option<String>, Query, description = "Only tasks of this problem"),
+        ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
         ("worker_id" = Option<String>, Query, description = "Only tasks held by this worker"),
-        ("backend_type" = Option<String>, Query, description = "Only tasks of this backend type"),
+        ("backend_type" = Option<String>, Query, max_length = 256, description = "Only tasks of this backend type"),
     ),
     responses(
         (status = 200, description = "One trajectory JSON object per line", body = Trajectory, content_type = "application/x-ndjson"),

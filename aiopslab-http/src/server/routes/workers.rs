@@ -23,7 +23,7 @@ use crate::server::wire::{ClaimResponse, HeartbeatResponse};
     get, path = "/workers", tag = "workers",
     params(
         ("status" = Option<WorkerStatus>, Query, description = "Only workers in this status"),
-        ("backend_type" = Option<String>, Query, description = "Only workers of this backend type"),
+        ("backend_type" = Option<String>, Query, max_length = 256, description = "Only workers of this backend type"),
     ),
     responses(
         (status = 200, description = "The workers and how many", body = WorkerPage),
@@ -79,6 +79,14 @@ pub async fn register_worker(
     ApiJson(registration): ApiJson<WorkerRegistration>,
 ) -> ApiResult<Response> {
     registration.validate().map_err(|e| ApiError::validation(&e))?;
+    for (field, value) in [("id", &registration.id), ("backend_type", &registration.backend_type)] {
+        if value.chars().any(char::is_control) {
+            return Err(ApiError::validation(&aiopslab_core::ValidationError::new(
+                field,
+                "must not contain control characters",
+            )));
+        }
+    }
     let worker = state.store.register_worker(registration).await?;
     tracing::info!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
     Ok((StatusCode::CREATED, Json(worker)).into_response())
