@@ -333,7 +333,15 @@ pub async fn unknown_ids_are_not_found<H: StoreHarness>(h: &H) {
     assert_not_found(store.get_task(id).await, "get_task");
     assert_not_found(store.cancel_task(id).await, "cancel_task");
     assert_not_found(store.extend_lease(lease).await, "extend_lease");
-    assert_not_found(store.append_logs(lease, Vec::new()).await, "append_logs");
+    assert_not_found(
+        store
+            .append_logs(
+                lease,
+                vec![crate::log::NewLogEntry::new(crate::log::LogLevel::Info, "x")],
+            )
+            .await,
+        "append_logs",
+    );
     assert_not_found(
         store
             .save_trajectory(
