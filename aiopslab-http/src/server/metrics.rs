@@ -22,6 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 use super::state::ApiState;
 
@@ -206,21 +207,22 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Middleware recording every request under its route template
-/// (`unmatched` when no route matched).
+/// (`unmatched` when no route matched), inside a `request` tracing span
+/// carrying the method and route (handlers add `task_id`/`worker_id` to
+/// their own events).
 pub async fn track(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let span = tracing::info_span!("request", method, route = %route);
     let start = Instant::now();
-    let response = next.run(request).await;
-    state.metrics.observe_request(
-        method,
-        &route,
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let seconds = start.elapsed().as_secs_f64();
+    state.metrics.observe_request(method, &route, status, seconds);
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = seconds * 1000.0, "request done"));
     response
 }
 
