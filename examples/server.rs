@@ -1,0 +1,264 @@
+//! The aiopslab server: the HTTP API (public API, worker protocol, OpenAPI,
+//! docs pages, metrics), the sweeper, and optionally in-process workers.
+//!
+//! A working system on a fresh machine, no database and no cluster:
+//!
+//! ```text
+//! cargo run --release --example server -- --workers 2
+//! ```
+//!
+//! serves the quickstart's API on http://localhost:8000 with the embedded
+//! in-memory store (nothing survives a restart) and two simulated workers.
+//! Production: `--database-url` (or `DATABASE_URL`) for PostgreSQL, no
+//! in-process workers, and one `worker` per Kind cluster (see
+//! `examples/worker.rs`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
+use aiopslab_core::{
+    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryStore, Scheduler, SimulatedBackend, SimulatedConfig, TaskStore,
+};
+use aiopslab_http::app::serve;
+use aiopslab_http::server::{ApiConfig, ApiState};
+use aiopslab_kind::{preflight, KindBackend, KindConfig};
+use aiopslab_postgres::PgStore;
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[path = "support/mod.rs"]
+mod support;
+
+/// Where the in-process workers run their tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Cluster {
+    /// Scripted AIOpsLab-shaped episodes, no cluster needed.
+    Simulated,
+    /// One Kind cluster per worker (needs docker, kind, kubectl and AIOpsLab).
+    Kind,
+}
+
+/// The aiopslab server: HTTP API, sweeper, optional in-process workers.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to bind. The default keeps the API on this machine; use
+    /// 0.0.0.0 to serve other hosts (and set tokens).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+
+    /// PostgreSQL URL (migrations are applied at start). Without it the
+    /// embedded in-memory store is used and everything is lost on exit.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// In-process workers to run next to the API (0: rely on remote workers).
+    #[arg(long, default_value_t = 0)]
+    workers: u32,
+
+    /// Where the in-process workers run tasks.
+    #[arg(long, value_enum, default_value_t = Cluster::Simulated)]
+    cluster: Cluster,
+
+    /// With --cluster kind: create each worker's cluster (worker-NNN-kind) when missing.
+    #[arg(long)]
+    create_clusters: bool,
+
+    /// Backend type the in-process workers serve.
+    #[arg(long, default_value = "default")]
+    backend_type: String,
+
+    /// Parallel tasks per in-process worker.
+    #[arg(long, default_value_t = 1)]
+    max_parallel: u32,
+
+    /// Simulated backend: agent steps per episode.
+    #[arg(long, default_value_t = 5)]
+    sim_steps: u32,
+
+    /// Simulated backend: wall-clock delay per step, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    sim_step_delay_ms: u64,
+
+    /// Bearer token required on the public API (tasks, workers, stats, ...).
+    #[arg(long, env = "AIOPSLAB_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+
+    /// Bearer token required on the worker protocol (register, heartbeat,
+    /// claim, lease, logs, trajectory, finish).
+    #[arg(long, env = "AIOPSLAB_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: Option<String>,
+
+    /// A new task becomes claimable only this long after its creation, so a
+    /// client that creates a task and reads it straight back sees it
+    /// `pending` (the quickstart's end-to-end script asserts exactly that).
+    /// 0 hands tasks out at once.
+    #[arg(long, default_value_t = 1000)]
+    dispatch_delay_ms: u64,
+
+    /// How long a claim or heartbeat keeps a task leased to its worker.
+    #[arg(long, default_value_t = 60)]
+    lease_secs: u64,
+
+    /// How often the sweeper looks for timed-out tasks, expired leases and
+    /// silent workers.
+    #[arg(long, default_value_t = 5)]
+    sweep_interval_secs: u64,
+
+    /// At shutdown, how long in-process workers may finish running tasks.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
+
+    /// Also write logs to this file (appended).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    support::init_logging(args.log_file.as_deref())?;
+    if args.sweep_interval_secs == 0 || args.lease_secs == 0 {
+        bail!("--sweep-interval-secs and --lease-secs must be at least 1");
+    }
+    let policy = LeasePolicy {
+        lease_duration: Duration::from_secs(args.lease_secs),
+        dispatch_delay: Duration::from_millis(args.dispatch_delay_ms),
+        ..LeasePolicy::default()
+    };
+
+    let (store, store_kind): (Arc<dyn TaskStore>, &str) = match &args.database_url {
+        Some(url) => {
+            let store = PgStore::connect(url, policy)
+                .await
+                .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
+            store.migrate().await.context("cannot apply the database migrations")?;
+            tracing::info!("using PostgreSQL; migrations applied");
+            (Arc::new(store), "postgres")
+        }
+        None => {
+            tracing::warn!(
+                "NO DATABASE CONFIGURED: using the embedded in-memory store. Every task, log and trajectory is LOST \
+                 when this process exits. Pass --database-url or set DATABASE_URL for a durable queue."
+            );
+            (Arc::new(MemoryStore::with_policy(policy)), "memory")
+        }
+    };
+    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
+
+    let mut api = ApiConfig::for_store(store_kind);
+    api.client_token = args.client_token.clone().filter(|t| !t.is_empty());
+    api.worker_token = args.worker_token.clone().filter(|t| !t.is_empty());
+    if !args.host.is_loopback() && (api.client_token.is_none() || api.worker_token.is_none()) {
+        tracing::warn!(host = %args.host, "serving beyond this machine without a client and a worker token");
+    }
+    let state = ApiState::new(store.clone(), scheduler.clone(), api);
+
+    let shutdown = CancellationToken::new();
+    support::cancel_on_signals(shutdown.clone());
+
+    let workers = start_workers(&args, store, scheduler, shutdown.child_token())?;
+
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another server running? try --port)"))?;
+    tracing::info!(
+        "aiopslab server ready on http://{addr} (docs: http://{addr}/docs, store: {store_kind}, in-process workers: {})",
+        args.workers
+    );
+    let served = serve(
+        listener,
+        state,
+        Some(Duration::from_secs(args.sweep_interval_secs)),
+        shutdown.clone(),
+    )
+    .await;
+    // However the API stopped, stop the workers too and wait for them.
+    shutdown.cancel();
+    stop_workers(workers).await;
+    served.context("the HTTP server failed")?;
+    tracing::info!("aiopslab server stopped");
+    Ok(())
+}
+
+/// Starts `args.workers` in-process workers against the store itself.
+fn start_workers(
+    args: &Args,
+    store: Arc<dyn TaskStore>,
+    scheduler: Arc<dyn Scheduler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinSet<(String, anyhow::Result<()>)>> {
+    let mut set = JoinSet::new();
+    if args.workers == 0 {
+        tracing::info!("no in-process workers: tasks wait for remote workers (examples/worker.rs)");
+        return Ok(set);
+    }
+    let simulated: Arc<dyn ClusterBackend> = Arc::new(SimulatedBackend::new(SimulatedConfig {
+        steps: args.sim_steps.max(1),
+        step_delay: Duration::from_millis(args.sim_step_delay_ms),
+        ..SimulatedConfig::default()
+    }));
+    for i in 1..=args.workers {
+        let (id, backend) = match args.cluster {
+            Cluster::Simulated => (format!("worker-{i:03}-simulated"), simulated.clone()),
+            Cluster::Kind => {
+                // One Kind cluster per worker, named after it, with the
+                // defaults (kind, kubectl, helm and python3 on PATH); the
+                // worker program exposes every Kind option.
+                let id = format!("worker-{i:03}-kind");
+                let config = KindConfig::builder(id.clone())
+                    .create_cluster(args.create_clusters)
+                    .build();
+                preflight(&config).with_context(|| format!("worker {id} cannot use Kind on this machine"))?;
+                let backend: Arc<dyn ClusterBackend> = Arc::new(KindBackend::new(config));
+                (id, backend)
+            }
+        };
+        let mut config =
+            WorkerConfig::new(id.clone(), args.backend_type.clone()).with_max_parallel_tasks(args.max_parallel);
+        config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+        config
+            .metadata
+            .insert("in_process".into(), serde_json::Value::Bool(true));
+        if let Some(host) = support::host_name() {
+            config.metadata.insert("host".into(), serde_json::Value::String(host));
+        }
+        if args.cluster == Cluster::Kind {
+            config
+                .metadata
+                .insert("kind_cluster".into(), serde_json::Value::String(id.clone()));
+        }
+        config
+            .validate()
+            .with_context(|| format!("invalid settings for worker {id}"))?;
+        let runtime = WorkerRuntime::new(store.clone(), scheduler.clone(), backend, config);
+        let token = shutdown.clone();
+        set.spawn(async move {
+            let result = runtime.run(token).await.map_err(anyhow::Error::from);
+            (id, result)
+        });
+    }
+    tracing::info!(workers = args.workers, cluster = ?args.cluster, "in-process workers started");
+    Ok(set)
+}
+
+/// Waits for every in-process worker to stop, logging the ones that failed.
+async fn stop_workers(mut workers: JoinSet<(String, anyhow::Result<()>)>) {
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((id, Err(error))) => tracing::error!(worker_id = %id, "worker stopped with an error: {error:#}"),
+            Err(error) => tracing::error!(%error, "a worker task panicked"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! An aiopslab worker: one process per cluster, running tasks from the queue.
+//!
+//! As in the quickstart, one worker per Kind cluster:
+//!
+//! ```text
+//! kind create cluster --name worker-001-kind
+//! cargo run --release --example worker -- --id worker-001-kind --backend-type default \
+//!     --server http://localhost:8000
+//! ```
+//!
+//! It talks to the server over HTTP (`--server`, the worker protocol, no
+//! database credentials needed) or straight to PostgreSQL (`--database-url`
+//! / `DATABASE_URL`). `--cluster simulated` runs scripted episodes with no
+//! cluster at all.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
+use aiopslab_core::{
+    ClusterBackend, DefaultScheduler, LeasePolicy, Scheduler, SimulatedBackend, SimulatedConfig, TaskStore,
+};
+use aiopslab_http::client::HttpStore;
+use aiopslab_kind::{preflight, KindBackend, KindConfig, ResetPolicy};
+use aiopslab_postgres::PgStore;
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Where this worker runs its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Cluster {
+    /// A Kind cluster driven through AIOpsLab (needs docker, kind, kubectl, helm, Python and AIOpsLab).
+    Kind,
+    /// Scripted AIOpsLab-shaped episodes, no cluster needed.
+    Simulated,
+}
+
+/// An aiopslab worker: claims tasks and runs them on its cluster.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The worker id, e.g. worker-001-kind (for Kind, also the default cluster name).
+    #[arg(long)]
+    id: String,
+
+    /// Only tasks of this backend type are claimed.
+    #[arg(long, default_value = "default")]
+    backend_type: String,
+
+    /// The aiopslab server to work for, over HTTP (wins over --database-url).
+    /// Default when neither is given: http://127.0.0.1:8000.
+    #[arg(long, env = "AIOPSLAB_SERVER")]
+    server: Option<String>,
+
+    /// Work straight against PostgreSQL instead of a server.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Bearer token for the worker protocol, when the server requires one.
+    #[arg(long, env = "AIOPSLAB_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: Option<String>,
+
+    /// Where tasks run.
+    #[arg(long, value_enum, default_value_t = Cluster::Kind)]
+    cluster: Cluster,
+
+    /// How many tasks run at once (one Kind cluster runs one AIOpsLab problem at a time).
+    #[arg(long, default_value_t = 1)]
+    max_parallel: u32,
+
+    /// Only these problem ids (comma-separated); default: any.
+    #[arg(long, value_delimiter = ',')]
+    supported_problems: Option<Vec<String>>,
+
+    /// How often the worker heartbeats (keep well under the server's lease, 60 s by default).
+    #[arg(long, default_value_t = 10)]
+    heartbeat_secs: u64,
+
+    /// At shutdown, how long running tasks may go on before they are stopped.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
+
+    /// Simulated cluster: agent steps per episode.
+    #[arg(long, default_value_t = 5)]
+    sim_steps: u32,
+
+    /// Simulated cluster: wall-clock delay per step, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    sim_step_delay_ms: u64,
+
+    /// Also write logs to this file (appended), e.g. workers/logs/worker-001.log.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    kind: KindArgs,
+}
+
+/// How Kind clusters are reset between tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Reset {
+    /// Delete the namespaces a run leaves behind (fast; keeps the warm cluster).
+    Namespaces,
+    /// Delete and recreate the cluster (slow; leaves nothing behind).
+    Recreate,
+}
+
+/// Options of the Kind backend (`--cluster kind`).
+#[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Kind cluster (--cluster kind)")]
+struct KindArgs {
+    /// The Kind cluster to use (default: the worker id, as in the quickstart).
+    #[arg(long)]
+    cluster_name: Option<String>,
+
+    /// Create the cluster at start when it does not exist.
+    #[arg(long)]
+    create_cluster: bool,
+
+    /// A Kind node config for creating the cluster (e.g. AIOpsLab's kind/kind-config-x86.yaml).
+    #[arg(long)]
+    node_config: Option<PathBuf>,
+
+    /// Delete the cluster when the worker stops.
+    #[arg(long)]
+    delete_cluster_on_exit: bool,
+
+    /// How the cluster is cleaned between tasks.
+    #[arg(long, value_enum, default_value_t = Reset::Namespaces)]
+    reset: Reset,
+
+    /// The worker's own directory (kubeconfig, one directory per run); default ./aiopslab-work/<id>.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+
+    /// The AIOpsLab checkout (the directory holding the `aiopslab` package), unless it is pip-installed.
+    #[arg(long, env = "AIOPSLAB_DIR")]
+    aiopslab_dir: Option<PathBuf>,
+
+    /// The Python interpreter that runs AIOpsLab (3.11 or 3.12).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+
+    /// The `kind` executable (a name on PATH or a path).
+    #[arg(long = "kind", default_value = "kind")]
+    kind_bin: PathBuf,
+
+    /// The `kubectl` executable (a name on PATH or a path).
+    #[arg(long = "kubectl", default_value = "kubectl")]
+    kubectl_bin: PathBuf,
+
+    /// The `helm` executable (a name on PATH or a path).
+    #[arg(long = "helm", default_value = "helm")]
+    helm_bin: PathBuf,
+
+    /// The OpenAI-compatible endpoint used when a task's agent_config has no base_url.
+    #[arg(long, default_value = "https://api.openai.com/v1")]
+    llm_base_url: String,
+
+    /// The environment variable holding the LLM API key when agent_config has no api_key_env.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    llm_api_key_env: String,
+
+    /// The model used when a task's agent_config names none.
+    #[arg(long)]
+    llm_model: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    support::init_logging(args.log_file.as_deref())?;
+
+    let store = connect(&args).await?;
+    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
+    let backend = backend(&args).await?;
+
+    let mut config =
+        WorkerConfig::new(args.id.clone(), args.backend_type.clone()).with_max_parallel_tasks(args.max_parallel);
+    config.capabilities.supported_problems = args.supported_problems.clone();
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    if let Some(host) = support::host_name() {
+        config.metadata.insert("host".into(), serde_json::Value::String(host));
+    }
+    if args.cluster == Cluster::Kind {
+        let cluster = args.kind.cluster_name.clone().unwrap_or_else(|| args.id.clone());
+        config
+            .metadata
+            .insert("kind_cluster".into(), serde_json::Value::String(cluster));
+    }
+    config.validate().context("invalid worker settings")?;
+
+    let shutdown = CancellationToken::new();
+    support::cancel_on_signals(shutdown.clone());
+    tracing::info!(worker_id = %args.id, backend = backend.name(), "worker starting");
+    WorkerRuntime::new(store, scheduler, backend, config)
+        .run(shutdown)
+        .await
+        .with_context(|| format!("worker {} stopped", args.id))?;
+    tracing::info!(worker_id = %args.id, "worker stopped");
+    Ok(())
+}
+
+/// The store the worker uses: the server over HTTP, or PostgreSQL directly.
+async fn connect(args: &Args) -> anyhow::Result<Arc<dyn TaskStore>> {
+    match (&args.server, &args.database_url) {
+        (None, Some(url)) => {
+            // The lease timings are the server's: a direct worker only reads
+            // and writes through the store's own clock.
+            let store = PgStore::connect(url, LeasePolicy::default())
+                .await
+                .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
+            tracing::info!("working straight against PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        (server, _) => {
+            let url = server.as_deref().unwrap_or("http://127.0.0.1:8000");
+            let store = HttpStore::new(url, args.worker_token.clone()).context("invalid --server URL")?;
+            tracing::info!(server = %store.base_url(), "working for an aiopslab server over HTTP");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The cluster backend, checked to be usable before the worker registers.
+async fn backend(args: &Args) -> anyhow::Result<Arc<dyn ClusterBackend>> {
+    match args.cluster {
+        Cluster::Simulated => Ok(Arc::new(SimulatedBackend::new(SimulatedConfig {
+            steps: args.sim_steps.max(1),
+            step_delay: Duration::from_millis(args.sim_step_delay_ms),
+            ..SimulatedConfig::default()
+        }))),
+        Cluster::Kind => {
+            let config = kind_config(args);
+            // The checks run commands (kind version, python -c 'import aiopslab', ...): off the async threads.
+            let checked = config.clone();
+            tokio::task::spawn_blocking(move || preflight(&checked))
+                .await
+                .context("the preflight check did not finish")?
+                .context("this machine cannot run a Kind worker yet (or use --cluster simulated)")?;
+            Ok(Arc::new(KindBackend::new(config)))
+        }
+    }
+}
+
+/// The Kind backend's settings from the command line (paths made absolute by the builder).
+fn kind_config(args: &Args) -> KindConfig {
+    let kind = &args.kind;
+    let mut builder = KindConfig::builder(args.id.clone())
+        .create_cluster(kind.create_cluster)
+        .delete_on_shutdown(kind.delete_cluster_on_exit)
+        .reset_policy(match kind.reset {
+            Reset::Namespaces => ResetPolicy::DeleteNamespaces,
+            Reset::Recreate => ResetPolicy::RecreateCluster,
+        })
+        .python(kind.python.clone())
+        .kind_bin(kind.kind_bin.clone())
+        .kubectl_bin(kind.kubectl_bin.clone())
+        .helm_bin(kind.helm_bin.clone())
+        .default_base_url(kind.llm_base_url.clone())
+        .default_api_key_env(Some(kind.llm_api_key_env.clone()).filter(|name| !name.is_empty()))
+        .default_model(kind.llm_model.clone());
+    if let Some(name) = &kind.cluster_name {
+        builder = builder.cluster_name(name.clone());
+    }
+    if let Some(path) = &kind.node_config {
+        builder = builder.node_config(path);
+    }
+    if let Some(path) = &kind.work_dir {
+        builder = builder.work_dir(path);
+    }
+    if let Some(path) = &kind.aiopslab_dir {
+        builder = builder.aiopslab_dir(path);
+    }
+    builder.build()
+}
