@@ -5,8 +5,9 @@
 //!   `aiopslab_workers{status}`: gauges read from `TaskStore::stats` at
 //!   scrape time, so every server replica reports the shared truth.
 //! - `aiopslab_task_duration_seconds{status}`: histogram of
-//!   `completed_at - started_at`, observed when a worker finishes a task
-//!   through this server.
+//!   `completed_at - started_at`, observed by the state's
+//!   [`ObservedStore`](super::ObservedStore) when a task is finished through
+//!   it (the HTTP worker protocol, or in-process workers given that store).
 //! - `aiopslab_http_requests_total{method,route,status}` and
 //!   `aiopslab_http_request_duration_seconds{method,route,status}`: labelled
 //!   by the route *template* (`/tasks/{id}`), never the raw path, so label

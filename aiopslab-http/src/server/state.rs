@@ -7,11 +7,15 @@ use aiopslab_core::{DefaultScheduler, Scheduler, TaskStore};
 
 use super::config::ApiConfig;
 use super::metrics::Metrics;
+use super::observed::ObservedStore;
 
 /// Shared state of the router. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
-    /// Where tasks and workers live.
+    /// Where tasks and workers live: the store given to [`ApiState::new`],
+    /// wrapped in an [`ObservedStore`] that feeds the task duration
+    /// histogram. Give in-process workers this one (`state.store.clone()`)
+    /// so their finishes are measured too.
     pub store: Arc<dyn TaskStore>,
     /// Who gets which task (used by claim and by idle heartbeats).
     pub scheduler: Arc<dyn Scheduler>,
@@ -24,11 +28,12 @@ pub struct ApiState {
 impl ApiState {
     /// State over a store and a scheduler.
     pub fn new(store: Arc<dyn TaskStore>, scheduler: Arc<dyn Scheduler>, config: ApiConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
-            store,
+            store: Arc::new(ObservedStore::new(store, metrics.clone())),
             scheduler,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         }
     }
 

@@ -196,6 +196,7 @@ macro_rules! api_tests {
             tokens_guard_the_right_routes,
             docs_pages_are_local,
             problems_stats_and_health,
+            in_process_finishes_are_measured,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -1043,6 +1043,7 @@ pub async fn metrics_use_route_templates(store: Arc<dyn TaskStore>) {
         .await
         .error(404, "not_found");
     finish(&api, &id, attempt, "completed").await;
+    finish(&api, &id, attempt, "completed").await; // a replay is not counted twice
     create_id(&api, json!({"problem_id": PROBLEM, "backend_type": "gpu"})).await;
     api.get("/no/such/route").await;
 
@@ -1058,7 +1059,7 @@ pub async fn metrics_use_route_templates(store: Arc<dyn TaskStore>) {
         r#"aiopslab_http_requests_total{method="GET",route="/tasks/{id}",status="200"} 1"#,
         r#"aiopslab_http_requests_total{method="GET",route="/tasks/{id}",status="404"} 1"#,
         r#"aiopslab_http_requests_total{method="POST",route="/tasks",status="201"}"#,
-        r#"aiopslab_http_requests_total{method="POST",route="/tasks/{id}/finish",status="200"} 1"#,
+        r#"aiopslab_http_requests_total{method="POST",route="/tasks/{id}/finish",status="200"} 2"#,
         r#"route="unmatched""#,
         r#"aiopslab_http_request_duration_seconds_bucket{method="GET",route="/tasks/{id}",status="200",le="+Inf"} 1"#,
         r#"aiopslab_tasks{status="completed"} 1"#,
@@ -1318,4 +1319,39 @@ pub async fn problems_stats_and_health(store: Arc<dyn TaskStore>) {
     let health = api.get("/health").await.ok(200);
     assert_eq!(health["status"], "ok");
     assert!(health["store"].is_string());
+}
+
+pub async fn in_process_finishes_are_measured(store: Arc<dyn TaskStore>) {
+    use aiopslab_core::{ClaimRequest, NewTask, TaskOutcome, TerminalStatus};
+    use aiopslab_http::server::{router, ApiState};
+
+    let state = ApiState::with_default_scheduler(store, ApiConfig::default());
+    let api = Api::new(router(state.clone()));
+    // An in-process worker uses the state's store directly, not HTTP.
+    let spec = NewTask::new(PROBLEM).validate().unwrap();
+    let task = state.store.create_task(spec).await.unwrap();
+    let request = ClaimRequest {
+        worker_id: "in-process".into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id: None,
+    };
+    let claimed = state.store.claim(&request).await.unwrap().unwrap();
+    assert_eq!(claimed.id, task.id);
+    let outcome = TaskOutcome {
+        status: TerminalStatus::Failed,
+        result: None,
+        error: None,
+    };
+    state
+        .store
+        .finish(claimed.lease_token(), outcome.clone())
+        .await
+        .unwrap();
+    state.store.finish(claimed.lease_token(), outcome).await.unwrap();
+    let text = api.get("/metrics").await.text();
+    assert!(
+        text.contains(r#"aiopslab_task_duration_seconds_count{status="failed"} 1"#),
+        "{text}"
+    );
 }

@@ -141,13 +141,8 @@ pub async fn finish(
         attempt: body.attempt,
     };
     let outcome: TaskOutcome = body.outcome;
-    let before = state.store.get_task(task_id).await.ok();
+    // The duration histogram is fed by the state's ObservedStore.
     let task = state.store.finish(lease, outcome).await?;
-    // Observe the duration once: only when this call moved it to terminal.
-    let was_running = before.is_some_and(|t| !t.status.is_terminal());
-    if was_running && task.status.is_terminal() {
-        state.metrics.observe_task(&task);
-    }
     tracing::info!(task_id = %task_id, attempt = body.attempt, status = %task.status, "task finished");
     Ok(Json(task))
 }
