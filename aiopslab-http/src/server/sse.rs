@@ -7,7 +7,9 @@
 //! The store has no log wake-ups, so the stream polls it with `after_id`
 //! every [`ApiConfig::follow_poll_interval`](super::ApiConfig) while there is
 //! nothing new. Once the task is terminal it reads the log one last time (a
-//! worker appends its last entries before it finishes) and ends.
+//! worker appends its last entries before it finishes) and ends. When the
+//! server shuts down ([`ApiState::shutdown`](super::ApiState)) the stream
+//! closes without an `end` event, so the client reconnects elsewhere.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -106,9 +108,19 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
             follow.done = true;
             return Some((Ok(Event::default().event("end").data(status.as_str())), follow));
         }
+        if follow.state.shutdown.is_cancelled() {
+            // The client's EventSource reconnects (with Last-Event-ID) to a live server.
+            return None;
+        }
         match follow.poll().await {
             Poll::Progress => {}
-            Poll::Idle => tokio::time::sleep(follow.interval).await,
+            Poll::Idle => {
+                let shutdown = follow.state.shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(follow.interval) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
             Poll::Fail(message) => {
                 follow.done = true;
                 return Some((Ok(Event::default().event("error").data(message)), follow));

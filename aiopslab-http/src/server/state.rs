@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use aiopslab_core::{DefaultScheduler, Scheduler, TaskStore};
+use tokio_util::sync::CancellationToken;
 
 use super::config::ApiConfig;
 use super::metrics::Metrics;
@@ -23,6 +24,9 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// Counters and histograms served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Fired when the server stops: open log streams (`?follow=true`) end
+    /// at once, so a graceful shutdown does not wait for running tasks.
+    pub shutdown: CancellationToken,
 }
 
 impl ApiState {
@@ -34,7 +38,15 @@ impl ApiState {
             scheduler,
             config: Arc::new(config),
             metrics,
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// The same state, ending its log streams when `shutdown` fires (pass
+    /// the token that stops the server).
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// State over a store with the [`DefaultScheduler`].

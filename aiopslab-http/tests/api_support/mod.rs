@@ -197,6 +197,7 @@ macro_rules! api_tests {
             docs_pages_are_local,
             problems_stats_and_health,
             in_process_finishes_are_measured,
+            follow_ends_when_the_server_stops,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

@@ -1355,3 +1355,32 @@ pub async fn in_process_finishes_are_measured(store: Arc<dyn TaskStore>) {
         "{text}"
     );
 }
+
+pub async fn follow_ends_when_the_server_stops(store: Arc<dyn TaskStore>) {
+    use aiopslab_http::server::{router, ApiState};
+    use tokio_util::sync::CancellationToken;
+
+    let shutdown = CancellationToken::new();
+    let config = ApiConfig {
+        follow_poll_interval: Duration::from_millis(20),
+        ..ApiConfig::default()
+    };
+    let state = ApiState::with_default_scheduler(store, config).with_shutdown(shutdown.clone());
+    let api = Api::new(router(state));
+    let (id, attempt) = running_task(&api, "w-shutdown").await;
+    append(&api, &id, attempt, json!([{"level": "info", "message": "before"}])).await;
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        shutdown.cancel();
+    });
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        api.get(&format!("/tasks/{id}/logs?follow=true")),
+    )
+    .await
+    .expect("the stream closes when the server stops, though the task still runs");
+    stopper.await.unwrap();
+    let events = events(&response.text());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "log");
+}
