@@ -140,14 +140,18 @@ impl State {
                         .is_none_or(|b| &task.parameters.backend_type == b)
             })
             .collect();
-        matched.sort_by(|a, b| compare(sort, a, b));
         let total = matched.len() as u64;
-        let tasks = matched
-            .into_iter()
-            .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
-            .take(page.limit as usize)
-            .cloned()
-            .collect();
+        let offset = usize::try_from(page.offset).unwrap_or(usize::MAX);
+        // Only the first `offset + limit` in order matter: partition them out
+        // in linear time and sort just those, so a page of a large queue does
+        // not cost a full sort.
+        let wanted = offset.saturating_add(page.limit as usize);
+        if wanted < matched.len() {
+            matched.select_nth_unstable_by(wanted, |a, b| compare(sort, a, b));
+            matched.truncate(wanted);
+        }
+        matched.sort_unstable_by(|a, b| compare(sort, a, b));
+        let tasks = matched.into_iter().skip(offset).cloned().collect();
         TaskPage {
             tasks,
             total,
