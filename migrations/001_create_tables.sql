@@ -55,30 +55,40 @@ CREATE TABLE IF NOT EXISTS tasks (
     )
 );
 
+-- A queue table churns: keep autovacuum close behind it so dead index entries do not pile up at the queue's head.
+ALTER TABLE tasks SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000,
+                       autovacuum_analyze_scale_factor = 0.05);
+
+-- Indexes. Every claim and finish rewrites the row and so inserts into every index whose key or predicate covers
+-- it: the status-dependent indexes are partial, so each row version lands only in the ones that concern it.
 -- The claim: the best pending task of a backend type, in claim order (priority desc, age, id).
 CREATE INDEX IF NOT EXISTS tasks_pending_queue_idx
     ON tasks (backend_type, priority DESC, created_at, id) WHERE status = 'pending';
--- The sweep: running leases by expiry.
-CREATE INDEX IF NOT EXISTS tasks_running_lease_idx ON tasks (lease_expires_at) WHERE status = 'running';
--- GET /tasks: one index per filter, each ordered by the default sort; and the two sorts alone.
-CREATE INDEX IF NOT EXISTS tasks_status_created_idx ON tasks (status, created_at, id);
+-- The sweep (expired leases) and heartbeats (a worker's running tasks).
+CREATE INDEX IF NOT EXISTS tasks_running_lease_idx ON tasks (lease_expires_at, worker_id) WHERE status = 'running';
+-- GET /tasks?status=...: finished tasks by status in the default order (pending and running tasks are listed from
+-- the two indexes above, which hold few rows).
+CREATE INDEX IF NOT EXISTS tasks_finished_status_idx ON tasks (status, created_at, id)
+    WHERE status IN ('completed', 'failed', 'timeout', 'cancelled');
+-- GET /tasks?problem_id= / worker_id= / backend_type=, each in the default order; and the two sorts alone.
 CREATE INDEX IF NOT EXISTS tasks_problem_created_idx ON tasks (problem_id, created_at, id);
 CREATE INDEX IF NOT EXISTS tasks_worker_created_idx ON tasks (worker_id, created_at, id) WHERE worker_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_backend_created_idx ON tasks (backend_type, created_at, id);
 CREATE INDEX IF NOT EXISTS tasks_created_idx ON tasks (created_at, id);
 CREATE INDEX IF NOT EXISTS tasks_priority_created_idx ON tasks (priority, created_at, id);
 
--- Task logs: append-only, ordered by id (a global sequence, so ids increase in append order).
+-- Task logs: append-only, ordered by id (a global sequence, so ids increase in append order). Read per task, so
+-- the key is (task_id, id): one index serves both uniqueness and every read.
 CREATE TABLE IF NOT EXISTS task_logs (
-    id        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id        bigint      GENERATED ALWAYS AS IDENTITY,
     task_id   uuid        NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     timestamp timestamptz NOT NULL DEFAULT now(),
     level     text        NOT NULL,
     message   text        NOT NULL,
     context   jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT task_logs_pkey PRIMARY KEY (task_id, id),
     CONSTRAINT task_logs_level_check CHECK (level IN ('debug', 'info', 'warning', 'error', 'critical'))
 );
-CREATE INDEX IF NOT EXISTS task_logs_task_idx ON task_logs (task_id, id);
 
 -- Trajectories: the reinforcement-learning record of one episode, one per task, replaced on each save.
 CREATE TABLE IF NOT EXISTS trajectories (
@@ -129,9 +139,13 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 CREATE INDEX IF NOT EXISTS webhook_outbox_due_idx ON webhook_outbox (next_attempt_at, id) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS webhook_outbox_task_idx ON webhook_outbox (task_id);
 
--- Wake-ups: LISTEN aiopslab_task_available (payload: backend_type) fires when a task becomes claimable (inserted or
--- requeued); LISTEN aiopslab_cancel (payload: task id) fires when a client asks to cancel a running task. Triggers,
--- so every writer (the store, an operator's psql session) wakes the workers, in the writing transaction.
+-- Wake-ups: LISTEN aiopslab_task_available (payload: backend_type) and aiopslab_cancel (payload: task id).
+-- A task put back in the queue (a failed attempt with retries left, a lost worker) and a cancel request for a
+-- running task notify from a trigger, inside the writing transaction, so every writer wakes the workers.
+-- A newly inserted task is announced by the store right after its INSERT commits, as a statement of its own: a
+-- transaction that NOTIFYs holds a database-wide lock until its commit is flushed, so notifying inside every
+-- INSERT would serialize all task creation behind one WAL flush at a time. (Rows inserted by hand are found by
+-- the workers' polling.)
 CREATE OR REPLACE FUNCTION aiopslab_notify_task_available() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -147,12 +161,6 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-
-DROP TRIGGER IF EXISTS tasks_notify_insert ON tasks;
-CREATE TRIGGER tasks_notify_insert
-    AFTER INSERT ON tasks
-    FOR EACH ROW WHEN (NEW.status = 'pending')
-    EXECUTE FUNCTION aiopslab_notify_task_available();
 
 DROP TRIGGER IF EXISTS tasks_notify_requeue ON tasks;
 CREATE TRIGGER tasks_notify_requeue

@@ -6,7 +6,6 @@
 
 use aiopslab_core::{ClaimRequest, StoreResult, Task};
 
-use crate::error::map_sqlx;
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::PgStore;
@@ -30,10 +29,9 @@ impl PgStore {
         if let Some(task_id) = request.task_id {
             query = query.bind(task_id);
         }
-        let row = query
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("claim", e))?;
+        let mut conn = self.conn("claim").await?;
+        let result = query.fetch_optional(conn.raw()).await;
+        let row = conn.done("claim", result)?;
         let task = row.map(Task::try_from).transpose()?;
         if let Some(task) = &task {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, "task claimed");

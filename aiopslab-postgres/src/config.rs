@@ -1,13 +1,13 @@
 //! Connecting: pool sizing and timeouts, and the embedded migrations.
 //!
-//! The pool is tuned for a queue: a connection is pinged before use only when it sat idle for a while (a ping on
-//! every acquire would double the round trips of the claim), and acquiring gives up after a few seconds so callers
-//! get [`StoreError::Unavailable`](aiopslab_core::StoreError::Unavailable) while the database is down instead of
-//! hanging; the pool reconnects by itself when the database comes back.
+//! The store's connections are tuned for a queue: a connection is pinged before use only when it sat idle for a
+//! while (a ping on every use would double the round trips of the claim), and acquiring gives up after a few
+//! seconds so callers get [`StoreError::Unavailable`](aiopslab_core::StoreError::Unavailable) while the database
+//! is down instead of hanging; connections reopen by themselves when the database comes back.
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// The embedded migrations (`migrations/` at the workspace root), run by [`crate::PgStore::migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -15,10 +15,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// How a [`crate::PgStore`] connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgStoreOptions {
-    /// Most connections the pool opens (the LISTEN connection is separate). Default 10.
+    /// Most connections the store opens (the LISTEN connection is separate). Default 10.
     pub max_connections: u32,
-    /// Connections kept open while idle. Default 1.
-    pub min_connections: u32,
     /// How long a call waits for a free (or new) connection before it fails as unavailable. Default 5 s.
     pub acquire_timeout: Duration,
     /// A connection idle longer than this is pinged before it is handed out. Default 10 s.
@@ -31,7 +29,6 @@ impl Default for PgStoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            min_connections: 1,
             acquire_timeout: Duration::from_secs(5),
             ping_idle_after: Duration::from_secs(10),
             statement_timeout: Some(Duration::from_secs(30)),
@@ -52,22 +49,26 @@ impl PgStoreOptions {
         self
     }
 
-    /// Builds a pool for `url` without connecting yet (the first call connects).
-    pub fn pool(&self, url: &str) -> Result<PgPool, sqlx::Error> {
-        let mut connect: PgConnectOptions = url.parse()?;
-        connect = connect.application_name("aiopslab");
-        if let Some(timeout) = self.statement_timeout {
-            connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
-        }
-        Ok(self.pool_options().connect_lazy_with(connect))
+    /// Connect options for `url` with these settings applied (application name, statement timeout).
+    pub fn connect_options(&self, url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+        let connect: PgConnectOptions = url.parse()?;
+        Ok(self.apply(connect))
     }
 
-    /// The pool settings, for a pool built from other connect options.
+    /// Applies these settings (application name, statement timeout) to connect options.
+    pub fn apply(&self, connect: PgConnectOptions) -> PgConnectOptions {
+        let connect = connect.application_name("aiopslab");
+        match self.statement_timeout {
+            Some(timeout) => connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]),
+            None => connect,
+        }
+    }
+
+    /// Settings for a `sqlx` pool of your own beside the store (for ad-hoc queries): the same size and timeouts.
     pub fn pool_options(&self) -> PgPoolOptions {
         let ping_after = self.ping_idle_after;
         PgPoolOptions::new()
             .max_connections(self.max_connections)
-            .min_connections(self.min_connections.min(self.max_connections))
             .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {

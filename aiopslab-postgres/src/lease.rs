@@ -8,7 +8,6 @@ use aiopslab_core::{LeaseState, LeaseToken, StoreError, StoreResult, Task, TaskO
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use crate::error::map_sqlx;
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::PgStore;
@@ -28,13 +27,14 @@ impl PgStore {
     /// Extends the lease of one running task.
     #[tracing::instrument(skip(self), fields(task_id = %lease.task_id, attempt = lease.attempt))]
     pub(crate) async fn extend(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
-        let row: Option<(DateTime<Utc>, bool)> = sqlx::query_as(sql::EXTEND_LEASE)
+        let mut conn = self.conn("extend_lease").await?;
+        let result: Result<Option<(DateTime<Utc>, bool)>, sqlx::Error> = sqlx::query_as(sql::EXTEND_LEASE)
             .bind(lease.task_id)
             .bind(attempt(lease))
             .bind(self.intervals().lease)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("extend_lease", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("extend_lease", result)?;
         match row {
             Some((lease_expires_at, cancel_requested)) => Ok(LeaseState {
                 lease_expires_at,
@@ -46,12 +46,13 @@ impl PgStore {
 
     /// Fails with `LeaseLost` unless the lease is held (`NotFound` for an unknown task).
     pub(crate) async fn check_lease(&self, lease: LeaseToken, op: &'static str) -> StoreResult<()> {
-        let held: bool = sqlx::query_scalar(sql::LEASE_HELD)
+        let mut conn = self.conn(op).await?;
+        let result: Result<bool, sqlx::Error> = sqlx::query_scalar(sql::LEASE_HELD)
             .bind(lease.task_id)
             .bind(attempt(lease))
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| map_sqlx(op, e))?;
+            .fetch_one(conn.raw())
+            .await;
+        let held = conn.done(op, result)?;
         if held {
             Ok(())
         } else {
@@ -73,15 +74,16 @@ impl PgStore {
     pub(crate) async fn finish_task(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
         let status = TaskStatus::from(outcome.status);
         let error = outcome.error.clone();
-        let row: Option<TaskRow> = sqlx::query_as(sql::FINISH_TASK)
+        let mut conn = self.conn("finish").await?;
+        let result: Result<Option<TaskRow>, sqlx::Error> = sqlx::query_as(sql::FINISH_TASK)
             .bind(lease.task_id)
             .bind(attempt(lease))
             .bind(status.as_str())
             .bind(outcome.result.map(Json))
             .bind(outcome.error.map(Json))
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("finish", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("finish", result)?;
         if let Some(row) = row {
             let task = Task::try_from(row)?;
             tracing::debug!(status = %task.status, "task finished");

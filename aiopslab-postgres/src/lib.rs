@@ -6,7 +6,8 @@
 //!   `FOR UPDATE SKIP LOCKED` and moves it to running; every worker write is fenced by the lease token
 //!   (`WHERE id = $1 AND attempt = $2 AND status = 'running'`); the sweep is conditional bulk updates. Several
 //!   server replicas can share one database.
-//! - **Wake-ups.** Triggers NOTIFY on new or requeued tasks and on cancel requests; [`PgStore`]'s
+//! - **Wake-ups.** NOTIFY on new tasks (sent by the store right after the insert commits), and from triggers on
+//!   requeued tasks and cancel requests; [`PgStore`]'s
 //!   [`subscribe`](aiopslab_core::TaskStore::subscribe) turns them into [`StoreEvent`](aiopslab_core::StoreEvent)s
 //!   from a listener that reconnects by itself.
 //! - **Schema.** `migrations/*.sql` at the workspace root, embedded ([`MIGRATOR`], [`PgStore::migrate`]); the
@@ -17,8 +18,10 @@
 
 #![warn(missing_docs)]
 
+mod announce;
 mod claim;
 mod config;
+mod connections;
 mod error;
 mod lease;
 mod listener;

@@ -1,8 +1,8 @@
 //! Wake-ups over LISTEN/NOTIFY.
 //!
-//! Triggers installed by the migration notify `aiopslab_task_available` (payload: backend type) when a task
-//! becomes claimable and `aiopslab_cancel` (payload: task id) when a client asks to cancel a running task, inside
-//! the writing transaction. A background task holds one dedicated connection that LISTENs on both channels and
+//! `aiopslab_task_available` (payload: backend type) is notified when a task becomes claimable: by the store
+//! right after a create commits, and by a trigger when a task is requeued; `aiopslab_cancel` (payload: task id) is
+//! notified by a trigger when a client asks to cancel a running task. A background task holds one dedicated connection that LISTENs on both channels and
 //! forwards each notification to a broadcast channel as a [`StoreEvent`].
 //!
 //! When that connection drops, the task logs it and reconnects with exponential backoff; notifications sent in
@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aiopslab_core::StoreEvent;
-use sqlx::postgres::{PgListener, PgNotification, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -35,12 +35,11 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    /// Starts listening with the connect options of `pool`, on a connection of its own. `None` outside a tokio
-    /// runtime.
-    pub(crate) fn start(pool: &PgPool) -> Option<Self> {
+    /// Starts listening on a connection of its own. `None` outside a tokio runtime.
+    pub(crate) fn start(options: &PgConnectOptions) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (sender, _) = broadcast::channel(CAPACITY);
-        let options = pool.connect_options().as_ref().clone();
+        let options = options.clone();
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)

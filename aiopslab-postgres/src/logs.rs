@@ -3,7 +3,6 @@
 use aiopslab_core::{LeaseToken, LogEntry, LogQuery, NewLogEntry, StoreError, StoreResult, TaskId};
 use sqlx::types::Json;
 
-use crate::error::map_sqlx;
 use crate::rows::{levels_at_least, LogRow};
 use crate::sql;
 use crate::PgStore;
@@ -23,16 +22,16 @@ impl PgStore {
             messages.push(entry.message);
             contexts.push(Json(entry.context));
         }
-        let inserted = sqlx::query(sql::APPEND_LOGS)
+        let mut conn = self.conn("append_logs").await?;
+        let result = sqlx::query(sql::APPEND_LOGS)
             .bind(lease.task_id)
             .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
             .bind(levels)
             .bind(messages)
             .bind(contexts)
-            .execute(self.pool())
-            .await
-            .map_err(|e| map_sqlx("append_logs", e))?
-            .rows_affected();
+            .execute(conn.raw())
+            .await;
+        let inserted = conn.done("append_logs", result)?.rows_affected();
         if inserted == 0 {
             return Err(self.why_not_held(lease, "append_logs").await);
         }
@@ -42,15 +41,16 @@ impl PgStore {
     /// Reads a task's log in append order with the query's filters.
     pub(crate) async fn select_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
         let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let rows: Vec<LogRow> = sqlx::query_as(sql::SELECT_LOGS)
+        let mut conn = self.conn("get_logs").await?;
+        let result: Result<Vec<LogRow>, sqlx::Error> = sqlx::query_as(sql::SELECT_LOGS)
             .bind(task_id)
             .bind(levels_at_least(query.min_level))
             .bind(query.since)
             .bind(query.after_id.unwrap_or(0))
             .bind(limit)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("get_logs", e))?;
+            .fetch_all(conn.raw())
+            .await;
+        let rows = conn.done("get_logs", result)?;
         if rows.is_empty() && !self.task_exists(task_id, "get_logs").await? {
             return Err(StoreError::task_not_found(task_id));
         }

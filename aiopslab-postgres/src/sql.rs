@@ -5,10 +5,14 @@
 //! `WHERE` carries the rule (a status, a lease token), so concurrent callers and server replicas never apply a
 //! transition twice. Times are always the database's `now()`; durations are bound as `interval` parameters.
 //!
+//! Lookups by task id wrap their other conditions in `(...) IS TRUE`: the conditions still hold, but the planner
+//! cannot use them to pick a status index over the primary key. (With the plain form it sometimes did, and then
+//! walked every dead `running` entry of a partial index to find one row.)
+//!
 //! The only dynamic SQL is the task listing ([`list_tasks`]): its filters and sort are assembled here from fixed
 //! fragments, and every value is a bind parameter.
 
-use aiopslab_core::TaskSort;
+use aiopslab_core::{TaskSort, TaskStatus};
 
 /// The columns of `tasks`, in the order [`crate::rows::TaskRow`] reads them.
 macro_rules! task_columns {
@@ -48,6 +52,12 @@ pub(crate) const INSERT_TASKS: &str = concat!(
     task_columns!()
 );
 
+/// Announces newly created tasks, after their INSERT committed: one notification per distinct backend type.
+/// A statement of its own because a transaction that NOTIFYs holds a database-wide lock until its commit is
+/// flushed; this one writes nothing, so it commits without waiting for a flush. `$1` backend types.
+pub(crate) const NOTIFY_TASKS_AVAILABLE: &str =
+    "SELECT pg_notify('aiopslab_task_available', b) FROM (SELECT DISTINCT unnest($1::text[]) AS b) AS types";
+
 /// One task by id. `$1` id.
 pub(crate) const SELECT_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
 
@@ -61,32 +71,37 @@ pub(crate) const CANCEL_TASK: &str = "UPDATE tasks SET \
      completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END, \
      cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END, \
      updated_at = now() \
-     WHERE id = $1 AND status IN ('pending', 'running') \
+     WHERE id = $1 AND (status IN ('pending', 'running')) IS TRUE \
      RETURNING status";
 
 /// The status of a task. `$1` id.
 pub(crate) const SELECT_TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = $1";
 
-/// Builds the page query and the count query of `GET /tasks`. Filters appear in the order status, problem_id,
-/// worker_id, backend_type, each bound as the next parameter when present; the page query then binds `limit` and
-/// `offset`.
+/// Builds the page query and the count query of `GET /tasks`. The status, from a closed set, is written into the
+/// SQL as a literal so the planner can use the partial index of that status; the other filters appear in the order
+/// problem_id, worker_id, backend_type, each bound as the next parameter when present; the page query then binds
+/// `limit` and `offset`.
 pub(crate) fn list_tasks(
-    status: bool,
+    status: Option<TaskStatus>,
     problem_id: bool,
     worker_id: bool,
     backend_type: bool,
     sort: TaskSort,
 ) -> (String, String) {
     let mut conditions = Vec::new();
+    let mut n = 0;
     for (present, column) in [
-        (status, "status"),
         (problem_id, "problem_id"),
         (worker_id, "worker_id"),
         (backend_type, "backend_type"),
     ] {
         if present {
-            conditions.push(format!("{column} = ${}", conditions.len() + 1));
+            n += 1;
+            conditions.push(format!("{column} = ${n}"));
         }
+    }
+    if let Some(status) = status {
+        conditions.push(format!("status = '{}'", status.as_str()));
     }
     let where_clause = if conditions.is_empty() {
         String::new()
@@ -99,7 +114,6 @@ pub(crate) fn list_tasks(
         TaskSort::PriorityAsc => "priority ASC, created_at ASC, id ASC",
         TaskSort::PriorityDesc => "priority DESC, created_at ASC, id ASC",
     };
-    let n = conditions.len();
     let page = format!(
         "SELECT {} FROM tasks{where_clause} ORDER BY {order} LIMIT ${} OFFSET ${}",
         task_columns!(),
@@ -139,7 +153,7 @@ pub(crate) const CLAIM_NEXT: &str = concat!(
 pub(crate) const CLAIM_BY_ID: &str = concat!(
     "WITH candidate AS (\
         SELECT id AS candidate_id FROM tasks \
-        WHERE id = $6 AND status = 'pending' AND backend_type = $1 \
+        WHERE id = $6 AND (status = 'pending' AND backend_type = $1) IS TRUE \
           AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
           AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
         FOR UPDATE SKIP LOCKED\
@@ -157,7 +171,7 @@ pub(crate) const CLAIM_BY_ID: &str = concat!(
 
 /// Extends one lease. `$1` task id, `$2` attempt, `$3` lease duration.
 pub(crate) const EXTEND_LEASE: &str = "UPDATE tasks SET lease_expires_at = now() + $3::interval, updated_at = now() \
-     WHERE id = $1 AND attempt = $2 AND status = 'running' \
+     WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE \
      RETURNING lease_expires_at, cancel_requested";
 
 /// Finishes a running task under its lease, in one statement: the terminal status (or, for a `failed` outcome with
@@ -167,7 +181,7 @@ pub(crate) const FINISH_TASK: &str = concat!(
     "WITH held AS (\
         SELECT id AS held_id, worker_id AS held_worker, \
                ($3::text = 'failed' AND attempt <= max_retries AND NOT cancel_requested) AS requeue \
-        FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' \
+        FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE \
         FOR UPDATE\
      ), finished AS (\
         UPDATE tasks SET \
@@ -195,7 +209,7 @@ pub(crate) const FINISH_TASK: &str = concat!(
 /// finish waits for (or wins over) the batch. `$1` task id, `$2` attempt, `$3` levels, `$4` messages, `$5`
 /// contexts.
 pub(crate) const APPEND_LOGS: &str = "WITH lease AS (\
-        SELECT id AS lease_task FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' FOR SHARE\
+        SELECT id AS lease_task FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE FOR SHARE\
      ) \
      INSERT INTO task_logs (task_id, level, message, context) \
      SELECT lease.lease_task, entry.level, entry.message, entry.context \
@@ -204,7 +218,7 @@ pub(crate) const APPEND_LOGS: &str = "WITH lease AS (\
 
 /// Whether a lease token is current. `$1` task id, `$2` attempt.
 pub(crate) const LEASE_HELD: &str =
-    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running')";
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE)";
 
 /// A task's log in append order. `$1` task id, `$2` accepted levels (NULL: all), `$3` since (inclusive), `$4`
 /// after id (exclusive; 0 for all), `$5` limit (NULL: all).
@@ -217,7 +231,7 @@ pub(crate) const SELECT_LOGS: &str = "SELECT id, task_id, timestamp, level, mess
 /// Saves (replaces) the trajectory of a running task under its lease. `$1` task id, `$2` attempt, `$3`
 /// trajectory, `$4` reward.
 pub(crate) const SAVE_TRAJECTORY: &str = "WITH lease AS (\
-        SELECT id AS lease_task FROM tasks WHERE id = $1 AND attempt = $2 AND status = 'running' FOR SHARE\
+        SELECT id AS lease_task FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE FOR SHARE\
      ) \
      INSERT INTO trajectories (task_id, trajectory, reward) \
      SELECT lease.lease_task, $3, $4 FROM lease \
@@ -349,14 +363,17 @@ mod tests {
 
     #[test]
     fn list_query_numbers_its_parameters() {
-        let (page, count) = list_tasks(true, false, true, false, TaskSort::PriorityDesc);
-        assert!(page.contains("WHERE status = $1 AND worker_id = $2"), "{page}");
+        let (page, count) = list_tasks(Some(TaskStatus::Failed), false, true, false, TaskSort::PriorityDesc);
+        assert!(page.contains("WHERE worker_id = $1 AND status = 'failed'"), "{page}");
         assert!(
-            page.ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $3 OFFSET $4"),
+            page.ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $2 OFFSET $3"),
             "{page}"
         );
-        assert_eq!(count, "SELECT count(*) FROM tasks WHERE status = $1 AND worker_id = $2");
-        let (page, count) = list_tasks(false, false, false, false, TaskSort::CreatedDesc);
+        assert_eq!(
+            count,
+            "SELECT count(*) FROM tasks WHERE worker_id = $1 AND status = 'failed'"
+        );
+        let (page, count) = list_tasks(None, false, false, false, TaskSort::CreatedDesc);
         assert!(
             page.ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),
             "{page}"

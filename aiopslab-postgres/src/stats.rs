@@ -2,7 +2,6 @@
 
 use aiopslab_core::{StoreResult, StoreStats, TaskStatus, WorkerStatus};
 
-use crate::error::map_sqlx;
 use crate::rows::{task_status, worker_status};
 use crate::sql;
 use crate::PgStore;
@@ -17,24 +16,24 @@ impl PgStore {
         for status in WorkerStatus::ALL {
             stats.workers_by_status.insert(status, 0);
         }
-        let tasks: Vec<(String, i64)> = sqlx::query_as(sql::TASKS_BY_STATUS)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("stats", e))?;
+        let mut conn = self.conn("stats").await?;
+        let result: Result<Vec<(String, i64)>, sqlx::Error> =
+            sqlx::query_as(sql::TASKS_BY_STATUS).fetch_all(conn.raw()).await;
+        let tasks = conn.done("stats", result)?;
         for (status, count) in tasks {
             stats.tasks_by_status.insert(task_status(&status)?, count.max(0) as u64);
         }
-        let depth: Vec<(String, i64)> = sqlx::query_as(sql::QUEUE_DEPTH)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("stats", e))?;
+        let mut conn = self.conn("stats").await?;
+        let result: Result<Vec<(String, i64)>, sqlx::Error> =
+            sqlx::query_as(sql::QUEUE_DEPTH).fetch_all(conn.raw()).await;
+        let depth = conn.done("stats", result)?;
         for (backend_type, count) in depth {
             stats.queue_depth_by_backend.insert(backend_type, count.max(0) as u64);
         }
-        let workers: Vec<(String, i64)> = sqlx::query_as(sql::WORKERS_BY_STATUS)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("stats", e))?;
+        let mut conn = self.conn("stats").await?;
+        let result: Result<Vec<(String, i64)>, sqlx::Error> =
+            sqlx::query_as(sql::WORKERS_BY_STATUS).fetch_all(conn.raw()).await;
+        let workers = conn.done("stats", result)?;
         for (status, count) in workers {
             stats
                 .workers_by_status

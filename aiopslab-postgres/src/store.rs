@@ -12,16 +12,19 @@ use aiopslab_core::{
 };
 use async_trait::async_trait;
 use sqlx::postgres::types::PgInterval;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::PgPool;
 
+use crate::announce::Announcer;
 use crate::config::{PgStoreOptions, MIGRATOR};
+use crate::connections::{Conn, Connections};
 use crate::error::map_sqlx;
 use crate::listener::Listener;
 
 /// A [`TaskStore`] on PostgreSQL: a durable queue with leases and LISTEN/NOTIFY wake-ups.
 ///
-/// Cheap to clone (clones share the pool and the listener). Every method is one conditional statement (or, for
-/// reads, a couple of plain queries), so several server replicas can share one database.
+/// Cheap to clone (clones share the connections and the listener). Every method is one conditional statement (or,
+/// for reads, a couple of plain queries), so several server replicas can share one database.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,10 +44,11 @@ pub struct PgStore {
 }
 
 struct Inner {
-    pool: PgPool,
+    connections: Arc<Connections>,
     policy: LeasePolicy,
     intervals: Intervals,
     listener: Mutex<Option<Listener>>,
+    announcer: Announcer,
 }
 
 /// The policy's durations as SQL intervals, converted once.
@@ -76,7 +80,7 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("policy", &self.inner.policy)
-            .field("pool_size", &self.inner.pool.size())
+            .field("database", &self.inner.connections.options().get_database())
             .finish_non_exhaustive()
     }
 }
@@ -89,31 +93,56 @@ impl PgStore {
 
     /// Connects to `url` with `options` and checks that the database answers.
     pub async fn connect_with(url: &str, policy: LeasePolicy, options: &PgStoreOptions) -> StoreResult<Self> {
-        let pool = options.pool(url).map_err(|e| map_sqlx("connect", e))?;
-        let store = Self::from_pool(pool, policy)?;
-        sqlx::query("SELECT 1")
-            .execute(&store.inner.pool)
-            .await
-            .map_err(|e| map_sqlx("connect", e))?;
+        let connect = options.connect_options(url).map_err(|e| map_sqlx("connect", e))?;
+        let store = Self::from_options(connect, policy, options)?;
+        let conn = store.conn("connect").await?;
+        drop(conn);
         Ok(store)
     }
 
-    /// Wraps an existing pool (see [`PgStoreOptions::pool_options`] for settings suited to a queue).
-    pub fn from_pool(pool: PgPool, policy: LeasePolicy) -> StoreResult<Self> {
+    /// A store for the database `connect` points at; connections open on first use.
+    pub fn from_options(connect: PgConnectOptions, policy: LeasePolicy, options: &PgStoreOptions) -> StoreResult<Self> {
+        let connections = Connections::new(
+            connect,
+            options.max_connections,
+            options.acquire_timeout,
+            options.ping_idle_after,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
+                connections: Arc::new(connections),
                 intervals: Intervals::new(&policy)?,
                 policy,
                 listener: Mutex::new(None),
+                announcer: Announcer::new(),
             }),
         })
+    }
+
+    /// A store for the database an existing sqlx pool points at, with as many connections as the pool allows.
+    /// (The store manages its own connections; see the `connections` module docs for why.)
+    pub fn from_pool(pool: &PgPool, policy: LeasePolicy) -> StoreResult<Self> {
+        let options = PgStoreOptions {
+            max_connections: pool.options().get_max_connections(),
+            acquire_timeout: pool.options().get_acquire_timeout(),
+            ..PgStoreOptions::default()
+        };
+        Self::from_options(pool.connect_options().as_ref().clone(), policy, &options)
     }
 
     /// Runs the embedded migrations (`migrations/*.sql`). Safe on a database where
     /// `001_create_tables.sql` was already applied by hand with `psql`, and safe to run from several replicas.
     pub async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.inner.pool).await.map_err(|e| match e {
+        // A one-connection pool just for the migrator (its API takes a pool or an owned connection guard).
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(self.connect_options().clone())
+            .await
+            .map_err(|e| map_sqlx("migrate", e))?;
+        let result = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        result.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => map_sqlx("migrate", e),
             other => {
                 tracing::error!(error = %other, "migration failed");
@@ -122,9 +151,14 @@ impl PgStore {
         })
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+    /// A dedicated new connection to the store's database, outside its pool (for administration and tests).
+    pub async fn connection(&self) -> StoreResult<PgConnection> {
+        self.inner.connections.open("connection").await
+    }
+
+    /// The connect options of the store's database.
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        self.inner.connections.options()
     }
 
     /// The lease policy this store enforces.
@@ -136,12 +170,22 @@ impl PgStore {
         &self.inner.intervals
     }
 
-    /// Closes the pool and stops the listener.
+    /// A pooled connection for one statement of operation `op`.
+    pub(crate) async fn conn(&self, op: &'static str) -> StoreResult<Conn<'_>> {
+        self.inner.connections.get(op).await
+    }
+
+    /// Wakes listening workers for newly created tasks of these backend types (in the background).
+    pub(crate) fn announce<'a>(&self, backend_types: impl IntoIterator<Item = &'a str>) {
+        self.inner.announcer.announce(&self.inner.connections, backend_types);
+    }
+
+    /// Closes the connections and stops the listener.
     pub async fn close(&self) {
         if let Ok(mut listener) = self.inner.listener.lock() {
             listener.take();
         }
-        self.inner.pool.close().await;
+        self.inner.connections.close().await;
     }
 }
 
@@ -226,7 +270,7 @@ impl TaskStore for PgStore {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
         let mut guard = self.inner.listener.lock().ok()?;
         if guard.is_none() {
-            *guard = Some(Listener::start(&self.inner.pool)?);
+            *guard = Some(Listener::start(self.inner.connections.options())?);
         }
         guard.as_ref().map(Listener::subscribe)
     }

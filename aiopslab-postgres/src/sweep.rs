@@ -7,7 +7,6 @@
 use aiopslab_core::{StoreResult, SweepReport, TaskStatus};
 use uuid::Uuid;
 
-use crate::error::map_sqlx;
 use crate::rows::task_status;
 use crate::sql;
 use crate::PgStore;
@@ -17,18 +16,19 @@ impl PgStore {
     #[tracing::instrument(skip(self))]
     pub(crate) async fn sweep_once(&self) -> StoreResult<SweepReport> {
         let intervals = self.intervals();
+        let mut conn = self.conn("sweep").await?;
+        let result: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(sql::SWEEP_TIMEOUTS)
+            .bind(intervals.timeout_grace)
+            .fetch_all(conn.raw())
+            .await;
         let mut report = SweepReport {
-            timed_out: sqlx::query_scalar(sql::SWEEP_TIMEOUTS)
-                .bind(intervals.timeout_grace)
-                .fetch_all(self.pool())
-                .await
-                .map_err(|e| map_sqlx("sweep", e))?,
+            timed_out: conn.done("sweep", result)?,
             ..SweepReport::default()
         };
-        let lost: Vec<(Uuid, String)> = sqlx::query_as(sql::SWEEP_EXPIRED_LEASES)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("sweep", e))?;
+        let mut conn = self.conn("sweep").await?;
+        let result: Result<Vec<(Uuid, String)>, sqlx::Error> =
+            sqlx::query_as(sql::SWEEP_EXPIRED_LEASES).fetch_all(conn.raw()).await;
+        let lost = conn.done("sweep", result)?;
         for (id, status) in lost {
             match task_status(&status)? {
                 TaskStatus::Pending => report.requeued.push(id),
@@ -37,11 +37,12 @@ impl PgStore {
                 _ => tracing::info!(task_id = %id, "lease expired on a task with a cancel request; cancelled"),
             }
         }
-        report.workers_offline = sqlx::query_scalar(sql::SWEEP_WORKERS)
+        let mut conn = self.conn("sweep").await?;
+        let result = sqlx::query_scalar(sql::SWEEP_WORKERS)
             .bind(intervals.worker_offline_after)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("sweep", e))?;
+            .fetch_all(conn.raw())
+            .await;
+        report.workers_offline = conn.done("sweep", result)?;
         report.timed_out.sort();
         report.requeued.sort();
         report.failed.sort();

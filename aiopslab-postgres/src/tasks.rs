@@ -8,7 +8,6 @@ use aiopslab_core::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::error::map_sqlx;
 use crate::rows::{task_status, TaskRow};
 use crate::sql;
 use crate::PgStore;
@@ -22,8 +21,9 @@ impl PgStore {
     #[tracing::instrument(skip_all, fields(problem_id = %spec.problem_id))]
     pub(crate) async fn insert_task(&self, spec: TaskSpec) -> StoreResult<Task> {
         let p = spec.parameters;
-        let row: TaskRow = sqlx::query_as(sql::INSERT_TASK)
-            .bind(Uuid::new_v4())
+        let mut conn = self.conn("create_task").await?;
+        let result: Result<TaskRow, sqlx::Error> = sqlx::query_as(sql::INSERT_TASK)
+            .bind(Uuid::now_v7())
             .bind(spec.problem_id)
             .bind(Json(p.agent_config))
             .bind(to_i32(p.max_steps))
@@ -33,11 +33,12 @@ impl PgStore {
             .bind(Json(p.metadata))
             .bind(p.backend_type)
             .bind(to_i32(p.max_retries))
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| map_sqlx("create_task", e))?;
+            .fetch_one(conn.raw())
+            .await;
+        let row = conn.done("create_task", result)?;
         let task = Task::try_from(row)?;
         tracing::debug!(task_id = %task.id, "task created");
+        self.announce([task.parameters.backend_type.as_str()]);
         Ok(task)
     }
 
@@ -60,7 +61,7 @@ impl PgStore {
         let mut retries = Vec::with_capacity(n);
         for spec in specs {
             let p = spec.parameters;
-            ids.push(Uuid::new_v4());
+            ids.push(Uuid::now_v7());
             problems.push(spec.problem_id);
             agent_configs.push(Json(p.agent_config));
             max_steps.push(to_i32(p.max_steps));
@@ -71,7 +72,8 @@ impl PgStore {
             backends.push(p.backend_type);
             retries.push(to_i32(p.max_retries));
         }
-        let rows: Vec<TaskRow> = sqlx::query_as(sql::INSERT_TASKS)
+        let mut conn = self.conn("create_tasks").await?;
+        let result: Result<Vec<TaskRow>, sqlx::Error> = sqlx::query_as(sql::INSERT_TASKS)
             .bind(&ids)
             .bind(problems)
             .bind(agent_configs)
@@ -82,44 +84,47 @@ impl PgStore {
             .bind(metadata)
             .bind(backends)
             .bind(retries)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("create_tasks", e))?;
+            .fetch_all(conn.raw())
+            .await;
+        let rows = conn.done("create_tasks", result)?;
         let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(rows.len());
         for row in rows {
             let task = Task::try_from(row)?;
             by_id.insert(task.id, task);
         }
-        ids.iter()
+        let tasks = ids
+            .iter()
             .map(|id| {
                 by_id
                     .remove(id)
                     .ok_or_else(|| StoreError::Internal("a created task was not returned".into()))
             })
-            .collect()
+            .collect::<StoreResult<Vec<Task>>>()?;
+        self.announce(tasks.iter().map(|t| t.parameters.backend_type.as_str()));
+        Ok(tasks)
     }
 
     /// Reads one task.
     pub(crate) async fn select_task(&self, id: TaskId) -> StoreResult<Task> {
-        let row: Option<TaskRow> = sqlx::query_as(sql::SELECT_TASK)
+        let mut conn = self.conn("get_task").await?;
+        let result: Result<Option<TaskRow>, sqlx::Error> = sqlx::query_as(sql::SELECT_TASK)
             .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("get_task", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("get_task", result)?;
         row.ok_or_else(|| StoreError::task_not_found(id))?.try_into()
     }
 
     /// Lists one page of tasks and the total that matched.
     pub(crate) async fn select_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
         let (page_sql, count_sql) = sql::list_tasks(
-            filter.status.is_some(),
+            filter.status,
             filter.problem_id.is_some(),
             filter.worker_id.is_some(),
             filter.backend_type.is_some(),
             sort,
         );
         let values: Vec<&str> = [
-            filter.status.map(TaskStatus::as_str),
             filter.problem_id.as_deref(),
             filter.worker_id.as_deref(),
             filter.backend_type.as_deref(),
@@ -135,16 +140,18 @@ impl PgStore {
             page_query = page_query.bind(*value);
         }
         let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+        let mut conn = self.conn("list_tasks").await?;
         let rows = page_query
             .bind(i64::from(page.limit))
             .bind(offset)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("list_tasks", e))?;
-        let total = count_query
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| map_sqlx("list_tasks", e))?;
+            .fetch_all(conn.raw())
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => return conn.done("list_tasks", Err(error)),
+        };
+        let total = count_query.fetch_one(conn.raw()).await;
+        let total = conn.done("list_tasks", total)?;
         Ok(TaskPage {
             tasks: rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?,
             total: u64::try_from(total).unwrap_or(0),
@@ -156,11 +163,12 @@ impl PgStore {
     /// Cancels a task: pending → cancelled, running → cancel requested, terminal → refused.
     #[tracing::instrument(skip(self), fields(task_id = %id))]
     pub(crate) async fn cancel(&self, id: TaskId) -> StoreResult<CancelOutcome> {
-        let changed: Option<String> = sqlx::query_scalar(sql::CANCEL_TASK)
+        let mut conn = self.conn("cancel_task").await?;
+        let result: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(sql::CANCEL_TASK)
             .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("cancel_task", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let changed = conn.done("cancel_task", result)?;
         if let Some(status) = changed {
             return match task_status(&status)? {
                 TaskStatus::Cancelled => Ok(CancelOutcome::Cancelled),
@@ -168,11 +176,12 @@ impl PgStore {
             };
         }
         // Nothing changed: the task is unknown or terminal (and terminal is final, so this read cannot race).
-        let status: Option<String> = sqlx::query_scalar(sql::SELECT_TASK_STATUS)
+        let mut conn = self.conn("cancel_task").await?;
+        let result: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(sql::SELECT_TASK_STATUS)
             .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("cancel_task", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let status = conn.done("cancel_task", result)?;
         match status {
             None => Err(StoreError::task_not_found(id)),
             Some(status) => Err(StoreError::AlreadyTerminal {
@@ -184,10 +193,11 @@ impl PgStore {
 
     /// Whether a task exists.
     pub(crate) async fn task_exists(&self, id: TaskId, op: &'static str) -> StoreResult<bool> {
-        sqlx::query_scalar(sql::TASK_EXISTS)
+        let mut conn = self.conn(op).await?;
+        let result = sqlx::query_scalar(sql::TASK_EXISTS)
             .bind(id)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| map_sqlx(op, e))
+            .fetch_one(conn.raw())
+            .await;
+        conn.done(op, result)
     }
 }

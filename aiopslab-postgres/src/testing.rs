@@ -111,7 +111,8 @@ impl TestDatabase {
     /// # Panics
     /// When the migrations fail.
     pub async fn store_with(&self, policy: LeasePolicy, options: &PgStoreOptions) -> PgStore {
-        let store = PgStore::from_pool(self.pool(options), policy).expect("policy fits the database");
+        let store = PgStore::from_options(options.apply(self.connect_options()), policy, options)
+            .expect("policy fits the database");
         store.migrate().await.expect("migrations run on a fresh database");
         store
     }
@@ -376,7 +377,8 @@ fn free_port() -> Result<u16, String> {
 /// that much time has passed.
 pub async fn advance_clock(store: &PgStore, by: Duration) {
     let by = PgInterval::try_from(by).expect("a test duration fits an interval");
-    let mut tx = store.pool().begin().await.expect("begin");
+    let mut conn = store.connection().await.expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
     sqlx::query(
         "UPDATE tasks SET created_at = created_at - $1, updated_at = updated_at - $1, \
          started_at = started_at - $1, completed_at = completed_at - $1, lease_expires_at = lease_expires_at - $1",

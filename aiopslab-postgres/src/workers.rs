@@ -7,7 +7,6 @@ use aiopslab_core::{
 };
 use sqlx::types::Json;
 
-use crate::error::map_sqlx;
 use crate::rows::{HeartbeatRow, WorkerRow};
 use crate::sql;
 use crate::PgStore;
@@ -18,16 +17,17 @@ impl PgStore {
     pub(crate) async fn upsert_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
         registration.validate()?;
         let id = registration.id.clone();
-        let row: Option<WorkerRow> = sqlx::query_as(sql::REGISTER_WORKER)
+        let mut conn = self.conn("register_worker").await?;
+        let result: Result<Option<WorkerRow>, sqlx::Error> = sqlx::query_as(sql::REGISTER_WORKER)
             .bind(registration.id)
             .bind(registration.backend_type)
             .bind(i32::try_from(registration.capabilities.max_parallel_tasks).unwrap_or(i32::MAX))
             .bind(registration.capabilities.supported_problems)
             .bind(Json(registration.metadata))
             .bind(self.intervals().worker_offline_after)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("register_worker", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("register_worker", result)?;
         match row {
             Some(row) => {
                 tracing::info!("worker registered");
@@ -46,14 +46,15 @@ impl PgStore {
                 "a heartbeat reports idle or busy; deregister to go offline",
             )));
         }
-        let row: HeartbeatRow = sqlx::query_as(sql::HEARTBEAT)
+        let mut conn = self.conn("heartbeat").await?;
+        let result: Result<HeartbeatRow, sqlx::Error> = sqlx::query_as(sql::HEARTBEAT)
             .bind(&heartbeat.worker_id)
             .bind(heartbeat.status.as_str())
             .bind(heartbeat.current_task_id)
             .bind(self.intervals().lease)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| map_sqlx("heartbeat", e))?;
+            .fetch_one(conn.raw())
+            .await;
+        let row = conn.done("heartbeat", result)?;
         if !row.found {
             return Err(StoreError::worker_not_found(&heartbeat.worker_id));
         }
@@ -68,11 +69,12 @@ impl PgStore {
     /// Marks a worker offline.
     #[tracing::instrument(skip(self))]
     pub(crate) async fn mark_offline(&self, worker_id: &str) -> StoreResult<()> {
-        let row: Option<String> = sqlx::query_scalar(sql::DEREGISTER_WORKER)
+        let mut conn = self.conn("deregister_worker").await?;
+        let result: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(sql::DEREGISTER_WORKER)
             .bind(worker_id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("deregister_worker", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("deregister_worker", result)?;
         match row {
             Some(_) => Ok(()),
             None => Err(StoreError::worker_not_found(worker_id)),
@@ -81,22 +83,24 @@ impl PgStore {
 
     /// Reads one worker.
     pub(crate) async fn select_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        let row: Option<WorkerRow> = sqlx::query_as(sql::SELECT_WORKER)
+        let mut conn = self.conn("get_worker").await?;
+        let result: Result<Option<WorkerRow>, sqlx::Error> = sqlx::query_as(sql::SELECT_WORKER)
             .bind(worker_id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(|e| map_sqlx("get_worker", e))?;
+            .fetch_optional(conn.raw())
+            .await;
+        let row = conn.done("get_worker", result)?;
         row.ok_or_else(|| StoreError::worker_not_found(worker_id))?.try_into()
     }
 
     /// Lists workers by id.
     pub(crate) async fn select_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
-        let rows: Vec<WorkerRow> = sqlx::query_as(sql::LIST_WORKERS)
+        let mut conn = self.conn("list_workers").await?;
+        let result: Result<Vec<WorkerRow>, sqlx::Error> = sqlx::query_as(sql::LIST_WORKERS)
             .bind(filter.status.map(WorkerStatus::as_str))
             .bind(filter.backend_type.as_deref())
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| map_sqlx("list_workers", e))?;
+            .fetch_all(conn.raw())
+            .await;
+        let rows = conn.done("list_workers", result)?;
         let workers: Vec<Worker> = rows.into_iter().map(Worker::try_from).collect::<Result<_, _>>()?;
         Ok(WorkerPage {
             total: workers.len() as u64,

@@ -69,7 +69,7 @@ async fn schema_applied_by_hand_then_by_the_migrator() {
     sqlx::raw_sql(sql).execute(&pool).await.expect("001 runs by hand");
     sqlx::raw_sql(sql).execute(&pool).await.expect("001 runs by hand again");
     // Then the embedded migrator, twice.
-    let store = PgStore::from_pool(pool.clone(), policy()).unwrap();
+    let store = PgStore::from_pool(&pool, policy()).unwrap();
     store.migrate().await.expect("migrator runs after a manual run");
     store.migrate().await.expect("migrator runs again");
     // And by hand once more, after the migrator.
@@ -105,8 +105,8 @@ async fn schema_applied_by_hand_then_by_the_migrator() {
 
 #[tokio::test]
 async fn constraints_keep_impossible_states_out() {
-    let (_db, store) = fresh().await;
-    let pool = store.pool();
+    let (db, _store) = fresh().await;
+    let pool = &db.pool(&Default::default());
     for bad in [
         "INSERT INTO tasks (problem_id, status) VALUES ('p', 'done')",
         "INSERT INTO tasks (problem_id, max_steps) VALUES ('p', 0)",

@@ -1,0 +1,320 @@
+//! Benchmark of the PostgreSQL queue, against the database's own commit rate.
+//!
+//! ```text
+//! cargo run --release -p aiopslab-postgres --example bench_queue
+//! ```
+//!
+//! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch
+//! database of its own (dropped at the end), and prints one JSON document:
+//!
+//! - `task_rate`: no-op tasks per second end to end (create, claim, finish: three commits each) with 1, 8 and 32
+//!   concurrent workers, each a registered worker looping create → claim → finish through one shared `PgStore`;
+//! - `baseline_commit_rate`: at the same concurrency, the database's rate of trivial commits (one single-row
+//!   `UPDATE` per transaction, each connection on its own row, each on a dedicated connection, same server
+//!   settings);
+//! - `ratio`: task rate ÷ (baseline ÷ 3), since a task needs three commits (target ≥ 0.8 at 8 workers);
+//! - `claim_latency_ms`: create → claim delay for an idle worker woken by LISTEN/NOTIFY (p50, p99);
+//! - `log_ingestion`: log lines per second appended in batches of 100.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiopslab_core::{
+    ClaimRequest, LeasePolicy, LogLevel, NewLogEntry, NewTask, StoreEvent, TaskOutcome, TaskResult, TaskStore,
+    TerminalStatus, WorkerRegistration,
+};
+use aiopslab_postgres::{PgStore, PgStoreOptions};
+use anyhow::Context;
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+const CONCURRENCY: [usize; 3] = [1, 8, 32];
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+const LATENCY_SAMPLES: usize = 500;
+const LOG_BATCH: usize = 100;
+const LOG_WRITERS: usize = 8;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin: PgConnectOptions = url.parse().context("DATABASE_URL is not a PostgreSQL URL")?;
+    let name = format!("aiopslab_bench_{}", std::process::id());
+    let mut conn = admin.connect().await.context("cannot connect to DATABASE_URL")?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    let result = run(admin.clone().database(&name)).await;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    let report = result?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let policy = LeasePolicy {
+        dispatch_delay: Duration::ZERO,
+        ..LeasePolicy::default()
+    };
+    let store_options = PgStoreOptions::default().max_connections(40);
+    let store = PgStore::from_options(store_options.apply(options.clone()), policy, &store_options)?;
+    store.migrate().await?;
+    let mut admin = store.connection().await?;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'wal_sync_method', \
+         'shared_buffers', 'server_version') ORDER BY name",
+    )
+    .fetch_all(&mut admin)
+    .await?;
+
+    let mut task_rates = serde_json::Map::new();
+    let mut baselines = serde_json::Map::new();
+    let mut ratios = serde_json::Map::new();
+    for workers in CONCURRENCY {
+        reset(&mut admin).await?;
+        let baseline = baseline_rate(&options, workers).await?;
+        reset(&mut admin).await?;
+        let rate = task_rate(&store, workers).await?;
+        let ratio = rate / (baseline / 3.0);
+        eprintln!("{workers:>2} workers: {rate:.0} tasks/s, baseline {baseline:.0} commits/s, ratio {ratio:.2}");
+        task_rates.insert(workers.to_string(), json!(round(rate)));
+        baselines.insert(workers.to_string(), json!(round(baseline)));
+        ratios.insert(workers.to_string(), json!((ratio * 1000.0).round() / 1000.0));
+    }
+
+    reset(&mut admin).await?;
+    let (p50, p99, max, polled) = claim_latency(&store).await?;
+    eprintln!("claim latency p50 {p50:.2} ms, p99 {p99:.2} ms");
+    reset(&mut admin).await?;
+    let lines = log_rate(&store).await?;
+    eprintln!("log ingestion {lines:.0} lines/s");
+
+    Ok(json!({
+        "benchmark": "aiopslab-postgres bench_queue",
+        "database": settings.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+        "measure_seconds_per_point": MEASURE.as_secs_f64(),
+        "task_rate": task_rates,
+        "baseline_commit_rate": baselines,
+        "ratio": ratios,
+        "claim_latency_ms": {
+            "samples": LATENCY_SAMPLES,
+            "p50": (p50 * 100.0).round() / 100.0,
+            "p99": (p99 * 100.0).round() / 100.0,
+            "max": (max * 100.0).round() / 100.0,
+            "woken_by_poll_not_notify": polled,
+        },
+        "log_ingestion": {
+            "batch_size": LOG_BATCH,
+            "writers": LOG_WRITERS,
+            "lines_per_sec": round(lines),
+        },
+        "targets": {
+            "ratio_at_8_workers_min": 0.8,
+            "claim_latency_p50_ms_max": 10,
+            "claim_latency_p99_ms_max": 50,
+            "log_lines_per_sec_min": 50000,
+        },
+        "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    x.round()
+}
+
+/// Empties the tables and lets the database tidy up, so every measurement starts from the same state.
+async fn reset(admin: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE tasks, task_logs, trajectories, workers, webhook_outbox")
+        .execute(&mut *admin)
+        .await?;
+    sqlx::query("VACUUM ANALYZE tasks").execute(&mut *admin).await?;
+    Ok(())
+}
+
+/// Runs `work` on `n` concurrent loops for the warmup and the measurement; returns operations per second.
+async fn measure<F, Fut>(n: usize, work: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(work(i, stop.clone(), count.clone())))
+        .collect();
+    tokio::time::sleep(WARMUP).await;
+    let start_count = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(MEASURE).await;
+    let done = count.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(done as f64 / elapsed.as_secs_f64())
+}
+
+/// The database's commit rate: each connection updates its own row, one row per transaction.
+async fn baseline_rate(options: &PgConnectOptions, n: usize) -> anyhow::Result<f64> {
+    let mut setup = options.connect().await?;
+    setup
+        .execute("CREATE TABLE IF NOT EXISTS bench_baseline (id int PRIMARY KEY, n bigint NOT NULL)")
+        .await?;
+    setup.execute("TRUNCATE bench_baseline").await?;
+    setup
+        .execute("INSERT INTO bench_baseline SELECT g, 0 FROM generate_series(0, 63) g")
+        .await?;
+    setup.close().await?;
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        connections.push(Arc::new(tokio::sync::Mutex::new(options.connect().await?)));
+    }
+    measure(n, move |i, stop, count| {
+        let conn = connections[i].clone();
+        async move {
+            let mut conn = conn.lock().await;
+            while !stop.load(Ordering::Relaxed) {
+                sqlx::query("UPDATE bench_baseline SET n = n + 1 WHERE id = $1")
+                    .bind(i as i32)
+                    .execute(&mut *conn)
+                    .await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+fn noop_outcome() -> TaskOutcome {
+    TaskOutcome {
+        status: TerminalStatus::Completed,
+        result: Some(TaskResult::default()),
+        error: None,
+    }
+}
+
+/// End-to-end no-op tasks: each worker loops create → claim → finish.
+async fn task_rate(store: &PgStore, n: usize) -> anyhow::Result<f64> {
+    for i in 0..n {
+        store
+            .register_worker(WorkerRegistration::new(format!("bench-{i}"), "default"))
+            .await?;
+    }
+    let spec = NewTask::new("noop").validate()?;
+    let store = store.clone();
+    measure(n, move |i, stop, count| {
+        let store = store.clone();
+        let spec = spec.clone();
+        async move {
+            let request = ClaimRequest {
+                worker_id: format!("bench-{i}"),
+                backend_type: "default".into(),
+                supported_problems: None,
+                task_id: None,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                store.create_task(spec.clone()).await?;
+                if let Some(task) = store.claim(&request).await? {
+                    store.finish(task.lease_token(), noop_outcome()).await?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Create → claim delay for an idle worker that waits on notifications (and polls every second as the fallback).
+async fn claim_latency(store: &PgStore) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let mut events = store.subscribe().context("PgStore offers notifications")?;
+    // Let the listener connect before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(uuid::Uuid, Instant, bool)>();
+    let worker_store = store.clone();
+    let worker = tokio::spawn(async move {
+        let request = ClaimRequest {
+            worker_id: "listener".into(),
+            backend_type: "default".into(),
+            supported_problems: None,
+            task_id: None,
+        };
+        let mut claimed = 0;
+        while claimed < LATENCY_SAMPLES {
+            let woken = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+            let by_notify = matches!(woken, Ok(Ok(StoreEvent::TaskAvailable { .. })));
+            while let Some(task) = worker_store.claim(&request).await? {
+                let at = Instant::now();
+                worker_store.finish(task.lease_token(), noop_outcome()).await?;
+                let _ = tx.send((task.id, at, by_notify));
+                claimed += 1;
+            }
+        }
+        anyhow::Ok(())
+    });
+    let spec = NewTask::new("latency").validate()?;
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    let mut polled = 0;
+    for _ in 0..LATENCY_SAMPLES {
+        let created_at = Instant::now();
+        let task = store.create_task(spec.clone()).await?;
+        let (id, claimed_at, by_notify) = rx.recv().await.context("the listening worker stopped")?;
+        anyhow::ensure!(id == task.id, "claimed a different task");
+        samples.push(claimed_at.duration_since(created_at).as_secs_f64() * 1000.0);
+        if !by_notify {
+            polled += 1;
+        }
+        // Idle between tasks, as a worker waiting for work would be.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    worker.await??;
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+    Ok((pct(0.50), pct(0.99), samples[samples.len() - 1], polled))
+}
+
+/// Log lines per second, appended in batches of 100 by several workers, each to its own running task.
+async fn log_rate(store: &PgStore) -> anyhow::Result<f64> {
+    let mut leases = Vec::new();
+    for i in 0..LOG_WRITERS {
+        store.create_task(NewTask::new("logs").validate()?).await?;
+        let request = ClaimRequest {
+            worker_id: format!("logger-{i}"),
+            backend_type: "default".into(),
+            supported_problems: None,
+            task_id: None,
+        };
+        let task = store.claim(&request).await?.context("claim a task to log to")?;
+        leases.push(task.lease_token());
+    }
+    let batch: Vec<NewLogEntry> = (0..LOG_BATCH)
+        .map(|i| {
+            NewLogEntry::new(
+                LogLevel::Info,
+                format!("step {i}: kubectl get pods -n test-hotel-reservation -> 12 pods Running"),
+            )
+            .at_step(i as u32)
+            .with_action("exec_shell")
+        })
+        .collect();
+    let store = store.clone();
+    let batches = measure(LOG_WRITERS, move |i, stop, count| {
+        let store = store.clone();
+        let batch = batch.clone();
+        let lease = leases[i];
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                store.append_logs(lease, batch.clone()).await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(batches * LOG_BATCH as f64)
+}
