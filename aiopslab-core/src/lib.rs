@@ -19,9 +19,11 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod batch;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod log;
 pub mod memory;
 pub mod policy;
@@ -33,6 +35,7 @@ pub mod simulated;
 pub mod store;
 pub mod task;
 pub mod trajectory;
+pub mod webhook;
 pub mod worker;
 
 #[cfg(feature = "testkit")]

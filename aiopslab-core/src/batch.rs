@@ -1,0 +1,222 @@
+//! Batch submission: many tasks in one atomic request, as a group, under an
+//! optional idempotency key.
+//!
+//! Group-relative RL methods run the same problem `n` times and compare the
+//! rewards within the group; a batch always creates a group so its tasks and
+//! rewards can be queried together.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ValidationError;
+use crate::task::{NewTask, Task, TaskSpec};
+
+/// Group ids are UUIDs.
+pub type GroupId = Uuid;
+
+/// The most tasks one batch may create.
+pub const MAX_BATCH_TASKS: usize = 1000;
+
+/// The longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The body of `POST /tasks/batch`: either an explicit list of tasks, or one
+/// task repeated `count` times. Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewBatch {
+    /// The tasks to create, in order.
+    #[serde(default)]
+    pub tasks: Option<Vec<NewTask>>,
+    /// One task to repeat `count` times (with `count`; not with `tasks`).
+    #[serde(default)]
+    pub task: Option<NewTask>,
+    /// How many copies of `task`, 1–1000.
+    #[serde(default)]
+    pub count: Option<i64>,
+}
+
+impl NewBatch {
+    /// Checks the shape and every task (errors name `tasks[i].field`), and
+    /// gives the batch a fresh group id.
+    pub fn validate(self) -> Result<BatchSpec, ValidationError> {
+        let requests = match (self.tasks, self.task, self.count) {
+            (Some(tasks), None, None) => tasks,
+            (None, Some(task), Some(count)) => {
+                if !(1..=MAX_BATCH_TASKS as i64).contains(&count) {
+                    return Err(ValidationError::new(
+                        "count",
+                        format!("must be between 1 and {MAX_BATCH_TASKS}, got {count}"),
+                    ));
+                }
+                vec![task; count as usize]
+            }
+            (None, Some(_), None) => return Err(ValidationError::new("count", "is required with `task`")),
+            (None, None, Some(_)) => return Err(ValidationError::new("task", "is required with `count`")),
+            (None, None, None) => {
+                return Err(ValidationError::new(
+                    "tasks",
+                    "give either `tasks` (a list) or `task` with `count`",
+                ))
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "tasks",
+                    "give either `tasks` or `task` with `count`, not both",
+                ))
+            }
+        };
+        if requests.is_empty() || requests.len() > MAX_BATCH_TASKS {
+            return Err(ValidationError::new(
+                "tasks",
+                format!(
+                    "must hold between 1 and {MAX_BATCH_TASKS} tasks, got {}",
+                    requests.len()
+                ),
+            ));
+        }
+        let specs = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| {
+                request.validate().map_err(|error| ValidationError {
+                    field: format!("tasks[{i}].{}", error.field),
+                    message: error.message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BatchSpec {
+            group_id: Some(GroupId::new_v4()),
+            specs,
+        })
+    }
+}
+
+/// Validated tasks to create together, atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSpec {
+    /// The group the tasks join (`None` for a plain single create).
+    pub group_id: Option<GroupId>,
+    /// The tasks, in order.
+    pub specs: Vec<TaskSpec>,
+}
+
+/// A client's `Idempotency-Key` with a fingerprint of the request it came
+/// with: the same key with the same request replays the first answer; the
+/// same key with a different request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// The key, 1–255 visible ASCII characters.
+    pub key: String,
+    /// A digest of the request (method, path and body), computed by the caller.
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Checks the key's length and characters.
+    pub fn new(key: impl Into<String>, fingerprint: impl Into<String>) -> Result<Self, ValidationError> {
+        let key = key.into();
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ValidationError::new(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            ));
+        }
+        Ok(Self {
+            key,
+            fingerprint: fingerprint.into(),
+        })
+    }
+}
+
+/// What creating a batch produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct CreatedBatch {
+    /// The group the tasks joined, if any.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub group_id: Option<GroupId>,
+    /// The tasks, in request order.
+    pub tasks: Vec<Task>,
+    /// True when an earlier request with the same idempotency key created
+    /// them and this answer replays it (nothing new was created).
+    pub replayed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_task_makes_a_group() {
+        let batch = NewBatch {
+            task: Some(NewTask::new("p")),
+            count: Some(8),
+            ..NewBatch::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(batch.specs.len(), 8);
+        assert!(batch.group_id.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_task_and_field() {
+        let err = NewBatch {
+            tasks: Some(vec![
+                NewTask::new("p"),
+                NewTask {
+                    max_steps: Some(0),
+                    ..NewTask::new("p")
+                },
+            ]),
+            ..NewBatch::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "tasks[1].max_steps");
+        for (batch, field) in [
+            (NewBatch::default(), "tasks"),
+            (
+                NewBatch {
+                    tasks: Some(vec![]),
+                    ..NewBatch::default()
+                },
+                "tasks",
+            ),
+            (
+                NewBatch {
+                    task: Some(NewTask::new("p")),
+                    ..NewBatch::default()
+                },
+                "count",
+            ),
+            (
+                NewBatch {
+                    task: Some(NewTask::new("p")),
+                    count: Some(1001),
+                    ..NewBatch::default()
+                },
+                "count",
+            ),
+            (
+                NewBatch {
+                    count: Some(2),
+                    ..NewBatch::default()
+                },
+                "task",
+            ),
+        ] {
+            assert_eq!(batch.validate().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert!(IdempotencyKey::new("retry-42", "f").is_ok());
+        assert!(IdempotencyKey::new("", "f").is_err());
+        assert!(IdempotencyKey::new("has space", "f").is_err());
+        assert!(IdempotencyKey::new("x".repeat(256), "f").is_err());
+    }
+}

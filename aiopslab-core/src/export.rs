@@ -1,0 +1,156 @@
+//! Dataset export for RL training: one episode per line, in OpenAI chat
+//! format, with the reward and what produced it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::catalog::{self, TaskType};
+use crate::task::{JsonObject, Task, TaskId, TaskStatus};
+use crate::trajectory::Trajectory;
+
+/// Which episodes to export; every given field must match. Only tasks that
+/// have a trajectory are exported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportFilter {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks whose problem id is in this list (a `problem_id` and/or a
+    /// `task_type` filter, the latter expanded through the catalog).
+    pub problem_ids: Option<Vec<String>>,
+    /// Only tasks whose `agent_config.model` equals this.
+    pub model: Option<String>,
+    /// Only tasks whose `metadata[key]` equals this string value.
+    pub metadata: Option<(String, String)>,
+    /// Only tasks created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Where an export walk stopped: episodes come in `(created_at, id)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCursor {
+    /// The last exported task's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last exported task's id.
+    pub id: TaskId,
+}
+
+/// A task with its trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    /// The task.
+    pub task: Task,
+    /// Its trajectory.
+    pub trajectory: Trajectory,
+}
+
+impl Episode {
+    /// Where a walk that ended at this episode resumes.
+    pub fn cursor(&self) -> ExportCursor {
+        ExportCursor {
+            created_at: self.task.created_at,
+            id: self.task.id,
+        }
+    }
+}
+
+/// One chat message in OpenAI format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` (AIOpsLab's environment replies are `user`).
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// One line of the export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ExportRecord {
+    /// The task.
+    #[cfg_attr(feature = "utoipa", schema(value_type = uuid::Uuid))]
+    pub task_id: TaskId,
+    /// The AIOpsLab problem.
+    pub problem_id: String,
+    /// Its task type, when the problem is in the catalog.
+    pub task_type: Option<TaskType>,
+    /// The task's final status.
+    pub status: TaskStatus,
+    /// The conversation in OpenAI chat format.
+    pub messages: Vec<ChatMessage>,
+    /// The scalar reward (0 when the episode was not evaluated).
+    pub reward: f64,
+    /// AIOpsLab's raw evaluation.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
+    pub evaluation: JsonObject,
+    /// How the agent was configured.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
+    pub agent_config: JsonObject,
+    /// The client's metadata.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
+    pub metadata: JsonObject,
+    /// The task's group, for group-relative methods.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub group_id: Option<uuid::Uuid>,
+}
+
+/// Maps a trajectory role to the OpenAI chat role.
+fn chat_role(role: &str) -> &str {
+    match role {
+        "system" | "assistant" => role,
+        // The task description and AIOpsLab's environment replies reach the
+        // agent as user turns.
+        _ => "user",
+    }
+}
+
+impl ExportRecord {
+    /// The export line of one episode.
+    pub fn from_episode(episode: &Episode) -> Self {
+        let task = &episode.task;
+        let trajectory = &episode.trajectory;
+        ExportRecord {
+            task_id: task.id,
+            problem_id: task.problem_id.clone(),
+            task_type: catalog::find(&task.problem_id).map(|p| p.task_type),
+            status: task.status,
+            messages: trajectory
+                .messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: chat_role(&m.role).to_string(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+            reward: trajectory.reward.unwrap_or(0.0),
+            evaluation: trajectory.evaluation.clone(),
+            agent_config: task.parameters.agent_config.clone(),
+            metadata: task.parameters.metadata.clone(),
+            group_id: None,
+        }
+    }
+}
+
+/// The problem ids a `problem_id` and/or `task_type` filter allows, or
+/// `None` when neither is given (no restriction). A `task_type` expands
+/// through the catalog; given both, the problem must satisfy both.
+pub fn problem_ids_for(problem_id: Option<&str>, task_type: Option<TaskType>) -> Option<Vec<String>> {
+    match (problem_id, task_type) {
+        (None, None) => None,
+        (Some(id), None) => Some(vec![id.to_string()]),
+        (problem_id, Some(task_type)) => Some(
+            catalog::filter(None, Some(task_type))
+                .filter(|p| problem_id.is_none_or(|id| id == p.id))
+                .map(|p| p.id.to_string())
+                .collect(),
+        ),
+    }
+}
+
+/// A model filter reads `agent_config.model`, which may be any JSON value.
+pub fn model_of(task: &Task) -> Option<&str> {
+    task.parameters.agent_config.get("model").and_then(Value::as_str)
+}
