@@ -1,0 +1,67 @@
+//! Many claimers, each a separate PgStore with a connection of its own (as separate server replicas would be),
+//! drain 10,000 tasks: every task is claimed exactly once (attempt 1), none is lost, and the finish counters add up.
+
+mod common;
+
+use std::collections::HashSet;
+
+use aiopslab_core::{TaskStore, WorkerRegistration};
+use aiopslab_postgres::testing::TestDatabase;
+use aiopslab_postgres::PgStoreOptions;
+use common::*;
+
+const CLAIMERS: usize = 32;
+const TASKS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_claimers_claim_ten_thousand_tasks_exactly_once() {
+    let db = TestDatabase::create().await;
+    let admin = db.store(policy()).await;
+    let created: HashSet<uuid::Uuid> = create_tasks(&admin, TASKS).await.into_iter().collect();
+    assert_eq!(created.len(), TASKS);
+
+    let mut handles = Vec::new();
+    for c in 0..CLAIMERS {
+        // One store per claimer, each with a single connection: 32 connections claiming at once.
+        let store = db
+            .store_with(policy(), &PgStoreOptions::default().max_connections(1))
+            .await;
+        let worker = format!("claimer-{c}");
+        store
+            .register_worker(WorkerRegistration::new(&worker, "default"))
+            .await
+            .unwrap();
+        handles.push(tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            while let Some(task) = store.claim(&request(&worker)).await.unwrap() {
+                assert_eq!(task.worker_id.as_deref(), Some(worker.as_str()));
+                store.finish(task.lease_token(), completed()).await.unwrap();
+                claimed.push((task.id, task.attempt));
+            }
+            claimed
+        }));
+    }
+    let mut seen = HashSet::with_capacity(TASKS);
+    for handle in handles {
+        for (id, attempt) in handle.await.unwrap() {
+            assert_eq!(attempt, 1, "task {id} was claimed more than once");
+            assert!(seen.insert(id), "task {id} was handed to two claimers");
+        }
+    }
+    assert_eq!(seen, created, "every task was claimed, and only the tasks created");
+
+    let counts = status_counts(&admin).await;
+    assert_eq!(counts.get("completed").copied(), Some(TASKS as i64), "{counts:?}");
+    assert_eq!(counts.len(), 1, "nothing left pending or running: {counts:?}");
+    let mut conn = admin.connection().await.unwrap();
+    let (max_attempt, finished_by_workers): (i32, i64) =
+        sqlx::query_as("SELECT (SELECT max(attempt) FROM tasks), (SELECT sum(tasks_completed)::bigint FROM workers)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(max_attempt, 1);
+    assert_eq!(
+        finished_by_workers, TASKS as i64,
+        "each finish counted once for its worker"
+    );
+}

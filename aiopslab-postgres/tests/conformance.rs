@@ -1,0 +1,14 @@
+//! The core store conformance suite, run on PgStore against a real PostgreSQL (one fresh database per check).
+//!
+//! The harness moves the store's clock by shifting every stored timestamp back (see
+//! `aiopslab_postgres::testing::advance_clock`). The concurrency checks run 32 claimers over 10,000 tasks, each
+//! claimer on its own connection.
+
+use aiopslab_postgres::testing::PgHarness;
+
+aiopslab_core::store_conformance_suite! {
+    harness = PgHarness::with_connections(32),
+    test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+    concurrency = (32, 10_000),
+    concurrency_test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+}
