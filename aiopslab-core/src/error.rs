@@ -32,7 +32,7 @@ pub enum StoreError {
     /// No such task or worker.
     #[error("{entity} {id} not found")]
     NotFound {
-        /// `"task"` or `"worker"`.
+        /// `"task"`, `"worker"` or `"webhook"`.
         entity: &'static str,
         /// The id that was looked up.
         id: String,
@@ -57,6 +57,13 @@ pub enum StoreError {
         task_id: TaskId,
         /// The attempt the caller holds.
         attempt: u32,
+    },
+    /// An `Idempotency-Key` came back with a different request than the one
+    /// it was first used with; nothing was created.
+    #[error("idempotency key {key} was already used with a different request")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
     },
     /// The request was invalid.
     #[error("invalid request: {0}")]

@@ -129,7 +129,7 @@ impl ExportRecord {
             evaluation: trajectory.evaluation.clone(),
             agent_config: task.parameters.agent_config.clone(),
             metadata: task.parameters.metadata.clone(),
-            group_id: None,
+            group_id: task.group_id,
         }
     }
 }

@@ -42,9 +42,11 @@ pub mod worker;
 pub mod testkit;
 
 pub use backend::{ClusterBackend, LogSink, RunContext, RunReport};
+pub use batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey, NewBatch};
 pub use catalog::{Application, Problem, TaskType};
 pub use error::{BackendError, StoreError, ValidationError};
 pub use events::StoreEvent;
+pub use export::{Episode, ExportCursor, ExportFilter, ExportRecord};
 pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::MemoryStore;
 pub use policy::LeasePolicy;
@@ -58,4 +60,5 @@ pub use task::{
     TaskResult, TaskSpec, TaskStatus, TerminalStatus,
 };
 pub use trajectory::{reward_from_evaluation, LlmCall, TokenUsage, Trajectory, TrajectoryMessage};
+pub use webhook::{WebhookAttempt, WebhookAttemptReport, WebhookDelivery, WebhookStatus};
 pub use worker::{HeartbeatAck, Worker, WorkerCapabilities, WorkerHeartbeat, WorkerRegistration, WorkerStatus};

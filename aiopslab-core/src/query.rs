@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use crate::batch::GroupId;
 use crate::error::ValidationError;
 use crate::task::{Task, TaskStatus};
 use crate::worker::{Worker, WorkerStatus};
@@ -19,6 +20,8 @@ pub struct TaskFilter {
     pub worker_id: Option<String>,
     /// Only tasks of this backend type.
     pub backend_type: Option<String>,
+    /// Only tasks of this batch group.
+    pub group_id: Option<GroupId>,
 }
 
 /// Sort orders of `GET /tasks`. Ties break on id so pages are stable.
@@ -83,7 +86,10 @@ impl Page {
         }
         let offset = offset.unwrap_or(0);
         if offset < 0 {
-            return Err(ValidationError::new("offset", format!("must be 0 or more, got {offset}")));
+            return Err(ValidationError::new(
+                "offset",
+                format!("must be 0 or more, got {offset}"),
+            ));
         }
         Ok(Self {
             limit: limit as u32,
@@ -162,6 +168,9 @@ pub struct SweepReport {
 impl SweepReport {
     /// True when the sweep changed nothing.
     pub fn is_empty(&self) -> bool {
-        self.timed_out.is_empty() && self.requeued.is_empty() && self.failed.is_empty() && self.workers_offline.is_empty()
+        self.timed_out.is_empty()
+            && self.requeued.is_empty()
+            && self.failed.is_empty()
+            && self.workers_offline.is_empty()
     }
 }

@@ -9,12 +9,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
 use crate::error::StoreError;
 use crate::events::StoreEvent;
+use crate::export::{Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
+use crate::webhook::{WebhookAttemptReport, WebhookDelivery};
 use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
 
 /// Result alias for store calls.
@@ -125,6 +128,85 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Counts for `/stats` and `/metrics`.
     async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// Inserts `batch.specs` as pending tasks of group `batch.group_id`, in
+    /// order, atomically: all of them or none.
+    ///
+    /// With an `idempotency` key the key is recorded in the same atomic step
+    /// as the tasks. A later call with the same key and the same fingerprint
+    /// creates nothing and returns the tasks the first call created, in their
+    /// current state and first order, with `replayed = true`; the same key
+    /// with a different fingerprint fails with
+    /// [`StoreError::IdempotencyConflict`]. Two concurrent calls with one key
+    /// create the tasks once: the other call replays (or conflicts). Keys are
+    /// kept for the life of the store (they do not expire).
+    /// [`create_tasks`](Self::create_tasks) is this with no group and no key.
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        let _ = (batch, idempotency);
+        Err(StoreError::Internal(
+            "create_batch is not implemented by this store".into(),
+        ))
+    }
+
+    /// One page of the dataset export: tasks that have a trajectory and match
+    /// `filter`, in `(created_at, id)` order, strictly after `after`, at most
+    /// `limit` of them. An empty page means the walk is over; the next page
+    /// starts after the last episode's [`Episode::cursor`].
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        let _ = (filter, after, limit);
+        Err(StoreError::Internal(
+            "export_episodes is not implemented by this store".into(),
+        ))
+    }
+
+    /// Claims up to `limit` due webhook deliveries (pending, `next_attempt_at`
+    /// at or before now), oldest first, and pushes their `next_attempt_at` to
+    /// now + `lease` so no other deliverer takes them meanwhile; a deliverer
+    /// that dies mid-delivery leaves them due again once the lease passes.
+    /// Deliveries come with every attempt so far.
+    ///
+    /// Stores write a delivery into their outbox in the same atomic step as a
+    /// task with a `callback_url` reaching a terminal status (finish, cancel
+    /// of a pending task, sweep), with the task as serialized at that moment
+    /// as its payload, status pending and `next_attempt_at` = now. A requeue
+    /// is not terminal and writes nothing.
+    async fn claim_webhooks(&self, limit: u32, lease: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        let _ = (limit, lease);
+        Err(StoreError::Internal(
+            "claim_webhooks is not implemented by this store".into(),
+        ))
+    }
+
+    /// Records one delivery attempt (numbered after the previous ones, stamped
+    /// with the store's clock) and moves the delivery on: no error →
+    /// `delivered` (`delivered_at` = now, no next attempt); an error with
+    /// `retry_after` → still `pending`, due at now + `retry_after`; an error
+    /// without → `failed`. Returns the updated delivery;
+    /// [`StoreError::NotFound`] (entity `"webhook"`) for an unknown id.
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        let _ = (delivery_id, report);
+        Err(StoreError::Internal(
+            "record_webhook_attempt is not implemented by this store".into(),
+        ))
+    }
+
+    /// Every webhook delivery of a task, oldest first, with its attempts;
+    /// [`StoreError::NotFound`] for an unknown task.
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        let _ = task_id;
+        Err(StoreError::Internal(
+            "list_webhooks is not implemented by this store".into(),
+        ))
+    }
 
     /// Wake-ups pushed by the store (new work, cancel requests), when it has
     /// them. `None`, the default, means workers rely on polling alone. A

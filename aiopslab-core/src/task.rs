@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
+use crate::batch::GroupId;
 use crate::error::ValidationError;
 
 /// Task ids are UUIDs.
@@ -272,7 +273,10 @@ pub fn validate_callback_url(url: &str) -> Result<(), ValidationError> {
         .ok_or_else(|| ValidationError::new(FIELD, "must be an http:// or https:// URL"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ValidationError::new(FIELD, "must name a host, e.g. https://example.com/hook"));
+        return Err(ValidationError::new(
+            FIELD,
+            "must name a host, e.g. https://example.com/hook",
+        ));
     }
     Ok(())
 }
@@ -397,6 +401,11 @@ pub struct Task {
     pub result: Option<TaskResult>,
     /// Why it failed, timed out, or was last requeued.
     pub error_details: Option<ErrorDetails>,
+    /// The group it joined when it was created in a batch (`null` otherwise);
+    /// group-relative RL methods compare the rewards within a group.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub group_id: Option<GroupId>,
 }
 
 impl Task {
@@ -451,21 +460,80 @@ mod tests {
     #[test]
     fn bounds_name_the_field() {
         for (task, field) in [
-            (NewTask { max_steps: Some(0), ..NewTask::new("p") }, "max_steps"),
-            (NewTask { max_steps: Some(1001), ..NewTask::new("p") }, "max_steps"),
-            (NewTask { timeout_minutes: Some(181), ..NewTask::new("p") }, "timeout_minutes"),
-            (NewTask { priority: Some(11), ..NewTask::new("p") }, "priority"),
-            (NewTask { priority: Some(-1), ..NewTask::new("p") }, "priority"),
-            (NewTask { max_retries: Some(-1), ..NewTask::new("p") }, "max_retries"),
+            (
+                NewTask {
+                    max_steps: Some(0),
+                    ..NewTask::new("p")
+                },
+                "max_steps",
+            ),
+            (
+                NewTask {
+                    max_steps: Some(1001),
+                    ..NewTask::new("p")
+                },
+                "max_steps",
+            ),
+            (
+                NewTask {
+                    timeout_minutes: Some(181),
+                    ..NewTask::new("p")
+                },
+                "timeout_minutes",
+            ),
+            (
+                NewTask {
+                    priority: Some(11),
+                    ..NewTask::new("p")
+                },
+                "priority",
+            ),
+            (
+                NewTask {
+                    priority: Some(-1),
+                    ..NewTask::new("p")
+                },
+                "priority",
+            ),
+            (
+                NewTask {
+                    max_retries: Some(-1),
+                    ..NewTask::new("p")
+                },
+                "max_retries",
+            ),
             (NewTask::new("  "), "problem_id"),
-            (NewTask { backend_type: Some(String::new()), ..NewTask::new("p") }, "backend_type"),
-            (NewTask { callback_url: Some("ftp://x".into()), ..NewTask::new("p") }, "callback_url"),
-            (NewTask { callback_url: Some("http://".into()), ..NewTask::new("p") }, "callback_url"),
+            (
+                NewTask {
+                    backend_type: Some(String::new()),
+                    ..NewTask::new("p")
+                },
+                "backend_type",
+            ),
+            (
+                NewTask {
+                    callback_url: Some("ftp://x".into()),
+                    ..NewTask::new("p")
+                },
+                "callback_url",
+            ),
+            (
+                NewTask {
+                    callback_url: Some("http://".into()),
+                    ..NewTask::new("p")
+                },
+                "callback_url",
+            ),
         ] {
             let err = task.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
-        let err = NewTask { max_steps: Some(0), ..NewTask::new("p") }.validate().unwrap_err();
+        let err = NewTask {
+            max_steps: Some(0),
+            ..NewTask::new("p")
+        }
+        .validate()
+        .unwrap_err();
         assert!(err.message.contains("between 1 and 1000"), "{err}");
     }
 

@@ -76,6 +76,7 @@ impl TryFrom<TaskRow> for Task {
             lease_expires_at: row.lease_expires_at,
             result: row.result.map(|r| r.0),
             error_details: row.error_details.map(|e| e.0),
+            group_id: None,
         })
     }
 }

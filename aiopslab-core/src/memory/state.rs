@@ -97,6 +97,7 @@ impl State {
                 lease_expires_at: None,
                 result: None,
                 error_details: None,
+                group_id: None,
             };
             self.index_pending(&task);
             self.tasks.insert(
@@ -138,6 +139,7 @@ impl State {
                         .backend_type
                         .as_ref()
                         .is_none_or(|b| &task.parameters.backend_type == b)
+                    && filter.group_id.is_none_or(|g| task.group_id == Some(g))
             })
             .collect();
         let total = matched.len() as u64;

@@ -35,6 +35,7 @@ fn task(problem_id: &str, max_steps: i64) -> Task {
         lease_expires_at: None,
         result: None,
         error_details: None,
+        group_id: None,
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
                 backend_type: Some("kind".into()),
                 status: Some(TaskStatus::Running),
                 worker_id: Some("wk".into()),
+                group_id: None,
             },
             vec![&t3],
             "all four filters",

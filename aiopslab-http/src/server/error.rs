@@ -21,11 +21,12 @@ pub struct ErrorBody {
     /// A stable machine-readable code: `invalid_json`, `validation_error`,
     /// `invalid_query`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `already_terminal`, `worker_alive`, `lease_lost`,
-    /// `payload_too_large`, `unavailable`, `internal`.
+    /// `idempotency_conflict`, `payload_too_large`, `unavailable`, `internal`.
     pub code: String,
     /// Structured details: `field`/`message` for validation errors,
     /// `entity`/`id` for not found, `task_id`/`attempt` for a lost lease,
-    /// `task_id`/`status` for an already terminal task.
+    /// `task_id`/`status` for an already terminal task, `key` for an
+    /// idempotency conflict.
     #[schema(value_type = Object)]
     pub details: Map<String, Value>,
 }
@@ -182,6 +183,15 @@ impl From<StoreError> for ApiError {
                 "lease_lost",
                 format!("lease lost for task {task_id} attempt {attempt}: the task is no longer running under it"),
                 json!({ "task_id": task_id, "attempt": attempt }),
+            ),
+            StoreError::IdempotencyConflict { key } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!(
+                    "idempotency key {key} was already used with a different request; nothing was created \
+                     (use a new key for a new request)"
+                ),
+                json!({ "key": key }),
             ),
             StoreError::Invalid(validation) => ApiError::validation(&validation),
             StoreError::Unauthorized(message) => {

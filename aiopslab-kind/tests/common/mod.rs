@@ -413,6 +413,7 @@ pub fn task(problem_id: &str, agent_config: Value, max_steps: u32, timeout_minut
         lease_expires_at: None,
         result: None,
         error_details: None,
+        group_id: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         problem_id: query.bounded_text("problem_id", MAX_FILTER_LEN)?,
         worker_id: query.bounded_text("worker_id", MAX_FILTER_LEN)?,
         backend_type: query.bounded_text("backend_type", MAX_FILTER_LEN)?,
+        group_id: None,
     })
 }
 
