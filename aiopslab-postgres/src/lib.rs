@@ -14,7 +14,7 @@
 //!   files also run by hand with `psql`, and the migrator runs cleanly afterwards.
 //! - **Time** is always the database's `now()`.
 //!
-//! With feature `testing`, [`testing`] provisions throwaway databases for tests.
+//! With feature `testing`, the `testing` module provisions throwaway databases for tests.
 
 #![warn(missing_docs)]
 
