@@ -14,10 +14,16 @@
 //! clock (or [`MemoryStore::advance_clock`]) drive leases, timeouts and
 //! worker liveness without sleeping.
 //!
+//! Batches, their idempotency keys and the webhook outbox ([`outbox`]) live
+//! under the same lock, so a batch is created whole or not at all, a key is
+//! recorded with the tasks it created, and a delivery is written in the same
+//! step as the terminal status it reports.
+//!
 //! [`TaskStore::subscribe`] returns `None`: workers of an embedded store poll,
 //! which costs nothing in memory.
 
 mod clock;
+mod outbox;
 mod state;
 
 use async_trait::async_trait;
@@ -25,12 +31,15 @@ use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use crate::export::{Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
 use crate::store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
+use crate::webhook::{WebhookAttemptReport, WebhookDelivery};
 use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
 use clock::StoreClock;
 use state::State;
@@ -112,11 +121,60 @@ impl TaskStore for MemoryStore {
 
     async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
         let (mut state, now) = self.lock();
-        let created = state.create(specs, now);
+        let created = state.create(specs, None, now);
         for task in &created {
             tracing::debug!(task_id = %task.id, problem_id = %task.problem_id, "task created");
         }
         Ok(created)
+    }
+
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        let (mut state, now) = self.lock();
+        let created = state.create_batch(batch, idempotency, now)?;
+        tracing::debug!(
+            group_id = ?created.group_id,
+            count = created.tasks.len(),
+            replayed = created.replayed,
+            "batch created"
+        );
+        Ok(created)
+    }
+
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        Ok(self.lock().0.export(filter, after, limit))
+    }
+
+    async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        let (mut state, now) = self.lock();
+        Ok(state.outbox.claim(limit, lease, now))
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        let (mut state, now) = self.lock();
+        let delivery = state.outbox.record(delivery_id, report, now)?;
+        tracing::debug!(
+            task_id = %delivery.task_id,
+            delivery_id,
+            status = ?delivery.status,
+            attempts = delivery.attempts.len(),
+            "webhook attempt recorded"
+        );
+        Ok(delivery)
+    }
+
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        let state = self.lock().0;
+        state.get(task_id)?;
+        Ok(state.outbox.list(task_id))
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {

@@ -12,7 +12,10 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::clock::{earlier, later};
+use super::outbox::Outbox;
+use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
 use crate::error::{StoreError, ValidationError};
+use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
@@ -59,6 +62,20 @@ pub(crate) struct State {
     running: BTreeSet<TaskId>,
     workers: BTreeMap<String, Worker>,
     last_log_id: i64,
+    /// Tasks that have a trajectory, in export order.
+    exportable: BTreeSet<(DateTime<Utc>, TaskId)>,
+    /// Idempotency keys of batch creations, kept for the life of the store.
+    idempotency: HashMap<String, IdempotentBatch>,
+    /// Webhook deliveries of terminal tasks.
+    pub(crate) outbox: Outbox,
+}
+
+/// What a batch created under an idempotency key.
+#[derive(Debug)]
+struct IdempotentBatch {
+    fingerprint: String,
+    group_id: Option<GroupId>,
+    task_ids: Vec<TaskId>,
 }
 
 impl State {
@@ -78,8 +95,51 @@ impl State {
         }
     }
 
-    /// Inserts every spec as a new pending task, in order.
-    pub(crate) fn create(&mut self, specs: Vec<TaskSpec>, now: DateTime<Utc>) -> Vec<Task> {
+    /// Inserts a batch under an optional idempotency key: a known key with the same fingerprint replays what it
+    /// created, with a different one it is refused; a new key is recorded with the tasks.
+    pub(crate) fn create_batch(
+        &mut self,
+        batch: BatchSpec,
+        idempotency: Option<IdempotencyKey>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CreatedBatch> {
+        if let Some(key) = &idempotency {
+            if let Some(earlier) = self.idempotency.get(&key.key) {
+                if earlier.fingerprint != key.fingerprint {
+                    return Err(StoreError::IdempotencyConflict { key: key.key.clone() });
+                }
+                let tasks = earlier
+                    .task_ids
+                    .iter()
+                    .map(|id| self.get(*id))
+                    .collect::<StoreResult<Vec<Task>>>()?;
+                return Ok(CreatedBatch {
+                    group_id: earlier.group_id,
+                    tasks,
+                    replayed: true,
+                });
+            }
+        }
+        let tasks = self.create(batch.specs, batch.group_id, now);
+        if let Some(key) = idempotency {
+            self.idempotency.insert(
+                key.key,
+                IdempotentBatch {
+                    fingerprint: key.fingerprint,
+                    group_id: batch.group_id,
+                    task_ids: tasks.iter().map(|task| task.id).collect(),
+                },
+            );
+        }
+        Ok(CreatedBatch {
+            group_id: batch.group_id,
+            tasks,
+            replayed: false,
+        })
+    }
+
+    /// Inserts every spec as a new pending task of `group_id`, in order.
+    pub(crate) fn create(&mut self, specs: Vec<TaskSpec>, group_id: Option<GroupId>, now: DateTime<Utc>) -> Vec<Task> {
         let mut created = Vec::with_capacity(specs.len());
         for spec in specs {
             let task = Task {
@@ -97,7 +157,7 @@ impl State {
                 lease_expires_at: None,
                 result: None,
                 error_details: None,
-                group_id: None,
+                group_id,
             };
             self.index_pending(&task);
             self.tasks.insert(
@@ -172,6 +232,8 @@ impl State {
                 task.status = TaskStatus::Cancelled;
                 task.completed_at = Some(now);
                 task.updated_at = now;
+                let task = task.clone();
+                self.outbox.enqueue(&task, now);
                 Ok(CancelOutcome::Cancelled)
             }
             TaskStatus::Running => {
@@ -306,12 +368,47 @@ impl State {
         trajectory.task_id = lease.task_id;
         record.trajectory = Some(trajectory);
         record.task.updated_at = now;
+        let key = (record.task.created_at, record.task.id);
+        self.exportable.insert(key);
         Ok(())
     }
 
     /// Reads a task's trajectory.
     pub(crate) fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         Ok(self.record(task_id)?.trajectory.clone())
+    }
+
+    /// One export page: tasks with a trajectory matching `filter`, in `(created_at, id)` order after `after`.
+    /// The trajectories come without their `llm_calls`, as the trait documents.
+    pub(crate) fn export(&self, filter: &ExportFilter, after: Option<ExportCursor>, limit: u32) -> Vec<Episode> {
+        use std::ops::Bound;
+        let start = match (after, filter.created_after) {
+            (Some(cursor), Some(from)) if from > cursor.created_at => Bound::Included((from, TaskId::nil())),
+            (Some(cursor), _) => Bound::Excluded((cursor.created_at, cursor.id)),
+            (None, Some(from)) => Bound::Included((from, TaskId::nil())),
+            (None, None) => Bound::Unbounded,
+        };
+        self.exportable
+            .range((start, Bound::Unbounded))
+            .take_while(|(created_at, _)| filter.created_before.is_none_or(|before| *created_at < before))
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter(|record| exportable(&record.task, filter))
+            .filter_map(|record| {
+                let trajectory = record.trajectory.as_ref()?;
+                Some(Episode {
+                    task: record.task.clone(),
+                    trajectory: Trajectory {
+                        task_id: trajectory.task_id,
+                        messages: trajectory.messages.clone(),
+                        llm_calls: Vec::new(),
+                        reward: trajectory.reward,
+                        evaluation: trajectory.evaluation.clone(),
+                        metadata: trajectory.metadata.clone(),
+                    },
+                })
+            })
+            .take(limit as usize)
+            .collect()
     }
 
     /// Records a worker's report: terminal status, or a requeue for a failure with retries left.
@@ -349,6 +446,8 @@ impl State {
         let task = task.clone();
         if requeue {
             self.index_pending(&task);
+        } else {
+            self.outbox.enqueue(&task, now);
         }
         if let Some(worker) = worker_id.and_then(|id| self.workers.get_mut(&id)) {
             match outcome.status {
@@ -531,6 +630,8 @@ impl State {
             self.running.remove(&id);
             if task.status == TaskStatus::Pending {
                 self.index_pending(&task);
+            } else {
+                self.outbox.enqueue(&task, now);
             }
         }
         let silent_since = earlier(now, policy.worker_offline_after);
@@ -563,6 +664,22 @@ impl State {
         }
         stats
     }
+}
+
+/// Whether a task passes an export filter (the creation range is applied by the caller's walk).
+fn exportable(task: &Task, filter: &ExportFilter) -> bool {
+    filter.status.is_none_or(|status| task.status == status)
+        && filter
+            .problem_ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|id| id == &task.problem_id))
+        && filter
+            .model
+            .as_deref()
+            .is_none_or(|model| model_of(task) == Some(model))
+        && filter.metadata.as_ref().is_none_or(|(key, value)| {
+            task.parameters.metadata.get(key).and_then(serde_json::Value::as_str) == Some(value.as_str())
+        })
 }
 
 /// The order of `GET /tasks`; ties break on id so pages are stable: `-created_at`

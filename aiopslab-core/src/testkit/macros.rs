@@ -8,7 +8,7 @@
 ///     harness = aiopslab_core::testkit::MemoryHarness::default(),
 ///     test = #[tokio::test(start_paused = true)],
 ///     concurrency = (32, 2000),
-///     // optional: the attribute of the two concurrency checks (default: `test`)
+///     // optional: the attribute of the racing checks (default: `test`)
 ///     concurrency_test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
 /// }
 /// ```
@@ -19,7 +19,8 @@
 ///   `#[tokio::test]`, `#[tokio::test(start_paused = true)]` or
 ///   `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`.
 /// - `concurrency = (claimers, tasks)`: sizes of the two concurrency checks.
-/// - `concurrency_test` (optional, last): a different attribute for those two.
+/// - `concurrency_test` (optional, last): a different attribute for the
+///   checks that race (claims, sweeps, idempotency keys, webhook claims).
 ///
 /// The generated functions are named after the checks in
 /// [`testkit`](crate::testkit) (`claim_order_priority_then_age`, ...), so
@@ -87,10 +88,24 @@ macro_rules! store_conformance_suite {
             logs_in_order_with_filters,
             log_writes_need_a_lease,
             trajectory_save_replace_get,
+            batch_creates_a_group,
+            idempotent_batch_replays,
+            idempotency_key_conflict,
+            export_walks_episodes_in_order,
+            export_filters,
+            webhook_queued_on_finish_and_cancel,
+            webhook_queued_by_sweep,
+            webhook_not_queued_on_requeue_or_without_callback,
+            claim_webhooks_leases_deliveries,
+            webhook_attempts_move_deliveries,
         );
         $crate::store_conformance_suite!(@sized $harness, $concurrency_test, $claimers, $tasks;
             concurrent_claims_exactly_once,
             concurrent_sweeps_do_not_double_handle,
+        );
+        $crate::store_conformance_suite!(@checks $harness, $concurrency_test;
+            concurrent_idempotent_batches_create_once,
+            concurrent_webhook_claims_exactly_once,
         );
     };
     (

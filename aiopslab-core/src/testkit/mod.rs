@@ -31,9 +31,11 @@ use std::time::Duration;
 use crate::policy::LeasePolicy;
 use crate::store::TaskStore;
 
+mod batches;
 mod cancel;
 mod claims;
 mod concurrency;
+mod export;
 mod leases;
 mod lifecycle;
 mod listing;
@@ -41,14 +43,20 @@ mod logs;
 mod macros;
 mod memory;
 pub mod support;
+mod webhooks;
 mod workers;
 
+pub use batches::{
+    batch_creates_a_group, concurrent_idempotent_batches_create_once, grouped, idempotency_key_conflict,
+    idempotent_batch_replays, key,
+};
 pub use cancel::{cancel_pending_task, cancel_running_task};
 pub use claims::{
     claim_order_priority_then_age, claim_respects_supported_problems, claim_routes_by_backend_type,
     claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
+pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
 pub use leases::{
     extend_lease_keeps_lease_alive, heartbeat_keeps_leases_alive, lease_expiry_fails_without_retries,
     lease_expiry_requeues_with_retries, stale_token_refused_after_requeue, sweep_times_out_overdue_tasks,
@@ -61,6 +69,11 @@ pub use lifecycle::{
 pub use listing::{list_tasks_filters, list_tasks_pages, list_tasks_sorts, stats_counts};
 pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_save_replace_get};
 pub use memory::MemoryHarness;
+pub use webhooks::{
+    attempt_delivered, attempt_failed, claim_webhooks_leases_deliveries, concurrent_webhook_claims_exactly_once,
+    webhook_attempts_move_deliveries, webhook_not_queued_on_requeue_or_without_callback, webhook_queued_by_sweep,
+    webhook_queued_on_finish_and_cancel, with_callback, HOOK_URL,
+};
 pub use workers::{
     deregister_then_register_again, heartbeat_updates_worker, list_workers_filters, register_and_get_worker,
     register_refused_while_alive, sweep_marks_silent_workers_offline, worker_counters_follow_finishes,
