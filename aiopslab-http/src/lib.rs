@@ -9,9 +9,12 @@
 //!   worker on another machine runs the same runtime against the server.
 //! - [`app`]: `serve`, the router on a listener with the sweeper beside it
 //!   and a graceful stop, for server programs.
+//! - [`webhooks`]: the completion-webhook deliverer that drains the store's
+//!   outbox (signed, retried with backoff, safe with several replicas).
 
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod client;
 pub mod server;
+pub mod webhooks;

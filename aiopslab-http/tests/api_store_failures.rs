@@ -7,6 +7,9 @@ mod api_support;
 
 use std::sync::Arc;
 
+use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use aiopslab_core::export::{Episode, ExportCursor, ExportFilter};
+use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery};
 use aiopslab_core::{
     CancelOutcome, ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page,
     StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort,
@@ -87,6 +90,21 @@ impl TaskStore for FailingStore {
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.fail()
     }
+    async fn create_batch(&self, _: BatchSpec, _: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        self.fail()
+    }
+    async fn export_episodes(&self, _: &ExportFilter, _: Option<ExportCursor>, _: u32) -> StoreResult<Vec<Episode>> {
+        self.fail()
+    }
+    async fn claim_webhooks(&self, _: u32, _: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        self.fail()
+    }
+    async fn record_webhook_attempt(&self, _: i64, _: WebhookAttemptReport) -> StoreResult<WebhookDelivery> {
+        self.fail()
+    }
+    async fn list_webhooks(&self, _: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        self.fail()
+    }
 }
 
 const SECRET: &str = "password=hunter2 at db.internal:5432";
@@ -105,6 +123,13 @@ async fn every_route(api: &Api) -> Vec<(String, api_support::Resp)> {
         ("GET", format!("/tasks/{id}/logs?follow=true"), json!(null)),
         ("GET", format!("/tasks/{id}/trajectory"), json!(null)),
         ("GET", "/trajectories/export".to_string(), json!(null)),
+        (
+            "POST",
+            "/tasks/batch".to_string(),
+            json!({"task": {"problem_id": "p"}, "count": 2}),
+        ),
+        ("GET", format!("/groups/{id}"), json!(null)),
+        ("GET", format!("/tasks/{id}/webhooks"), json!(null)),
         ("GET", "/workers".to_string(), json!(null)),
         ("GET", "/workers/w".to_string(), json!(null)),
         ("GET", "/stats".to_string(), json!(null)),

@@ -28,6 +28,10 @@ pub struct ApiConfig {
     /// token. Off by default: browsers cannot send a bearer token when opening
     /// the docs, and they describe only the API's shape, no data.
     pub protect_docs: bool,
+    /// Episodes per page of `GET /trajectories/export` (200): each page is
+    /// one store query and one chunk of the response; a few pages are in
+    /// memory at once.
+    pub export_page_size: u32,
 }
 
 impl ApiConfig {
@@ -37,6 +41,8 @@ impl ApiConfig {
     pub const DEFAULT_WORKER_BODY_LIMIT: usize = 8 * 1024 * 1024;
     /// The default follow polling interval: 500 ms.
     pub const DEFAULT_FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(500);
+    /// The default export page size: 200 episodes.
+    pub const DEFAULT_EXPORT_PAGE_SIZE: u32 = 200;
 
     /// The defaults, naming the store kind shown by `/health`.
     pub fn for_store(store_kind: impl Into<String>) -> Self {
@@ -69,6 +75,7 @@ impl Default for ApiConfig {
             store_kind: "memory".to_string(),
             follow_poll_interval: Self::DEFAULT_FOLLOW_POLL_INTERVAL,
             protect_docs: false,
+            export_page_size: Self::DEFAULT_EXPORT_PAGE_SIZE,
         }
     }
 }
@@ -85,6 +92,7 @@ impl fmt::Debug for ApiConfig {
             .field("store_kind", &self.store_kind)
             .field("follow_poll_interval", &self.follow_poll_interval)
             .field("protect_docs", &self.protect_docs)
+            .field("export_page_size", &self.export_page_size)
             .finish()
     }
 }

@@ -1,11 +1,12 @@
 //! Extractors that answer with the API's error shape instead of axum's
-//! plain-text rejections: JSON bodies ([`ApiJson`]), path ids ([`TaskIdPath`],
-//! [`WorkerIdPath`]) and query strings ([`QueryParams`], parsed by hand with
+//! plain-text rejections: JSON bodies ([`ApiJson`], [`ApiJsonBytes`]), path
+//! ids ([`TaskIdPath`], [`GroupIdPath`], [`WorkerIdPath`]) and query strings ([`QueryParams`], parsed by hand with
 //! the core validators so a bad value names its parameter).
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use aiopslab_core::batch::GroupId;
 use aiopslab_core::{TaskId, ValidationError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -31,15 +32,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(None)
-            } else {
-                ApiError::invalid_json(format!("could not read the request body: {rejection}"), None)
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON request body parsed like [`ApiJson`], together with its raw bytes
+/// (for the `Idempotency-Key` fingerprint, which covers the exact body).
+#[derive(Debug, Clone)]
+pub struct ApiJsonBytes<T>(pub T, pub Bytes);
+
+impl<S, T> FromRequest<S> for ApiJsonBytes<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        let value = parse_json(&bytes)?;
+        Ok(ApiJsonBytes(value, bytes))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(None)
+        } else {
+            ApiError::invalid_json(format!("could not read the request body: {rejection}"), None)
+        }
+    })
 }
 
 /// Parses a JSON object body, naming the offending field on a type error.
@@ -120,6 +144,27 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskIdPath {
         raw.parse::<TaskId>().map(TaskIdPath).map_err(|_| {
             ApiError::validation(&ValidationError::new(
                 "id",
+                format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
+            ))
+        })
+    }
+}
+
+/// The `{group_id}` segment of a group route, which must be a UUID (else 400
+/// naming `group_id`).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupIdPath(pub GroupId);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(&ValidationError::new("group_id", e.body_text())))?;
+        raw.parse::<GroupId>().map(GroupIdPath).map_err(|_| {
+            ApiError::validation(&ValidationError::new(
+                "group_id",
                 format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
             ))
         })
@@ -224,6 +269,18 @@ impl QueryParams {
                         format!("must be an RFC 3339 timestamp such as 2025-09-12T10:00:00Z, got {raw:?} ({e})"),
                     )
                 }),
+        }
+    }
+
+    /// A UUID parameter.
+    pub fn parsed_uuid(&self, name: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+        match self.typed(name)? {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<uuid::Uuid>()
+                .map(Some)
+                .map_err(|_| invalid(name, format!("must be a UUID, got {raw:?}"))),
         }
     }
 

@@ -3,8 +3,9 @@
 //! [`Scheduler`](aiopslab_core::Scheduler).
 //!
 //! - Public API (client token when configured): `POST/GET /tasks`,
-//!   `GET/DELETE /tasks/{id}`, `GET /tasks/{id}/logs` (`?follow=true` for
-//!   Server-Sent Events), `GET /tasks/{id}/trajectory`,
+//!   `POST /tasks/batch`, `GET/DELETE /tasks/{id}`, `GET /tasks/{id}/logs`
+//!   (`?follow=true` for Server-Sent Events), `GET /tasks/{id}/trajectory`,
+//!   `GET /tasks/{id}/webhooks`, `GET /groups/{group_id}`,
 //!   `GET /trajectories/export` (JSON Lines), `GET /workers`,
 //!   `GET /workers/{id}`, `GET /problems`, `GET /stats`, `GET /metrics`.
 //! - Worker protocol (worker token when configured): `POST /workers/register`,
@@ -24,6 +25,7 @@ mod config;
 mod docs;
 mod error;
 mod extract;
+mod idempotency;
 mod metrics;
 mod observed;
 mod openapi;
@@ -36,6 +38,7 @@ pub mod wire;
 pub use auth::constant_time_eq;
 pub use config::ApiConfig;
 pub use error::{ApiError, ErrorBody};
+pub use idempotency::{fingerprint, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use metrics::Metrics;
 pub use observed::ObservedStore;
 pub use openapi::ApiDoc;

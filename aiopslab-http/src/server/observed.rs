@@ -10,6 +10,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use aiopslab_core::export::{Episode, ExportCursor, ExportFilter};
+use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery};
 use aiopslab_core::{
     CancelOutcome, ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page,
     StoreEvent, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort,
@@ -73,6 +76,35 @@ impl TaskStore for ObservedStore {
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
         self.inner.get_task(id).await
+    }
+
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        self.inner.create_batch(batch, idempotency).await
+    }
+
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        self.inner.export_episodes(filter, after, limit).await
+    }
+
+    async fn claim_webhooks(&self, limit: u32, lease: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        self.inner.claim_webhooks(limit, lease).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        self.inner.record_webhook_attempt(delivery_id, report).await
+    }
+
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        self.inner.list_webhooks(task_id).await
     }
 
     async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {

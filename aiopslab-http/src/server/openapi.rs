@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::docs;
 use super::error::ErrorBody;
-use super::routes::{leases, system, tasks, workers};
+use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
 use super::wire;
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
@@ -27,7 +27,10 @@ Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configur
         tasks::cancel_task,
         tasks::get_logs,
         tasks::get_trajectory,
-        tasks::export_trajectories,
+        batches::create_batch,
+        groups::get_group,
+        webhooks::list_webhooks,
+        export::export_trajectories,
         workers::list_workers,
         workers::get_worker,
         workers::register_worker,
@@ -59,6 +62,17 @@ Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configur
         wire::FinishBody,
         wire::ProblemList,
         wire::HealthResponse,
+        wire::GroupSummary,
+        wire::GroupTask,
+        wire::WebhookList,
+        aiopslab_core::batch::NewBatch,
+        aiopslab_core::batch::CreatedBatch,
+        aiopslab_core::export::ExportRecord,
+        aiopslab_core::export::ChatMessage,
+        aiopslab_core::webhook::WebhookDelivery,
+        aiopslab_core::webhook::WebhookAttempt,
+        aiopslab_core::webhook::WebhookStatus,
+        aiopslab_core::TaskType,
         aiopslab_core::Task,
         aiopslab_core::TaskStatus,
         aiopslab_core::NewTask,

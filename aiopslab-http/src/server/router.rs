@@ -16,7 +16,7 @@ use super::docs;
 use super::error::ApiError;
 use super::metrics;
 use super::openapi::ApiDoc;
-use super::routes::{leases, system, tasks, workers};
+use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
 use super::state::ApiState;
 
 /// Builds the router over `state`. Serve it with `axum::serve`:
@@ -36,10 +36,13 @@ pub fn router(state: ApiState) -> Router {
 
     let public = Router::new()
         .route("/tasks", post(tasks::create_task).get(tasks::list_tasks))
+        .route("/tasks/batch", post(batches::create_batch))
         .route("/tasks/{id}", get(tasks::get_task).delete(tasks::cancel_task))
         .route("/tasks/{id}/logs", get(tasks::get_logs))
         .route("/tasks/{id}/trajectory", get(tasks::get_trajectory))
-        .route("/trajectories/export", get(tasks::export_trajectories))
+        .route("/tasks/{id}/webhooks", get(webhooks::list_webhooks))
+        .route("/groups/{group_id}", get(groups::get_group))
+        .route("/trajectories/export", get(export::export_trajectories))
         .route("/workers", get(workers::list_workers))
         .route("/workers/{id}", get(workers::get_worker))
         .route("/problems", get(system::list_problems))

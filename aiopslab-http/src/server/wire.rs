@@ -2,6 +2,10 @@
 //! serialize as themselves: `Task`, `Worker`, `LogEntry`, `Trajectory`, ...).
 //! Request bodies refuse unknown fields, like `NewTask` does.
 
+use std::collections::BTreeMap;
+
+use aiopslab_core::batch::GroupId;
+use aiopslab_core::webhook::WebhookDelivery;
 use aiopslab_core::{LogEntry, NewLogEntry, Problem, Task, TaskId, TaskOutcome, TaskStatus, Trajectory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,4 +144,48 @@ pub struct LogStreamEvent {
     /// `log`: the entry as JSON (a `LogEntry`); `end`: the final status
     /// (`completed`, `failed`, `timeout`, `cancelled`); `error`: a message.
     pub data: String,
+}
+
+/// The answer to `GET /groups/{group_id}`: a batch group's tasks and rewards,
+/// for group-relative RL methods.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupSummary {
+    /// The group.
+    #[schema(value_type = uuid::Uuid)]
+    pub group_id: GroupId,
+    /// How many tasks it has.
+    pub total: usize,
+    /// How many of them are in each status (statuses with none are left out).
+    #[schema(value_type = Object)]
+    pub by_status: BTreeMap<TaskStatus, usize>,
+    /// Its tasks, oldest first (ties by id).
+    pub tasks: Vec<GroupTask>,
+    /// The mean reward over the tasks that have one; null when none has.
+    pub mean_reward: Option<f64>,
+    /// The rewards of the tasks that have one, in `tasks` order.
+    pub rewards: Vec<f64>,
+}
+
+/// One task of a group, with its reward.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupTask {
+    /// The task.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: TaskId,
+    /// Its problem.
+    pub problem_id: String,
+    /// Where it is in its lifecycle.
+    pub status: TaskStatus,
+    /// Its trajectory's reward, once it has a trajectory with one.
+    pub reward: Option<f64>,
+}
+
+/// The answer to `GET /tasks/{id}/webhooks`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    /// The task.
+    #[schema(value_type = uuid::Uuid)]
+    pub task_id: TaskId,
+    /// Its completion webhooks, oldest first, each with every attempt.
+    pub deliveries: Vec<WebhookDelivery>,
 }

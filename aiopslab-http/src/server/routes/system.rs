@@ -54,7 +54,7 @@ fn parse_application(raw: &str) -> Result<Application, ValidationError> {
         })
 }
 
-fn parse_task_type(raw: &str) -> Result<TaskType, ValidationError> {
+pub(crate) fn parse_task_type(raw: &str) -> Result<TaskType, ValidationError> {
     let wanted = normalize(raw);
     TASK_TYPES.into_iter().find(|t| t.as_str() == wanted).ok_or_else(|| {
         ValidationError::new(

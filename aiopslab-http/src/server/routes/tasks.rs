@@ -1,20 +1,18 @@
-//! The public task routes: create, list, read, cancel, logs (with a
-//! Server-Sent Events follow mode), trajectory, and the JSON Lines export of
-//! trajectories for RL training.
+//! The public task routes: create (with an optional `Idempotency-Key`),
+//! list, read, cancel, logs (with a Server-Sent Events follow mode) and the
+//! trajectory. Batches, groups, webhooks and the dataset export have their
+//! own files.
 
-use aiopslab_core::{
-    CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskStatus, TaskStore, Trajectory,
-};
-use axum::body::Body;
+use aiopslab_core::batch::BatchSpec;
+use aiopslab_core::{CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskStatus, Trajectory};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream;
-use std::sync::Arc;
 
 use crate::server::error::{ApiError, ApiResult, ErrorBody};
-use crate::server::extract::{ApiJson, QueryParams, TaskIdPath};
+use crate::server::extract::{ApiJsonBytes, QueryParams, TaskIdPath};
+use crate::server::idempotency::{idempotency_key, mark_replayed};
 use crate::server::sse;
 use crate::server::state::ApiState;
 use crate::server::wire::{CancelResponse, LogStreamEvent, LogsResponse, TaskView};
@@ -26,21 +24,47 @@ const MAX_FILTER_LEN: usize = 256;
 #[utoipa::path(
     post, path = "/tasks", tag = "tasks",
     request_body = NewTask,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
+         description = "Makes a retried submission safe: the same key with the same body answers the task the first \
+request created (header `Idempotent-Replayed: true`) and creates nothing; the same key with a different body is a 409 \
+`idempotency_conflict`"),
+    ),
     responses(
-        (status = 201, description = "Created, pending", body = aiopslab_core::Task),
+        (status = 201, description = "Created, pending (or, replayed, the task the key first created, as it is now)", body = aiopslab_core::Task),
         (status = 400, description = "Malformed JSON, wrong type, unknown field, or a value out of bounds (names the field)", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with a different request (`idempotency_conflict`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("client_token" = []))
 )]
-pub async fn create_task(State(state): State<ApiState>, ApiJson(new): ApiJson<NewTask>) -> ApiResult<Response> {
+pub async fn create_task(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    ApiJsonBytes(new, body): ApiJsonBytes<NewTask>,
+) -> ApiResult<Response> {
     let spec = new.validate().map_err(|e| ApiError::validation(&e))?;
-    let task = state.store.create_task(spec).await?;
-    tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
-    Ok((StatusCode::CREATED, Json(task)).into_response())
+    let Some(key) = idempotency_key(&headers, &Method::POST, "/tasks", &body)? else {
+        let task = state.store.create_task(spec).await?;
+        tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
+        return Ok((StatusCode::CREATED, Json(task)).into_response());
+    };
+    let batch = BatchSpec {
+        group_id: None,
+        specs: vec![spec],
+    };
+    let created = state.store.create_batch(batch, Some(key)).await?;
+    let Some(task) = created.tasks.into_iter().next() else {
+        tracing::error!("the store created an empty batch for one task");
+        return Err(ApiError::internal());
+    };
+    tracing::info!(task_id = %task.id, problem_id = %task.problem_id, replayed = created.replayed, "task created");
+    let mut response = (StatusCode::CREATED, Json(task)).into_response();
+    mark_replayed(&mut response, created.replayed);
+    Ok(response)
 }
 
 fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
@@ -49,7 +73,7 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         problem_id: query.bounded_text("problem_id", MAX_FILTER_LEN)?,
         worker_id: query.bounded_text("worker_id", MAX_FILTER_LEN)?,
         backend_type: query.bounded_text("backend_type", MAX_FILTER_LEN)?,
-        group_id: None,
+        group_id: query.parsed_uuid("group_id")?,
     })
 }
 
@@ -61,6 +85,7 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
         ("worker_id" = Option<String>, Query, max_length = 256, description = "Only tasks held (or last held) by this worker"),
         ("backend_type" = Option<String>, Query, max_length = 256, description = "Only tasks of this backend type"),
+        ("group_id" = Option<uuid::Uuid>, Query, description = "Only tasks of this batch group"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1-100 (20)"),
         ("offset" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_u64, description = "How many to skip (0)"),
         ("sort" = Option<TaskSort>, Query, description = "created_at, -created_at (default), priority or -priority"),
@@ -244,103 +269,5 @@ pub async fn get_trajectory(State(state): State<ApiState>, TaskIdPath(id): TaskI
     match state.store.get_trajectory(id).await? {
         Some(trajectory) => Ok(Json(trajectory)),
         None => Err(ApiError::not_found("trajectory", &id.to_string())),
-    }
-}
-
-/// Page size of the export's walk over tasks.
-const EXPORT_PAGE: u32 = 100;
-
-/// Streams the trajectories of matching tasks as JSON Lines, one episode per
-/// line, oldest task first (tasks with no trajectory are skipped).
-#[utoipa::path(
-    get, path = "/trajectories/export", tag = "tasks",
-    params(
-        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed)"),
-        ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
-        ("worker_id" = Option<String>, Query, description = "Only tasks held by this worker"),
-        ("backend_type" = Option<String>, Query, max_length = 256, description = "Only tasks of this backend type"),
-    ),
-    responses(
-        (status = 200, description = "One trajectory JSON object per line", body = Trajectory, content_type = "application/x-ndjson"),
-        (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
-        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
-    security((), ("client_token" = []))
-)]
-pub async fn export_trajectories(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Response> {
-    let filter = task_filter(&query)?;
-    // Fail fast (a proper status code) if the store is down before streaming starts.
-    let first = fetch_page(&state.store, &filter, 0).await?;
-    let store = state.store.clone();
-    let lines = stream::unfold(
-        ExportCursor {
-            store,
-            filter,
-            offset: 0,
-            page: Some(first),
-            buffered: Vec::new(),
-        },
-        next_line,
-    );
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(lines),
-    )
-        .into_response())
-}
-
-struct ExportCursor {
-    store: Arc<dyn TaskStore>,
-    filter: TaskFilter,
-    offset: u64,
-    page: Option<TaskPage>,
-    buffered: Vec<aiopslab_core::TaskId>,
-}
-
-async fn fetch_page(store: &Arc<dyn TaskStore>, filter: &TaskFilter, offset: u64) -> Result<TaskPage, ApiError> {
-    let page = Page {
-        limit: EXPORT_PAGE,
-        offset,
-    };
-    Ok(store.list_tasks(filter, TaskSort::CreatedAsc, page).await?)
-}
-
-async fn next_line(mut cursor: ExportCursor) -> Option<(Result<String, std::io::Error>, ExportCursor)> {
-    loop {
-        if let Some(id) = cursor.buffered.pop() {
-            match cursor.store.get_trajectory(id).await {
-                Ok(Some(trajectory)) => {
-                    let line = serde_json::to_string(&trajectory).map(|mut s| {
-                        s.push('\n');
-                        s
-                    });
-                    match line {
-                        Ok(line) => return Some((Ok(line), cursor)),
-                        Err(error) => tracing::error!(task_id = %id, %error, "cannot serialize trajectory"),
-                    }
-                }
-                Ok(None) | Err(aiopslab_core::StoreError::NotFound { .. }) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "trajectory export stopped: store error");
-                    return Some((Err(std::io::Error::other("store error during export")), cursor));
-                }
-            }
-            continue;
-        }
-        let page = match cursor.page.take() {
-            Some(page) => page,
-            None => match fetch_page(&cursor.store, &cursor.filter, cursor.offset).await {
-                Ok(page) => page,
-                Err(_) => return Some((Err(std::io::Error::other("store error during export")), cursor)),
-            },
-        };
-        if page.tasks.is_empty() {
-            return None;
-        }
-        cursor.offset += page.tasks.len() as u64;
-        // Popped from the back, so reverse to keep task order.
-        cursor.buffered = page.tasks.iter().rev().map(|t| t.id).collect();
     }
 }

@@ -1,0 +1,61 @@
+//! `POST /tasks/batch`: many tasks in one atomic request, as a group (e.g.
+//! the same problem `n` times for group-relative RL methods), with an
+//! optional `Idempotency-Key` so a retried submission creates nothing twice.
+
+use aiopslab_core::batch::{CreatedBatch, NewBatch};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::server::error::{ApiError, ApiResult, ErrorBody};
+use crate::server::extract::ApiJsonBytes;
+use crate::server::idempotency::{idempotency_key, mark_replayed};
+use crate::server::state::ApiState;
+
+/// Creates a batch of tasks atomically, as one group.
+///
+/// The body gives either `tasks` (a list of task requests, each as for
+/// `POST /tasks`) or `task` with `count` (that task repeated). Either all the
+/// tasks are created or none is: one invalid task is a 400 naming
+/// `tasks[i].field`. The answer carries the group id that
+/// `GET /groups/{group_id}` reads back with the tasks' rewards.
+#[utoipa::path(
+    post, path = "/tasks/batch", tag = "tasks",
+    request_body = NewBatch,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
+         description = "Makes a retried submission safe: the same key with the same body replays the first answer \
+(`replayed: true`, header `Idempotent-Replayed: true`) and creates nothing; the same key with a different body \
+is a 409 `idempotency_conflict`"),
+    ),
+    responses(
+        (status = 201, description = "Created (or replayed), in request order", body = CreatedBatch),
+        (status = 400, description = "Malformed JSON, an unknown field, or an invalid task (names `tasks[i].field`); nothing was created", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with a different request (`idempotency_conflict`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn create_batch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    ApiJsonBytes(batch, body): ApiJsonBytes<NewBatch>,
+) -> ApiResult<Response> {
+    let spec = batch.validate().map_err(|e| ApiError::validation(&e))?;
+    let key = idempotency_key(&headers, &Method::POST, "/tasks/batch", &body)?;
+    let created = state.store.create_batch(spec, key).await?;
+    tracing::info!(
+        group_id = ?created.group_id,
+        tasks = created.tasks.len(),
+        replayed = created.replayed,
+        "batch created"
+    );
+    let replayed = created.replayed;
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    mark_replayed(&mut response, replayed);
+    Ok(response)
+}

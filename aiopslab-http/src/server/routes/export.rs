@@ -1,0 +1,167 @@
+//! `GET /trajectories/export`: the dataset for RL training, streamed as JSON
+//! Lines — one [`ExportRecord`] (OpenAI chat `messages`, `reward`,
+//! `problem_id`, `task_type`, `agent_config`, `metadata`, ...) per episode.
+//!
+//! The walk is keyset-paginated over `(created_at, id)` with
+//! [`TaskStore::export_episodes`](aiopslab_core::TaskStore::export_episodes),
+//! so it is as fast on the last page as on the first and holds only a few
+//! pages in memory however many episodes match: a producer task fetches and
+//! encodes a page while the previous one is being written to the client,
+//! through a channel of [`PAGES_IN_FLIGHT`] pages. A client that disconnects
+//! stops the walk.
+
+use std::io;
+use std::sync::Arc;
+
+use aiopslab_core::catalog::TaskType;
+use aiopslab_core::export::{problem_ids_for, Episode, ExportCursor, ExportFilter, ExportRecord};
+use aiopslab_core::{TaskStatus, TaskStore, ValidationError};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::server::error::{ApiError, ApiResult, ErrorBody};
+use crate::server::extract::QueryParams;
+use crate::server::routes::system::parse_task_type;
+use crate::server::state::ApiState;
+
+/// Encoded pages buffered between the producer and the response body.
+pub const PAGES_IN_FLIGHT: usize = 2;
+/// Longest accepted text filter.
+const MAX_FILTER_LEN: usize = 256;
+
+fn invalid(name: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_query(&ValidationError::new(name, message))
+}
+
+/// The export filter of a query string.
+fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
+    let status = query.parsed::<TaskStatus>("status")?;
+    let problem_id = query.bounded_text("problem_id", MAX_FILTER_LEN)?;
+    let task_type: Option<TaskType> = query
+        .typed("task_type")?
+        .map(parse_task_type)
+        .transpose()
+        .map_err(|e| ApiError::invalid_query(&e))?;
+    let metadata = match query.bounded_text("metadata", MAX_FILTER_LEN)? {
+        None => None,
+        Some(raw) => match raw.split_once(':') {
+            Some((key, value)) if !key.is_empty() => Some((key.to_string(), value.to_string())),
+            _ => return Err(invalid("metadata", format!("must be key:value, got {raw:?}"))),
+        },
+    };
+    Ok(ExportFilter {
+        status,
+        problem_ids: problem_ids_for(problem_id.as_deref(), task_type),
+        model: query.bounded_text("model", MAX_FILTER_LEN)?,
+        metadata,
+        created_after: query.timestamp("created_after")?,
+        created_before: query.timestamp("created_before")?,
+    })
+}
+
+/// Streams the episodes (tasks with a trajectory) that match as JSON Lines,
+/// oldest task first.
+#[utoipa::path(
+    get, path = "/trajectories/export", tag = "tasks",
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed)"),
+        ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
+        ("task_type" = Option<TaskType>, Query, description = "Only problems of this task type (detection, localization, analysis, mitigation), from the catalog"),
+        ("model" = Option<String>, Query, max_length = 256, description = "Only tasks whose agent_config.model is this"),
+        ("metadata" = Option<String>, Query, max_length = 256, description = "Only tasks whose metadata has this string value, as `key:value` (split at the first colon)"),
+        ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created at or after this RFC 3339 instant"),
+        ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created before this RFC 3339 instant"),
+    ),
+    responses(
+        (status = 200, description = "One episode per line, in OpenAI chat format with its reward; ordered by (created_at, id). \
+A store failure after the first line ends the stream early (the chunked body is cut, never completed)",
+         body = ExportRecord, content_type = "application/x-ndjson"),
+        (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid client token", body = ErrorBody),
+        (status = 403, description = "Worker token used on a public route", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security((), ("client_token" = []))
+)]
+pub async fn export_trajectories(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Response> {
+    let filter = export_filter(&query)?;
+    // The first page before the 200: a store that is down gets a proper status code.
+    let page_size = state.config.export_page_size.max(1);
+    let first = state.store.export_episodes(&filter, None, page_size).await?;
+    let (sender, receiver) = mpsc::channel(PAGES_IN_FLIGHT);
+    let producer = produce(state.store.clone(), filter, page_size, first, sender);
+    tokio::spawn(producer.instrument(tracing::info_span!("export")));
+    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Walks the pages, sending each encoded; stops at the end, when the client
+/// is gone, or on a store error (sent as a body error, which cuts the stream).
+async fn produce(
+    store: Arc<dyn TaskStore>,
+    filter: ExportFilter,
+    page_size: u32,
+    first: Vec<Episode>,
+    sender: mpsc::Sender<Result<Bytes, io::Error>>,
+) {
+    let mut page = first;
+    let mut exported: u64 = 0;
+    loop {
+        let Some(cursor) = page.last().map(Episode::cursor) else {
+            tracing::debug!(exported, "export finished");
+            return;
+        };
+        exported += page.len() as u64;
+        let chunk = encode(&page);
+        drop(page);
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode an export page");
+                let _ = sender.send(Err(io::Error::other("export encoding failed"))).await;
+                return;
+            }
+        };
+        if sender.send(Ok(chunk)).await.is_err() {
+            tracing::debug!(exported, "export client went away");
+            return;
+        }
+        page = match next_page(&*store, &filter, cursor, page_size).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(%error, exported, "export stopped: store error");
+                let _ = sender.send(Err(io::Error::other("store error during export"))).await;
+                return;
+            }
+        };
+    }
+}
+
+async fn next_page(
+    store: &dyn TaskStore,
+    filter: &ExportFilter,
+    cursor: ExportCursor,
+    page_size: u32,
+) -> aiopslab_core::StoreResult<Vec<Episode>> {
+    store.export_episodes(filter, Some(cursor), page_size).await
+}
+
+/// One JSON line per episode.
+fn encode(page: &[Episode]) -> serde_json::Result<Bytes> {
+    let mut out = Vec::with_capacity(page.len() * 4096);
+    for episode in page {
+        serde_json::to_writer(&mut out, &ExportRecord::from_episode(episode))?;
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
+}

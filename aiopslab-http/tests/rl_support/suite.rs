@@ -1,0 +1,842 @@
+//! The online-RL suite (issue 6), written against any `TaskStore` (see
+//! `rl_tests!`): batches and groups, `Idempotency-Key`, the dataset export
+//! read back line by line, the trajectory route, and completion webhooks
+//! delivered to a [`FakeReceiver`] through failures, outages, restarts and
+//! two concurrent deliverers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiopslab_core::{
+    LlmCall, NewTask, Task, TaskId, TaskStatus, TaskStore, TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
+};
+use aiopslab_http::server::ApiConfig;
+use chrono::SecondsFormat;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::receiver::{url_of, FakeReceiver};
+use super::{create, fast_webhooks, run_to_end, trajectory, wait_for_webhook, Api, Backing, RunningDeliverer};
+
+const DETECTION: &str = "misconfig_app_hotel_res-detection-1";
+const LOCALIZATION: &str = "k8s_target_port-misconfig-localization-1";
+const MITIGATION: &str = "k8s_target_port-misconfig-mitigation-1";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn id_of(value: &Value) -> TaskId {
+    value["id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn total_tasks(api: &Api) -> u64 {
+    api.get("/tasks?limit=1").await.ok(200)["total"].as_u64().unwrap()
+}
+
+fn with_callback(problem: &str, url: &str) -> NewTask {
+    NewTask {
+        callback_url: Some(url.to_string()),
+        ..NewTask::new(problem)
+    }
+}
+
+pub async fn batch_is_atomic_and_makes_a_group(backing: &Backing) {
+    let api = Api::new(backing.store.clone());
+    // One invalid task: 400 naming it, nothing created.
+    let body = api
+        .post(
+            "/tasks/batch",
+            json!({"tasks": [{"problem_id": DETECTION}, {"problem_id": DETECTION, "max_steps": 0}]}),
+        )
+        .await
+        .error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "tasks[1].max_steps", "{body}");
+    let body = api
+        .post(
+            "/tasks/batch",
+            json!({"tasks": [{"problem_id": DETECTION}, {"problem_id": "p", "callback_url": "ftp://x"}]}),
+        )
+        .await
+        .error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "tasks[1].callback_url", "{body}");
+    let body = api
+        .post(
+            "/tasks/batch",
+            json!({"tasks": [{"problem_id": DETECTION}, {"problem_id": DETECTION, "bogus": 1}]}),
+        )
+        .await
+        .error(400, "invalid_json");
+    assert!(body["error"].as_str().unwrap().contains("tasks[1]"), "{body}");
+    for (bad, field) in [
+        (json!({}), "tasks"),
+        (json!({"tasks": []}), "tasks"),
+        (json!({"task": {"problem_id": DETECTION}, "count": 1001}), "count"),
+        (json!({"task": {"problem_id": DETECTION}}), "count"),
+    ] {
+        let body = api.post("/tasks/batch", bad).await.error(400, "validation_error");
+        assert_eq!(body["details"]["field"], field, "{body}");
+    }
+    assert_eq!(total_tasks(&api).await, 0, "nothing was created");
+
+    // A list: created in order, all in one new group.
+    let created = api
+        .post(
+            "/tasks/batch",
+            json!({"tasks": [{"problem_id": DETECTION, "priority": 7}, {"problem_id": LOCALIZATION}]}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(created["replayed"], false);
+    let group = created["group_id"].as_str().unwrap().to_string();
+    Uuid::parse_str(&group).unwrap();
+    let tasks = created["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["problem_id"], DETECTION);
+    assert_eq!(tasks[0]["parameters"]["priority"], 7);
+    assert_eq!(tasks[1]["problem_id"], LOCALIZATION);
+    for task in tasks {
+        assert_eq!(task["status"], "pending");
+        assert_eq!(task["group_id"], group.as_str());
+        let read = api
+            .get(&format!("/tasks/{}", task["id"].as_str().unwrap()))
+            .await
+            .ok(200);
+        assert_eq!(read["group_id"], group.as_str());
+    }
+    // One task repeated: another group.
+    let repeated = api
+        .post("/tasks/batch", json!({"task": {"problem_id": DETECTION}, "count": 5}))
+        .await
+        .ok(201);
+    assert_eq!(repeated["tasks"].as_array().unwrap().len(), 5);
+    assert_ne!(repeated["group_id"], group.as_str());
+    let page = api.get(&format!("/tasks?group_id={group}")).await.ok(200);
+    assert_eq!(page["total"], 2);
+    api.get("/tasks?group_id=nope").await.error(400, "invalid_query");
+    // A plain task has no group.
+    let single = api.post("/tasks", json!({"problem_id": DETECTION})).await.ok(201);
+    assert_eq!(single["group_id"], Value::Null);
+    assert_eq!(total_tasks(&api).await, 8);
+}
+
+pub async fn group_reads_back_rewards(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let created = api
+        .post(
+            "/tasks/batch",
+            json!({"task": {"problem_id": DETECTION, "agent_config": {"model": "gpt-4"}}, "count": 4}),
+        )
+        .await
+        .ok(201);
+    let group = created["group_id"].as_str().unwrap().to_string();
+    let ids: Vec<TaskId> = created["tasks"].as_array().unwrap().iter().map(id_of).collect();
+    for (id, reward) in ids.iter().zip([1.0, 0.0, 1.0]) {
+        run_to_end(
+            &store,
+            *id,
+            TerminalStatus::Completed,
+            Some(trajectory(*id, 2, Some(reward))),
+        )
+        .await;
+    }
+    // ids[3] stays pending.
+
+    let summary = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(summary["group_id"], group.as_str());
+    assert_eq!(summary["total"], 4);
+    assert_eq!(summary["by_status"], json!({"completed": 3, "pending": 1}));
+    let by_id: HashMap<String, Value> = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t.clone()))
+        .collect();
+    assert_eq!(by_id.len(), 4);
+    for (id, reward) in ids.iter().zip([json!(1.0), json!(0.0), json!(1.0), Value::Null]) {
+        let task = &by_id[&id.to_string()];
+        assert_eq!(task["reward"], reward, "{task}");
+        assert_eq!(task["problem_id"], DETECTION);
+    }
+    let mut rewards: Vec<f64> = summary["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    rewards.sort_by(f64::total_cmp);
+    assert_eq!(rewards, vec![0.0, 1.0, 1.0]);
+    let mean = summary["mean_reward"].as_f64().unwrap();
+    assert!((mean - 2.0 / 3.0).abs() < 1e-9, "{mean}");
+
+    // The export carries the group too.
+    let export = api.get("/trajectories/export?status=completed").await;
+    let lines: Vec<Value> = export
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["group_id"] == group.as_str()));
+
+    let body = api
+        .get(&format!("/groups/{}", Uuid::new_v4()))
+        .await
+        .error(404, "not_found");
+    assert_eq!(body["details"]["entity"], "group");
+    let body = api.get("/groups/nope").await.error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "group_id");
+}
+
+pub async fn idempotency_key_replays_and_conflicts(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let body = format!(r#"{{"problem_id": "{DETECTION}", "metadata": {{"try": 1}}}}"#);
+    let first = api.post_keyed("/tasks", "key-1", &body).await;
+    let task = first.ok(201);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = api.post_keyed("/tasks", "key-1", &body).await;
+    assert_eq!(again.ok(201)["id"], task["id"]);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(total_tasks(&api).await, 1);
+
+    // A replay answers the task as it is now.
+    run_to_end(&store, id_of(&task), TerminalStatus::Completed, None).await;
+    let later = api.post_keyed("/tasks", "key-1", &body).await.ok(201);
+    assert_eq!(later["id"], task["id"]);
+    assert_eq!(later["status"], "completed");
+
+    // The same key with another request: 409, nothing created.
+    let other = format!(r#"{{"problem_id": "{DETECTION}", "metadata": {{"try": 2}}}}"#);
+    let conflict = api
+        .post_keyed("/tasks", "key-1", &other)
+        .await
+        .error(409, "idempotency_conflict");
+    assert_eq!(conflict["details"]["key"], "key-1");
+    let batch = format!(r#"{{"task": {{"problem_id": "{DETECTION}"}}, "count": 3}}"#);
+    api.post_keyed("/tasks/batch", "key-1", &batch)
+        .await
+        .error(409, "idempotency_conflict");
+    assert_eq!(total_tasks(&api).await, 1);
+
+    // Batches replay whole, with their group.
+    let created = api.post_keyed("/tasks/batch", "batch-1", &batch).await.ok(201);
+    assert_eq!(created["replayed"], false);
+    let replay = api.post_keyed("/tasks/batch", "batch-1", &batch).await;
+    assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+    let replay = replay.ok(201);
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["group_id"], created["group_id"]);
+    let ids = |v: &Value| -> Vec<Value> { v["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect() };
+    assert_eq!(ids(&replay), ids(&created));
+    assert_eq!(total_tasks(&api).await, 4);
+
+    // A bad key is refused before anything is created; no key, no dedupe.
+    let body = api
+        .post_keyed("/tasks", "has space", &body)
+        .await
+        .error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "Idempotency-Key");
+    api.post("/tasks", json!({"problem_id": DETECTION})).await.ok(201);
+    api.post("/tasks", json!({"problem_id": DETECTION})).await.ok(201);
+    assert_eq!(total_tasks(&api).await, 6);
+}
+
+pub async fn concurrent_same_key_creates_once(backing: &Backing) {
+    let api = Api::new(backing.store.clone());
+    let batch = format!(r#"{{"task": {{"problem_id": "{DETECTION}"}}, "count": 3}}"#);
+    let single = format!(r#"{{"problem_id": "{DETECTION}"}}"#);
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let api = api.clone();
+        let (path, body, key) = if i % 2 == 0 {
+            ("/tasks/batch", batch.clone(), "same-batch")
+        } else {
+            ("/tasks", single.clone(), "same-task")
+        };
+        calls.push(tokio::spawn(
+            async move { (path, api.post_keyed(path, key, &body).await) },
+        ));
+    }
+    let mut answers: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut fresh = 0;
+    for call in calls {
+        let (path, resp) = call.await.unwrap();
+        let body = resp.ok(201);
+        if resp.header("idempotent-replayed").is_none() {
+            fresh += 1;
+        }
+        let ids = if path == "/tasks" {
+            body["id"].to_string()
+        } else {
+            body["tasks"].to_string()
+        };
+        answers.entry(path).or_default().insert(ids);
+    }
+    assert_eq!(fresh, 2, "one request per key created, the others replayed");
+    assert!(
+        answers.values().all(|ids| ids.len() == 1),
+        "every answer names the same tasks: {answers:?}"
+    );
+    assert_eq!(
+        total_tasks(&api).await,
+        4,
+        "3 tasks for the batch key, 1 for the task key"
+    );
+}
+
+/// problem, model, metadata `run`, final status, reward, steps, task type.
+type EpisodeSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    TerminalStatus,
+    Option<f64>,
+    usize,
+    &'static str,
+);
+
+/// What the export test expects of one episode.
+struct Expected {
+    task: Task,
+    reward: f64,
+    steps: usize,
+    task_type: &'static str,
+}
+
+pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
+    let store = backing.store.clone();
+    let config = ApiConfig {
+        export_page_size: 3,
+        ..ApiConfig::default()
+    };
+    let api = Api::with_config(store.clone(), config);
+    let mut expected: Vec<Expected> = Vec::new();
+    let specs: Vec<EpisodeSpec> = vec![
+        (
+            DETECTION,
+            "gpt-4",
+            "r1",
+            TerminalStatus::Completed,
+            Some(1.0),
+            3,
+            "detection",
+        ),
+        (
+            LOCALIZATION,
+            "gpt-4o",
+            "r2",
+            TerminalStatus::Completed,
+            Some(0.0),
+            1,
+            "localization",
+        ),
+        (MITIGATION, "gpt-4", "r1", TerminalStatus::Failed, None, 2, "mitigation"),
+        (
+            DETECTION,
+            "llama",
+            "r3",
+            TerminalStatus::Completed,
+            Some(1.0),
+            1,
+            "detection",
+        ),
+        (
+            DETECTION,
+            "llama",
+            "r3",
+            TerminalStatus::Completed,
+            Some(0.0),
+            2,
+            "detection",
+        ),
+        (
+            DETECTION,
+            "llama",
+            "r3",
+            TerminalStatus::Completed,
+            Some(1.0),
+            1,
+            "detection",
+        ),
+        (
+            DETECTION,
+            "llama",
+            "r3",
+            TerminalStatus::Completed,
+            Some(1.0),
+            1,
+            "detection",
+        ),
+        (
+            DETECTION,
+            "llama",
+            "r3",
+            TerminalStatus::Completed,
+            Some(0.0),
+            1,
+            "detection",
+        ),
+    ];
+    for (problem, model, run, status, reward, steps, task_type) in specs {
+        let mut agent_config = serde_json::Map::new();
+        agent_config.insert("model".into(), json!(model));
+        agent_config.insert("temperature".into(), json!(0.7));
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("run".into(), json!(run));
+        metadata.insert("seed".into(), json!(7));
+        let task = create(
+            &store,
+            NewTask {
+                agent_config: Some(agent_config),
+                metadata: Some(metadata),
+                ..NewTask::new(problem)
+            },
+        )
+        .await;
+        let task = run_to_end(&store, task.id, status, Some(trajectory(task.id, steps, reward))).await;
+        expected.push(Expected {
+            task,
+            reward: reward.unwrap_or(0.0),
+            steps,
+            task_type,
+        });
+    }
+    // Not exported: finished with no trajectory, and pending.
+    let bare = create(&store, NewTask::new(DETECTION)).await;
+    run_to_end(&store, bare.id, TerminalStatus::Completed, None).await;
+    create(&store, NewTask::new(DETECTION)).await;
+    expected.sort_by_key(|e| (e.task.created_at, e.task.id));
+
+    let export = api.get("/trajectories/export").await;
+    assert_eq!(export.status, 200);
+    assert_eq!(export.header("content-type").as_deref(), Some("application/x-ndjson"));
+    let text = export.text();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "every episode once, across pages of 3: {text}"
+    );
+    for (line, want) in lines.iter().zip(&expected) {
+        let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let task = &want.task;
+        assert_eq!(record["task_id"], task.id.to_string(), "(created_at, id) order");
+        assert_eq!(record["problem_id"], task.problem_id);
+        assert_eq!(record["task_type"], want.task_type);
+        assert_eq!(record["status"], task.status.as_str());
+        assert_eq!(record["reward"].as_f64(), Some(want.reward));
+        assert_eq!(
+            record["agent_config"],
+            Value::Object(task.parameters.agent_config.clone())
+        );
+        assert_eq!(record["metadata"], Value::Object(task.parameters.metadata.clone()));
+        assert_eq!(record["group_id"], Value::Null);
+        assert!(record["evaluation"].is_object());
+        let messages = record["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2 + 2 * want.steps);
+        assert_eq!(messages[0]["role"], "system");
+        assert_eq!(messages[1]["role"], "user");
+        for pair in messages[2..].chunks(2) {
+            assert_eq!(pair[0]["role"], "assistant");
+            assert_eq!(pair[1]["role"], "user", "environment replies are user turns");
+        }
+        for message in messages {
+            assert!(["system", "user", "assistant"].contains(&message["role"].as_str().unwrap()));
+            assert!(message["content"].as_str().is_some_and(|c| !c.is_empty()));
+            assert_eq!(
+                message.as_object().unwrap().len(),
+                2,
+                "OpenAI chat messages: role and content"
+            );
+        }
+    }
+
+    let ids_for = |query: String| {
+        let api = api.clone();
+        async move {
+            let resp = api.get(&format!("/trajectories/export{query}")).await;
+            assert_eq!(resp.status, 200, "{query}: {}", resp.text());
+            resp.text()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["task_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let want = |pred: &dyn Fn(&Expected) -> bool| -> Vec<String> {
+        expected
+            .iter()
+            .filter(|e| pred(e))
+            .map(|e| e.task.id.to_string())
+            .collect()
+    };
+    let model = |e: &Expected| e.task.parameters.agent_config["model"].as_str().unwrap().to_string();
+    let run = |e: &Expected| e.task.parameters.metadata["run"].as_str().unwrap().to_string();
+    assert_eq!(
+        ids_for("?status=completed".into()).await,
+        want(&|e| e.task.status == TaskStatus::Completed)
+    );
+    assert_eq!(
+        ids_for("?status=failed".into()).await,
+        want(&|e| e.task.status == TaskStatus::Failed)
+    );
+    assert_eq!(
+        ids_for(format!("?problem_id={LOCALIZATION}")).await,
+        want(&|e| e.task.problem_id == LOCALIZATION)
+    );
+    assert_eq!(
+        ids_for("?task_type=detection".into()).await,
+        want(&|e| e.task_type == "detection")
+    );
+    assert_eq!(
+        ids_for("?task_type=mitigation".into()).await,
+        want(&|e| e.task_type == "mitigation")
+    );
+    assert_eq!(
+        ids_for(format!("?task_type=detection&problem_id={LOCALIZATION}")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(ids_for("?model=gpt-4".into()).await, want(&|e| model(e) == "gpt-4"));
+    assert_eq!(ids_for("?metadata=run:r1".into()).await, want(&|e| run(e) == "r1"));
+    assert_eq!(
+        ids_for("?metadata=run:r3&model=llama&status=completed".into()).await,
+        want(&|e| run(e) == "r3")
+    );
+    assert_eq!(ids_for("?metadata=run:nope".into()).await, Vec::<String>::new());
+    let pivot = expected[3].task.created_at;
+    let stamp = pivot.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    assert_eq!(
+        ids_for(format!("?created_after={stamp}")).await,
+        want(&|e| e.task.created_at >= pivot)
+    );
+    assert_eq!(
+        ids_for(format!("?created_before={stamp}")).await,
+        want(&|e| e.task.created_at < pivot)
+    );
+
+    for (query, field) in [
+        ("?metadata=nocolon", "metadata"),
+        ("?task_type=bogus", "task_type"),
+        ("?created_after=yesterday", "created_after"),
+        ("?status=nope", "status"),
+    ] {
+        let body = api
+            .get(&format!("/trajectories/export{query}"))
+            .await
+            .error(400, "invalid_query");
+        assert_eq!(body["details"]["field"], field);
+    }
+}
+
+pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let task = create(&store, NewTask::new(DETECTION)).await;
+    let body = api
+        .get(&format!("/tasks/{}/trajectory", task.id))
+        .await
+        .error(404, "not_found");
+    assert_eq!(body["details"]["entity"], "trajectory");
+    api.get(&format!("/tasks/{}/trajectory", Uuid::new_v4()))
+        .await
+        .error(404, "not_found");
+
+    let mut saved: Trajectory = trajectory(task.id, 2, Some(1.0));
+    saved.llm_calls = (0..2)
+        .map(|step| LlmCall {
+            step: Some(step),
+            request: vec![TrajectoryMessage::new("system", "You are an SRE agent.")],
+            response: format!("exec_shell(\"kubectl get pods\") # {step}"),
+            model: Some("gpt-4".into()),
+            sampling: serde_json::from_value(json!({"temperature": 0.7, "max_tokens": 512})).unwrap(),
+            usage: Some(TokenUsage {
+                prompt_tokens: 100 + u64::from(step),
+                completion_tokens: 20,
+                total_tokens: 120 + u64::from(step),
+            }),
+            latency_ms: 850,
+            logprobs: Some(json!({"content": [{"token": "exec", "token_id": 1234, "logprob": -0.01}]})),
+        })
+        .collect();
+    run_to_end(&store, task.id, TerminalStatus::Completed, Some(saved.clone())).await;
+    let read = api.get(&format!("/tasks/{}/trajectory", task.id)).await.ok(200);
+    assert_eq!(serde_json::from_value::<Trajectory>(read.clone()).unwrap(), saved);
+    let roles: Vec<&str> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "env", "assistant", "env"]);
+    assert_eq!(read["llm_calls"][1]["usage"]["total_tokens"], 121);
+    assert_eq!(read["llm_calls"][0]["latency_ms"], 850);
+    assert_eq!(read["llm_calls"][0]["logprobs"]["content"][0]["token_id"], 1234);
+    assert_eq!(read["reward"], 1.0);
+    assert_eq!(read["evaluation"]["Detection Accuracy"], "Correct");
+}
+
+pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let receiver = FakeReceiver::start(2, Some("s3cret")).await;
+    let task = api
+        .post(
+            "/tasks",
+            json!({"problem_id": DETECTION, "callback_url": receiver.url()}),
+        )
+        .await
+        .ok(201);
+    let id = id_of(&task);
+    assert_eq!(
+        api.get(&format!("/tasks/{id}/webhooks")).await.ok(200)["deliveries"],
+        json!([]),
+        "nothing until the task ends"
+    );
+    run_to_end(
+        &store,
+        id,
+        TerminalStatus::Completed,
+        Some(trajectory(id, 1, Some(1.0))),
+    )
+    .await;
+    let outbox = api.get(&format!("/tasks/{id}/webhooks")).await.ok(200);
+    assert_eq!(outbox["task_id"], id.to_string());
+    assert_eq!(outbox["deliveries"][0]["status"], "pending");
+    assert_eq!(outbox["deliveries"][0]["url"], receiver.url());
+
+    let deliverer = RunningDeliverer::start(store.clone(), fast_webhooks(Some("s3cret"), 5));
+    let received = receiver.wait_for_successes(1, WAIT).await;
+    assert_eq!(received.iter().map(|r| r.answered).collect::<Vec<_>>(), [500, 500, 200]);
+    let shown = api.get(&format!("/tasks/{id}")).await.ok(200);
+    for post in &received {
+        assert_eq!(
+            post.signature_ok,
+            Some(true),
+            "HMAC-SHA256 of the body under the secret"
+        );
+        assert_eq!(post.event, "task.completed");
+        assert_eq!(post.body, shown, "the body is the task as GET /tasks/{{id}} shows it");
+    }
+    let delivery = wait_for_webhook(&api, id, WAIT, |d| d["status"] == "delivered").await;
+    let delivery_id = delivery["id"].as_i64().unwrap().to_string();
+    assert!(received.iter().all(|r| r.delivery == delivery_id));
+    let attempts = delivery["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{delivery:#}");
+    for (i, (attempt, code)) in attempts.iter().zip([500, 500, 200]).enumerate() {
+        assert_eq!(attempt["attempt"], i + 1);
+        assert_eq!(attempt["status_code"], code);
+        assert_eq!(attempt["error"].is_null(), code == 200, "{attempt}");
+    }
+    assert!(attempts[0]["error"].as_str().unwrap().contains("500"));
+    assert!(delivery["delivered_at"].is_string());
+    assert!(delivery["next_attempt_at"].is_null());
+
+    // Cancelling a pending task is terminal too.
+    let cancelled = api
+        .post(
+            "/tasks",
+            json!({"problem_id": DETECTION, "callback_url": receiver.url()}),
+        )
+        .await
+        .ok(201);
+    api.send(
+        axum::http::Method::DELETE,
+        &format!("/tasks/{}", cancelled["id"].as_str().unwrap()),
+        &[],
+        axum::body::Body::empty(),
+    )
+    .await
+    .ok(200);
+    let received = receiver.wait_for_successes(2, WAIT).await;
+    let last = received.last().unwrap();
+    assert_eq!(last.event, "task.cancelled");
+    assert_eq!(last.body["id"], cancelled["id"]);
+    assert_eq!(last.body["status"], "cancelled");
+
+    // No callback_url, no webhook; an unknown task is a 404.
+    let plain = create(&store, NewTask::new(DETECTION)).await;
+    run_to_end(&store, plain.id, TerminalStatus::Completed, None).await;
+    assert_eq!(
+        api.get(&format!("/tasks/{}/webhooks", plain.id)).await.ok(200)["deliveries"],
+        json!([])
+    );
+    api.get(&format!("/tasks/{}/webhooks", Uuid::new_v4()))
+        .await
+        .error(404, "not_found");
+    deliverer.stop().await;
+}
+
+pub async fn webhook_waits_for_a_receiver_that_is_down(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let addr = FakeReceiver::dead_addr().await;
+    let task = create(&store, with_callback(DETECTION, &url_of(addr))).await;
+    run_to_end(&store, task.id, TerminalStatus::Failed, None).await;
+    let deliverer = RunningDeliverer::start(store.clone(), fast_webhooks(None, 50));
+    let down = wait_for_webhook(&api, task.id, WAIT, |d| d["attempts"].as_array().unwrap().len() >= 2).await;
+    assert_eq!(down["status"], "pending");
+    for attempt in down["attempts"].as_array().unwrap() {
+        assert!(attempt["status_code"].is_null());
+        assert!(
+            attempt["error"].as_str().unwrap().contains("cannot connect"),
+            "{attempt}"
+        );
+    }
+
+    let receiver = FakeReceiver::start_on(addr, 0, None).await;
+    let received = receiver.wait_for_successes(1, WAIT).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].event, "task.failed");
+    assert_eq!(received[0].signature_ok, None, "no secret, no signature");
+    let delivered = wait_for_webhook(&api, task.id, WAIT, |d| d["status"] == "delivered").await;
+    let attempts = delivered["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 3, "{delivered:#}");
+    assert_eq!(attempts.last().unwrap()["status_code"], 200);
+    deliverer.stop().await;
+}
+
+pub async fn webhook_survives_a_server_restart(backing: &Backing) {
+    let receiver = FakeReceiver::start(1, Some("k")).await;
+    // First server: one failed attempt, then it stops.
+    let first_store = backing.store.clone();
+    let first_api = Api::new(first_store.clone());
+    let before = create(&first_store, with_callback(DETECTION, &receiver.url())).await;
+    run_to_end(&first_store, before.id, TerminalStatus::Completed, None).await;
+    let mut config = fast_webhooks(Some("k"), 5);
+    config.backoff.initial = Duration::from_millis(300);
+    config.backoff.max = Duration::from_millis(300);
+    let deliverer = RunningDeliverer::start(first_store.clone(), config.clone());
+    wait_for_webhook(&first_api, before.id, WAIT, |d| {
+        d["attempts"].as_array().unwrap().len() == 1
+    })
+    .await;
+    deliverer.stop().await;
+    drop(first_api);
+    // While no deliverer runs, another task ends.
+    let during = create(&first_store, with_callback(MITIGATION, &receiver.url())).await;
+    run_to_end(&first_store, during.id, TerminalStatus::Timeout, None).await;
+    drop(first_store);
+
+    // Second server on the same database (or the same in-memory store).
+    let second_store = (backing.reopen)().await;
+    let second_api = Api::new(second_store.clone());
+    let deliverer = RunningDeliverer::start(second_store.clone(), config);
+    let received = receiver.wait_for_successes(2, WAIT).await;
+    assert_eq!(received.len(), 3, "{received:#?}");
+    let for_task = |id: TaskId| received.iter().filter(|r| r.body["id"] == id.to_string()).count();
+    assert_eq!(
+        for_task(before.id),
+        2,
+        "one failed attempt before the restart, one after"
+    );
+    assert_eq!(for_task(during.id), 1);
+    assert!(received.iter().all(|r| r.signature_ok == Some(true)));
+    let first = wait_for_webhook(&second_api, before.id, WAIT, |d| d["status"] == "delivered").await;
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 2);
+    let second = wait_for_webhook(&second_api, during.id, WAIT, |d| d["status"] == "delivered").await;
+    assert_eq!(second["attempts"].as_array().unwrap().len(), 1);
+    assert!(received.iter().any(|r| r.event == "task.timeout"));
+    deliverer.stop().await;
+}
+
+pub async fn webhook_gives_up_after_max_attempts(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let receiver = FakeReceiver::start(usize::MAX, None).await;
+    let task = create(&store, with_callback(DETECTION, &receiver.url())).await;
+    run_to_end(&store, task.id, TerminalStatus::Completed, None).await;
+    let deliverer = RunningDeliverer::start(store.clone(), fast_webhooks(None, 3));
+    let failed = wait_for_webhook(&api, task.id, WAIT, |d| d["status"] == "failed").await;
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 3, "{failed:#}");
+    assert!(failed["next_attempt_at"].is_null());
+    assert!(failed["delivered_at"].is_null());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.received().len(), 3, "no attempt after the last");
+    deliverer.stop().await;
+}
+
+pub async fn two_deliverers_deliver_each_webhook_once(backing: &Backing) {
+    const TASKS: usize = 24;
+    let receiver = FakeReceiver::start(0, None).await;
+    let store = backing.store.clone();
+    let other: Arc<dyn TaskStore> = (backing.reopen)().await;
+    let mut ids = Vec::new();
+    for _ in 0..TASKS {
+        let task = create(&store, with_callback(DETECTION, &receiver.url())).await;
+        run_to_end(&store, task.id, TerminalStatus::Completed, None).await;
+        ids.push(task.id);
+    }
+    let a = RunningDeliverer::start(store.clone(), fast_webhooks(None, 5));
+    let b = RunningDeliverer::start(other, fast_webhooks(None, 5));
+    receiver.wait_for_successes(TASKS, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.stop().await;
+    b.stop().await;
+    let received = receiver.received();
+    assert_eq!(received.len(), TASKS, "each webhook POSTed once");
+    let deliveries: HashSet<&str> = received.iter().map(|r| r.delivery.as_str()).collect();
+    assert_eq!(deliveries.len(), TASKS);
+    let tasks: HashSet<String> = received
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tasks, ids.iter().map(|id| id.to_string()).collect());
+    let api = Api::new(store);
+    for id in ids {
+        let delivery = wait_for_webhook(&api, id, WAIT, |d| d["status"] == "delivered").await;
+        assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
+    }
+}
+
+pub async fn openapi_lists_the_rl_routes(backing: &Backing) {
+    let api = Api::new(backing.store.clone());
+    let doc = api.get("/openapi.json").await.ok(200);
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/tasks/batch", "post"),
+        ("/groups/{group_id}", "get"),
+        ("/tasks/{id}/webhooks", "get"),
+        ("/tasks/{id}/trajectory", "get"),
+        ("/trajectories/export", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let params: Vec<&str> = paths["/trajectories/export"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "status",
+        "problem_id",
+        "task_type",
+        "model",
+        "metadata",
+        "created_after",
+        "created_before",
+    ] {
+        assert!(params.contains(&name), "{name} in {params:?}");
+    }
+    let create_params = paths["/tasks"]["post"]["parameters"].to_string();
+    assert!(create_params.contains("Idempotency-Key"), "{create_params}");
+    assert!(paths["/tasks"]["post"]["responses"]["409"].is_object());
+    for schema in [
+        "ExportRecord",
+        "WebhookDelivery",
+        "CreatedBatch",
+        "NewBatch",
+        "GroupSummary",
+        "WebhookList",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} schema missing"
+        );
+    }
+}
