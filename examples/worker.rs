@@ -77,6 +77,16 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     supported_problems: Option<Vec<String>>,
 
+    /// With --database-url: the server's --dispatch-delay-ms (a worker that
+    /// claims straight from the database applies it itself). Keep them equal.
+    #[arg(long, default_value_t = 1000)]
+    dispatch_delay_ms: u64,
+
+    /// With --database-url: the server's --lease-secs (how long a claim or a
+    /// heartbeat keeps a task leased). Keep them equal.
+    #[arg(long, default_value_t = 60)]
+    lease_secs: u64,
+
     /// How often the worker heartbeats (keep well under the server's lease, 60 s by default).
     #[arg(long, default_value_t = 10)]
     heartbeat_secs: u64,
@@ -211,9 +221,14 @@ async fn main() -> anyhow::Result<()> {
 async fn connect(args: &Args) -> anyhow::Result<Arc<dyn TaskStore>> {
     match (&args.server, &args.database_url) {
         (None, Some(url)) => {
-            // The lease timings are the server's: a direct worker only reads
-            // and writes through the store's own clock.
-            let store = PgStore::connect(url, LeasePolicy::default())
+            // Claims made straight in the database follow this process's
+            // policy, so it must be the server's (same defaults).
+            let policy = LeasePolicy {
+                lease_duration: Duration::from_secs(args.lease_secs.max(1)),
+                dispatch_delay: Duration::from_millis(args.dispatch_delay_ms),
+                ..LeasePolicy::default()
+            };
+            let store = PgStore::connect(url, policy)
                 .await
                 .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
             tracing::info!("working straight against PostgreSQL");

@@ -12,10 +12,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Logs to stdout (level from `RUST_LOG`, default `info`) and, when given, to
+/// Logs to stdout (level from `RUST_LOG`; default `info`, with PostgreSQL's
+/// notices such as "relation already exists, skipping" only from `warn`) and, when given, to
 /// a file as well (appended, no colours).
 pub fn init_logging(log_file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Colours only on a terminal, and never with a log file: both layers share
     // the formatted span fields, so colour codes would end up in the file.
     let ansi = log_file.is_none() && std::io::stdout().is_terminal();
