@@ -11,7 +11,7 @@
 //!   concurrent workers, each a registered worker looping create → claim → finish through one shared `PgStore`;
 //! - `baseline_commit_rate`: at the same concurrency, the database's rate of trivial commits (one single-row
 //!   `UPDATE` per transaction, each connection on its own row, each on a dedicated connection, same server
-//!   settings);
+//!   settings), measured in slices alternating with the task-rate slices so both see the same machine load;
 //! - `ratio`: task rate ÷ (baseline ÷ 3), since a task needs three commits (target ≥ 0.8 at 8 workers);
 //! - `claim_latency_ms`: create → claim delay for an idle worker woken by LISTEN/NOTIFY (p50, p99);
 //! - `log_ingestion`: log lines per second appended in batches of 100.
@@ -31,8 +31,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
-const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
+/// Baseline and task rates are measured in alternating slices, so both see the same load on a shared machine.
+const ROUNDS: usize = 5;
+const WARMUP: Duration = Duration::from_millis(250);
+const MEASURE: Duration = Duration::from_secs(1);
 const LATENCY_SAMPLES: usize = 500;
 const LOG_BATCH: usize = 100;
 const LOG_WRITERS: usize = 8;
@@ -73,11 +75,20 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     let mut task_rates = serde_json::Map::new();
     let mut baselines = serde_json::Map::new();
     let mut ratios = serde_json::Map::new();
+    prepare_baseline(&options).await?;
     for workers in CONCURRENCY {
         reset(&mut admin).await?;
-        let baseline = baseline_rate(&options, workers).await?;
-        reset(&mut admin).await?;
-        let rate = task_rate(&store, workers).await?;
+        let connections = baseline_connections(&options, workers).await?;
+        register_workers(&store, workers).await?;
+        let (mut baseline, mut rate) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+        for _ in 0..ROUNDS {
+            let (n, t) = baseline_slice(&connections).await?;
+            baseline = (baseline.0 + n, baseline.1 + t);
+            let (n, t) = task_slice(&store, workers).await?;
+            rate = (rate.0 + n, rate.1 + t);
+        }
+        let baseline = baseline.0 as f64 / baseline.1.as_secs_f64();
+        let rate = rate.0 as f64 / rate.1.as_secs_f64();
         let ratio = rate / (baseline / 3.0);
         eprintln!("{workers:>2} workers: {rate:.0} tasks/s, baseline {baseline:.0} commits/s, ratio {ratio:.2}");
         task_rates.insert(workers.to_string(), json!(round(rate)));
@@ -95,7 +106,7 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     Ok(json!({
         "benchmark": "aiopslab-postgres bench_queue",
         "database": settings.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
-        "measure_seconds_per_point": MEASURE.as_secs_f64(),
+        "measure_seconds_per_point": MEASURE.as_secs_f64() * ROUNDS as f64,
         "task_rate": task_rates,
         "baseline_commit_rate": baselines,
         "ratio": ratios,
@@ -134,8 +145,9 @@ async fn reset(admin: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `work` on `n` concurrent loops for the warmup and the measurement; returns operations per second.
-async fn measure<F, Fut>(n: usize, work: F) -> anyhow::Result<f64>
+/// Runs `work` on `n` concurrent loops for a warmup and one measured slice; returns the operations counted in the
+/// slice and its length.
+async fn measure<F, Fut>(n: usize, work: F) -> anyhow::Result<(u64, Duration)>
 where
     F: Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -155,25 +167,37 @@ where
     for handle in handles {
         handle.await??;
     }
-    Ok(done as f64 / elapsed.as_secs_f64())
+    Ok((done, elapsed))
 }
 
-/// The database's commit rate: each connection updates its own row, one row per transaction.
-async fn baseline_rate(options: &PgConnectOptions, n: usize) -> anyhow::Result<f64> {
+/// The baseline table: one row per connection.
+async fn prepare_baseline(options: &PgConnectOptions) -> anyhow::Result<()> {
     let mut setup = options.connect().await?;
     setup
         .execute("CREATE TABLE IF NOT EXISTS bench_baseline (id int PRIMARY KEY, n bigint NOT NULL)")
         .await?;
-    setup.execute("TRUNCATE bench_baseline").await?;
     setup
-        .execute("INSERT INTO bench_baseline SELECT g, 0 FROM generate_series(0, 63) g")
+        .execute("INSERT INTO bench_baseline SELECT g, 0 FROM generate_series(0, 63) g ON CONFLICT DO NOTHING")
         .await?;
     setup.close().await?;
+    Ok(())
+}
+
+type Shared<T> = Arc<tokio::sync::Mutex<T>>;
+
+/// `n` dedicated connections for the baseline.
+async fn baseline_connections(options: &PgConnectOptions, n: usize) -> anyhow::Result<Vec<Shared<sqlx::PgConnection>>> {
     let mut connections = Vec::with_capacity(n);
     for _ in 0..n {
         connections.push(Arc::new(tokio::sync::Mutex::new(options.connect().await?)));
     }
-    measure(n, move |i, stop, count| {
+    Ok(connections)
+}
+
+/// One slice of the database's commit rate: each connection updates its own row, one row per transaction.
+async fn baseline_slice(connections: &[Shared<sqlx::PgConnection>]) -> anyhow::Result<(u64, Duration)> {
+    let connections = connections.to_vec();
+    measure(connections.len(), move |i, stop, count| {
         let conn = connections[i].clone();
         async move {
             let mut conn = conn.lock().await;
@@ -198,13 +222,17 @@ fn noop_outcome() -> TaskOutcome {
     }
 }
 
-/// End-to-end no-op tasks: each worker loops create → claim → finish.
-async fn task_rate(store: &PgStore, n: usize) -> anyhow::Result<f64> {
+async fn register_workers(store: &PgStore, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         store
             .register_worker(WorkerRegistration::new(format!("bench-{i}"), "default"))
             .await?;
     }
+    Ok(())
+}
+
+/// One slice of end-to-end no-op tasks: each worker loops create → claim → finish.
+async fn task_slice(store: &PgStore, n: usize) -> anyhow::Result<(u64, Duration)> {
     let spec = NewTask::new("noop").validate()?;
     let store = store.clone();
     measure(n, move |i, stop, count| {
@@ -302,19 +330,26 @@ async fn log_rate(store: &PgStore) -> anyhow::Result<f64> {
             .with_action("exec_shell")
         })
         .collect();
-    let store = store.clone();
-    let batches = measure(LOG_WRITERS, move |i, stop, count| {
+    let (mut batches, mut elapsed) = (0, Duration::ZERO);
+    for _ in 0..3 {
         let store = store.clone();
         let batch = batch.clone();
-        let lease = leases[i];
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                store.append_logs(lease, batch.clone()).await?;
-                count.fetch_add(1, Ordering::Relaxed);
+        let leases = leases.clone();
+        let (n, t) = measure(LOG_WRITERS, move |i, stop, count| {
+            let store = store.clone();
+            let batch = batch.clone();
+            let lease = leases[i];
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    store.append_logs(lease, batch.clone()).await?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
-    .await?;
-    Ok(batches * LOG_BATCH as f64)
+        })
+        .await?;
+        batches += n;
+        elapsed += t;
+    }
+    Ok((batches * LOG_BATCH as u64) as f64 / elapsed.as_secs_f64())
 }

@@ -19,7 +19,7 @@ async fn listening_pid(db: &TestDatabase, other_than: Option<i32>) -> i32 {
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' \
-             AND pid IS DISTINCT FROM $1 ORDER BY backend_start DESC LIMIT 1",
+             AND state = 'idle' AND pid IS DISTINCT FROM $1 ORDER BY backend_start DESC LIMIT 1",
         )
         .bind(other_than)
         .fetch_optional(&mut admin)
