@@ -152,6 +152,12 @@ pub trait TaskStore: Send + Sync + 'static {
     /// `filter`, in `(created_at, id)` order, strictly after `after`, at most
     /// `limit` of them. An empty page means the walk is over; the next page
     /// starts after the last episode's [`Episode::cursor`].
+    ///
+    /// Episodes carry what an [`ExportRecord`](crate::ExportRecord) needs:
+    /// the task as stored and its trajectory's messages, reward, evaluation
+    /// and metadata. `llm_calls` is left empty: every call holds its whole
+    /// request, so the calls are most of a trajectory's bytes and the export
+    /// never uses them (read them with [`get_trajectory`](Self::get_trajectory)).
     async fn export_episodes(
         &self,
         filter: &ExportFilter,

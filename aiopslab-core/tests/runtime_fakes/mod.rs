@@ -181,6 +181,35 @@ impl TaskStore for FakeFlakyStore {
         self.inner.stats().await
     }
 
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        self.inner.create_batch(batch, idempotency).await
+    }
+
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        self.inner.export_episodes(filter, after, limit).await
+    }
+
+    async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        self.inner.claim_webhooks(limit, lease).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        self.inner.record_webhook_attempt(delivery_id, report).await
+    }
+
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        self.inner.list_webhooks(task_id).await
+    }
+
     fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
         self.events.as_ref().map(broadcast::Sender::subscribe)
     }
