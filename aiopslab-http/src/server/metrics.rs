@@ -12,6 +12,8 @@
 //!   `aiopslab_http_request_duration_seconds{method,route,status}`: labelled
 //!   by the route *template* (`/tasks/{id}`), never the raw path, so label
 //!   cardinality stays bounded.
+//! - `aiopslab_webhook_attempts_total{outcome}`: completion-webhook attempts
+//!   (`delivered`, `retry`, `failed`) made by this server's deliverer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +85,7 @@ type HttpKey = (String, String, u16);
 pub struct Metrics {
     http: Mutex<BTreeMap<HttpKey, Histogram>>,
     task_durations: Mutex<BTreeMap<String, Histogram>>,
+    webhook_attempts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -110,7 +113,24 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Records one webhook delivery attempt by its outcome: `delivered`,
+    /// `retry` (failed, will be tried again) or `failed` (given up).
+    pub fn observe_webhook_attempt(&self, outcome: &'static str) {
+        let mut attempts = self.webhook_attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        *attempts.entry(outcome).or_insert(0) += 1;
+    }
+
     fn render_own(&self, out: &mut String) {
+        out.push_str(
+            "# HELP aiopslab_webhook_attempts_total Webhook delivery attempts made by this server, by outcome.\n",
+        );
+        out.push_str("# TYPE aiopslab_webhook_attempts_total counter\n");
+        let attempts = self.webhook_attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        for (outcome, count) in attempts.iter() {
+            let _ = writeln!(out, "aiopslab_webhook_attempts_total{{outcome=\"{outcome}\"}} {count}");
+        }
+        drop(attempts);
+
         out.push_str("# HELP aiopslab_task_duration_seconds Run time of finished tasks (completed_at - started_at).\n");
         out.push_str("# TYPE aiopslab_task_duration_seconds histogram\n");
         let durations = self.task_durations.lock().unwrap_or_else(PoisonError::into_inner);

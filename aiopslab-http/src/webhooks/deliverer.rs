@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::config::WebhookConfig;
 use super::signature::sign;
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
+use crate::server::Metrics;
 
 /// How much of a failing receiver's answer is kept in the attempt's error.
 const ERROR_BODY_SNIPPET: usize = 256;
@@ -51,6 +52,7 @@ pub struct WebhookDeliverer {
     store: Arc<dyn TaskStore>,
     client: reqwest::Client,
     config: Arc<WebhookConfig>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What one POST came to.
@@ -89,7 +91,15 @@ impl WebhookDeliverer {
             store,
             client,
             config: Arc::new(config),
+            metrics: None,
         })
+    }
+
+    /// The same deliverer, counting its attempts into `metrics`
+    /// (`aiopslab_webhook_attempts_total{outcome}` on `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The settings.
@@ -160,12 +170,22 @@ impl WebhookDeliverer {
                     Some(hinted.min(self.config.backoff.max.max(delay)))
                 }
             };
-            match (&outcome.error, retry_after) {
-                (None, _) => tracing::info!(status = ?outcome.status_code, "webhook delivered"),
-                (Some(error), Some(delay)) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "webhook attempt failed; will retry")
+            let label = match (&outcome.error, retry_after) {
+                (None, _) => {
+                    tracing::info!(status = ?outcome.status_code, "webhook delivered");
+                    "delivered"
                 }
-                (Some(error), None) => tracing::warn!(%error, "webhook attempt failed; giving up"),
+                (Some(error), Some(delay)) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "webhook attempt failed; will retry");
+                    "retry"
+                }
+                (Some(error), None) => {
+                    tracing::warn!(%error, "webhook attempt failed; giving up");
+                    "failed"
+                }
+            };
+            if let Some(metrics) = &self.metrics {
+                metrics.observe_webhook_attempt(label);
             }
             let report = WebhookAttemptReport {
                 status_code: outcome.status_code,

@@ -123,9 +123,11 @@ impl Api {
     }
 
     pub fn with_config(store: Arc<dyn TaskStore>, config: ApiConfig) -> Self {
-        Self {
-            router: router(ApiState::with_default_scheduler(store, config)),
-        }
+        Self::from_state(ApiState::with_default_scheduler(store, config))
+    }
+
+    pub fn from_state(state: ApiState) -> Self {
+        Self { router: router(state) }
     }
 
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Resp {
@@ -273,7 +275,10 @@ pub struct RunningDeliverer {
 
 impl RunningDeliverer {
     pub fn start(store: Arc<dyn TaskStore>, config: WebhookConfig) -> Self {
-        let deliverer = WebhookDeliverer::new(store, config).unwrap();
+        Self::start_with(WebhookDeliverer::new(store, config).unwrap())
+    }
+
+    pub fn start_with(deliverer: WebhookDeliverer) -> Self {
         let stop = CancellationToken::new();
         let handle = tokio::spawn(deliverer.run(stop.clone()));
         Self { stop, handle }

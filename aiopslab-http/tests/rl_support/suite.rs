@@ -11,7 +11,8 @@ use std::time::Duration;
 use aiopslab_core::{
     LlmCall, NewTask, Task, TaskId, TaskStatus, TaskStore, TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
 };
-use aiopslab_http::server::ApiConfig;
+use aiopslab_http::server::{ApiConfig, ApiState};
+use aiopslab_http::webhooks::WebhookDeliverer;
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -582,7 +583,10 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
 
 pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
     let store = backing.store.clone();
-    let api = Api::new(store.clone());
+    let state = ApiState::with_default_scheduler(store.clone(), ApiConfig::default());
+    let metrics = state.metrics.clone();
+    let store = state.store.clone();
+    let api = Api::from_state(state);
     let receiver = FakeReceiver::start(2, Some("s3cret")).await;
     let task = api
         .post(
@@ -609,7 +613,8 @@ pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
     assert_eq!(outbox["deliveries"][0]["status"], "pending");
     assert_eq!(outbox["deliveries"][0]["url"], receiver.url());
 
-    let deliverer = RunningDeliverer::start(store.clone(), fast_webhooks(Some("s3cret"), 5));
+    let deliverer = WebhookDeliverer::new(store.clone(), fast_webhooks(Some("s3cret"), 5)).unwrap();
+    let deliverer = RunningDeliverer::start_with(deliverer.with_metrics(metrics));
     let received = receiver.wait_for_successes(1, WAIT).await;
     assert_eq!(received.iter().map(|r| r.answered).collect::<Vec<_>>(), [500, 500, 200]);
     let shown = api.get(&format!("/tasks/{id}")).await.ok(200);
@@ -635,6 +640,15 @@ pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
     assert!(attempts[0]["error"].as_str().unwrap().contains("500"));
     assert!(delivery["delivered_at"].is_string());
     assert!(delivery["next_attempt_at"].is_null());
+    let scrape = api.get("/metrics").await.text();
+    assert!(
+        scrape.contains("aiopslab_webhook_attempts_total{outcome=\"retry\"} 2"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("aiopslab_webhook_attempts_total{outcome=\"delivered\"} 1"),
+        "{scrape}"
+    );
 
     // Cancelling a pending task is terminal too.
     let cancelled = api
