@@ -189,3 +189,13 @@ pub struct WebhookList {
     /// Its completion webhooks, oldest first, each with every attempt.
     pub deliveries: Vec<WebhookDelivery>,
 }
+
+/// One line of `GET /trajectories/export?format=episode`: an episode as the
+/// store returns it (the trajectory without its `llm_calls`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EpisodeLine<'a> {
+    /// The task.
+    pub task: &'a Task,
+    /// Its trajectory.
+    pub trajectory: &'a Trajectory,
+}

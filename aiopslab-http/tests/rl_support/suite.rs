@@ -520,7 +520,30 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         want(&|e| e.task.created_at < pivot)
     );
 
+    // Paging by hand: limit, and after = the last line's (created_at, id).
+    let all = want(&|_| true);
+    assert_eq!(ids_for("?limit=2".into()).await, all[..2].to_vec());
+    let last = &expected[1].task;
+    let after = format!(
+        "{},{}",
+        last.created_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        last.id
+    );
+    assert_eq!(ids_for(format!("?after={after}&limit=3")).await, all[2..5].to_vec());
+    assert_eq!(ids_for(format!("?after={after}")).await, all[2..].to_vec());
+    let episode = api.get("/trajectories/export?format=episode&limit=1").await;
+    let line: Value = serde_json::from_str(episode.text().trim_end()).unwrap();
+    assert_eq!(line["task"]["id"], all[0].as_str());
+    assert_eq!(
+        line["trajectory"]["messages"][3]["role"], "env",
+        "the store's own roles"
+    );
+
     for (query, field) in [
+        ("?after=2025-01-01T00:00:00Z", "after"),
+        ("?after=yesterday,nope", "after"),
+        ("?limit=0", "limit"),
+        ("?format=csv", "format"),
         ("?metadata=nocolon", "metadata"),
         ("?task_type=bogus", "task_type"),
         ("?created_after=yesterday", "created_after"),

@@ -9,6 +9,11 @@
 //! encodes a page while the previous one is being written to the client,
 //! through a channel of [`PAGES_IN_FLIGHT`] pages. A client that disconnects
 //! stops the walk.
+//!
+//! `limit` and `after` (`<created_at>,<task id>` of the last line read) page
+//! through an export by hand; `format=episode` writes the store's episodes
+//! (`{"task", "trajectory"}`) instead, which is how `HttpStore` implements
+//! `export_episodes` over HTTP.
 
 use std::io;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::QueryParams;
 use crate::server::routes::system::parse_task_type;
 use crate::server::state::ApiState;
+use crate::server::wire::EpisodeLine;
 
 /// Encoded pages buffered between the producer and the response body.
 pub const PAGES_IN_FLIGHT: usize = 2;
@@ -63,6 +69,39 @@ fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
     })
 }
 
+/// How each line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// An [`ExportRecord`]: OpenAI chat messages, reward, problem, task type, ...
+    OpenAi,
+    /// `{"task": Task, "trajectory": Trajectory}` ([`EpisodeLine`]), as the
+    /// store returns it: what `HttpStore::export_episodes` reads.
+    Episode,
+}
+
+fn format_of(query: &QueryParams) -> ApiResult<Format> {
+    match query.typed("format")? {
+        None | Some("openai") => Ok(Format::OpenAi),
+        Some("episode") => Ok(Format::Episode),
+        Some(other) => Err(invalid("format", format!("must be openai or episode, got {other:?}"))),
+    }
+}
+
+/// `after=<created_at RFC 3339>,<task id>`: resume after this episode.
+fn cursor_of(query: &QueryParams) -> ApiResult<Option<ExportCursor>> {
+    let Some(raw) = query.typed("after")? else {
+        return Ok(None);
+    };
+    let bad = || invalid("after", format!("must be <created_at RFC 3339>,<task id>, got {raw:?}"));
+    let (at, id) = raw.rsplit_once(',').ok_or_else(bad)?;
+    let created_at = chrono::DateTime::parse_from_rfc3339(at.trim()).map_err(|_| bad())?;
+    let id = id.trim().parse().map_err(|_| bad())?;
+    Ok(Some(ExportCursor {
+        created_at: created_at.with_timezone(&chrono::Utc),
+        id,
+    }))
+}
+
 /// Streams the episodes (tasks with a trajectory) that match as JSON Lines,
 /// oldest task first.
 #[utoipa::path(
@@ -75,6 +114,9 @@ fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
         ("metadata" = Option<String>, Query, max_length = 256, description = "Only tasks whose metadata has this string value, as `key:value` (split at the first colon)"),
         ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created at or after this RFC 3339 instant"),
         ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created before this RFC 3339 instant"),
+        ("after" = Option<String>, Query, description = "Resume after this episode: `<created_at RFC 3339>,<task id>` of the last line read"),
+        ("limit" = Option<u64>, Query, minimum = 1, description = "At most this many lines (default: all)"),
+        ("format" = Option<String>, Query, description = "`openai` (default): one ExportRecord per line; `episode`: one `{\"task\", \"trajectory\"}` per line (the trajectory without llm_calls)"),
     ),
     responses(
         (status = 200, description = "One episode per line, in OpenAI chat format with its reward; ordered by (created_at, id). \
@@ -89,12 +131,24 @@ A store failure after the first line ends the stream early (the chunked body is 
 )]
 pub async fn export_trajectories(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Response> {
     let filter = export_filter(&query)?;
+    let format = format_of(&query)?;
+    let after = cursor_of(&query)?;
+    let limit = match query.int("limit")? {
+        None => u64::MAX,
+        Some(n) if n >= 1 => n as u64,
+        Some(n) => return Err(invalid("limit", format!("must be 1 or more, got {n}"))),
+    };
+    let walk = Walk {
+        store: state.store.clone(),
+        filter,
+        format,
+        page_size: state.config.export_page_size.max(1),
+        remaining: limit,
+    };
     // The first page before the 200: a store that is down gets a proper status code.
-    let page_size = state.config.export_page_size.max(1);
-    let first = state.store.export_episodes(&filter, None, page_size).await?;
+    let first = walk.fetch(after).await?;
     let (sender, receiver) = mpsc::channel(PAGES_IN_FLIGHT);
-    let producer = produce(state.store.clone(), filter, page_size, first, sender);
-    tokio::spawn(producer.instrument(tracing::info_span!("export")));
+    tokio::spawn(walk.produce(first, sender).instrument(tracing::info_span!("export")));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
@@ -105,62 +159,79 @@ pub async fn export_trajectories(State(state): State<ApiState>, query: QueryPara
         .into_response())
 }
 
-/// Walks the pages, sending each encoded; stops at the end, when the client
-/// is gone, or on a store error (sent as a body error, which cuts the stream).
-async fn produce(
+/// One export walk.
+struct Walk {
     store: Arc<dyn TaskStore>,
     filter: ExportFilter,
+    format: Format,
     page_size: u32,
-    first: Vec<Episode>,
-    sender: mpsc::Sender<Result<Bytes, io::Error>>,
-) {
-    let mut page = first;
-    let mut exported: u64 = 0;
-    loop {
-        let Some(cursor) = page.last().map(Episode::cursor) else {
-            tracing::debug!(exported, "export finished");
-            return;
-        };
-        exported += page.len() as u64;
-        let chunk = encode(&page);
-        drop(page);
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                tracing::error!(%error, "cannot encode an export page");
-                let _ = sender.send(Err(io::Error::other("export encoding failed"))).await;
-                return;
-            }
-        };
-        if sender.send(Ok(chunk)).await.is_err() {
-            tracing::debug!(exported, "export client went away");
-            return;
+    /// Lines still to send.
+    remaining: u64,
+}
+
+impl Walk {
+    async fn fetch(&self, after: Option<ExportCursor>) -> aiopslab_core::StoreResult<Vec<Episode>> {
+        if self.remaining == 0 {
+            return Ok(Vec::new());
         }
-        page = match next_page(&*store, &filter, cursor, page_size).await {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::warn!(%error, exported, "export stopped: store error");
-                let _ = sender.send(Err(io::Error::other("store error during export"))).await;
+        let limit = u64::from(self.page_size).min(self.remaining) as u32;
+        self.store.export_episodes(&self.filter, after, limit).await
+    }
+
+    /// Walks the pages, sending each encoded; stops at the end, at the
+    /// limit, when the client is gone, or on a store error (sent as a body
+    /// error, which cuts the stream).
+    async fn produce(mut self, first: Vec<Episode>, sender: mpsc::Sender<Result<Bytes, io::Error>>) {
+        let mut page = first;
+        let mut exported: u64 = 0;
+        loop {
+            page.truncate(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+            let Some(cursor) = page.last().map(Episode::cursor) else {
+                tracing::debug!(exported, "export finished");
+                return;
+            };
+            exported += page.len() as u64;
+            self.remaining -= page.len() as u64;
+            let chunk = encode(&page, self.format);
+            drop(page);
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode an export page");
+                    let _ = sender.send(Err(io::Error::other("export encoding failed"))).await;
+                    return;
+                }
+            };
+            if sender.send(Ok(chunk)).await.is_err() {
+                tracing::debug!(exported, "export client went away");
                 return;
             }
-        };
+            page = match self.fetch(Some(cursor)).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, exported, "export stopped: store error");
+                    let _ = sender.send(Err(io::Error::other("store error during export"))).await;
+                    return;
+                }
+            };
+        }
     }
 }
 
-async fn next_page(
-    store: &dyn TaskStore,
-    filter: &ExportFilter,
-    cursor: ExportCursor,
-    page_size: u32,
-) -> aiopslab_core::StoreResult<Vec<Episode>> {
-    store.export_episodes(filter, Some(cursor), page_size).await
-}
-
 /// One JSON line per episode.
-fn encode(page: &[Episode]) -> serde_json::Result<Bytes> {
-    let mut out = Vec::with_capacity(page.len() * 4096);
+fn encode(page: &[Episode], format: Format) -> serde_json::Result<Bytes> {
+    let mut out = Vec::with_capacity(page.len() * 8192);
     for episode in page {
-        serde_json::to_writer(&mut out, &ExportRecord::from_episode(episode))?;
+        match format {
+            Format::OpenAi => serde_json::to_writer(&mut out, &ExportRecord::from_episode(episode))?,
+            Format::Episode => serde_json::to_writer(
+                &mut out,
+                &EpisodeLine {
+                    task: &episode.task,
+                    trajectory: &episode.trajectory,
+                },
+            )?,
+        }
         out.push(b'\n');
     }
     Ok(Bytes::from(out))
