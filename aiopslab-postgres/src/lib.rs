@@ -19,10 +19,12 @@
 #![warn(missing_docs)]
 
 mod announce;
+mod batches;
 mod claim;
 mod config;
 mod connections;
 mod error;
+mod export;
 mod lease;
 mod listener;
 mod logs;
@@ -33,6 +35,7 @@ mod store;
 mod sweep;
 mod tasks;
 mod trajectories;
+mod webhooks;
 mod workers;
 
 #[cfg(feature = "testing")]

@@ -6,7 +6,7 @@
 
 use aiopslab_core::{
     ErrorDetails, JsonObject, LogContext, LogEntry, LogLevel, StoreError, Task, TaskParameters, TaskResult, TaskStatus,
-    Worker, WorkerCapabilities, WorkerStatus,
+    Trajectory, WebhookAttempt, WebhookStatus, Worker, WorkerCapabilities, WorkerStatus,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -36,6 +36,7 @@ pub(crate) struct TaskRow {
     lease_expires_at: Option<DateTime<Utc>>,
     result: Option<Json<TaskResult>>,
     error_details: Option<Json<ErrorDetails>>,
+    group_id: Option<Uuid>,
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
@@ -76,7 +77,7 @@ impl TryFrom<TaskRow> for Task {
             lease_expires_at: row.lease_expires_at,
             result: row.result.map(|r| r.0),
             error_details: row.error_details.map(|e| e.0),
-            group_id: None,
+            group_id: row.group_id,
         })
     }
 }
@@ -143,6 +144,62 @@ impl TryFrom<LogRow> for LogEntry {
             context: row.context.0,
         })
     }
+}
+
+/// One row of `webhook_outbox` (its attempts are read separately).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub(crate) id: i64,
+    pub(crate) task_id: Uuid,
+    pub(crate) url: String,
+    pub(crate) payload: Option<Json<serde_json::Value>>,
+    pub(crate) status: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) next_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One row of `webhook_attempts`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    pub(crate) delivery_id: i64,
+    attempt: i32,
+    attempted_at: DateTime<Utc>,
+    status_code: Option<i32>,
+    error: Option<String>,
+    duration_ms: i64,
+}
+
+impl TryFrom<AttemptRow> for WebhookAttempt {
+    type Error = StoreError;
+
+    fn try_from(row: AttemptRow) -> Result<Self, StoreError> {
+        Ok(WebhookAttempt {
+            attempt: unsigned("attempt", row.attempt.into())?,
+            attempted_at: row.attempted_at,
+            status_code: row.status_code.map(|c| unsigned("status_code", c.into())).transpose()?,
+            error: row.error,
+            duration_ms: unsigned("duration_ms", row.duration_ms)?,
+        })
+    }
+}
+
+/// Parses a delivery status column.
+pub(crate) fn webhook_status(value: &str) -> Result<WebhookStatus, StoreError> {
+    match value {
+        "pending" => Ok(WebhookStatus::Pending),
+        "delivered" => Ok(WebhookStatus::Delivered),
+        "failed" => Ok(WebhookStatus::Failed),
+        other => Err(corrupt("webhook status", other)),
+    }
+}
+
+/// A task and its trajectory, as the export reads them.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EpisodeRow {
+    #[sqlx(flatten)]
+    pub(crate) task: TaskRow,
+    pub(crate) trajectory: Json<Trajectory>,
 }
 
 /// The row a heartbeat returns.

@@ -19,7 +19,7 @@ macro_rules! task_columns {
     () => {
         "id, problem_id, status, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
          backend_type, max_retries, worker_id, attempt, cancel_requested, created_at, updated_at, started_at, \
-         completed_at, lease_expires_at, result, error_details"
+         completed_at, lease_expires_at, result, error_details, group_id"
     };
 }
 
@@ -43,13 +43,42 @@ pub(crate) const INSERT_TASK: &str = concat!(
     task_columns!()
 );
 
-/// Inserts many pending tasks in one statement, from parallel arrays (same order as [`INSERT_TASK`]).
+/// Inserts many pending tasks in one statement, from parallel arrays (same order as [`INSERT_TASK`]), all in group
+/// `$11` (NULL: no group).
 pub(crate) const INSERT_TASKS: &str = concat!(
     "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
-     backend_type, max_retries) \
-     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], $7::text[], \
-     $8::jsonb[], $9::text[], $10::int4[]) RETURNING ",
+     backend_type, max_retries, group_id) \
+     SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
+     $7::text[], $8::jsonb[], $9::text[], $10::int4[]) AS u RETURNING ",
     task_columns!()
+);
+
+/// [`INSERT_TASKS`] under an idempotency key, one statement: the key is recorded (`$12` key, `$13` fingerprint)
+/// and the tasks inserted only if the key was new. No row when the key already existed (a concurrent request with
+/// the key waits for the first to commit, then finds it).
+pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
+    "WITH new_key AS (\
+        INSERT INTO idempotency_keys (key, fingerprint, group_id, task_ids) VALUES ($12, $13, $11::uuid, $1::uuid[]) \
+        ON CONFLICT (key) DO NOTHING RETURNING key\
+     ) \
+     INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+     backend_type, max_retries, group_id) \
+     SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
+     $7::text[], $8::jsonb[], $9::text[], $10::int4[]) AS u \
+     WHERE EXISTS (SELECT 1 FROM new_key) RETURNING ",
+    task_columns!()
+);
+
+/// The first request of an idempotency key. `$1` key.
+pub(crate) const SELECT_IDEMPOTENCY_KEY: &str =
+    "SELECT fingerprint, group_id, task_ids FROM idempotency_keys WHERE key = $1";
+
+/// Tasks by id, in the order of the ids given. `$1` ids.
+pub(crate) const SELECT_TASKS_IN_ORDER: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks JOIN UNNEST($1::uuid[]) WITH ORDINALITY AS wanted(wanted_id, n) ON id = wanted.wanted_id \
+     ORDER BY wanted.n"
 );
 
 /// Announces newly created tasks, after their INSERT committed: one notification per distinct backend type.
@@ -64,28 +93,37 @@ pub(crate) const SELECT_TASK: &str = concat!("SELECT ", task_columns!(), " FROM 
 /// Whether a task exists. `$1` id.
 pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)";
 
-/// Cancels a live task: pending becomes `cancelled` at once, running gets `cancel_requested` (a trigger notifies
-/// `aiopslab_cancel`). Returns the new status; no row when the task is unknown or already terminal. `$1` id.
-pub(crate) const CANCEL_TASK: &str = "UPDATE tasks SET \
-     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END, \
-     completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END, \
-     cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END, \
-     updated_at = now() \
-     WHERE id = $1 AND (status IN ('pending', 'running')) IS TRUE \
-     RETURNING status";
+/// Cancels a live task: pending becomes `cancelled` at once (and, with a `callback_url`, gets a webhook delivery in
+/// the same statement), running gets `cancel_requested` (a trigger notifies `aiopslab_cancel`). Returns the new
+/// status; no row when the task is unknown or already terminal. `$1` id.
+pub(crate) const CANCEL_TASK: &str = "WITH changed AS (\
+        UPDATE tasks SET \
+            status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END, \
+            completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END, \
+            cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END, \
+            updated_at = now() \
+        WHERE id = $1 AND (status IN ('pending', 'running')) IS TRUE \
+        RETURNING id, status, callback_url\
+     ), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM changed \
+        WHERE status = 'cancelled' AND callback_url IS NOT NULL\
+     ) \
+     SELECT status FROM changed";
 
 /// The status of a task. `$1` id.
 pub(crate) const SELECT_TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = $1";
 
 /// Builds the page query and the count query of `GET /tasks`. The status, from a closed set, is written into the
 /// SQL as a literal so the planner can use the partial index of that status; the other filters appear in the order
-/// problem_id, worker_id, backend_type, each bound as the next parameter when present; the page query then binds
-/// `limit` and `offset`.
+/// problem_id, worker_id, backend_type, group_id, each bound as the next parameter when present; the page query then
+/// binds `limit` and `offset`.
 pub(crate) fn list_tasks(
     status: Option<TaskStatus>,
     problem_id: bool,
     worker_id: bool,
     backend_type: bool,
+    group_id: bool,
     sort: TaskSort,
 ) -> (String, String) {
     let mut conditions = Vec::new();
@@ -94,6 +132,7 @@ pub(crate) fn list_tasks(
         (problem_id, "problem_id"),
         (worker_id, "worker_id"),
         (backend_type, "backend_type"),
+        (group_id, "group_id"),
     ] {
         if present {
             n += 1;
@@ -175,7 +214,8 @@ pub(crate) const EXTEND_LEASE: &str = "UPDATE tasks SET lease_expires_at = now()
      RETURNING lease_expires_at, cancel_requested";
 
 /// Finishes a running task under its lease, in one statement: the terminal status (or, for a `failed` outcome with
-/// retries left and no cancel request, back to pending), and the worker's counters. `$1` task id, `$2` attempt,
+/// retries left and no cancel request, back to pending), the webhook delivery of a terminal task with a
+/// `callback_url`, and the worker's counters. `$1` task id, `$2` attempt,
 /// `$3` status, `$4` result, `$5` error details.
 pub(crate) const FINISH_TASK: &str = concat!(
     "WITH held AS (\
@@ -196,7 +236,11 @@ pub(crate) const FINISH_TASK: &str = concat!(
         FROM held WHERE id = held.held_id \
         RETURNING ",
     task_columns!(),
-    "), counted AS (\
+    "), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM finished \
+        WHERE status <> 'pending' AND callback_url IS NOT NULL\
+     ), counted AS (\
         UPDATE workers SET \
             tasks_completed = tasks_completed + CASE WHEN $3 = 'completed' THEN 1 ELSE 0 END, \
             tasks_failed = tasks_failed + CASE WHEN $3 IN ('failed', 'timeout') THEN 1 ELSE 0 END \
@@ -295,20 +339,27 @@ pub(crate) const LIST_WORKERS: &str = concat!(
 // Sweep: conditional bulk updates; rows another sweeper or a finishing worker holds are skipped this round.
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Running tasks past `started_at + timeout_minutes + grace` become `timeout`. `$1` grace.
+/// Running tasks past `started_at + timeout_minutes + grace` become `timeout` (with a webhook delivery when they
+/// have a `callback_url`). `$1` grace.
 pub(crate) const SWEEP_TIMEOUTS: &str = "WITH overdue AS (\
         SELECT id AS overdue_id FROM tasks \
         WHERE status = 'running' AND started_at + timeout_minutes * interval '1 minute' + $1::interval < now() \
         FOR UPDATE SKIP LOCKED\
+     ), swept AS (\
+        UPDATE tasks SET status = 'timeout', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
+            error_details = jsonb_build_object('code', 'timeout', 'message', \
+                format('the run exceeded its %s-minute limit and its worker did not report', timeout_minutes)) \
+        FROM overdue WHERE id = overdue.overdue_id \
+        RETURNING id, callback_url\
+     ), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM swept WHERE callback_url IS NOT NULL\
      ) \
-     UPDATE tasks SET status = 'timeout', completed_at = now(), lease_expires_at = NULL, updated_at = now(), \
-        error_details = jsonb_build_object('code', 'timeout', 'message', \
-            format('the run exceeded its %s-minute limit and its worker did not report', timeout_minutes)) \
-     FROM overdue WHERE id = overdue.overdue_id \
-     RETURNING id";
+     SELECT id FROM swept";
 
 /// Running tasks whose lease expired: a task a client asked to cancel becomes `cancelled`; otherwise it goes back
-/// to pending (retries left) or becomes `failed`, with error code `worker_lost`.
+/// to pending (retries left) or becomes `failed`, with error code `worker_lost`. The terminal ones get a webhook
+/// delivery when they have a `callback_url`.
 pub(crate) const SWEEP_EXPIRED_LEASES: &str = "WITH lost AS (\
         SELECT id AS lost_id, \
             CASE WHEN cancel_requested THEN 'cancelled' \
@@ -316,22 +367,111 @@ pub(crate) const SWEEP_EXPIRED_LEASES: &str = "WITH lost AS (\
         FROM tasks \
         WHERE status = 'running' AND lease_expires_at < now() \
         FOR UPDATE SKIP LOCKED\
+     ), swept AS (\
+        UPDATE tasks SET \
+            status = lost.next_status, \
+            worker_id = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE worker_id END, \
+            started_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE started_at END, \
+            completed_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE now() END, \
+            lease_expires_at = NULL, updated_at = now(), \
+            error_details = CASE WHEN lost.next_status = 'cancelled' THEN error_details ELSE \
+                jsonb_build_object('code', 'worker_lost', 'message', \
+                    format('worker %s stopped renewing its lease on attempt %s', worker_id, attempt)) END \
+        FROM lost WHERE id = lost.lost_id \
+        RETURNING id, status, callback_url\
+     ), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM swept \
+        WHERE status <> 'pending' AND callback_url IS NOT NULL\
      ) \
-     UPDATE tasks SET \
-        status = lost.next_status, \
-        worker_id = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE worker_id END, \
-        started_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE started_at END, \
-        completed_at = CASE WHEN lost.next_status = 'pending' THEN NULL ELSE now() END, \
-        lease_expires_at = NULL, updated_at = now(), \
-        error_details = CASE WHEN lost.next_status = 'cancelled' THEN error_details ELSE \
-            jsonb_build_object('code', 'worker_lost', 'message', \
-                format('worker %s stopped renewing its lease on attempt %s', worker_id, attempt)) END \
-     FROM lost WHERE id = lost.lost_id \
-     RETURNING id, status";
+     SELECT id, status FROM swept";
 
 /// Live workers silent past the threshold become offline. `$1` threshold.
 pub(crate) const SWEEP_WORKERS: &str = "UPDATE workers SET status = 'offline' \
      WHERE status <> 'offline' AND last_heartbeat < now() - $1::interval RETURNING id";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Webhook outbox
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The columns of `webhook_outbox`, in the order [`crate::rows::DeliveryRow`] reads them.
+macro_rules! delivery_columns {
+    () => {
+        "id, task_id, url, payload, status, created_at, next_attempt_at, delivered_at"
+    };
+}
+
+/// Leases up to `$1` due deliveries, oldest first, by pushing their due time to now + `$2`; rows another
+/// deliverer is claiming are skipped. Returns their ids.
+pub(crate) const CLAIM_WEBHOOKS: &str = "WITH due AS (\
+        SELECT id AS due_id FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= now() \
+        ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED\
+     ) \
+     UPDATE webhook_outbox SET next_attempt_at = now() + $2::interval FROM due WHERE id = due.due_id RETURNING id";
+
+/// Records attempt number attempts + 1 of delivery `$1` and moves the delivery on: no error (`$3` NULL) →
+/// delivered; an error with a retry delay `$5` → pending, due after it; an error without → failed. `$2` status
+/// code, `$4` duration in ms. No row for an unknown delivery.
+pub(crate) const RECORD_WEBHOOK_ATTEMPT: &str = "WITH delivery AS (\
+        SELECT id AS delivery_id, attempts AS tried FROM webhook_outbox WHERE id = $1 FOR UPDATE\
+     ), attempt AS (\
+        INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, error, duration_ms) \
+        SELECT delivery_id, tried + 1, now(), $2, $3::text, $4 FROM delivery\
+     ) \
+     UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $3::text, \
+        status = CASE WHEN $3::text IS NULL THEN 'delivered' WHEN $5::interval IS NOT NULL THEN 'pending' \
+                      ELSE 'failed' END, \
+        delivered_at = CASE WHEN $3::text IS NULL THEN now() ELSE NULL END, \
+        next_attempt_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() + $5::interval END \
+     FROM delivery WHERE id = delivery.delivery_id RETURNING id";
+
+/// Deliveries by id, oldest first. `$1` ids.
+pub(crate) const SELECT_DELIVERIES: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM webhook_outbox WHERE id = ANY($1::int8[]) ORDER BY id"
+);
+
+/// A task's deliveries, oldest first. `$1` task id.
+pub(crate) const SELECT_TASK_DELIVERIES: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM webhook_outbox WHERE task_id = $1 ORDER BY id"
+);
+
+/// The attempts of some deliveries, in order. `$1` delivery ids.
+pub(crate) const SELECT_ATTEMPTS: &str = "SELECT delivery_id, attempt, attempted_at, status_code, error, duration_ms \
+     FROM webhook_attempts WHERE delivery_id = ANY($1::int8[]) ORDER BY delivery_id, attempt";
+
+/// Tasks by id (to render webhook payloads). `$1` ids.
+pub(crate) const SELECT_TASKS_BY_ID: &str =
+    concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ANY($1::uuid[])");
+
+/// Stores rendered payloads of deliveries that had none yet. `$1` delivery ids, `$2` payloads.
+pub(crate) const STORE_PAYLOADS: &str = "UPDATE webhook_outbox SET payload = rendered.payload \
+     FROM UNNEST($1::int8[], $2::jsonb[]) AS rendered(delivery_id, payload) \
+     WHERE id = rendered.delivery_id AND webhook_outbox.payload IS NULL";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One page of the dataset export: tasks with a trajectory, in `(created_at, id)` order, after the cursor, with
+/// the trajectory's LLM calls left out. `$1` status, `$2` problem ids, `$3` model, `$4` metadata key, `$5`
+/// metadata value, `$6` created at or after, `$7` created before, `$8`/`$9` cursor (created_at, id), `$10`
+/// limit; NULL filters match everything.
+pub(crate) const EXPORT_EPISODES: &str = "SELECT t.*, \
+        (tr.trajectory - 'llm_calls') || jsonb_build_object('llm_calls', '[]'::jsonb) AS trajectory \
+     FROM tasks t JOIN trajectories tr ON tr.task_id = t.id \
+     WHERE ($1::text IS NULL OR t.status = $1::text) \
+       AND ($2::text[] IS NULL OR t.problem_id = ANY($2::text[])) \
+       AND ($3::text IS NULL OR t.agent_config -> 'model' = to_jsonb($3::text)) \
+       AND ($4::text IS NULL OR t.metadata -> $4::text = to_jsonb($5::text)) \
+       AND ($6::timestamptz IS NULL OR t.created_at >= $6::timestamptz) \
+       AND ($7::timestamptz IS NULL OR t.created_at < $7::timestamptz) \
+       AND ($8::timestamptz IS NULL OR (t.created_at, t.id) > ($8::timestamptz, $9::uuid)) \
+     ORDER BY t.created_at, t.id \
+     LIMIT $10";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Stats
@@ -363,7 +503,14 @@ mod tests {
 
     #[test]
     fn list_query_numbers_its_parameters() {
-        let (page, count) = list_tasks(Some(TaskStatus::Failed), false, true, false, TaskSort::PriorityDesc);
+        let (page, count) = list_tasks(
+            Some(TaskStatus::Failed),
+            false,
+            true,
+            false,
+            false,
+            TaskSort::PriorityDesc,
+        );
         assert!(page.contains("WHERE worker_id = $1 AND status = 'failed'"), "{page}");
         assert!(
             page.ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $2 OFFSET $3"),
@@ -373,7 +520,7 @@ mod tests {
             count,
             "SELECT count(*) FROM tasks WHERE worker_id = $1 AND status = 'failed'"
         );
-        let (page, count) = list_tasks(None, false, false, false, TaskSort::CreatedDesc);
+        let (page, count) = list_tasks(None, false, false, false, false, TaskSort::CreatedDesc);
         assert!(
             page.ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),
             "{page}"

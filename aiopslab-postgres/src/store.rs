@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiopslab_core::{
-    CancelOutcome, ClaimRequest, HeartbeatAck, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry,
-    Page, StoreError, StoreEvent, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome,
-    TaskPage, TaskSort, TaskSpec, TaskStore, Trajectory, ValidationError, Worker, WorkerFilter, WorkerHeartbeat,
-    WorkerPage, WorkerRegistration,
+    BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck,
+    IdempotencyKey, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page, StoreError, StoreEvent,
+    StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort, TaskSpec,
+    TaskStore, Trajectory, ValidationError, WebhookAttemptReport, WebhookDelivery, Worker, WorkerFilter,
+    WorkerHeartbeat, WorkerPage, WorkerRegistration,
 };
 use async_trait::async_trait;
 use sqlx::postgres::types::PgInterval;
@@ -265,6 +266,35 @@ impl TaskStore for PgStore {
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.count_stats().await
+    }
+
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        self.insert_batch(batch, idempotency).await
+    }
+
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        self.export_page(filter, after, limit).await
+    }
+
+    async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        self.lease_webhooks(limit, lease).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        self.record_attempt(delivery_id, report).await
+    }
+
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        self.task_webhooks(task_id).await
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {

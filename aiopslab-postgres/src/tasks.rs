@@ -1,9 +1,8 @@
 //! Tasks from the client's side: create (one or a batch), read, list with filters and sorts, cancel.
 
-use std::collections::HashMap;
-
 use aiopslab_core::{
-    CancelOutcome, Page, StoreError, StoreResult, Task, TaskFilter, TaskId, TaskPage, TaskSort, TaskSpec, TaskStatus,
+    BatchSpec, CancelOutcome, Page, StoreError, StoreResult, Task, TaskFilter, TaskId, TaskPage, TaskSort, TaskSpec,
+    TaskStatus,
 };
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -12,7 +11,7 @@ use crate::rows::{task_status, TaskRow};
 use crate::sql;
 use crate::PgStore;
 
-fn to_i32(value: u32) -> i32 {
+pub(crate) fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
@@ -45,63 +44,8 @@ impl PgStore {
     /// Inserts a batch of pending tasks in one statement (all or none), returned in the order given.
     #[tracing::instrument(skip_all, fields(count = specs.len()))]
     pub(crate) async fn insert_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        if specs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let n = specs.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut problems = Vec::with_capacity(n);
-        let mut agent_configs = Vec::with_capacity(n);
-        let mut max_steps = Vec::with_capacity(n);
-        let mut timeouts = Vec::with_capacity(n);
-        let mut priorities = Vec::with_capacity(n);
-        let mut callbacks = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        let mut backends = Vec::with_capacity(n);
-        let mut retries = Vec::with_capacity(n);
-        for spec in specs {
-            let p = spec.parameters;
-            ids.push(Uuid::now_v7());
-            problems.push(spec.problem_id);
-            agent_configs.push(Json(p.agent_config));
-            max_steps.push(to_i32(p.max_steps));
-            timeouts.push(to_i32(p.timeout_minutes));
-            priorities.push(i16::from(p.priority));
-            callbacks.push(p.callback_url);
-            metadata.push(Json(p.metadata));
-            backends.push(p.backend_type);
-            retries.push(to_i32(p.max_retries));
-        }
-        let mut conn = self.conn("create_tasks").await?;
-        let result: Result<Vec<TaskRow>, sqlx::Error> = sqlx::query_as(sql::INSERT_TASKS)
-            .bind(&ids)
-            .bind(problems)
-            .bind(agent_configs)
-            .bind(max_steps)
-            .bind(timeouts)
-            .bind(priorities)
-            .bind(callbacks)
-            .bind(metadata)
-            .bind(backends)
-            .bind(retries)
-            .fetch_all(conn.raw())
-            .await;
-        let rows = conn.done("create_tasks", result)?;
-        let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let task = Task::try_from(row)?;
-            by_id.insert(task.id, task);
-        }
-        let tasks = ids
-            .iter()
-            .map(|id| {
-                by_id
-                    .remove(id)
-                    .ok_or_else(|| StoreError::Internal("a created task was not returned".into()))
-            })
-            .collect::<StoreResult<Vec<Task>>>()?;
-        self.announce(tasks.iter().map(|t| t.parameters.backend_type.as_str()));
-        Ok(tasks)
+        let created = self.insert_batch(BatchSpec { group_id: None, specs }, None).await?;
+        Ok(created.tasks)
     }
 
     /// Reads one task.
@@ -122,6 +66,7 @@ impl PgStore {
             filter.problem_id.is_some(),
             filter.worker_id.is_some(),
             filter.backend_type.is_some(),
+            filter.group_id.is_some(),
             sort,
         );
         let values: Vec<&str> = [
@@ -138,6 +83,10 @@ impl PgStore {
         for value in &values {
             count_query = count_query.bind(*value);
             page_query = page_query.bind(*value);
+        }
+        if let Some(group_id) = filter.group_id {
+            count_query = count_query.bind(group_id);
+            page_query = page_query.bind(group_id);
         }
         let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
         let mut conn = self.conn("list_tasks").await?;

@@ -387,6 +387,12 @@ pub async fn advance_clock(store: &PgStore, by: Duration) {
     .execute(&mut *tx)
     .await
     .expect("shift task times");
+    // Webhook deliveries: only the due time, which the rules read (creation and attempt times are records).
+    sqlx::query("UPDATE webhook_outbox SET next_attempt_at = next_attempt_at - $1")
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .expect("shift webhook due times");
     sqlx::query("UPDATE task_logs SET timestamp = timestamp - $1")
         .bind(by)
         .execute(&mut *tx)

@@ -66,9 +66,15 @@ async fn schema_applied_by_hand_then_by_the_migrator() {
     let pool = db.pool(&Default::default());
     // The quickstart: `psql aiopslab_tasks < migrations/001_create_tables.sql`, twice for good measure.
     let sql = include_str!("../../migrations/001_create_tables.sql");
+    let sql_002 = include_str!("../../migrations/002_batches_exports_webhooks.sql");
     sqlx::raw_sql(sql).execute(&pool).await.expect("001 runs by hand");
     sqlx::raw_sql(sql).execute(&pool).await.expect("001 runs by hand again");
-    // Then the embedded migrator, twice.
+    sqlx::raw_sql(sql_002).execute(&pool).await.expect("002 runs by hand");
+    sqlx::raw_sql(sql_002)
+        .execute(&pool)
+        .await
+        .expect("002 runs by hand again");
+    // Then the embedded migrator, twice (it records both files).
     let store = PgStore::from_pool(&pool, policy()).unwrap();
     store.migrate().await.expect("migrator runs after a manual run");
     store.migrate().await.expect("migrator runs again");
