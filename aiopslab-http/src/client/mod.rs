@@ -1,27 +1,27 @@
-//! The remote-worker client: [`HttpStore`], a [`TaskStore`] that talks to an
-//! aiopslab server over HTTP.
+//! The remote-worker client: [`HttpStore`], a
+//! [`TaskStore`](aiopslab_core::TaskStore) that talks to an aiopslab server
+//! over HTTP.
 //!
 //! A worker on another machine runs the very same
-//! [`WorkerRuntime`](aiopslab_core) against an `HttpStore` as an in-process
-//! worker runs against the database: register, heartbeat, claim, extend the
-//! lease, append logs, save the trajectory, finish and deregister all go
-//! through the worker protocol (`/workers/register`, `/workers/heartbeat`,
-//! `/workers/claim`, `/tasks/{id}/lease`, `/tasks/{id}/logs`,
-//! `/tasks/{id}/trajectory`, `/tasks/{id}/finish`,
-//! `/workers/{id}/deregister`), every write carrying its lease token. The
-//! worker needs no database credentials, only the server URL and, when the
-//! server requires one, the worker token.
+//! [`WorkerRuntime`](aiopslab_core::runtime::WorkerRuntime) against an
+//! `HttpStore` as an in-process worker runs against the database: register,
+//! heartbeat, claim, extend the lease, append logs, save the trajectory,
+//! finish and deregister all go through the worker protocol
+//! (`/workers/register`, `/workers/heartbeat`, `/workers/claim`,
+//! `/tasks/{id}/lease`, `/tasks/{id}/logs`, `/tasks/{id}/trajectory`,
+//! `/tasks/{id}/finish`, `/workers/{id}/deregister`), every write carrying
+//! its lease token. The worker needs no database credentials, only the
+//! server URL and, when the server requires one, the worker token.
 //!
 //! The public reads and writes (`get_task`, `list_tasks`, `get_logs`,
 //! `create_task`, `cancel_task`, `stats`, ...) use the public API, so the
 //! same type also serves as a plain Rust client of a server.
 //!
-//! Errors come back as the [`StoreError`](aiopslab_core::StoreError) the
-//! server started from (see [`error`](self::ClientError) for the mapping);
-//! an unreachable server, a timeout or a 503 is
-//! [`StoreError::Unavailable`](aiopslab_core::StoreError::Unavailable), so
-//! the runtime's retry-with-backoff rides out a server restart and delivers a
-//! finished result once the server is back.
+//! Errors come back as the `StoreError` the server started from (the error
+//! body's `code` and `details` name the variant and its fields). An
+//! unreachable server, a timeout, a 502/503/504 or a 429 is
+//! `StoreError::Unavailable`, so the runtime's retry-with-backoff rides out
+//! a server restart and delivers a finished result once the server is back.
 
 mod error;
 mod store;
