@@ -45,7 +45,7 @@ enum Cluster {
 
 /// The aiopslab server: HTTP API, sweeper, optional in-process workers.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// Address to bind. The default keeps the API on this machine; use
     /// 0.0.0.0 to serve other hosts (and set tokens).

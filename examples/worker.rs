@@ -42,7 +42,7 @@ enum Cluster {
 
 /// An aiopslab worker: claims tasks and runs them on its cluster.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// The worker id, e.g. worker-001-kind (for Kind, also the default cluster name).
     #[arg(long)]
