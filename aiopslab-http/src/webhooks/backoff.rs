@@ -41,12 +41,15 @@ impl Backoff {
     }
 
     /// The jittered delay after `attempt` failed: uniformly between half and
-    /// all of [`base_delay`](Self::base_delay). `seed` picks the point (any
-    /// value; different deliveries should pass different seeds).
+    /// all of [`base_delay`](Self::base_delay), in whole milliseconds. `seed`
+    /// picks the point (any value; different deliveries should pass different
+    /// seeds).
     pub fn delay(&self, attempt: u32, seed: u64) -> Duration {
         let base = self.base_delay(attempt);
         let unit = (splitmix64(seed) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-        base.mul_f64(0.5 + 0.5 * unit)
+                                                                          // Whole milliseconds: stores keep intervals at microsecond precision at best.
+        let jittered = base.mul_f64(0.5 + 0.5 * unit);
+        Duration::from_millis(u64::try_from(jittered.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -81,6 +84,7 @@ mod tests {
         for seed in 0..1000u64 {
             let d = backoff.delay(3, seed);
             assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+            assert_eq!(d.subsec_nanos() % 1_000_000, 0, "whole milliseconds");
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 100, "jitter spreads the delays");

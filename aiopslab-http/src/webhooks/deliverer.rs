@@ -167,7 +167,9 @@ impl WebhookDeliverer {
                     let seed = (delivery.id as u64) ^ u64::from(attempt).rotate_left(32) ^ clock_seed();
                     let delay = self.config.backoff.delay(attempt, seed);
                     let hinted = outcome.retry_after.map_or(delay, |hint| delay.max(hint));
-                    Some(hinted.min(self.config.backoff.max.max(delay)))
+                    let capped = hinted.min(self.config.backoff.max.max(delay));
+                    // Whole milliseconds: stores keep intervals at microsecond precision at best.
+                    Some(Duration::from_millis(u64::try_from(capped.as_millis()).unwrap_or(u64::MAX)))
                 }
             };
             let label = match (&outcome.error, retry_after) {
