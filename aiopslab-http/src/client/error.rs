@@ -188,6 +188,9 @@ fn conflict(code: &str, message: String, details: &Value, subject: &Subject) -> 
                 _ => StoreError::Internal(format!("task already terminal, in an unnamed status: {message}")),
             }
         }
+        "idempotency_conflict" => StoreError::IdempotencyConflict {
+            key: detail_str(details, "key").unwrap_or_default().to_string(),
+        },
         _ => StoreError::Internal(format!("conflict ({code}): {message}")),
     }
 }
@@ -259,6 +262,15 @@ mod tests {
         );
         assert!(
             matches!(err, StoreError::Invalid(ref v) if v.field == "max_steps" && v.message.contains("1000")),
+            "{err:?}"
+        );
+        let err = map(
+            409,
+            json!({"error":"used","code":"idempotency_conflict","details":{"key":"k1"}}),
+            &subject,
+        );
+        assert!(
+            matches!(err, StoreError::IdempotencyConflict { ref key } if key == "k1"),
             "{err:?}"
         );
         assert!(matches!(

@@ -1,9 +1,11 @@
 //! [`TaskStore`] for [`HttpStore`]: each store call is one HTTP request.
 
+use aiopslab_core::batch::MAX_BATCH_TASKS;
 use aiopslab_core::{
-    CancelOutcome, ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page,
-    StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort,
-    TaskSpec, TaskStore, Trajectory, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
+    CancelOutcome, ClaimRequest, CreatedBatch, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewBatch,
+    NewLogEntry, Page, StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome,
+    TaskPage, TaskSort, TaskSpec, TaskStore, Trajectory, ValidationError, Worker, WorkerFilter, WorkerHeartbeat,
+    WorkerPage, WorkerRegistration,
 };
 use async_trait::async_trait;
 use chrono::SecondsFormat;
@@ -38,25 +40,33 @@ impl TaskStore for HttpStore {
         self.send_json(request, &Subject::none()).await
     }
 
-    /// The HTTP API has no batch endpoint, so this creates the tasks one by
-    /// one. It is not atomic: if one creation fails, the tasks created
-    /// before it are cancelled (best effort) and the error is returned.
+    /// One `POST /tasks/batch`: atomic on the server (all or none). The
+    /// tasks join a fresh group (their `group_id` is set), which
+    /// `create_tasks` on a local store leaves unset. At most
+    /// [`MAX_BATCH_TASKS`] per call, as the endpoint accepts.
     async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        let mut created = Vec::with_capacity(specs.len());
-        for spec in specs {
-            match self.create_task(spec).await {
-                Ok(task) => created.push(task),
-                Err(error) => {
-                    for task in &created {
-                        if let Err(cancel_error) = self.cancel_task(task.id).await {
-                            tracing::warn!(task_id = %task.id, %cancel_error, "could not roll back a created task");
-                        }
-                    }
-                    return Err(error);
-                }
-            }
+        if specs.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(created)
+        if specs.len() > MAX_BATCH_TASKS {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "tasks",
+                format!(
+                    "at most {MAX_BATCH_TASKS} tasks per call over HTTP, got {}",
+                    specs.len()
+                ),
+            )));
+        }
+        let body = NewBatch {
+            tasks: Some(specs.iter().map(new_task_body).collect()),
+            task: None,
+            count: None,
+        };
+        let request = self
+            .request(Method::POST, &["tasks", "batch"], Guard::Public)?
+            .json(&body);
+        let created: CreatedBatch = self.send_json(request, &Subject::none()).await?;
+        Ok(created.tasks)
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
