@@ -6,8 +6,8 @@
 //!
 //! Left out, on purpose: the checks that call `sweep` (a remote worker never
 //! sweeps; `HttpStore::sweep` is a no-op and the server's own sweeper does
-//! the work), and the ones for store-side machinery the worker protocol does
-//! not carry (idempotency keys, dataset export, webhook outbox).
+//! the work), and the ones for store-side machinery HTTP clients do not
+//! drive (idempotency keys, the webhook outbox).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -106,6 +106,8 @@ checks!(
     logs_in_order_with_filters,
     log_writes_need_a_lease,
     trajectory_save_replace_get,
+    export_walks_episodes_in_order,
+    export_filters,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,19 +1,21 @@
 //! [`TaskStore`] for [`HttpStore`]: each store call is one HTTP request.
 
+use std::collections::HashSet;
+
 use aiopslab_core::batch::MAX_BATCH_TASKS;
 use aiopslab_core::{
-    CancelOutcome, ClaimRequest, CreatedBatch, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewBatch,
-    NewLogEntry, Page, StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome,
-    TaskPage, TaskSort, TaskSpec, TaskStore, Trajectory, ValidationError, Worker, WorkerFilter, WorkerHeartbeat,
-    WorkerPage, WorkerRegistration,
+    CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck, LeaseState,
+    LeaseToken, LogEntry, LogQuery, NewBatch, NewLogEntry, Page, StoreError, StoreResult, StoreStats, SweepReport,
+    Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort, TaskSpec, TaskStore, Trajectory, ValidationError,
+    Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
 };
 use async_trait::async_trait;
 use chrono::SecondsFormat;
 use reqwest::{Method, StatusCode};
 
-use super::error::Subject;
+use super::error::{transport_error, Subject};
 use super::wire::{
-    new_task_body, AppendLogsBody, CancelResponse, ClaimResponse, FinishBody, LeaseBody, LogsResponse,
+    new_task_body, AppendLogsBody, CancelResponse, ClaimResponse, EpisodeLine, FinishBody, LeaseBody, LogsResponse,
     SaveTrajectoryBody,
 };
 use super::{Guard, HttpStore};
@@ -273,6 +275,43 @@ impl TaskStore for HttpStore {
         self.send_json(request, &Subject::none()).await
     }
 
+    /// Pages through `GET /trajectories/export?format=episode`. The endpoint
+    /// filters by one problem id; a longer `problem_ids` list is applied
+    /// here, reading further pages until `limit` episodes match or the
+    /// export ends.
+    async fn export_episodes(
+        &self,
+        filter: &ExportFilter,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Episode>> {
+        let (server_problem, local_problems): (Option<&str>, Option<HashSet<&str>>) = match &filter.problem_ids {
+            None => (None, None),
+            Some(ids) if ids.is_empty() => return Ok(Vec::new()),
+            Some(ids) if ids.len() == 1 => (Some(ids[0].as_str()), None),
+            Some(ids) => (None, Some(ids.iter().map(String::as_str).collect())),
+        };
+        let limit = limit as usize;
+        let mut episodes = Vec::new();
+        let mut cursor = after;
+        while episodes.len() < limit {
+            let page = self
+                .export_page(filter, server_problem, cursor, limit - episodes.len())
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.cursor());
+            episodes.extend(page.into_iter().filter(|e| {
+                local_problems
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(e.task.problem_id.as_str()))
+            }));
+            if local_problems.is_none() {
+                break;
+            }
+        }
+        Ok(episodes)
+    }
+
     /// A remote worker never sweeps: the server runs the sweeper beside its
     /// store. Always an empty report.
     async fn sweep(&self) -> StoreResult<SweepReport> {
@@ -282,5 +321,58 @@ impl TaskStore for HttpStore {
     async fn stats(&self) -> StoreResult<StoreStats> {
         let request = self.request(Method::GET, &["stats"], Guard::Public)?;
         self.send_json(request, &Subject::none()).await
+    }
+}
+
+impl HttpStore {
+    /// One page of the export in the store's episode form, at most `limit` lines.
+    async fn export_page(
+        &self,
+        filter: &ExportFilter,
+        problem_id: Option<&str>,
+        after: Option<ExportCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Episode>> {
+        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
+        if let Some(cursor) = after {
+            params.push(("after", format!("{},{}", time(cursor.created_at), cursor.id)));
+        }
+        if let Some(status) = filter.status {
+            params.push(("status", status.as_str().to_string()));
+        }
+        if let Some(problem_id) = problem_id {
+            params.push(("problem_id", problem_id.to_string()));
+        }
+        if let Some(model) = &filter.model {
+            params.push(("model", model.clone()));
+        }
+        if let Some((key, value)) = &filter.metadata {
+            params.push(("metadata", format!("{key}:{value}")));
+        }
+        if let Some(t) = filter.created_after {
+            params.push(("created_after", time(t)));
+        }
+        if let Some(t) = filter.created_before {
+            params.push(("created_before", time(t)));
+        }
+        let request = self
+            .request(Method::GET, &["trajectories", "export"], Guard::Public)?
+            .query(&params);
+        let response = self.send(request, &Subject::none()).await?;
+        let url = response.url().clone();
+        // A stream cut short by a server-side failure fails here: transient.
+        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        body.split(|b| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| {
+                serde_json::from_slice::<EpisodeLine>(line)
+                    .map(|l| Episode {
+                        task: l.task,
+                        trajectory: l.trajectory,
+                    })
+                    .map_err(|e| StoreError::Internal(format!("unexpected export line from {url}: {e}")))
+            })
+            .collect()
     }
 }

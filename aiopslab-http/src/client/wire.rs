@@ -87,6 +87,13 @@ impl WireLogEntry {
     }
 }
 
+/// One line of `GET /trajectories/export?format=episode`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EpisodeLine {
+    pub task: Task,
+    pub trajectory: Trajectory,
+}
+
 /// The error shape every route uses: `{"error", "code", "details"}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {
