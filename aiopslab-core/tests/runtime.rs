@@ -494,3 +494,25 @@ async fn an_unreachable_store_at_start_is_waited_out() {
     );
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_reports_busy_and_idle_as_runs_start_and_end() {
+    let store = memory();
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::default()), config("w"));
+    // Let registration land, then submit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    // Well within one heartbeat interval (10 s) of the run starting.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let busy = store.get_worker("w").await.unwrap();
+    assert_eq!(busy.status, WorkerStatus::Busy);
+    assert_eq!(busy.current_task_id, Some(task.id));
+
+    wait_terminal(&*store, task.id, MINUTE).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let idle = store.get_worker("w").await.unwrap();
+    assert_eq!(idle.status, WorkerStatus::Idle);
+    assert_eq!(idle.current_task_id, None);
+    worker.stop().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The heartbeat: the worker's sign of life, which also keeps its leases.
 //!
-//! Every `heartbeat_interval` the worker tells the store it is `idle` (a
+//! Every `heartbeat_interval`, and at once whenever a run starts or ends,
+//! the worker tells the store it is `idle` (a
 //! slot is free) or `busy` (none is, or it is shutting down), and which task
 //! it runs. The store extends the leases of all its running tasks and
 //! answers with the ids of tasks a client cancelled (their runs are stopped)
@@ -34,6 +35,8 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
             biased;
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
+            // A run started or ended: report the new status at once.
+            _ = shared.beat_now.notified() => ticker.reset(),
         }
         beat(&shared).await;
         check_leases(&shared).await;

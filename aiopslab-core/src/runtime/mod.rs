@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     slots: Slots,
     /// Wakes the claim loop early (a store event said work arrived).
     wake: Notify,
+    /// Asks for a heartbeat now: a run started or ended, so `GET /workers`
+    /// shows the change at once rather than up to a heartbeat interval later.
+    beat_now: Notify,
     /// Shutdown was requested: claim nothing more.
     stopping: CancellationToken,
     /// Shutdown's grace ran out: running tasks are stopped, none may start.
@@ -103,6 +106,7 @@ impl WorkerRuntime {
                 config,
                 slots,
                 wake: Notify::new(),
+                beat_now: Notify::new(),
                 stopping: CancellationToken::new(),
                 grace_over: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),

@@ -72,6 +72,7 @@ pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<Own
             return;
         }
         tracing::info!("run starting");
+        shared.beat_now.notify_one();
         let report = execute(&shared, &task, &handle).await;
         tracing::info!(status = ?report.status, "run ended");
         deliver(&shared, &task, &handle, report).await;
@@ -79,6 +80,7 @@ pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<Own
         reset(&shared).await;
         drop(permit);
         drop(guard);
+        shared.beat_now.notify_one();
     }
     .instrument(span)
     .await
