@@ -73,6 +73,11 @@ struct Args {
     /// Keep the scratch database (its name is printed).
     #[arg(long)]
     keep_database: bool,
+
+    /// Use (and keep) this database instead of a scratch one; when it already holds the episodes, seeding is
+    /// skipped (for measuring again without seeding again).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 #[tokio::main]
@@ -96,13 +101,32 @@ async fn main() -> anyhow::Result<()> {
     );
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let admin: PgConnectOptions = url.parse().context("DATABASE_URL is not a PostgreSQL URL")?;
-    let name = format!("aiopslab_bench_export_{}", std::process::id());
     let mut conn = admin.connect().await.context("cannot connect to DATABASE_URL")?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    let name = match &args.database {
+        Some(name) => {
+            ensure!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "--database takes a plain name (letters, digits, _)"
+            );
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await?;
+            if !exists {
+                conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+            }
+            name.clone()
+        }
+        None => {
+            let name = format!("aiopslab_bench_export_{}", std::process::id());
+            conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
+            conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+            name
+        }
+    };
     let options = admin.clone().database(&name);
     let result = run(&args, &server, options).await;
-    if args.keep_database {
+    if args.keep_database || args.database.is_some() {
         eprintln!("kept database {name}");
     } else {
         conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
@@ -118,29 +142,28 @@ async fn run(args: &Args, server: &std::path::Path, options: PgConnectOptions) -
     let store = PgStore::connect(&db_url, LeasePolicy::default()).await?;
     store.migrate().await?;
 
-    let started = Instant::now();
-    let templates = simulate(args.templates, args.steps).await?;
-    let template_bytes: usize = templates
-        .iter()
-        .map(|(_, t)| serde_json::to_vec(t).map_or(0, |v| v.len()))
-        .sum::<usize>()
-        / templates.len();
-    eprintln!(
-        "simulated {} episodes of {} steps (trajectory JSON ~{} KiB each)",
-        templates.len(),
-        args.steps,
-        template_bytes / 1024
-    );
-    let store: Arc<dyn TaskStore> = Arc::new(store);
-    let seeded = seed_templates(&store, &templates).await?;
-    clone_episodes(&options, args.episodes.saturating_sub(seeded)).await?;
-    let seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!("stored {} episodes in {seed_seconds:.1} s", args.episodes);
+    let stored: i64 = {
+        let mut conn = options.connect().await?;
+        sqlx::query_scalar("SELECT count(*) FROM trajectories")
+            .fetch_one(&mut conn)
+            .await?
+    };
+    let seed_seconds = if stored as u64 == args.episodes {
+        eprintln!("the database already holds {stored} episodes: not seeding");
+        0.0
+    } else {
+        ensure!(
+            stored == 0,
+            "the database holds {stored} episodes, not {}: use another",
+            args.episodes
+        );
+        seed(args, &store, &options).await?
+    };
 
     let mut child = ServerProcess::start(server, args.port, &db_url)?;
-    let outcome = measure(&mut child, args.port, args.episodes).await;
+    let measured = measure(&mut child, args.port, args.episodes).await;
     child.stop();
-    let measured = outcome?;
+    let measured = measured?;
     Ok(json!({
         "episodes": measured.lines,
         "steps_per_episode": args.steps,
@@ -155,6 +178,28 @@ async fn run(args: &Args, server: &std::path::Path, options: PgConnectOptions) -
         "seed_seconds": round(seed_seconds, 1),
         "targets": {"episodes_per_sec": 5000, "growth_mib": 50},
     }))
+}
+
+/// Stores `args.episodes` episodes; returns how long it took.
+async fn seed(args: &Args, store: &PgStore, options: &PgConnectOptions) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let templates = simulate(args.templates, args.steps).await?;
+    let template_bytes: usize = templates
+        .iter()
+        .map(|(_, t)| serde_json::to_vec(t).map_or(0, |v| v.len()))
+        .sum::<usize>()
+        / templates.len();
+    eprintln!(
+        "simulated {} episodes of {} steps (trajectory JSON ~{} KiB each)",
+        templates.len(),
+        args.steps,
+        template_bytes / 1024
+    );
+    let seeded = seed_templates(store, &templates).await?;
+    clone_episodes(options, args.episodes.saturating_sub(seeded)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("stored {} episodes in {seconds:.1} s", args.episodes);
+    Ok(seconds)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -231,7 +276,7 @@ async fn simulate(count: usize, steps: u32) -> anyhow::Result<Vec<(Task, Traject
 
 /// Stores the simulated episodes in PostgreSQL through the store API, as a
 /// worker would. Returns how many.
-async fn seed_templates(store: &Arc<dyn TaskStore>, templates: &[(Task, Trajectory)]) -> anyhow::Result<u64> {
+async fn seed_templates(store: &PgStore, templates: &[(Task, Trajectory)]) -> anyhow::Result<u64> {
     let specs = templates
         .iter()
         .enumerate()
