@@ -14,7 +14,18 @@
 //!   settings), measured in slices alternating with the task-rate slices so both see the same machine load;
 //! - `ratio`: task rate ÷ (baseline ÷ 3), since a task needs three commits (target ≥ 0.8 at 8 workers);
 //! - `claim_latency_ms`: create → claim delay for an idle worker woken by LISTEN/NOTIFY (p50, p99);
-//! - `log_ingestion`: log lines per second appended in batches of 100.
+//! - `log_ingestion`: log lines per second appended in batches of 100;
+//! - `export`: episodes per second read by `export_episodes` (pages of 500, keyset cursor) over 100,000 stored
+//!   episodes of 30 steps (~62 messages and 30 LLM calls each, recorded by the simulated backend as AIOpsLab's
+//!   driver records them, so every call carries its whole request), alone and with each page encoded as the
+//!   export's JSON Lines.
+//!
+//! Arguments name the sections to run (`queue`, `latency`, `logs`, `export`; default: all), e.g.
+//! `cargo run --release -p aiopslab-postgres --example bench_queue -- export`. `BENCH_EXPORT_EPISODES` changes
+//! the number of stored episodes.
+
+#[path = "bench_queue/export.rs"]
+mod export;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,19 +83,97 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     .fetch_all(&mut admin)
     .await?;
 
+    let sections: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
+    let mut report = serde_json::Map::new();
+    report.insert("benchmark".into(), json!("aiopslab-postgres bench_queue"));
+    report.insert(
+        "database".into(),
+        json!(settings
+            .into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect::<serde_json::Map<_, _>>()),
+    );
+    if wanted("queue") {
+        report.extend(queue_rates(&store, &options, &mut admin).await?);
+    }
+    if wanted("latency") {
+        reset(&mut admin).await?;
+        let latency = claim_latency(&store).await?;
+        eprintln!(
+            "claim latency p50 {:.2} ms, p99 {:.2} ms (in the database: p50 {:.2} ms, p99 {:.2} ms)",
+            latency.p50, latency.p99, latency.db_p50, latency.db_p99
+        );
+        report.insert(
+            "claim_latency_ms".into(),
+            json!({
+                "samples": LATENCY_SAMPLES,
+                "p50": round2(latency.p50),
+                "p99": round2(latency.p99),
+                "max": round2(latency.max),
+                "database_created_at_to_started_at_p50": round2(latency.db_p50),
+                "database_created_at_to_started_at_p99": round2(latency.db_p99),
+                "woken_by_poll_not_notify": latency.polled,
+            }),
+        );
+    }
+    if wanted("logs") {
+        reset(&mut admin).await?;
+        let lines = log_rate(&store).await?;
+        eprintln!("log ingestion {lines:.0} lines/s");
+        report.insert(
+            "log_ingestion".into(),
+            json!({
+                "batch_size": LOG_BATCH,
+                "writers": LOG_WRITERS,
+                "lines_per_sec": round(lines),
+            }),
+        );
+    }
+    if wanted("export") {
+        reset(&mut admin).await?;
+        let episodes = std::env::var("BENCH_EXPORT_EPISODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(export::EPISODES);
+        report.insert("export".into(), export::run(&store, &mut admin, episodes).await?);
+    }
+    report.insert(
+        "targets".into(),
+        json!({
+            "ratio_at_8_workers_min": 0.8,
+            "claim_latency_p50_ms_max": 10,
+            "claim_latency_p99_ms_max": 50,
+            "log_lines_per_sec_min": 50000,
+            "export_episodes_per_sec_min": 5000,
+        }),
+    );
+    report.insert(
+        "total_seconds".into(),
+        json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+    );
+    Ok(serde_json::Value::Object(report))
+}
+
+/// Task rates against the baseline commit rate, at each concurrency.
+async fn queue_rates(
+    store: &PgStore,
+    options: &PgConnectOptions,
+    admin: &mut sqlx::PgConnection,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let mut task_rates = serde_json::Map::new();
     let mut baselines = serde_json::Map::new();
     let mut ratios = serde_json::Map::new();
-    prepare_baseline(&options).await?;
+    prepare_baseline(options).await?;
     for workers in CONCURRENCY {
-        reset(&mut admin).await?;
-        let connections = baseline_connections(&options, workers).await?;
-        register_workers(&store, workers).await?;
+        reset(admin).await?;
+        let connections = baseline_connections(options, workers).await?;
+        register_workers(store, workers).await?;
         let (mut baseline, mut rate) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
         for _ in 0..ROUNDS {
             let (n, t) = baseline_slice(&connections).await?;
             baseline = (baseline.0 + n, baseline.1 + t);
-            let (n, t) = task_slice(&store, workers).await?;
+            let (n, t) = task_slice(store, workers).await?;
             rate = (rate.0 + n, rate.1 + t);
         }
         let baseline = baseline.0 as f64 / baseline.1.as_secs_f64();
@@ -95,47 +184,15 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
         baselines.insert(workers.to_string(), json!(round(baseline)));
         ratios.insert(workers.to_string(), json!((ratio * 1000.0).round() / 1000.0));
     }
-
-    reset(&mut admin).await?;
-    let latency = claim_latency(&store).await?;
-    eprintln!(
-        "claim latency p50 {:.2} ms, p99 {:.2} ms (in the database: p50 {:.2} ms, p99 {:.2} ms)",
-        latency.p50, latency.p99, latency.db_p50, latency.db_p99
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "measure_seconds_per_point".into(),
+        json!(MEASURE.as_secs_f64() * ROUNDS as f64),
     );
-    reset(&mut admin).await?;
-    let lines = log_rate(&store).await?;
-    eprintln!("log ingestion {lines:.0} lines/s");
-
-    Ok(json!({
-        "benchmark": "aiopslab-postgres bench_queue",
-        "database": settings.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
-        "measure_seconds_per_point": MEASURE.as_secs_f64() * ROUNDS as f64,
-        "task_rate": task_rates,
-        "baseline_commit_rate": baselines,
-        "ratio": ratios,
-        "claim_latency_ms": {
-            "measured_from": "the create call, to the claim call returning the task",
-            "samples": LATENCY_SAMPLES,
-            "p50": round2(latency.p50),
-            "p99": round2(latency.p99),
-            "max": round2(latency.max),
-            "database_created_at_to_started_at_p50": round2(latency.db_p50),
-            "database_created_at_to_started_at_p99": round2(latency.db_p99),
-            "woken_by_poll_not_notify": latency.polled,
-        },
-        "log_ingestion": {
-            "batch_size": LOG_BATCH,
-            "writers": LOG_WRITERS,
-            "lines_per_sec": round(lines),
-        },
-        "targets": {
-            "ratio_at_8_workers_min": 0.8,
-            "claim_latency_p50_ms_max": 10,
-            "claim_latency_p99_ms_max": 50,
-            "log_lines_per_sec_min": 50000,
-        },
-        "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-    }))
+    out.insert("task_rate".into(), json!(task_rates));
+    out.insert("baseline_commit_rate".into(), json!(baselines));
+    out.insert("ratio".into(), json!(ratios));
+    Ok(out)
 }
 
 fn round(x: f64) -> f64 {

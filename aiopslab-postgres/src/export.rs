@@ -1,6 +1,7 @@
 //! The dataset export: tasks that have a trajectory, walked in `(created_at, id)` order with a keyset cursor, one
-//! page per statement, filters applied in the database. The LLM calls are stripped in SQL (the export's records do
-//! not carry them), so pages stay small.
+//! page per statement, filters applied in the database. It reads each trajectory's messages (a `json` column, sent
+//! back as the text it was saved as) and its small rest, never its LLM calls (a column of their own, most of a
+//! trajectory's bytes), so the episodes come with `llm_calls` empty, as the trait documents.
 
 use aiopslab_core::{Episode, ExportCursor, ExportFilter, StoreResult, Task, TaskStatus};
 
@@ -42,8 +43,10 @@ impl PgStore {
         rows.into_iter()
             .map(|row| {
                 let task = Task::try_from(row.task)?;
-                let mut trajectory = row.trajectory.0;
-                trajectory.task_id = task.id;
+                let trajectory = row
+                    .trajectory_rest
+                    .0
+                    .into_trajectory(task.id, row.trajectory_messages.0, Vec::new());
                 Ok(Episode { task, trajectory })
             })
             .collect()

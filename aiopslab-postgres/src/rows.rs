@@ -5,8 +5,8 @@
 //! [`StoreError::Internal`] rather than a panic.
 
 use aiopslab_core::{
-    ErrorDetails, JsonObject, LogContext, LogEntry, LogLevel, StoreError, Task, TaskParameters, TaskResult, TaskStatus,
-    Trajectory, WebhookAttempt, WebhookStatus, Worker, WorkerCapabilities, WorkerStatus,
+    ErrorDetails, JsonObject, LlmCall, LogContext, LogEntry, LogLevel, StoreError, Task, TaskParameters, TaskResult,
+    TaskStatus, Trajectory, TrajectoryMessage, WebhookAttempt, WebhookStatus, Worker, WorkerCapabilities, WorkerStatus,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -194,12 +194,62 @@ pub(crate) fn webhook_status(value: &str) -> Result<WebhookStatus, StoreError> {
     }
 }
 
-/// A task and its trajectory, as the export reads them.
+/// A trajectory's `trajectory` column: everything but its messages and LLM calls, which have columns of their own.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TrajectoryRest {
+    #[serde(default)]
+    pub(crate) reward: Option<f64>,
+    #[serde(default)]
+    pub(crate) evaluation: JsonObject,
+    #[serde(default)]
+    pub(crate) metadata: JsonObject,
+}
+
+impl TrajectoryRest {
+    /// The rest of `trajectory`.
+    pub(crate) fn of(trajectory: &Trajectory) -> TrajectoryRestRef<'_> {
+        TrajectoryRestRef {
+            task_id: trajectory.task_id,
+            reward: trajectory.reward,
+            evaluation: &trajectory.evaluation,
+            metadata: &trajectory.metadata,
+        }
+    }
+
+    /// The trajectory of `task_id` made of this rest and its messages and LLM calls.
+    pub(crate) fn into_trajectory(
+        self,
+        task_id: Uuid,
+        messages: Vec<TrajectoryMessage>,
+        llm_calls: Vec<LlmCall>,
+    ) -> Trajectory {
+        Trajectory {
+            task_id,
+            messages,
+            llm_calls,
+            reward: self.reward,
+            evaluation: self.evaluation,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// [`TrajectoryRest`] borrowed from a trajectory, for writing (with the task id, for readers of the column).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct TrajectoryRestRef<'a> {
+    task_id: Uuid,
+    reward: Option<f64>,
+    evaluation: &'a JsonObject,
+    metadata: &'a JsonObject,
+}
+
+/// A task and the parts of its trajectory the export reads.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct EpisodeRow {
     #[sqlx(flatten)]
     pub(crate) task: TaskRow,
-    pub(crate) trajectory: Json<Trajectory>,
+    pub(crate) trajectory_rest: Json<TrajectoryRest>,
+    pub(crate) trajectory_messages: Json<Vec<TrajectoryMessage>>,
 }
 
 /// The row a heartbeat returns.

@@ -272,18 +272,19 @@ pub(crate) const SELECT_LOGS: &str = "SELECT id, task_id, timestamp, level, mess
        AND ($3::timestamptz IS NULL OR timestamp >= $3::timestamptz) \
      ORDER BY id LIMIT $5";
 
-/// Saves (replaces) the trajectory of a running task under its lease. `$1` task id, `$2` attempt, `$3`
-/// trajectory, `$4` reward.
+/// Saves (replaces) the trajectory of a running task under its lease, in its parts: the rest (task id, reward,
+/// evaluation, metadata) as jsonb, the messages and the LLM calls as `json` text. `$1` task id, `$2` attempt, `$3`
+/// rest, `$4` reward, `$5` messages, `$6` LLM calls.
 pub(crate) const SAVE_TRAJECTORY: &str = "WITH lease AS (\
         SELECT id AS lease_task FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE FOR SHARE\
      ) \
-     INSERT INTO trajectories (task_id, trajectory, reward) \
-     SELECT lease.lease_task, $3, $4 FROM lease \
+     INSERT INTO trajectories (task_id, trajectory, reward, messages, llm_calls) \
+     SELECT lease.lease_task, $3, $4, $5::text::json, $6::text::json FROM lease \
      ON CONFLICT (task_id) DO UPDATE SET trajectory = EXCLUDED.trajectory, reward = EXCLUDED.reward, \
-        updated_at = now()";
+        messages = EXCLUDED.messages, llm_calls = EXCLUDED.llm_calls, updated_at = now()";
 
-/// A task's trajectory; one row when the task exists (trajectory NULL when it has none). `$1` task id.
-pub(crate) const SELECT_TRAJECTORY: &str = "SELECT tr.trajectory FROM tasks t \
+/// A task's trajectory in its parts; one row when the task exists (the parts NULL when it has none). `$1` task id.
+pub(crate) const SELECT_TRAJECTORY: &str = "SELECT tr.trajectory, tr.messages, tr.llm_calls FROM tasks t \
      LEFT JOIN trajectories tr ON tr.task_id = t.id WHERE t.id = $1";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -410,8 +411,9 @@ pub(crate) const CLAIM_WEBHOOKS: &str = "WITH due AS (\
      UPDATE webhook_outbox SET next_attempt_at = now() + $2::interval FROM due WHERE id = due.due_id RETURNING id";
 
 /// Records attempt number attempts + 1 of delivery `$1` and moves the delivery on: no error (`$3` NULL) →
-/// delivered; an error with a retry delay `$5` → pending, due after it; an error without → failed. `$2` status
-/// code, `$4` duration in ms. No row for an unknown delivery.
+/// delivered; an error with a retry delay `$5` → pending, due after it; an error without → failed. A late report
+/// never undoes an outcome: a delivered delivery stays delivered, a failed one is only ever moved to delivered.
+/// `$2` status code, `$4` duration in ms. No row for an unknown delivery.
 pub(crate) const RECORD_WEBHOOK_ATTEMPT: &str = "WITH delivery AS (\
         SELECT id AS delivery_id, attempts AS tried FROM webhook_outbox WHERE id = $1 FOR UPDATE\
      ), attempt AS (\
@@ -419,10 +421,11 @@ pub(crate) const RECORD_WEBHOOK_ATTEMPT: &str = "WITH delivery AS (\
         SELECT delivery_id, tried + 1, now(), $2, $3::text, $4 FROM delivery\
      ) \
      UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $3::text, \
-        status = CASE WHEN $3::text IS NULL THEN 'delivered' WHEN $5::interval IS NOT NULL THEN 'pending' \
-                      ELSE 'failed' END, \
-        delivered_at = CASE WHEN $3::text IS NULL THEN now() ELSE NULL END, \
-        next_attempt_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() + $5::interval END \
+        status = CASE WHEN status = 'delivered' OR $3::text IS NULL THEN 'delivered' \
+                      WHEN status = 'pending' AND $5::interval IS NOT NULL THEN 'pending' ELSE 'failed' END, \
+        delivered_at = CASE WHEN status = 'delivered' THEN delivered_at WHEN $3::text IS NULL THEN now() END, \
+        next_attempt_at = CASE WHEN status = 'pending' AND $3::text IS NOT NULL AND $5::interval IS NOT NULL \
+                               THEN now() + $5::interval END \
      FROM delivery WHERE id = delivery.delivery_id RETURNING id";
 
 /// Deliveries by id, oldest first. `$1` ids.
@@ -456,12 +459,13 @@ pub(crate) const STORE_PAYLOADS: &str = "UPDATE webhook_outbox SET payload = ren
 // Export
 // ---------------------------------------------------------------------------------------------------------------
 
-/// One page of the dataset export: tasks with a trajectory, in `(created_at, id)` order, after the cursor, with
-/// the trajectory's LLM calls left out. `$1` status, `$2` problem ids, `$3` model, `$4` metadata key, `$5`
-/// metadata value, `$6` created at or after, `$7` created before, `$8`/`$9` cursor (created_at, id), `$10`
-/// limit; NULL filters match everything.
-pub(crate) const EXPORT_EPISODES: &str = "SELECT t.*, \
-        (tr.trajectory - 'llm_calls') || jsonb_build_object('llm_calls', '[]'::jsonb) AS trajectory \
+/// One page of the dataset export: tasks with a trajectory, in `(created_at, id)` order (walked on
+/// `tasks_created_idx`, each task joined to its trajectory by primary key), after the cursor. Reads the
+/// trajectory's messages and its small rest, never its LLM calls (a column of their own, most of a trajectory's
+/// bytes). `$1` status, `$2` problem ids, `$3` model, `$4` metadata key, `$5` metadata value, `$6` created at or
+/// after, `$7` created before, `$8`/`$9` cursor (created_at, id), `$10` limit; NULL filters match everything.
+pub(crate) const EXPORT_EPISODES: &str = "SELECT t.*, tr.trajectory AS trajectory_rest, \
+        tr.messages AS trajectory_messages \
      FROM tasks t JOIN trajectories tr ON tr.task_id = t.id \
      WHERE ($1::text IS NULL OR t.status = $1::text) \
        AND ($2::text[] IS NULL OR t.problem_id = ANY($2::text[])) \

@@ -1,23 +1,41 @@
-//! Trajectories: one JSON document per task, replaced on each save under the lease.
+//! Trajectories: saved under the lease in three parts (messages, LLM calls, and the small rest: reward,
+//! evaluation, metadata), so the export can read the messages without the LLM calls, which hold every call's whole
+//! request and are most of a trajectory's bytes. Replaced on each save.
 
-use aiopslab_core::{LeaseToken, StoreError, StoreResult, TaskId, Trajectory};
+use aiopslab_core::{LeaseToken, LlmCall, StoreError, StoreResult, TaskId, Trajectory, TrajectoryMessage};
 use sqlx::types::Json;
 
+use crate::rows::TrajectoryRest;
 use crate::sql;
 use crate::PgStore;
+
+/// The parts of a stored trajectory, all NULL when the task has none.
+type TrajectoryParts = (
+    Option<Json<TrajectoryRest>>,
+    Option<Json<Vec<TrajectoryMessage>>>,
+    Option<Json<Vec<LlmCall>>>,
+);
+
+fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Internal(format!("the trajectory's {what} did not serialize: {e}")))
+}
 
 impl PgStore {
     /// Saves (replaces) the trajectory of a running task.
     #[tracing::instrument(skip(self, trajectory), fields(task_id = %lease.task_id, attempt = lease.attempt))]
     pub(crate) async fn upsert_trajectory(&self, lease: LeaseToken, mut trajectory: Trajectory) -> StoreResult<()> {
         trajectory.task_id = lease.task_id;
-        let reward = trajectory.reward;
+        let messages = encode("messages", &trajectory.messages)?;
+        let llm_calls = encode("LLM calls", &trajectory.llm_calls)?;
         let mut conn = self.conn("save_trajectory").await?;
         let result = sqlx::query(sql::SAVE_TRAJECTORY)
             .bind(lease.task_id)
             .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
-            .bind(Json(&trajectory))
-            .bind(reward)
+            .bind(Json(TrajectoryRest::of(&trajectory)))
+            .bind(trajectory.reward)
+            .bind(messages)
+            .bind(llm_calls)
             .execute(conn.raw())
             .await;
         let saved = conn.done("save_trajectory", result)?.rows_affected();
@@ -30,14 +48,19 @@ impl PgStore {
     /// Reads a task's trajectory; `None` when the task has none.
     pub(crate) async fn select_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         let mut conn = self.conn("get_trajectory").await?;
-        let result: Result<Option<(Option<Json<Trajectory>>,)>, sqlx::Error> = sqlx::query_as(sql::SELECT_TRAJECTORY)
+        let result: Result<Option<TrajectoryParts>, sqlx::Error> = sqlx::query_as(sql::SELECT_TRAJECTORY)
             .bind(task_id)
             .fetch_optional(conn.raw())
             .await;
         let row = conn.done("get_trajectory", result)?;
         match row {
             None => Err(StoreError::task_not_found(task_id)),
-            Some((trajectory,)) => Ok(trajectory.map(|t| t.0)),
+            Some((Some(rest), messages, llm_calls)) => Ok(Some(rest.0.into_trajectory(
+                task_id,
+                messages.map(|m| m.0).unwrap_or_default(),
+                llm_calls.map(|c| c.0).unwrap_or_default(),
+            ))),
+            Some((None, _, _)) => Ok(None),
         }
     }
 }

@@ -17,12 +17,18 @@ use crate::rows::{webhook_status, AttemptRow, DeliveryRow, TaskRow};
 use crate::sql;
 use crate::PgStore;
 
+/// A duration as an interval, truncated to whole microseconds (the database's resolution).
 fn interval(duration: Duration) -> StoreResult<PgInterval> {
-    PgInterval::try_from(duration).map_err(|_| {
+    let microseconds = i64::try_from(duration.as_micros()).map_err(|_| {
         StoreError::Invalid(aiopslab_core::ValidationError::new(
             "lease",
             "duration too large for the database",
         ))
+    })?;
+    Ok(PgInterval {
+        months: 0,
+        days: 0,
+        microseconds,
     })
 }
 

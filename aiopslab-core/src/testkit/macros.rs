@@ -98,6 +98,7 @@ macro_rules! store_conformance_suite {
             webhook_not_queued_on_requeue_or_without_callback,
             claim_webhooks_leases_deliveries,
             webhook_attempts_move_deliveries,
+            late_webhook_reports_never_regress,
         );
         $crate::store_conformance_suite!(@sized $harness, $concurrency_test, $claimers, $tasks;
             concurrent_claims_exactly_once,

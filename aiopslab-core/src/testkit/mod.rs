@@ -71,8 +71,9 @@ pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_s
 pub use memory::MemoryHarness;
 pub use webhooks::{
     attempt_delivered, attempt_failed, claim_webhooks_leases_deliveries, concurrent_webhook_claims_exactly_once,
-    webhook_attempts_move_deliveries, webhook_not_queued_on_requeue_or_without_callback, webhook_queued_by_sweep,
-    webhook_queued_on_finish_and_cancel, with_callback, HOOK_URL,
+    late_webhook_reports_never_regress, webhook_attempts_move_deliveries,
+    webhook_not_queued_on_requeue_or_without_callback, webhook_queued_by_sweep, webhook_queued_on_finish_and_cancel,
+    with_callback, HOOK_URL,
 };
 pub use workers::{
     deregister_then_register_again, heartbeat_updates_worker, list_workers_filters, register_and_get_worker,

@@ -441,6 +441,84 @@ pub async fn webhook_attempts_move_deliveries<H: StoreHarness>(harness: &H) {
     assert_eq!(listed, vec![given_up], "list_webhooks shows the final state");
 }
 
+/// Late reports never undo an outcome: when a deliverer's lease lapsed and a second one delivered, the first one's
+/// failure is recorded but the delivery stays delivered (and is not handed out again); a failure reported on a
+/// failed delivery keeps it failed, while a success reported on it delivers it (the receiver did get it).
+pub async fn late_webhook_reports_never_regress<H: StoreHarness>(harness: &H) {
+    let store = harness.store(suite_policy()).await;
+    let task = create(&store, with_callback("late", 0)).await;
+    store.cancel_task(task.id).await.expect("cancel_task");
+    let first = store.claim_webhooks(1, secs(30)).await.expect("claim_webhooks");
+    assert_eq!(first.len(), 1, "one due delivery");
+    let id = first[0].id;
+    // The first deliverer stalls past its lease; a second one claims the delivery and delivers it.
+    harness.advance_clock(&store, secs(31)).await;
+    let second = store.claim_webhooks(1, secs(30)).await.expect("claim_webhooks");
+    assert_eq!(
+        second.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![id],
+        "due again after the lease"
+    );
+    let delivered = store
+        .record_webhook_attempt(id, attempt_delivered())
+        .await
+        .expect("record_webhook_attempt");
+    assert_eq!(
+        delivered.status,
+        WebhookStatus::Delivered,
+        "the second deliverer delivered it"
+    );
+    let late = store
+        .record_webhook_attempt(id, attempt_failed(Some(500), Some(secs(5))))
+        .await
+        .expect("record_webhook_attempt");
+    assert_eq!(
+        late.status,
+        WebhookStatus::Delivered,
+        "a late failure does not undo a delivery"
+    );
+    assert_eq!(late.delivered_at, delivered.delivered_at, "delivered_at is kept");
+    assert_eq!(late.next_attempt_at, None, "a delivered delivery is not due again");
+    assert_eq!(late.attempts.len(), 2, "the late attempt is still recorded");
+    assert_eq!(late.attempts[1].attempt, 2, "numbered after the others");
+    harness.advance_clock(&store, secs(60)).await;
+    assert!(
+        store
+            .claim_webhooks(10, secs(30))
+            .await
+            .expect("claim_webhooks")
+            .is_empty(),
+        "a delivered delivery is never handed out again"
+    );
+
+    let other = create(&store, with_callback("late-failed", 0)).await;
+    store.cancel_task(other.id).await.expect("cancel_task");
+    let claimed = store.claim_webhooks(1, secs(30)).await.expect("claim_webhooks");
+    let id = claimed.first().expect("one due delivery").id;
+    let failed = store
+        .record_webhook_attempt(id, attempt_failed(None, None))
+        .await
+        .expect("record_webhook_attempt");
+    assert_eq!(failed.status, WebhookStatus::Failed, "given up");
+    let still = store
+        .record_webhook_attempt(id, attempt_failed(Some(502), Some(secs(5))))
+        .await
+        .expect("record_webhook_attempt");
+    assert_eq!(
+        still.status,
+        WebhookStatus::Failed,
+        "a late failure does not revive a failed delivery"
+    );
+    assert_eq!(still.next_attempt_at, None, "a failed delivery is not due again");
+    let revived = store
+        .record_webhook_attempt(id, attempt_delivered())
+        .await
+        .expect("record_webhook_attempt");
+    assert_eq!(revived.status, WebhookStatus::Delivered, "a late success delivers");
+    assert!(revived.delivered_at.is_some(), "with delivered_at");
+    assert_eq!(revived.attempts.len(), 3, "every attempt is recorded");
+}
+
 /// Concurrent deliverers claiming from one outbox never get the same delivery twice and leave none behind.
 pub async fn concurrent_webhook_claims_exactly_once<H: StoreHarness>(harness: &H) {
     let store = Arc::new(harness.store(suite_policy()).await);

@@ -127,7 +127,7 @@ pub async fn deregister_then_register_again<H: StoreHarness>(h: &H) {
 /// `NotFound` and an `offline` heartbeat is invalid.
 pub async fn heartbeat_updates_worker<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
-    let registered = register(&store, "w1", "default").await;
+    register(&store, "w1", "default").await;
     assert_not_found(
         store.heartbeat(&beat("w-unknown", WorkerStatus::Idle, None)).await,
         "a heartbeat of an unknown worker",
@@ -139,6 +139,8 @@ pub async fn heartbeat_updates_worker<H: StoreHarness>(h: &H) {
     let task = create(&store, plain("p")).await;
     claim_some(&store, &request("w1")).await;
     h.advance_clock(&store, secs(10)).await;
+    // Read after the clock move, so it compares with what the heartbeat writes.
+    let before = store.get_worker("w1").await.expect("get_worker");
     let ack = store
         .heartbeat(&beat("w1", WorkerStatus::Busy, Some(task.id)))
         .await
@@ -154,11 +156,13 @@ pub async fn heartbeat_updates_worker<H: StoreHarness>(h: &H) {
         "the heartbeat's current task is recorded"
     );
     assert!(
-        worker.last_heartbeat > worker.registered_at,
-        "last_heartbeat moved forward"
+        worker.last_heartbeat > before.last_heartbeat,
+        "last_heartbeat moved forward ({} -> {})",
+        before.last_heartbeat,
+        worker.last_heartbeat
     );
     assert_eq!(
-        worker.registered_at, registered.registered_at,
+        worker.registered_at, before.registered_at,
         "a heartbeat does not re-register"
     );
 }
