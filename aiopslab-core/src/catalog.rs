@@ -78,6 +78,8 @@ const fn p(id: &'static str, application: Application, fault: &'static str, task
 }
 
 /// Every problem AIOpsLab ships, in its registry's order.
+// One line per problem reads as the table it is.
+#[rustfmt::skip]
 pub const PROBLEMS: &[Problem] = &[
     p("k8s_target_port-misconfig-detection-1", Application::SocialNetwork, "Kubernetes Service targetPort misconfiguration", TaskType::Detection),
     p("k8s_target_port-misconfig-localization-1", Application::SocialNetwork, "Kubernetes Service targetPort misconfiguration", TaskType::Localization),
@@ -206,9 +208,18 @@ mod tests {
     #[test]
     fn irregular_ids_are_classified() {
         let noop = find("noop_detection_social_network-1").unwrap();
-        assert_eq!((noop.application, noop.task_type), (Application::SocialNetwork, TaskType::Detection));
-        assert_eq!(find("container_kill-localization").unwrap().task_type, TaskType::Localization);
-        assert_eq!(find("flower_node_stop-detection").unwrap().application, Application::Flower);
+        assert_eq!(
+            (noop.application, noop.task_type),
+            (Application::SocialNetwork, TaskType::Detection)
+        );
+        assert_eq!(
+            find("container_kill-localization").unwrap().task_type,
+            TaskType::Localization
+        );
+        assert_eq!(
+            find("flower_node_stop-detection").unwrap().application,
+            Application::Flower
+        );
         assert!(find("misconfig_app_hotel_res-detection-2").is_none());
     }
 }

@@ -121,11 +121,26 @@ mod tests {
 
     #[test]
     fn rewards_follow_the_evaluation() {
-        assert_eq!(reward_from_evaluation(TaskType::Detection, &obj(json!({"Detection Accuracy": "Correct"}))), 1.0);
-        assert_eq!(reward_from_evaluation(TaskType::Detection, &obj(json!({"Detection Accuracy": "Incorrect"}))), 0.0);
-        assert_eq!(reward_from_evaluation(TaskType::Detection, &obj(json!({"success": true}))), 0.0);
-        assert_eq!(reward_from_evaluation(TaskType::Localization, &obj(json!({"success": true}))), 1.0);
-        assert_eq!(reward_from_evaluation(TaskType::Analysis, &obj(json!({"success": false}))), 0.0);
+        assert_eq!(
+            reward_from_evaluation(TaskType::Detection, &obj(json!({"Detection Accuracy": "Correct"}))),
+            1.0
+        );
+        assert_eq!(
+            reward_from_evaluation(TaskType::Detection, &obj(json!({"Detection Accuracy": "Incorrect"}))),
+            0.0
+        );
+        assert_eq!(
+            reward_from_evaluation(TaskType::Detection, &obj(json!({"success": true}))),
+            0.0
+        );
+        assert_eq!(
+            reward_from_evaluation(TaskType::Localization, &obj(json!({"success": true}))),
+            1.0
+        );
+        assert_eq!(
+            reward_from_evaluation(TaskType::Analysis, &obj(json!({"success": false}))),
+            0.0
+        );
         assert_eq!(reward_from_evaluation(TaskType::Mitigation, &obj(json!({}))), 0.0);
     }
 }

@@ -49,7 +49,10 @@ impl FromStr for WorkerStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| {
-                ValidationError::new("status", format!("unknown worker status {s:?}; expected idle, busy or offline"))
+                ValidationError::new(
+                    "status",
+                    format!("unknown worker status {s:?}; expected idle, busy or offline"),
+                )
             })
     }
 }
