@@ -1,5 +1,6 @@
 //! The aiopslab server: the HTTP API (public API, worker protocol, OpenAPI,
-//! docs pages, metrics), the sweeper, and optionally in-process workers.
+//! docs pages, metrics), the sweeper, the completion-webhook deliverer, and
+//! optionally in-process workers.
 //!
 //! A working system on a fresh machine, no database and no cluster:
 //!
@@ -22,8 +23,9 @@ use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
     ClusterBackend, DefaultScheduler, LeasePolicy, MemoryStore, Scheduler, SimulatedBackend, SimulatedConfig, TaskStore,
 };
-use aiopslab_http::app::serve;
+use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
+use aiopslab_http::webhooks::WebhookConfig;
 use aiopslab_kind::{preflight, KindBackend, KindConfig};
 use aiopslab_postgres::PgStore;
 use anyhow::{bail, Context};
@@ -121,6 +123,21 @@ struct Args {
     /// Also write logs to this file (appended).
     #[arg(long)]
     log_file: Option<PathBuf>,
+
+    /// Sign completion webhooks with this secret: each POST to a task's
+    /// callback_url carries `X-Aiopslab-Signature: sha256=<hex
+    /// HMAC-SHA256(secret, body)>`. Unsigned without it.
+    #[arg(long, env = "AIOPSLAB_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+
+    /// Tries per completion webhook (exponential backoff from 1 s, doubling,
+    /// at most 10 min apart, with jitter) before it is marked failed.
+    #[arg(long, default_value_t = WebhookConfig::DEFAULT_MAX_ATTEMPTS)]
+    webhook_max_attempts: u32,
+
+    /// How long one webhook POST may take, in seconds.
+    #[arg(long, default_value_t = WebhookConfig::DEFAULT_TIMEOUT.as_secs())]
+    webhook_timeout_secs: u64,
 }
 
 #[tokio::main]
@@ -129,6 +146,20 @@ async fn main() -> anyhow::Result<()> {
     support::init_logging(args.log_file.as_deref())?;
     if args.sweep_interval_secs == 0 || args.lease_secs == 0 {
         bail!("--sweep-interval-secs and --lease-secs must be at least 1");
+    }
+    if args.webhook_max_attempts == 0 || args.webhook_timeout_secs == 0 {
+        bail!("--webhook-max-attempts and --webhook-timeout-secs must be at least 1");
+    }
+    let webhooks = WebhookConfig {
+        max_attempts: args.webhook_max_attempts,
+        timeout: Duration::from_secs(args.webhook_timeout_secs),
+        ..WebhookConfig::default()
+    }
+    .with_secret(args.webhook_secret.clone().unwrap_or_default());
+    if webhooks.secret.is_none() {
+        tracing::info!(
+            "completion webhooks are sent unsigned (set --webhook-secret or AIOPSLAB_WEBHOOK_SECRET to sign them)"
+        );
     }
     let policy = LeasePolicy {
         lease_duration: Duration::from_secs(args.lease_secs),
@@ -176,13 +207,11 @@ async fn main() -> anyhow::Result<()> {
         "aiopslab server ready on http://{addr} (docs: http://{addr}/docs, store: {store_kind}, in-process workers: {})",
         args.workers
     );
-    let served = serve(
-        listener,
-        state,
-        Some(Duration::from_secs(args.sweep_interval_secs)),
-        shutdown.clone(),
-    )
-    .await;
+    let options = ServeOptions {
+        sweep_interval: Some(Duration::from_secs(args.sweep_interval_secs)),
+        webhooks: Some(webhooks),
+    };
+    let served = serve_with(listener, state, options, shutdown.clone()).await;
     // However the API stopped, stop the workers too and wait for them.
     shutdown.cancel();
     stop_workers(workers).await;

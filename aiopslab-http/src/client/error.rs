@@ -103,6 +103,8 @@ fn static_entity(name: Option<&str>, fallback: &'static str) -> &'static str {
         Some("worker") => "worker",
         Some("trajectory") => "trajectory",
         Some("log") | Some("logs") => "logs",
+        Some("webhook") => "webhook",
+        Some("group") => "group",
         _ if !fallback.is_empty() => fallback,
         _ => "resource",
     }

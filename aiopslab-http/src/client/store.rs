@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 
-use aiopslab_core::batch::MAX_BATCH_TASKS;
+use aiopslab_core::batch::{BatchSpec, IdempotencyKey, MAX_BATCH_TASKS};
+use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery};
 use aiopslab_core::{
     CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck, LeaseState,
     LeaseToken, LogEntry, LogQuery, NewBatch, NewLogEntry, Page, StoreError, StoreResult, StoreStats, SweepReport,
@@ -16,9 +17,17 @@ use reqwest::{Method, StatusCode};
 use super::error::{transport_error, Subject};
 use super::wire::{
     new_task_body, AppendLogsBody, CancelResponse, ClaimResponse, EpisodeLine, FinishBody, LeaseBody, LogsResponse,
-    SaveTrajectoryBody,
+    SaveTrajectoryBody, WebhookListBody,
 };
 use super::{Guard, HttpStore};
+
+/// Why `claim_webhooks` and `record_webhook_attempt` refuse over HTTP.
+const WEBHOOKS_RUN_IN_THE_SERVER: &str =
+    "webhook delivery runs in the server, beside its store, not through a remote HttpStore";
+/// `Idempotency-Key`, sent with a create when the caller gives a key.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// `Idempotent-Replayed: true` marks a replayed create.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// The largest `limit` the server accepts on a log read.
 const MAX_LOG_LIMIT: usize = 100_000;
@@ -71,6 +80,47 @@ impl TaskStore for HttpStore {
         Ok(created.tasks)
     }
 
+    /// One task with no group: `POST /tasks`; otherwise `POST /tasks/batch`
+    /// (atomic on the server). The key goes in the `Idempotency-Key` header;
+    /// the server fingerprints the request itself (method, path and body), so
+    /// `idempotency.fingerprint` is not sent — the same specs make the same
+    /// body, hence a replay. The server gives a batch its own group id:
+    /// `batch.group_id` is not sent, and a batch of several tasks always
+    /// joins a (fresh) group.
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        let single = batch.group_id.is_none() && batch.specs.len() == 1;
+        let request = if single {
+            self.request(Method::POST, &["tasks"], Guard::Public)?
+                .json(&new_task_body(&batch.specs[0]))
+        } else {
+            let body = NewBatch {
+                tasks: Some(batch.specs.iter().map(new_task_body).collect()),
+                task: None,
+                count: None,
+            };
+            self.request(Method::POST, &["tasks", "batch"], Guard::Public)?
+                .json(&body)
+        };
+        let request = match &idempotency {
+            Some(key) => request.header(IDEMPOTENCY_KEY, key.key.as_str()),
+            None => request,
+        };
+        if !single {
+            return self.send_json(request, &Subject::none()).await;
+        }
+        let response = self.send(request, &Subject::none()).await?;
+        let replayed = response
+            .headers()
+            .get(IDEMPOTENT_REPLAYED)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let task: Task = super::decode(response).await?;
+        Ok(CreatedBatch {
+            group_id: None,
+            tasks: vec![task],
+            replayed,
+        })
+    }
+
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
         let request = self.request(Method::GET, &["tasks", &id.to_string()], Guard::Public)?;
         self.send_json(request, &Subject::task(id)).await
@@ -84,6 +134,9 @@ impl TaskStore for HttpStore {
         ];
         if let Some(status) = filter.status {
             query.push(("status", status.as_str().to_string()));
+        }
+        if let Some(group_id) = filter.group_id {
+            query.push(("group_id", group_id.to_string()));
         }
         for (key, value) in [
             ("problem_id", &filter.problem_id),
@@ -310,6 +363,30 @@ impl TaskStore for HttpStore {
             }
         }
         Ok(episodes)
+    }
+
+    /// Webhook delivery runs in the server, beside its store (the server's
+    /// deliverer claims from the outbox directly): a remote client does not
+    /// deliver webhooks. Always [`StoreError::Internal`] saying so.
+    async fn claim_webhooks(&self, _limit: u32, _lease: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
+        Err(StoreError::Internal(WEBHOOKS_RUN_IN_THE_SERVER.into()))
+    }
+
+    /// See [`claim_webhooks`](Self::claim_webhooks): always
+    /// [`StoreError::Internal`].
+    async fn record_webhook_attempt(
+        &self,
+        _delivery_id: i64,
+        _report: WebhookAttemptReport,
+    ) -> StoreResult<WebhookDelivery> {
+        Err(StoreError::Internal(WEBHOOKS_RUN_IN_THE_SERVER.into()))
+    }
+
+    /// `GET /tasks/{id}/webhooks`.
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        let request = self.request(Method::GET, &["tasks", &task_id.to_string(), "webhooks"], Guard::Public)?;
+        let body: WebhookListBody = self.send_json(request, &Subject::task(task_id)).await?;
+        Ok(body.deliveries)
     }
 
     /// A remote worker never sweeps: the server runs the sweeper beside its

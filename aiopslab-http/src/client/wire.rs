@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use aiopslab_core::webhook::WebhookDelivery;
 use aiopslab_core::TaskId;
 
 /// `POST /tasks/{id}/lease`.
@@ -92,6 +93,12 @@ impl WireLogEntry {
 pub(crate) struct EpisodeLine {
     pub task: Task,
     pub trajectory: Trajectory,
+}
+
+/// The answer of `GET /tasks/{id}/webhooks`: only the fields the client reads.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WebhookListBody {
+    pub deliveries: Vec<WebhookDelivery>,
 }
 
 /// The error shape every route uses: `{"error", "code", "details"}`.

@@ -59,6 +59,7 @@ macro_rules! rl_tests {
             webhook_gives_up_after_max_attempts,
             two_deliverers_deliver_each_webhook_once,
             openapi_lists_the_rl_routes,
+            remote_client_batches_and_served_webhooks,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

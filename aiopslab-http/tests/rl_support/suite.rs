@@ -8,9 +8,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use aiopslab_core::webhook::WebhookStatus;
 use aiopslab_core::{
-    LlmCall, NewTask, Task, TaskId, TaskStatus, TaskStore, TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
+    LlmCall, NewTask, Page, StoreError, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStore, TerminalStatus,
+    TokenUsage, Trajectory, TrajectoryMessage,
 };
+use aiopslab_http::app::{serve_with, ServeOptions};
+use aiopslab_http::client::HttpStore;
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::WebhookDeliverer;
 use chrono::SecondsFormat;
@@ -876,4 +881,99 @@ pub async fn openapi_lists_the_rl_routes(backing: &Backing) {
             "{schema} schema missing"
         );
     }
+}
+
+/// `HttpStore` (the remote client) over a real socket to `app::serve_with`,
+/// which also runs the webhook deliverer: batches with idempotency keys,
+/// the group filter, webhook listing, and the refusal to deliver remotely.
+pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
+    let receiver = FakeReceiver::start(0, Some("e2e")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = ApiState::with_default_scheduler(backing.store.clone(), ApiConfig::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = ServeOptions {
+        sweep_interval: None,
+        webhooks: Some(fast_webhooks(Some("e2e"), 3)),
+    };
+    let server = tokio::spawn(serve_with(listener, state, options, stop.clone()));
+    let client = HttpStore::new(&url, None).unwrap();
+
+    let spec = |problem: &str, callback: Option<String>| {
+        NewTask {
+            callback_url: callback,
+            ..NewTask::new(problem)
+        }
+        .validate()
+        .unwrap()
+    };
+    let batch = || BatchSpec {
+        group_id: Some(Uuid::new_v4()),
+        specs: vec![spec(DETECTION, Some(receiver.url())), spec(LOCALIZATION, None)],
+    };
+    let key = |k: &str| Some(IdempotencyKey::new(k, "computed by the server").unwrap());
+    let created = client.create_batch(batch(), key("remote-1")).await.unwrap();
+    assert!(!created.replayed);
+    let group = created.group_id.expect("a batch joins a group");
+    assert!(created.tasks.iter().all(|t| t.group_id == Some(group)));
+    let replay = client.create_batch(batch(), key("remote-1")).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.group_id, Some(group));
+    let ids = |c: &CreatedBatch| c.tasks.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(&replay), ids(&created));
+    let other = BatchSpec {
+        group_id: None,
+        specs: vec![spec(MITIGATION, None), spec(MITIGATION, None)],
+    };
+    match client.create_batch(other, key("remote-1")).await {
+        Err(StoreError::IdempotencyConflict { key }) => assert_eq!(key, "remote-1"),
+        other => panic!("expected an idempotency conflict, got {other:?}"),
+    }
+    let single = || BatchSpec {
+        group_id: None,
+        specs: vec![spec(DETECTION, None)],
+    };
+    let one = client.create_batch(single(), key("remote-2")).await.unwrap();
+    let again = client.create_batch(single(), key("remote-2")).await.unwrap();
+    assert!(!one.replayed && again.replayed);
+    assert_eq!((one.group_id, one.tasks[0].group_id), (None, None));
+    assert_eq!(ids(&one), ids(&again));
+    let filter = TaskFilter {
+        group_id: Some(group),
+        ..TaskFilter::default()
+    };
+    let page = client
+        .list_tasks(&filter, TaskSort::CreatedAsc, Page { limit: 10, offset: 0 })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+
+    // The server's deliverer (started by serve_with) delivers, signed.
+    let hooked = created.tasks[0].id;
+    run_to_end(&backing.store, hooked, TerminalStatus::Completed, None).await;
+    let received = receiver.wait_for_successes(1, WAIT).await;
+    assert_eq!(received[0].signature_ok, Some(true));
+    assert_eq!(received[0].body["id"], hooked.to_string());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let deliveries = client.list_webhooks(hooked).await.unwrap();
+        if deliveries.first().is_some_and(|d| d.status == WebhookStatus::Delivered) {
+            assert_eq!(deliveries[0].attempts.len(), 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not delivered: {deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(client.list_webhooks(created.tasks[1].id).await.unwrap().is_empty());
+    match client.list_webhooks(Uuid::new_v4()).await {
+        Err(StoreError::NotFound { entity: "task", .. }) => {}
+        other => panic!("expected task not found, got {other:?}"),
+    }
+    assert!(matches!(
+        client.claim_webhooks(1, Duration::from_secs(1)).await,
+        Err(StoreError::Internal(_))
+    ));
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
 }
