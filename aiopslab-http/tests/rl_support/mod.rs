@@ -311,3 +311,62 @@ pub async fn wait_for_webhook(api: &Api, task: TaskId, within: Duration, done: i
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The whole server (`app::serve_with`: API, webhook deliverer) on a real
+/// socket, until stopped.
+pub struct RunningApp {
+    pub url: String,
+    stop: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    pub async fn start(store: Arc<dyn TaskStore>, webhooks: WebhookConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = ApiState::with_default_scheduler(store, ApiConfig::default());
+        let options = aiopslab_http::app::ServeOptions {
+            sweep_interval: None,
+            webhooks: Some(webhooks),
+        };
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(aiopslab_http::app::serve_with(listener, state, options, stop.clone()));
+        Self { url, stop, handle }
+    }
+
+    /// `GET /tasks/{id}/webhooks` over the socket until `done` holds for the
+    /// first delivery.
+    pub async fn wait_for_webhook(&self, task: TaskId, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let client = reqwest::Client::new();
+        loop {
+            let list: Value = client
+                .get(format!("{}/tasks/{task}/webhooks", self.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if list["deliveries"].get(0).is_some_and(&done) {
+                return list["deliveries"][0].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "webhook of {task} not in the expected state: {list:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops it: no new connections, requests in flight and the deliverer's
+    /// pass finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+    }
+}

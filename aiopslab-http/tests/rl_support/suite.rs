@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::receiver::{url_of, FakeReceiver};
-use super::{create, fast_webhooks, run_to_end, trajectory, wait_for_webhook, Api, Backing, RunningDeliverer};
+use super::{
+    create, fast_webhooks, run_to_end, trajectory, wait_for_webhook, Api, Backing, RunningApp, RunningDeliverer,
+};
 
 const DETECTION: &str = "misconfig_app_hotel_res-detection-1";
 const LOCALIZATION: &str = "k8s_target_port-misconfig-localization-1";
@@ -744,30 +746,25 @@ pub async fn webhook_waits_for_a_receiver_that_is_down(backing: &Backing) {
 
 pub async fn webhook_survives_a_server_restart(backing: &Backing) {
     let receiver = FakeReceiver::start(1, Some("k")).await;
-    // First server: one failed attempt, then it stops.
-    let first_store = backing.store.clone();
-    let first_api = Api::new(first_store.clone());
-    let before = create(&first_store, with_callback(DETECTION, &receiver.url())).await;
-    run_to_end(&first_store, before.id, TerminalStatus::Completed, None).await;
     let mut config = fast_webhooks(Some("k"), 5);
     config.backoff.initial = Duration::from_millis(300);
     config.backoff.max = Duration::from_millis(300);
-    let deliverer = RunningDeliverer::start(first_store.clone(), config.clone());
-    wait_for_webhook(&first_api, before.id, WAIT, |d| {
-        d["attempts"].as_array().unwrap().len() == 1
-    })
-    .await;
-    deliverer.stop().await;
-    drop(first_api);
-    // While no deliverer runs, another task ends.
+    // First server (API + deliverer on a socket): one failed attempt, then it stops.
+    let first_store = backing.store.clone();
+    let before = create(&first_store, with_callback(DETECTION, &receiver.url())).await;
+    run_to_end(&first_store, before.id, TerminalStatus::Completed, None).await;
+    let first = RunningApp::start(first_store.clone(), config.clone()).await;
+    first
+        .wait_for_webhook(before.id, WAIT, |d| d["attempts"].as_array().unwrap().len() == 1)
+        .await;
+    first.stop().await;
+    // While no server runs, another task ends.
     let during = create(&first_store, with_callback(MITIGATION, &receiver.url())).await;
     run_to_end(&first_store, during.id, TerminalStatus::Timeout, None).await;
     drop(first_store);
 
     // Second server on the same database (or the same in-memory store).
-    let second_store = (backing.reopen)().await;
-    let second_api = Api::new(second_store.clone());
-    let deliverer = RunningDeliverer::start(second_store.clone(), config);
+    let second = RunningApp::start((backing.reopen)().await, config).await;
     let received = receiver.wait_for_successes(2, WAIT).await;
     assert_eq!(received.len(), 3, "{received:#?}");
     let for_task = |id: TaskId| received.iter().filter(|r| r.body["id"] == id.to_string()).count();
@@ -778,12 +775,20 @@ pub async fn webhook_survives_a_server_restart(backing: &Backing) {
     );
     assert_eq!(for_task(during.id), 1);
     assert!(received.iter().all(|r| r.signature_ok == Some(true)));
-    let first = wait_for_webhook(&second_api, before.id, WAIT, |d| d["status"] == "delivered").await;
-    assert_eq!(first["attempts"].as_array().unwrap().len(), 2);
-    let second = wait_for_webhook(&second_api, during.id, WAIT, |d| d["status"] == "delivered").await;
-    assert_eq!(second["attempts"].as_array().unwrap().len(), 1);
+    let delivered = second
+        .wait_for_webhook(before.id, WAIT, |d| d["status"] == "delivered")
+        .await;
+    let attempts = delivered["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a["status_code"].clone()).collect::<Vec<_>>(),
+        [json!(500), json!(200)]
+    );
+    let delivered = second
+        .wait_for_webhook(during.id, WAIT, |d| d["status"] == "delivered")
+        .await;
+    assert_eq!(delivered["attempts"].as_array().unwrap().len(), 1);
     assert!(received.iter().any(|r| r.event == "task.timeout"));
-    deliverer.stop().await;
+    second.stop().await;
 }
 
 pub async fn webhook_gives_up_after_max_attempts(backing: &Backing) {
