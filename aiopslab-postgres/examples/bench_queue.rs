@@ -22,7 +22,7 @@
 //!
 //! Arguments name the sections to run (`queue`, `latency`, `logs`, `export`; default: all), e.g.
 //! `cargo run --release -p aiopslab-postgres --example bench_queue -- export`. `BENCH_EXPORT_EPISODES` changes
-//! the number of stored episodes.
+//! the number of stored episodes; `BENCH_KEEP_DATABASE=1` keeps the scratch database (its name is printed).
 
 #[path = "bench_queue/export.rs"]
 mod export;
@@ -59,8 +59,12 @@ async fn main() -> anyhow::Result<()> {
     conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
     conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
     let result = run(admin.clone().database(&name)).await;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await?;
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        eprintln!("kept database {name}");
+    } else {
+        conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await?;
+    }
     let report = result?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

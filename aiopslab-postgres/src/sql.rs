@@ -459,23 +459,73 @@ pub(crate) const STORE_PAYLOADS: &str = "UPDATE webhook_outbox SET payload = ren
 // Export
 // ---------------------------------------------------------------------------------------------------------------
 
-/// One page of the dataset export: tasks with a trajectory, in `(created_at, id)` order (walked on
-/// `tasks_created_idx`, each task joined to its trajectory by primary key), after the cursor. Reads the
-/// trajectory's messages and its small rest, never its LLM calls (a column of their own, most of a trajectory's
-/// bytes). `$1` status, `$2` problem ids, `$3` model, `$4` metadata key, `$5` metadata value, `$6` created at or
-/// after, `$7` created before, `$8`/`$9` cursor (created_at, id), `$10` limit; NULL filters match everything.
-pub(crate) const EXPORT_EPISODES: &str = "SELECT t.*, tr.trajectory AS trajectory_rest, \
-        tr.messages AS trajectory_messages \
-     FROM tasks t JOIN trajectories tr ON tr.task_id = t.id \
-     WHERE ($1::text IS NULL OR t.status = $1::text) \
-       AND ($2::text[] IS NULL OR t.problem_id = ANY($2::text[])) \
-       AND ($3::text IS NULL OR t.agent_config -> 'model' = to_jsonb($3::text)) \
-       AND ($4::text IS NULL OR t.metadata -> $4::text = to_jsonb($5::text)) \
-       AND ($6::timestamptz IS NULL OR t.created_at >= $6::timestamptz) \
-       AND ($7::timestamptz IS NULL OR t.created_at < $7::timestamptz) \
-       AND ($8::timestamptz IS NULL OR (t.created_at, t.id) > ($8::timestamptz, $9::uuid)) \
-     ORDER BY t.created_at, t.id \
-     LIMIT $10";
+/// Which filters an export page applies besides the walk itself; each present one is bound, in this order, after
+/// the walk's parameters (see [`export_window`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ExportFilters {
+    /// `$n` status.
+    pub(crate) status: bool,
+    /// `$n` problem ids.
+    pub(crate) problem_ids: bool,
+    /// `$n` model.
+    pub(crate) model: bool,
+    /// `$n` metadata key, `$n+1` its value.
+    pub(crate) metadata: bool,
+    /// `$n` created before (this one bounds the window itself).
+    pub(crate) created_before: bool,
+}
+
+/// One window of the dataset export: the next `$3` tasks in `(created_at, id)` order strictly after the cursor
+/// (`$1` created_at, `$2` id), walked on `tasks_created_idx`; of those, the ones with a trajectory that pass the
+/// filters, in order, at most `$4`. A window bounds the work of one statement whatever the filters' selectivity (a
+/// plan that sorts every match after the cursor would make a walk quadratic), and the SQL names only the filters
+/// given, so no plan (custom or generic) has to guess around `$n IS NULL OR ...` branches. Reads the trajectory's
+/// messages and its small rest, never its LLM calls (a column of their own, most of a trajectory's bytes).
+pub(crate) fn export_window(filters: ExportFilters) -> String {
+    let mut n = 4;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut window = String::from("(created_at, id) > ($1::timestamptz, $2::uuid)");
+    let mut conditions = Vec::new();
+    // Bound in the order ExportFilters documents.
+    if filters.status {
+        conditions.push(format!("t.status = ${}::text", next()));
+    }
+    if filters.problem_ids {
+        conditions.push(format!("t.problem_id = ANY(${}::text[])", next()));
+    }
+    if filters.model {
+        conditions.push(format!("t.agent_config -> 'model' = to_jsonb(${}::text)", next()));
+    }
+    if filters.metadata {
+        let key = next();
+        let value = next();
+        conditions.push(format!("t.metadata -> ${key}::text = to_jsonb(${value}::text)"));
+    }
+    if filters.created_before {
+        window.push_str(&format!(" AND created_at < ${}::timestamptz", next()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT t.*, tr.trajectory AS trajectory_rest, tr.messages AS trajectory_messages \
+         FROM (SELECT * FROM tasks WHERE {window} ORDER BY created_at, id LIMIT $3) AS t \
+         JOIN trajectories tr ON tr.task_id = t.id{filter} \
+         ORDER BY t.created_at, t.id LIMIT $4"
+    )
+}
+
+/// Where an export window ends: its last task, `$3` - 1 tasks after the first one past the cursor (`$1`, `$2`);
+/// no row when fewer remain (the walk reached the end). `$4` created before (NULL: no bound).
+pub(crate) const EXPORT_WINDOW_END: &str = "SELECT created_at, id FROM tasks \
+     WHERE (created_at, id) > ($1::timestamptz, $2::uuid) \
+       AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) \
+     ORDER BY created_at, id OFFSET $3 - 1 LIMIT 1";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Stats
@@ -504,6 +554,38 @@ pub const CANCEL_CHANNEL: &str = "aiopslab_cancel";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_window_names_only_the_given_filters() {
+        let plain = export_window(ExportFilters::default());
+        assert!(!plain.contains("WHERE t."), "{plain}");
+        assert!(plain.contains("ORDER BY t.created_at, t.id LIMIT $4"), "{plain}");
+        let all = export_window(ExportFilters {
+            status: true,
+            problem_ids: true,
+            model: true,
+            metadata: true,
+            created_before: true,
+        });
+        for fragment in [
+            "t.status = $5::text",
+            "t.problem_id = ANY($6::text[])",
+            "to_jsonb($7::text)",
+            "t.metadata -> $8::text = to_jsonb($9::text)",
+            "created_at < $10::timestamptz ORDER BY created_at, id LIMIT $3",
+        ] {
+            assert!(all.contains(fragment), "{fragment} in {all}");
+        }
+        let some = export_window(ExportFilters {
+            model: true,
+            created_before: true,
+            ..ExportFilters::default()
+        });
+        assert!(
+            some.contains("to_jsonb($5::text)") && some.contains("created_at < $6"),
+            "{some}"
+        );
+    }
 
     #[test]
     fn list_query_numbers_its_parameters() {

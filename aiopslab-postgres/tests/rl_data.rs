@@ -285,3 +285,68 @@ async fn a_finish_that_does_not_commit_leaves_no_delivery() {
         "one delivery with the status change"
     );
 }
+
+/// The export reads the tasks window by window: episodes far apart (thousands of tasks without a trajectory
+/// between them, more than one window holds) all come back, in order, whatever the page size, with and without
+/// filters.
+#[tokio::test]
+async fn export_pages_span_windows() {
+    let db = TestDatabase::create().await;
+    let store = db.store(policy()).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let specs: Vec<TaskSpec> = (0..1000)
+            .map(|i| spec(if i % 2 == 0 { "even" } else { "odd" }))
+            .collect();
+        let created = store.create_tasks(specs).await.unwrap();
+        ids.extend(created.iter().map(|t| t.id));
+    }
+    // Trajectories on a few tasks far apart.
+    let chosen = [ids[3], ids[2_200], ids[2_201], ids[4_998]];
+    for id in chosen {
+        let claimed = store
+            .claim(&ClaimRequest {
+                worker_id: "w".into(),
+                backend_type: "default".into(),
+                supported_problems: None,
+                task_id: Some(id),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .save_trajectory(claimed.lease_token(), full_trajectory())
+            .await
+            .unwrap();
+    }
+    for (filter, expected) in [
+        (ExportFilter::default(), chosen.to_vec()),
+        (
+            ExportFilter {
+                problem_ids: Some(vec!["even".into()]),
+                ..ExportFilter::default()
+            },
+            vec![ids[2_200], ids[4_998]],
+        ),
+        (
+            ExportFilter {
+                problem_ids: Some(vec!["none".into()]),
+                ..ExportFilter::default()
+            },
+            vec![],
+        ),
+    ] {
+        for limit in [1, 2, 500] {
+            let mut got = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store.export_episodes(&filter, cursor, limit).await.unwrap();
+                assert!(page.len() <= limit as usize);
+                let Some(last) = page.last() else { break };
+                cursor = Some(last.cursor());
+                got.extend(page.iter().map(|e| e.task.id));
+            }
+            assert_eq!(got, expected, "pages of {limit} with {filter:?}");
+        }
+    }
+}
