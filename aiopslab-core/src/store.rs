@@ -141,12 +141,7 @@ pub trait TaskStore: Send + Sync + 'static {
     /// create the tasks once: the other call replays (or conflicts). Keys are
     /// kept for the life of the store (they do not expire).
     /// [`create_tasks`](Self::create_tasks) is this with no group and no key.
-    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
-        let _ = (batch, idempotency);
-        Err(StoreError::Internal(
-            "create_batch is not implemented by this store".into(),
-        ))
-    }
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch>;
 
     /// One page of the dataset export: tasks that have a trajectory and match
     /// `filter`, in `(created_at, id)` order, strictly after `after`, at most
@@ -163,12 +158,7 @@ pub trait TaskStore: Send + Sync + 'static {
         filter: &ExportFilter,
         after: Option<ExportCursor>,
         limit: u32,
-    ) -> StoreResult<Vec<Episode>> {
-        let _ = (filter, after, limit);
-        Err(StoreError::Internal(
-            "export_episodes is not implemented by this store".into(),
-        ))
-    }
+    ) -> StoreResult<Vec<Episode>>;
 
     /// Claims up to `limit` due webhook deliveries (pending, `next_attempt_at`
     /// at or before now), oldest first, and pushes their `next_attempt_at` to
@@ -181,38 +171,26 @@ pub trait TaskStore: Send + Sync + 'static {
     /// of a pending task, sweep), with the task as serialized at that moment
     /// as its payload, status pending and `next_attempt_at` = now. A requeue
     /// is not terminal and writes nothing.
-    async fn claim_webhooks(&self, limit: u32, lease: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
-        let _ = (limit, lease);
-        Err(StoreError::Internal(
-            "claim_webhooks is not implemented by this store".into(),
-        ))
-    }
+    async fn claim_webhooks(&self, limit: u32, lease: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>>;
 
     /// Records one delivery attempt (numbered after the previous ones, stamped
     /// with the store's clock) and moves the delivery on: no error →
     /// `delivered` (`delivered_at` = now, no next attempt); an error with
     /// `retry_after` → still `pending`, due at now + `retry_after`; an error
-    /// without → `failed`. Returns the updated delivery;
-    /// [`StoreError::NotFound`] (entity `"webhook"`) for an unknown id.
+    /// without → `failed`. A late report (from a deliverer whose lease
+    /// lapsed) never undoes an outcome: it is recorded, but a delivered
+    /// delivery stays delivered, and a failed one only ever moves to
+    /// delivered. Returns the updated delivery; [`StoreError::NotFound`]
+    /// (entity `"webhook"`) for an unknown id.
     async fn record_webhook_attempt(
         &self,
         delivery_id: i64,
         report: WebhookAttemptReport,
-    ) -> StoreResult<WebhookDelivery> {
-        let _ = (delivery_id, report);
-        Err(StoreError::Internal(
-            "record_webhook_attempt is not implemented by this store".into(),
-        ))
-    }
+    ) -> StoreResult<WebhookDelivery>;
 
     /// Every webhook delivery of a task, oldest first, with its attempts;
     /// [`StoreError::NotFound`] for an unknown task.
-    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
-        let _ = task_id;
-        Err(StoreError::Internal(
-            "list_webhooks is not implemented by this store".into(),
-        ))
-    }
+    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>>;
 
     /// Wake-ups pushed by the store (new work, cancel requests), when it has
     /// them. `None`, the default, means workers rely on polling alone. A
