@@ -183,3 +183,15 @@ enum DeliveryKey<'a> {
     Ids(&'a [i64]),
     Task(TaskId),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_truncate_to_microseconds() {
+        assert_eq!(interval(Duration::from_nanos(1_999)).unwrap().microseconds, 1);
+        assert_eq!(interval(Duration::from_millis(1_500)).unwrap().microseconds, 1_500_000);
+        assert!(interval(Duration::MAX).is_err(), "too large for the database");
+    }
+}
