@@ -134,10 +134,18 @@ impl PgStore {
     /// Runs the embedded migrations (`migrations/*.sql`). Safe on a database where
     /// `001_create_tables.sql` was already applied by hand with `psql`, and safe to run from several replicas.
     pub async fn migrate(&self) -> StoreResult<()> {
-        // A one-connection pool just for the migrator (its API takes a pool or an owned connection guard).
+        // A one-connection pool just for the migrator (its API takes a pool or an owned connection guard), without
+        // the store's statement timeout: a migration that rewrites existing rows (003 splits every stored
+        // trajectory) may take minutes on a large database.
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, "SET statement_timeout = 0").await?;
+                    Ok(())
+                })
+            })
             .connect_with(self.connect_options().clone())
             .await
             .map_err(|e| map_sqlx("migrate", e))?;
