@@ -427,7 +427,9 @@ impl State {
             });
         }
         let worker_id = current.worker_id.clone();
-        let requeue = outcome.status == TerminalStatus::Failed && current.attempt <= current.parameters.max_retries;
+        let requeue = outcome.status == TerminalStatus::Failed
+            && current.attempt <= current.parameters.max_retries
+            && !current.cancel_requested;
         self.running.remove(&lease.task_id);
         let task = &mut self.record_mut(lease.task_id)?.task;
         task.lease_expires_at = None;

@@ -125,3 +125,19 @@ pub async fn cancel_running_task<H: StoreHarness>(h: &H) {
 fn outcome_cancelled() -> crate::task::TaskOutcome {
     outcome(TerminalStatus::Cancelled)
 }
+
+/// A failed run of a task whose cancel was requested is not retried, even
+/// with retries left: the client asked for it to stop, so it ends `failed`.
+pub async fn failed_run_of_cancelled_task_is_not_retried<H: StoreHarness>(h: &H) {
+    let store = h.store(suite_policy()).await;
+    register(&store, "w1", "default").await;
+    let task = create(&store, retrying("p", 3)).await;
+    let held = claim_some(&store, &request_task("w1", task.id)).await;
+    store.cancel_task(task.id).await.expect("cancel_task");
+    let ended = store
+        .finish(held.lease_token(), failed("backend_error"))
+        .await
+        .expect("finish");
+    assert_status(&ended, TaskStatus::Failed, "a failed run after a cancel request");
+    claim_none(&store, &request("w1"), "a task cancelled while running is not requeued").await;
+}

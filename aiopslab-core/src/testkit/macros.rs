@@ -68,6 +68,7 @@ macro_rules! store_conformance_suite {
             dispatch_delay_holds_new_tasks,
             cancel_pending_task,
             cancel_running_task,
+            failed_run_of_cancelled_task_is_not_retried,
             stale_token_refused_after_requeue,
             lease_expiry_fails_without_retries,
             lease_expiry_requeues_with_retries,

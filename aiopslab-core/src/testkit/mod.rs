@@ -50,7 +50,7 @@ pub use batches::{
     batch_creates_a_group, concurrent_idempotent_batches_create_once, grouped, idempotency_key_conflict,
     idempotent_batch_replays, key,
 };
-pub use cancel::{cancel_pending_task, cancel_running_task};
+pub use cancel::{cancel_pending_task, cancel_running_task, failed_run_of_cancelled_task_is_not_retried};
 pub use claims::{
     claim_order_priority_then_age, claim_respects_supported_problems, claim_routes_by_backend_type,
     claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
