@@ -516,3 +516,166 @@ async fn the_worker_reports_busy_and_idle_as_runs_start_and_end() {
     assert_eq!(idle.current_task_id, None);
     worker.stop().await.unwrap();
 }
+
+/// Starts the default scheduler's sweeper over `store`, every 5 s.
+fn sweeper(store: Arc<dyn TaskStore>) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store));
+    tokio::spawn(run_sweeper(scheduler, Duration::from_secs(5), stop.clone()));
+    stop
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_workers_run_a_mixed_queue_to_the_right_terminal_statuses() {
+    let store = memory();
+    let known = "misconfig_app_hotel_res-detection-1";
+    let with_priority = |problem: &str, priority: i64| NewTask {
+        priority: Some(priority),
+        ..NewTask::new(problem)
+    };
+    let low = submit(&*store, with_priority(known, 1)).await;
+    let high = submit(&*store, with_priority(known, 9)).await;
+    let mid = submit(&*store, with_priority(known, 5)).await;
+    let unknown = submit(&*store, with_priority("not-an-aiopslab-problem", 3)).await;
+    // On the paused clock both gpu tasks share one creation instant, so
+    // priority (not age) decides which runs first.
+    let gpu = |timeout_minutes: i64, priority: i64| NewTask {
+        backend_type: Some("gpu".into()),
+        timeout_minutes: Some(timeout_minutes),
+        priority: Some(priority),
+        ..NewTask::new("auth_miss_mongodb-analysis-1")
+    };
+    let too_slow = submit(&*store, gpu(1, 6)).await;
+    let to_cancel = submit(&*store, gpu(30, 4)).await;
+
+    let stop_sweeper = sweeper(store.clone());
+    let fast = simulated(SimulatedConfig {
+        steps: 3,
+        ..SimulatedConfig::default()
+    });
+    // 3 steps of 40 s: longer than a 1-minute timeout.
+    let slow = simulated(SimulatedConfig {
+        steps: 3,
+        step_delay: Duration::from_secs(40),
+        ..SimulatedConfig::default()
+    });
+    let default_worker = start_default(store.clone(), fast, config("w-default"));
+    let gpu_worker = start_default(store.clone(), slow, WorkerConfig::new("w-gpu", "gpu"));
+
+    let ended: Vec<Task> = {
+        let mut ended = Vec::new();
+        for task in [&high, &mid, &unknown, &low] {
+            ended.push(wait_terminal(&*store, task.id, 5 * MINUTE).await);
+        }
+        ended
+    };
+    let statuses: Vec<TaskStatus> = ended.iter().map(|t| t.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            TaskStatus::Completed,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Completed
+        ]
+    );
+    assert!(
+        ended.iter().all(|t| t.worker_id.as_deref() == Some("w-default")),
+        "default tasks ran on the default worker only"
+    );
+    let starts: Vec<_> = ended.iter().map(|t| t.started_at.unwrap()).collect();
+    // Non-decreasing: the unknown problem fails in no (virtual) time, so the
+    // next claim may share its instant; a wrong order would show 3 s apart.
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "claimed by priority: {starts:?}"
+    );
+
+    let timed_out = wait_terminal(&*store, too_slow.id, 5 * MINUTE).await;
+    assert_eq!(timed_out.status, TaskStatus::Timeout);
+    assert_eq!(timed_out.worker_id.as_deref(), Some("w-gpu"));
+
+    wait_for(&*store, to_cancel.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    store.cancel_task(to_cancel.id).await.unwrap();
+    let asked = Instant::now();
+    let cancelled = wait_terminal(&*store, to_cancel.id, MINUTE).await;
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert!(
+        asked.elapsed() <= Duration::from_secs(10),
+        "stopped within one heartbeat, took {:?}",
+        asked.elapsed()
+    );
+
+    stop_sweeper.cancel();
+    default_worker.stop().await.unwrap();
+    gpu_worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_worker_loses_its_tasks_when_their_leases_expire() {
+    let shared = MemoryStore::new();
+    let store: Arc<dyn TaskStore> = Arc::new(shared.clone());
+    let long = |max_retries: i64| NewTask {
+        max_retries: Some(max_retries),
+        max_steps: Some(300),
+        ..NewTask::new("scale_pod_zero_social_net-mitigation-1")
+    };
+    let no_retry = submit(&*store, long(0)).await;
+    let stop_sweeper = sweeper(store.clone());
+
+    // The doomed worker reaches the store through a fake network that is
+    // cut for good once it holds the task: to the store it simply vanishes.
+    let doomed_view = Arc::new(FakeFlakyStore::new(shared.clone()));
+    let long_runs = simulated(SimulatedConfig {
+        steps: 300,
+        ..SimulatedConfig::default()
+    });
+    let doomed = start_default(doomed_view.clone(), long_runs.clone(), config("w-doomed"));
+    wait_for(&*store, no_retry.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    doomed_view.partitioned.store(true, Ordering::SeqCst);
+
+    let failed = wait_terminal(&*store, no_retry.id, 5 * MINUTE).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.error_details.unwrap().code, "worker_lost");
+
+    // With a retry left the task goes back to the queue and a healthy
+    // worker finishes it.
+    let retried = submit(
+        &*store,
+        NewTask {
+            max_steps: Some(3),
+            ..long(1)
+        },
+    )
+    .await;
+    // The doomed worker cannot see it; a claim through the real store stands in
+    // for its last successful claim before the cut.
+    shared
+        .register_worker(WorkerRegistration::new("w-ghost", "default"))
+        .await
+        .unwrap();
+    let request = ClaimRequest {
+        worker_id: "w-ghost".into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id: Some(retried.id),
+    };
+    shared.claim(&request).await.unwrap().expect("claimed by the ghost");
+    let healthy = start_default(
+        store.clone(),
+        simulated(SimulatedConfig {
+            steps: 3,
+            ..SimulatedConfig::default()
+        }),
+        config("w-healthy"),
+    );
+    let done = wait_terminal(&*store, retried.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.attempt, 2, "requeued once after the lease expired");
+    assert_eq!(done.worker_id.as_deref(), Some("w-healthy"));
+
+    stop_sweeper.cancel();
+    healthy.stop().await.unwrap();
+    doomed.shutdown.cancel();
+    doomed.handle.abort();
+}
