@@ -2,7 +2,7 @@
 # The quickstart, end to end, against the README's first command:
 #
 #   1. builds and starts `server --workers 2` (embedded store, simulated workers)
-#      on a free port (or $PORT);
+#      on port 8000, as the quickstart writes it (or $PORT);
 #   2. runs the quickstart's Python end-to-end script, taken verbatim from
 #      quickstart.md, $RUNS times in a row (default 20);
 #   3. runs the quickstart's curl commands (submit, status, list, results,
