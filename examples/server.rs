@@ -197,7 +197,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     support::cancel_on_signals(shutdown.clone());
 
-    let workers = start_workers(&args, store, scheduler, shutdown.child_token())?;
+    // In-process workers write through the API state's store so their
+    // finishes feed the task-duration histogram like remote workers' do.
+    let workers = start_workers(&args, state.store.clone(), scheduler, shutdown.child_token())?;
 
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

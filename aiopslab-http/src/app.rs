@@ -95,7 +95,9 @@ pub async fn serve_with(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "aiopslab API listening");
     }
-    let app = router(state);
+    // Open log streams (SSE follow) end when the server stops, so a graceful
+    // shutdown does not wait for followed tasks to finish.
+    let app = router(state.with_shutdown(shutdown.child_token()));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
