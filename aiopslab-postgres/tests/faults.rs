@@ -106,33 +106,8 @@ async fn connections_killed_during_a_run_lose_no_task() {
     create_tasks(&store, TASKS).await;
     let faults = Arc::new(Faults::default());
 
-    let workers: Vec<_> = (0..4)
-        .map(|i| {
-            let store = store.clone();
-            let faults = faults.clone();
-            tokio::spawn(async move {
-                let claim = request(&format!("w{i}"));
-                // Slow workers, so the killer finds them mid-statement and mid-run.
-                loop {
-                    let Some(task) = retry(&faults, Duration::from_secs(30), || store.claim(&claim))
-                        .await
-                        .unwrap()
-                    else {
-                        return;
-                    };
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    match retry(&faults, Duration::from_secs(30), || {
-                        store.finish(task.lease_token(), completed())
-                    })
-                    .await
-                    {
-                        Ok(_) | Err(StoreError::LeaseLost { .. }) => {}
-                        Err(e) => panic!("finish failed for good: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
+    // Slow workers, so the faults find them mid-statement and mid-run.
+    let workers = spawn_workers(&store, &faults, Duration::from_secs(30), Duration::from_millis(2));
     let mut admin = sqlx::PgConnection::connect_with(&db.connect_options()).await.unwrap();
     let mut killed = 0;
     let until = Instant::now() + Duration::from_secs(2);
@@ -171,32 +146,7 @@ async fn database_restart_during_a_run_loses_no_task() {
     let mut events = store.subscribe().expect("PgStore offers notifications");
     let faults = Arc::new(Faults::default());
 
-    let workers: Vec<_> = (0..4)
-        .map(|i| {
-            let store = store.clone();
-            let faults = faults.clone();
-            tokio::spawn(async move {
-                let claim = request(&format!("w{i}"));
-                loop {
-                    let Some(task) = retry(&faults, Duration::from_secs(60), || store.claim(&claim))
-                        .await
-                        .unwrap()
-                    else {
-                        return;
-                    };
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                    match retry(&faults, Duration::from_secs(60), || {
-                        store.finish(task.lease_token(), completed())
-                    })
-                    .await
-                    {
-                        Ok(_) | Err(StoreError::LeaseLost { .. }) => {}
-                        Err(e) => panic!("finish failed for good: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
+    let workers = spawn_workers(&store, &faults, Duration::from_secs(60), Duration::from_millis(15));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s = server.clone();
@@ -234,4 +184,34 @@ async fn database_restart_during_a_run_loses_no_task() {
         }
     }
     drop(store);
+}
+
+/// Four workers that claim and finish until the queue is empty, retrying
+/// through the faults for up to `patience` per call and holding each task
+/// for `hold`; a finish refused for a lost lease is fine (the task was requeued).
+fn spawn_workers(
+    store: &PgStore,
+    faults: &Arc<Faults>,
+    patience: Duration,
+    hold: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|i| {
+            let store = store.clone();
+            let faults = faults.clone();
+            tokio::spawn(async move {
+                let claim = request(&format!("w{i}"));
+                loop {
+                    let Some(task) = retry(&faults, patience, || store.claim(&claim)).await.unwrap() else {
+                        return;
+                    };
+                    tokio::time::sleep(hold).await;
+                    match retry(&faults, patience, || store.finish(task.lease_token(), completed())).await {
+                        Ok(_) | Err(StoreError::LeaseLost { .. }) => {}
+                        Err(e) => panic!("finish failed for good: {e}"),
+                    }
+                }
+            })
+        })
+        .collect()
 }

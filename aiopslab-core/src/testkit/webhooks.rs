@@ -245,14 +245,7 @@ pub async fn webhook_not_queued_on_requeue_or_without_callback<H: StoreHarness>(
 /// until its lease passes; then the delivery is due again (a deliverer that died mid-delivery loses nothing).
 pub async fn claim_webhooks_leases_deliveries<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "an empty outbox"
-    );
+    assert_none_due(&store, 10, "an empty outbox").await;
     let mut tasks = Vec::new();
     for i in 0..3 {
         let task = create(&store, with_callback(&format!("lease-{i}"), 0)).await;
@@ -287,23 +280,9 @@ pub async fn claim_webhooks_leases_deliveries<H: StoreHarness>(harness: &H) {
         vec![tasks[2]],
         "leased deliveries are hidden; the third is still due"
     );
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "every delivery is leased"
-    );
+    assert_none_due(&store, 10, "every delivery is leased").await;
     harness.advance_clock(&store, secs(20)).await;
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "still leased after 20 s"
-    );
+    assert_none_due(&store, 10, "still leased after 20 s").await;
     harness.advance_clock(&store, secs(11)).await;
     let again = store.claim_webhooks(10, secs(30)).await.expect("claim_webhooks");
     assert_eq!(
@@ -311,14 +290,7 @@ pub async fn claim_webhooks_leases_deliveries<H: StoreHarness>(harness: &H) {
         tasks,
         "once the lease passed every delivery is due again, oldest first"
     );
-    assert!(
-        store
-            .claim_webhooks(0, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "a limit of 0 claims nothing"
-    );
+    assert_none_due(&store, 0, "a limit of 0 claims nothing").await;
 }
 
 /// Each recorded attempt is numbered and stamped; a failure with a retry delay keeps the delivery pending and due
@@ -367,14 +339,12 @@ pub async fn webhook_attempts_move_deliveries<H: StoreHarness>(harness: &H) {
     );
 
     harness.advance_clock(&store, secs(5)).await;
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "not due before the retry delay passed (and the other one is leased)"
-    );
+    assert_none_due(
+        &store,
+        10,
+        "not due before the retry delay passed (and the other one is leased)",
+    )
+    .await;
     harness.advance_clock(&store, secs(6)).await;
     let due = store.claim_webhooks(1, secs(30)).await.expect("claim_webhooks");
     assert_eq!(due.len(), 1, "due again after the delay");
@@ -425,14 +395,7 @@ pub async fn webhook_attempts_move_deliveries<H: StoreHarness>(harness: &H) {
     );
 
     harness.advance_clock(&store, secs(3600)).await;
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "delivered and failed deliveries are never handed out again"
-    );
+    assert_none_due(&store, 10, "delivered and failed deliveries are never handed out again").await;
     match store.record_webhook_attempt(i64::MAX, attempt_delivered()).await {
         Err(StoreError::NotFound { entity: "webhook", .. }) => {}
         other => panic!("record_webhook_attempt of an unknown delivery: expected NotFound(webhook), got {other:?}"),
@@ -482,14 +445,7 @@ pub async fn late_webhook_reports_never_regress<H: StoreHarness>(harness: &H) {
     assert_eq!(late.attempts.len(), 2, "the late attempt is still recorded");
     assert_eq!(late.attempts[1].attempt, 2, "numbered after the others");
     harness.advance_clock(&store, secs(60)).await;
-    assert!(
-        store
-            .claim_webhooks(10, secs(30))
-            .await
-            .expect("claim_webhooks")
-            .is_empty(),
-        "a delivered delivery is never handed out again"
-    );
+    assert_none_due(&store, 10, "a delivered delivery is never handed out again").await;
 
     let other = create(&store, with_callback("late-failed", 0)).await;
     store.cancel_task(other.id).await.expect("cancel_task");
@@ -551,4 +507,10 @@ pub async fn concurrent_webhook_claims_exactly_once<H: StoreHarness>(harness: &H
         }
     }
     assert_eq!(total, tasks.len(), "every delivery was claimed exactly once");
+}
+
+/// Claims up to `limit` deliveries with a 30 s lease and asserts none was due.
+async fn assert_none_due<S: TaskStore>(store: &S, limit: u32, why: &str) {
+    let claimed = store.claim_webhooks(limit, secs(30)).await.expect("claim_webhooks");
+    assert!(claimed.is_empty(), "{why}: got {} deliveries", claimed.len());
 }

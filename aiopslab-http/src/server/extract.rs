@@ -138,15 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::validation(&ValidationError::new("id", e.body_text())))?;
-        raw.parse::<TaskId>().map(TaskIdPath).map_err(|_| {
-            ApiError::validation(&ValidationError::new(
-                "id",
-                format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
-            ))
-        })
+        uuid_path(parts, state, "id").await.map(TaskIdPath)
     }
 }
 
@@ -159,16 +151,21 @@ impl<S: Send + Sync> FromRequestParts<S> for GroupIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::validation(&ValidationError::new("group_id", e.body_text())))?;
-        raw.parse::<GroupId>().map(GroupIdPath).map_err(|_| {
-            ApiError::validation(&ValidationError::new(
-                "group_id",
-                format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
-            ))
-        })
+        uuid_path(parts, state, "group_id").await.map(GroupIdPath)
     }
+}
+
+/// Reads the route's single path segment as a UUID; errors name `field`.
+async fn uuid_path<S: Send + Sync>(parts: &mut Parts, state: &S, field: &str) -> Result<uuid::Uuid, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::validation(&ValidationError::new(field, e.body_text())))?;
+    raw.parse::<uuid::Uuid>().map_err(|_| {
+        ApiError::validation(&ValidationError::new(
+            field,
+            format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {raw:?}"),
+        ))
+    })
 }
 
 /// The `{id}` segment of a worker route.
