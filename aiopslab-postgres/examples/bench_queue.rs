@@ -13,6 +13,9 @@
 //!   `UPDATE` per transaction, each connection on its own row, each on a dedicated connection, same server
 //!   settings), measured in slices alternating with the task-rate slices so both see the same machine load;
 //! - `ratio`: task rate ÷ (baseline ÷ 3), since a task needs three commits (target ≥ 0.8 at 8 workers);
+//! - `calls_per_statement`: how many calls of each kind the store's coalesced writes carried per statement;
+//! - `task_rate_one_statement_per_call`, `ratio_one_statement_per_call`: the same loop through a second store with
+//!   coalescing off (`PgStoreOptions::coalesce_writes(false)`), measured in the same alternating slices;
 //! - `claim_latency_ms`: create → claim delay for an idle worker woken by LISTEN/NOTIFY (p50, p99);
 //! - `log_ingestion`: log lines per second appended in batches of 100;
 //! - `export`: episodes per second read by `export_episodes` (pages of 500, keyset cursor) over 100,000 stored
@@ -35,7 +38,7 @@ use aiopslab_core::{
     ClaimRequest, LeasePolicy, LogLevel, NewLogEntry, NewTask, StoreEvent, TaskOutcome, TaskResult, TaskStore,
     TerminalStatus, WorkerRegistration,
 };
-use aiopslab_postgres::{PgStore, PgStoreOptions};
+use aiopslab_postgres::{BatchCounts, PgStore, PgStoreOptions};
 use anyhow::Context;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -159,35 +162,58 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::Value::Object(report))
 }
 
-/// Task rates against the baseline commit rate, at each concurrency.
+/// Task rates against the baseline commit rate, at each concurrency: with the store's default coalesced writes,
+/// and with one statement per call (a second store on the same database).
 async fn queue_rates(
     store: &PgStore,
     options: &PgConnectOptions,
     admin: &mut sqlx::PgConnection,
 ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let single_options = PgStoreOptions::default().max_connections(40).coalesce_writes(false);
+    let single = PgStore::from_options(single_options.apply(options.clone()), *store.policy(), &single_options)?;
     let mut task_rates = serde_json::Map::new();
+    let mut single_rates = serde_json::Map::new();
     let mut baselines = serde_json::Map::new();
     let mut ratios = serde_json::Map::new();
+    let mut single_ratios = serde_json::Map::new();
+    let mut batch_sizes = serde_json::Map::new();
     prepare_baseline(options).await?;
     for workers in CONCURRENCY {
         reset(admin).await?;
         let connections = baseline_connections(options, workers).await?;
         register_workers(store, workers).await?;
-        let (mut baseline, mut rate) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+        let mut baseline = Rate::default();
+        let mut rate = Rate::default();
+        let mut single_rate = Rate::default();
+        let before = store.write_batches();
         for _ in 0..ROUNDS {
-            let (n, t) = baseline_slice(&connections).await?;
-            baseline = (baseline.0 + n, baseline.1 + t);
-            let (n, t) = task_slice(store, workers).await?;
-            rate = (rate.0 + n, rate.1 + t);
+            baseline.add(baseline_slice(&connections).await?);
+            rate.add(task_slice(store, workers).await?);
+            single_rate.add(task_slice(&single, workers).await?);
         }
-        let baseline = baseline.0 as f64 / baseline.1.as_secs_f64();
-        let rate = rate.0 as f64 / rate.1.as_secs_f64();
+        let after = store.write_batches();
+        let (baseline, rate, single_rate) = (baseline.per_sec(), rate.per_sec(), single_rate.per_sec());
         let ratio = rate / (baseline / 3.0);
-        eprintln!("{workers:>2} workers: {rate:.0} tasks/s, baseline {baseline:.0} commits/s, ratio {ratio:.2}");
+        let single_ratio = single_rate / (baseline / 3.0);
+        let mean =
+            |a: BatchCounts, b: BatchCounts| round2((a.items - b.items) as f64 / (a.batches - b.batches).max(1) as f64);
+        let sizes = json!({
+            "create": mean(after.creates, before.creates),
+            "claim": mean(after.claims, before.claims),
+            "finish": mean(after.finishes, before.finishes),
+        });
+        eprintln!(
+            "{workers:>2} workers: {rate:.0} tasks/s (one statement per call: {single_rate:.0}), baseline \
+             {baseline:.0} commits/s, ratio {ratio:.2} ({single_ratio:.2}); calls per statement {sizes}"
+        );
         task_rates.insert(workers.to_string(), json!(round(rate)));
+        single_rates.insert(workers.to_string(), json!(round(single_rate)));
         baselines.insert(workers.to_string(), json!(round(baseline)));
         ratios.insert(workers.to_string(), json!((ratio * 1000.0).round() / 1000.0));
+        single_ratios.insert(workers.to_string(), json!((single_ratio * 1000.0).round() / 1000.0));
+        batch_sizes.insert(workers.to_string(), sizes);
     }
+    single.close().await;
     let mut out = serde_json::Map::new();
     out.insert(
         "measure_seconds_per_point".into(),
@@ -196,7 +222,28 @@ async fn queue_rates(
     out.insert("task_rate".into(), json!(task_rates));
     out.insert("baseline_commit_rate".into(), json!(baselines));
     out.insert("ratio".into(), json!(ratios));
+    out.insert("calls_per_statement".into(), json!(batch_sizes));
+    out.insert("task_rate_one_statement_per_call".into(), json!(single_rates));
+    out.insert("ratio_one_statement_per_call".into(), json!(single_ratios));
     Ok(out)
+}
+
+/// Operations counted over measured time, summed across slices.
+#[derive(Default)]
+struct Rate {
+    count: u64,
+    time: Duration,
+}
+
+impl Rate {
+    fn add(&mut self, (count, time): (u64, Duration)) {
+        self.count += count;
+        self.time += time;
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.count as f64 / self.time.as_secs_f64()
+    }
 }
 
 fn round(x: f64) -> f64 {

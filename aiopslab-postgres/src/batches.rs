@@ -61,6 +61,16 @@ impl PgStore {
         ))
     }
 
+    /// Inserts `batch` without an idempotency key and announces the new tasks.
+    pub(crate) async fn insert_unkeyed(&self, batch: &BatchSpec) -> StoreResult<Vec<Task>> {
+        let tasks = self
+            .try_insert(batch, None)
+            .await?
+            .ok_or_else(|| StoreError::Internal("a batch without a key created nothing".into()))?;
+        self.announce(tasks.iter().map(|t| t.parameters.backend_type.as_str()));
+        Ok(tasks)
+    }
+
     /// One insert; `None` when the key already existed.
     async fn try_insert(&self, batch: &BatchSpec, key: Option<&IdempotencyKey>) -> StoreResult<Option<Vec<Task>>> {
         let n = batch.specs.len();

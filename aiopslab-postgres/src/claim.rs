@@ -1,41 +1,111 @@
-//! The claim: pending → running for one worker, in one statement.
+//! The claim: pending → running for a worker, in one statement.
 //!
-//! A CTE picks the best matching pending task (priority desc, then oldest, then id) with
-//! `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other and never get the same row; the
-//! `UPDATE` then sets the worker, a new attempt and the lease, and returns the row.
+//! A CTE picks the best matching pending tasks (priority desc, then oldest, then id) with `FOR UPDATE SKIP LOCKED`,
+//! so concurrent claimers never wait on each other and never get the same row; the `UPDATE` then sets the worker,
+//! a new attempt and the lease, and returns the rows. Claims that arrive together (see the `coalesce` module) share
+//! one statement per backend type and problem set: it takes as many tasks as there are claimers and hands one to
+//! each.
 
-use aiopslab_core::{ClaimRequest, StoreResult, Task};
+use std::collections::HashMap;
+
+use aiopslab_core::{ClaimRequest, StoreResult, Task, TaskId};
 
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::PgStore;
 
+/// What a claimer wants: a backend type and, optionally, a set of problems.
+type ClaimKind<'a> = (&'a str, Option<&'a Vec<String>>);
+
 impl PgStore {
     /// Claims the best matching pending task for `request.worker_id`, or `None`.
     #[tracing::instrument(skip_all, fields(worker_id = %request.worker_id, backend_type = %request.backend_type))]
     pub(crate) async fn claim_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        let intervals = self.intervals();
-        let statement = if request.task_id.is_some() {
-            sql::CLAIM_BY_ID
-        } else {
-            sql::CLAIM_NEXT
+        let task = match request.task_id {
+            Some(task_id) => self.claim_by_id(request, task_id).await?,
+            None => {
+                self.coalesced(&self.inner.claims, request.clone(), PgStore::flush_claims)
+                    .await?
+            }
         };
-        let mut query = sqlx::query_as::<_, TaskRow>(statement)
-            .bind(&request.backend_type)
-            .bind(&request.supported_problems)
-            .bind(intervals.dispatch_delay)
-            .bind(&request.worker_id)
-            .bind(intervals.lease);
-        if let Some(task_id) = request.task_id {
-            query = query.bind(task_id);
-        }
-        let mut conn = self.conn("claim").await?;
-        let result = query.fetch_optional(conn.raw()).await;
-        let row = conn.done("claim", result)?;
-        let task = row.map(Task::try_from).transpose()?;
         if let Some(task) = &task {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, "task claimed");
         }
         Ok(task)
+    }
+
+    /// Claims one given task if it is pending and matches.
+    async fn claim_by_id(&self, request: &ClaimRequest, task_id: TaskId) -> StoreResult<Option<Task>> {
+        let intervals = self.intervals();
+        let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_BY_ID)
+            .bind(&request.backend_type)
+            .bind(&request.supported_problems)
+            .bind(intervals.dispatch_delay)
+            .bind(&request.worker_id)
+            .bind(intervals.lease)
+            .bind(task_id);
+        let mut conn = self.conn("claim").await?;
+        let result = query.fetch_optional(conn.raw()).await;
+        let row = conn.done("claim", result)?;
+        row.map(Task::try_from).transpose()
+    }
+
+    /// Writes one batch of claims: one statement per distinct (backend type, problem set), each claimer getting at
+    /// most one task.
+    async fn flush_claims(self, requests: Vec<ClaimRequest>) -> Vec<StoreResult<Option<Task>>> {
+        let mut results: Vec<StoreResult<Option<Task>>> = requests.iter().map(|_| Ok(None)).collect();
+        // Claimers that want the same tasks: (backend type, problem set) → indices of their requests.
+        let mut groups: Vec<(ClaimKind, Vec<usize>)> = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            let kind = (request.backend_type.as_str(), request.supported_problems.as_ref());
+            match groups.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((kind, vec![i])),
+            }
+        }
+        for ((backend_type, problems), members) in groups {
+            let workers: Vec<&str> = members.iter().map(|&i| requests[i].worker_id.as_str()).collect();
+            match self.claim_next(backend_type, problems, &workers).await {
+                Ok(tasks) => {
+                    let mut by_worker: HashMap<String, Vec<Task>> = HashMap::new();
+                    for task in tasks {
+                        by_worker
+                            .entry(task.worker_id.clone().unwrap_or_default())
+                            .or_default()
+                            .push(task);
+                    }
+                    for &i in &members {
+                        results[i] = Ok(by_worker.get_mut(&requests[i].worker_id).and_then(Vec::pop));
+                    }
+                }
+                Err(error) => {
+                    for &i in &members {
+                        results[i] = Err(error.clone());
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One claim statement: up to one task for each of `workers`.
+    #[tracing::instrument(skip(self, problems), fields(claimers = workers.len()))]
+    async fn claim_next(
+        &self,
+        backend_type: &str,
+        problems: Option<&Vec<String>>,
+        workers: &[&str],
+    ) -> StoreResult<Vec<Task>> {
+        let intervals = self.intervals();
+        let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_NEXT)
+            .bind(backend_type)
+            .bind(problems)
+            .bind(intervals.dispatch_delay)
+            .bind(workers)
+            .bind(intervals.lease);
+        let mut conn = self.conn("claim").await?;
+        let result = query.fetch_all(conn.raw()).await;
+        let rows = conn.done("claim", result)?;
+        rows.into_iter().map(Task::try_from).collect()
     }
 }

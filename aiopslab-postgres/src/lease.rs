@@ -4,12 +4,17 @@
 //! a follow-up read tells why: the task does not exist ([`StoreError::NotFound`]), the same finish already landed
 //! (an idempotent replay, answered with the task), or the lease is gone ([`StoreError::LeaseLost`]).
 
-use aiopslab_core::{LeaseState, LeaseToken, StoreError, StoreResult, Task, TaskOutcome, TaskStatus, TerminalStatus};
+use std::collections::HashMap;
+
+use aiopslab_core::{
+    LeaseState, LeaseToken, StoreError, StoreResult, Task, TaskId, TaskOutcome, TaskStatus, TerminalStatus,
+};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use crate::rows::TaskRow;
 use crate::sql;
+use crate::store::Finish;
 use crate::PgStore;
 
 fn attempt(lease: LeaseToken) -> i32 {
@@ -69,23 +74,17 @@ impl PgStore {
         }
     }
 
-    /// Finishes a running task (or requeues a failed one with retries left) and counts it for its worker.
+    /// Finishes a running task (or requeues a failed one with retries left) and counts it for its worker, sharing
+    /// the statement with concurrent finishes.
     #[tracing::instrument(skip(self, outcome), fields(task_id = %lease.task_id, attempt = lease.attempt, status = ?outcome.status))]
     pub(crate) async fn finish_task(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
         let status = TaskStatus::from(outcome.status);
+        let reported_status = outcome.status;
         let error = outcome.error.clone();
-        let mut conn = self.conn("finish").await?;
-        let result: Result<Option<TaskRow>, sqlx::Error> = sqlx::query_as(sql::FINISH_TASK)
-            .bind(lease.task_id)
-            .bind(attempt(lease))
-            .bind(status.as_str())
-            .bind(outcome.result.map(Json))
-            .bind(outcome.error.map(Json))
-            .fetch_optional(conn.raw())
-            .await;
-        let row = conn.done("finish", result)?;
-        if let Some(row) = row {
-            let task = Task::try_from(row)?;
+        let changed = self
+            .coalesced(&self.inner.finishes, (lease, outcome), PgStore::flush_finishes)
+            .await?;
+        if let Some(task) = changed {
             tracing::debug!(status = %task.status, "task finished");
             return Ok(task);
         }
@@ -93,7 +92,7 @@ impl PgStore {
         let task = self.select_task(lease.task_id).await?;
         let replay = task.attempt == lease.attempt
             && (task.status == status
-                || (outcome.status == TerminalStatus::Failed
+                || (reported_status == TerminalStatus::Failed
                     && task.status == TaskStatus::Pending
                     && task.error_details == error));
         if replay {
@@ -102,5 +101,80 @@ impl PgStore {
         } else {
             Err(lease_lost(lease))
         }
+    }
+}
+
+impl PgStore {
+    /// Writes one batch of finishes: `Some(task)` for each that changed, `None` for each whose lease was not held
+    /// (the caller finds out why). A task reported twice in the batch goes into a second statement, so each
+    /// statement names a task once; a refusal by the database is retried report by report, so one bad report does
+    /// not sink the others.
+    async fn flush_finishes(self, finishes: Vec<Finish>) -> Vec<StoreResult<Option<Task>>> {
+        let mut results: Vec<StoreResult<Option<Task>>> = finishes.iter().map(|_| Ok(None)).collect();
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, (lease, _)) in finishes.iter().enumerate() {
+            let free = rounds
+                .iter()
+                .position(|round| round.iter().all(|&j| finishes[j].0.task_id != lease.task_id));
+            match free {
+                Some(r) => rounds[r].push(i),
+                None => rounds.push(vec![i]),
+            }
+        }
+        for round in rounds {
+            match self.finish_round(&finishes, &round).await {
+                Ok(mut changed) => {
+                    for &i in &round {
+                        results[i] = Ok(changed.remove(&finishes[i].0.task_id));
+                    }
+                }
+                Err(StoreError::Invalid(_)) if round.len() > 1 => {
+                    for &i in &round {
+                        results[i] = self
+                            .finish_round(&finishes, &[i])
+                            .await
+                            .map(|mut changed| changed.remove(&finishes[i].0.task_id));
+                    }
+                }
+                Err(error) => {
+                    for &i in &round {
+                        results[i] = Err(error.clone());
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// One finish statement for the reports at `indices` (no task twice), written in task id order so concurrent
+    /// statements lock rows in the same order. Returns the tasks that changed.
+    async fn finish_round(&self, finishes: &[Finish], indices: &[usize]) -> StoreResult<HashMap<TaskId, Task>> {
+        let mut order = indices.to_vec();
+        order.sort_by_key(|&i| finishes[i].0.task_id);
+        let n = order.len();
+        let (mut ids, mut attempts, mut statuses) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut results, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for &i in &order {
+            let (lease, outcome) = &finishes[i];
+            ids.push(lease.task_id);
+            attempts.push(attempt(*lease));
+            statuses.push(TaskStatus::from(outcome.status).as_str());
+            results.push(outcome.result.as_ref().map(Json));
+            errors.push(outcome.error.as_ref().map(Json));
+        }
+        let mut conn = self.conn("finish").await?;
+        let result: Result<Vec<TaskRow>, sqlx::Error> = sqlx::query_as(sql::FINISH_TASKS)
+            .bind(&ids)
+            .bind(attempts)
+            .bind(statuses)
+            .bind(results)
+            .bind(errors)
+            .fetch_all(conn.raw())
+            .await;
+        let rows = conn.done("finish", result)?;
+        rows.into_iter()
+            .map(|row| Task::try_from(row).map(|task| (task.id, task)))
+            .collect()
     }
 }

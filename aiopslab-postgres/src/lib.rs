@@ -6,6 +6,9 @@
 //!   `FOR UPDATE SKIP LOCKED` and moves it to running; every worker write is fenced by the lease token
 //!   (`WHERE id = $1 AND attempt = $2 AND status = 'running'`); the sweep is conditional bulk updates. Several
 //!   server replicas can share one database.
+//! - **Group commit.** Creates, claims and finishes that arrive at one store while a statement of their kind is
+//!   running share the next statement and its commit; each call is still answered on its own, and only once its
+//!   statement committed ([`PgStoreOptions::coalesce_writes`], [`PgStore::write_batches`]).
 //! - **Wake-ups.** NOTIFY on new tasks (sent by the store right after the insert commits), and from triggers on
 //!   requeued tasks and cancel requests; [`PgStore`]'s
 //!   [`subscribe`](aiopslab_core::TaskStore::subscribe) turns them into [`StoreEvent`](aiopslab_core::StoreEvent)s
@@ -21,6 +24,7 @@
 mod announce;
 mod batches;
 mod claim;
+mod coalesce;
 mod config;
 mod connections;
 mod error;
@@ -41,6 +45,7 @@ mod workers;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use coalesce::BatchCounts;
 pub use config::{PgStoreOptions, MIGRATOR};
 pub use sql::{CANCEL_CHANNEL, TASK_AVAILABLE_CHANNEL};
-pub use store::PgStore;
+pub use store::{PgStore, WriteBatches};

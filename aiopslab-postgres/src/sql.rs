@@ -35,16 +35,9 @@ macro_rules! worker_columns {
 // Tasks
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Inserts one pending task. `$1` id, `$2` problem_id, `$3` agent_config, `$4` max_steps, `$5` timeout_minutes,
-/// `$6` priority, `$7` callback_url, `$8` metadata, `$9` backend_type, `$10` max_retries.
-pub(crate) const INSERT_TASK: &str = concat!(
-    "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
-     backend_type, max_retries) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
-    task_columns!()
-);
-
-/// Inserts many pending tasks in one statement, from parallel arrays (same order as [`INSERT_TASK`]), all in group
-/// `$11` (NULL: no group).
+/// Inserts many pending tasks in one statement, from parallel arrays, all in group `$11` (NULL: no group): `$1` ids,
+/// `$2` problem_ids, `$3` agent_configs, `$4` max_steps, `$5` timeout_minutes, `$6` priorities, `$7` callback_urls,
+/// `$8` metadata, `$9` backend_types, `$10` max_retries. Single creates arrive here too, coalesced.
 pub(crate) const INSERT_TASKS: &str = concat!(
     "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, group_id) \
@@ -167,9 +160,11 @@ pub(crate) fn list_tasks(
 // Claim
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The claim, one statement: lock the best matching pending task (skipping rows other claimers hold), then move it
-/// to running under a new attempt and lease. `$1` backend_type, `$2` supported problems (NULL: any), `$3`
-/// dispatch delay, `$4` worker id, `$5` lease duration.
+/// The claim, one statement for any number of claimers of one backend type and problem set: lock the best
+/// matching pending tasks, one per claimer (skipping rows other claimers hold), then move each to running for its
+/// claimer under a new attempt and lease. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch
+/// delay, `$4` claimer worker ids (one per wanted task; a worker may appear more than once), `$5` lease duration.
+/// Returns the claimed rows (fewer than the claimers when the queue runs short); each row's `worker_id` says whose.
 pub(crate) const CLAIM_NEXT: &str = concat!(
     "WITH candidate AS (\
         SELECT id AS candidate_id FROM tasks \
@@ -177,12 +172,17 @@ pub(crate) const CLAIM_NEXT: &str = concat!(
           AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
           AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
         ORDER BY priority DESC, created_at ASC, id ASC \
-        LIMIT 1 \
+        LIMIT cardinality($4::text[]) \
         FOR UPDATE SKIP LOCKED\
+     ), assigned AS (\
+        SELECT candidate_id, claimer_id \
+        FROM (SELECT candidate_id, row_number() OVER () AS n FROM candidate) AS numbered \
+        JOIN UNNEST($4::text[]) WITH ORDINALITY AS claimer(claimer_id, n) USING (n)\
      ) \
-     UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
-        lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, updated_at = now() \
-     FROM candidate WHERE id = candidate.candidate_id \
+     UPDATE tasks SET status = 'running', worker_id = assigned.claimer_id, started_at = now(), \
+        attempt = attempt + 1, lease_expires_at = now() + $5::interval, cancel_requested = false, \
+        completed_at = NULL, updated_at = now() \
+     FROM assigned WHERE id = assigned.candidate_id \
      RETURNING ",
     task_columns!()
 );
@@ -213,27 +213,39 @@ pub(crate) const EXTEND_LEASE: &str = "UPDATE tasks SET lease_expires_at = now()
      WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE \
      RETURNING lease_expires_at, cancel_requested";
 
-/// Finishes a running task under its lease, in one statement: the terminal status (or, for a `failed` outcome with
-/// retries left and no cancel request, back to pending), the webhook delivery of a terminal task with a
-/// `callback_url`, and the worker's counters. `$1` task id, `$2` attempt,
-/// `$3` status, `$4` result, `$5` error details.
-pub(crate) const FINISH_TASK: &str = concat!(
+/// Finishes running tasks under their leases, any number in one statement: for each, the terminal status (or, for
+/// a `failed` outcome with retries left and no cancel request, back to pending); the webhook delivery of each
+/// terminal task with a `callback_url`; and the workers' counters. Parallel arrays, one entry per task (no task
+/// twice): `$1` task ids, `$2` attempts, `$3` statuses, `$4` results, `$5` error details. Returns the rows that
+/// changed; a task whose lease was not held is absent.
+///
+/// Each task is looked up and locked by its primary key (the `LATERAL` subquery), whatever the planner thinks of
+/// the table's size.
+pub(crate) const FINISH_TASKS: &str = concat!(
     "WITH held AS (\
-        SELECT id AS held_id, worker_id AS held_worker, \
-               ($3::text = 'failed' AND attempt <= max_retries AND NOT cancel_requested) AS requeue \
-        FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE \
-        FOR UPDATE\
+        SELECT outcome.*, task.*, \
+               (outcome_status = 'failed' AND task.held_attempt <= task.held_max_retries \
+                AND NOT task.held_cancel_requested) AS requeue \
+        FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[]) \
+            AS outcome(outcome_id, outcome_attempt, outcome_status, outcome_result, outcome_error), \
+        LATERAL (\
+            SELECT id AS held_id, worker_id AS held_worker, attempt AS held_attempt, \
+                   max_retries AS held_max_retries, cancel_requested AS held_cancel_requested \
+            FROM tasks \
+            WHERE id = outcome.outcome_id AND (attempt = outcome.outcome_attempt AND status = 'running') IS TRUE \
+            FOR UPDATE\
+        ) AS task\
      ), finished AS (\
         UPDATE tasks SET \
-            status = CASE WHEN held.requeue THEN 'pending' ELSE $3 END, \
-            result = CASE WHEN held.requeue THEN NULL ELSE $4::jsonb END, \
-            error_details = $5::jsonb, \
+            status = CASE WHEN held.requeue THEN 'pending' ELSE held.outcome_status END, \
+            result = CASE WHEN held.requeue THEN NULL ELSE held.outcome_result END, \
+            error_details = held.outcome_error, \
             worker_id = CASE WHEN held.requeue THEN NULL ELSE worker_id END, \
             started_at = CASE WHEN held.requeue THEN NULL ELSE started_at END, \
             completed_at = CASE WHEN held.requeue THEN NULL ELSE now() END, \
             lease_expires_at = NULL, \
             updated_at = now() \
-        FROM held WHERE id = held.held_id \
+        FROM held WHERE id = ANY($1::uuid[]) AND id = held.held_id \
         RETURNING ",
     task_columns!(),
     "), hook AS (\
@@ -242,9 +254,15 @@ pub(crate) const FINISH_TASK: &str = concat!(
         WHERE status <> 'pending' AND callback_url IS NOT NULL\
      ), counted AS (\
         UPDATE workers SET \
-            tasks_completed = tasks_completed + CASE WHEN $3 = 'completed' THEN 1 ELSE 0 END, \
-            tasks_failed = tasks_failed + CASE WHEN $3 IN ('failed', 'timeout') THEN 1 ELSE 0 END \
-        FROM held WHERE workers.id = held.held_worker AND $3 IN ('completed', 'failed', 'timeout')\
+            tasks_completed = tasks_completed + per_worker.completed, \
+            tasks_failed = tasks_failed + per_worker.failed \
+        FROM (\
+            SELECT held_worker, \
+                   count(*) FILTER (WHERE outcome_status = 'completed') AS completed, \
+                   count(*) FILTER (WHERE outcome_status IN ('failed', 'timeout')) AS failed \
+            FROM held GROUP BY held_worker\
+        ) AS per_worker \
+        WHERE workers.id = per_worker.held_worker AND per_worker.completed + per_worker.failed > 0\
      ) \
      SELECT * FROM finished"
 );

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+
 use aiopslab_core::{
     BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck,
     IdempotencyKey, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page, StoreError, StoreEvent,
@@ -17,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::PgPool;
 
 use crate::announce::Announcer;
+use crate::coalesce::{BatchCounts, Coalescer};
 use crate::config::{PgStoreOptions, MIGRATOR};
 use crate::connections::{Conn, Connections};
 use crate::error::map_sqlx;
@@ -41,15 +44,33 @@ use crate::listener::Listener;
 /// ```
 #[derive(Clone)]
 pub struct PgStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     connections: Arc<Connections>,
     policy: LeasePolicy,
     intervals: Intervals,
     listener: Mutex<Option<Listener>>,
     announcer: Announcer,
+    coalesce_writes: bool,
+    pub(crate) creates: Arc<Coalescer<TaskSpec, Task>>,
+    pub(crate) claims: Arc<Coalescer<ClaimRequest, Option<Task>>>,
+    pub(crate) finishes: Arc<Coalescer<Finish, Option<Task>>>,
+}
+
+/// One finish report: the lease it is fenced by and the outcome.
+pub(crate) type Finish = (LeaseToken, TaskOutcome);
+
+/// How many statements the store's coalesced writes ran and how many calls they carried, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBatches {
+    /// `create_task` calls.
+    pub creates: BatchCounts,
+    /// `claim` calls without a task id.
+    pub claims: BatchCounts,
+    /// `finish` calls.
+    pub finishes: BatchCounts,
 }
 
 /// The policy's durations as SQL intervals, converted once.
@@ -116,6 +137,10 @@ impl PgStore {
                 policy,
                 listener: Mutex::new(None),
                 announcer: Announcer::new(),
+                coalesce_writes: options.coalesce_writes,
+                creates: Coalescer::new(options.max_batch),
+                claims: Coalescer::new(options.max_batch),
+                finishes: Coalescer::new(options.max_batch),
             }),
         })
     }
@@ -182,6 +207,41 @@ impl PgStore {
     /// A pooled connection for one statement of operation `op`.
     pub(crate) async fn conn(&self, op: &'static str) -> StoreResult<Conn<'_>> {
         self.inner.connections.get(op).await
+    }
+
+    /// Statements run by the coalesced writes so far, and the calls they carried (all zero when
+    /// [`PgStoreOptions::coalesce_writes`] is off).
+    pub fn write_batches(&self) -> WriteBatches {
+        WriteBatches {
+            creates: self.inner.creates.counts(),
+            claims: self.inner.claims.counts(),
+            finishes: self.inner.finishes.counts(),
+        }
+    }
+
+    /// Runs one call of a coalesced kind: queued on `queue` to share a statement with concurrent calls, or alone
+    /// when coalescing is off. `flush` writes a batch and returns one result per item, in order.
+    pub(crate) async fn coalesced<I, O, F, Fut>(
+        &self,
+        queue: &Arc<Coalescer<I, O>>,
+        item: I,
+        flush: F,
+    ) -> StoreResult<O>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+        F: Fn(PgStore, Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    {
+        if self.inner.coalesce_writes {
+            let store = self.clone();
+            queue.submit(item, move |items| flush(store.clone(), items)).await
+        } else {
+            flush(self.clone(), vec![item])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Internal("a write returned no result".into())))
+        }
     }
 
     /// Wakes listening workers for newly created tasks of these backend types (in the background).

@@ -4,8 +4,6 @@ use aiopslab_core::{
     BatchSpec, CancelOutcome, Page, StoreError, StoreResult, Task, TaskFilter, TaskId, TaskPage, TaskSort, TaskSpec,
     TaskStatus,
 };
-use sqlx::types::Json;
-use uuid::Uuid;
 
 use crate::rows::{task_status, TaskRow};
 use crate::sql;
@@ -16,29 +14,41 @@ pub(crate) fn to_i32(value: u32) -> i32 {
 }
 
 impl PgStore {
-    /// Inserts one pending task.
+    /// Inserts one pending task (sharing the statement with concurrent creates).
     #[tracing::instrument(skip_all, fields(problem_id = %spec.problem_id))]
     pub(crate) async fn insert_task(&self, spec: TaskSpec) -> StoreResult<Task> {
-        let p = spec.parameters;
-        let mut conn = self.conn("create_task").await?;
-        let result: Result<TaskRow, sqlx::Error> = sqlx::query_as(sql::INSERT_TASK)
-            .bind(Uuid::now_v7())
-            .bind(spec.problem_id)
-            .bind(Json(p.agent_config))
-            .bind(to_i32(p.max_steps))
-            .bind(to_i32(p.timeout_minutes))
-            .bind(i16::from(p.priority))
-            .bind(p.callback_url)
-            .bind(Json(p.metadata))
-            .bind(p.backend_type)
-            .bind(to_i32(p.max_retries))
-            .fetch_one(conn.raw())
-            .await;
-        let row = conn.done("create_task", result)?;
-        let task = Task::try_from(row)?;
+        let task = self
+            .coalesced(&self.inner.creates, spec, PgStore::flush_creates)
+            .await?;
         tracing::debug!(task_id = %task.id, "task created");
-        self.announce([task.parameters.backend_type.as_str()]);
         Ok(task)
+    }
+
+    /// Writes one batch of single creates: one statement for all, then one announcement. A spec the database
+    /// refuses must not sink the others, so on a refusal each spec is retried alone.
+    async fn flush_creates(self, specs: Vec<TaskSpec>) -> Vec<StoreResult<Task>> {
+        let n = specs.len();
+        let batch = BatchSpec { group_id: None, specs };
+        let result = self.insert_unkeyed(&batch).await;
+        match result {
+            Ok(tasks) => tasks.into_iter().map(Ok).collect(),
+            Err(StoreError::Invalid(_)) if n > 1 => {
+                let mut results = Vec::with_capacity(n);
+                for spec in batch.specs {
+                    let alone = BatchSpec {
+                        group_id: None,
+                        specs: vec![spec],
+                    };
+                    results.push(self.insert_unkeyed(&alone).await.and_then(|mut tasks| {
+                        tasks
+                            .pop()
+                            .ok_or_else(|| StoreError::Internal("a created task was not returned".into()))
+                    }));
+                }
+                results
+            }
+            Err(error) => vec![Err(error); n],
+        }
     }
 
     /// Inserts a batch of pending tasks in one statement (all or none), returned in the order given.

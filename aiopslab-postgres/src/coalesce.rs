@@ -1,0 +1,229 @@
+//! Group commit for concurrent calls of one kind (creates, claims, finishes).
+//!
+//! Why: on a small database server the queue's transitions are bound by per-statement and per-commit work
+//! (a round trip, a transaction, a commit record and its flush), not by the rows they write. So calls that arrive
+//! while a statement of their kind is running wait for it, and the next statement takes all of them (up to a
+//! bound) in one go: one round trip and one commit for the lot. A lone call goes straight through as a batch of
+//! one, so nothing ever waits on a timer; under load, batches grow with the load.
+//!
+//! Every caller gets its own result, and only after the statement that carried its item has committed: nothing is
+//! acknowledged before it is durable, exactly as with one statement per call.
+//!
+//! The batch runs in a task of its own, so a caller that gives up (its future dropped, say an HTTP client that
+//! went away) cannot strand the others waiting on the same statement.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use aiopslab_core::{StoreError, StoreResult};
+use tokio::sync::oneshot;
+
+/// The queue of one kind of call, and whether a batch of that kind is being written.
+pub(crate) struct Coalescer<I, O> {
+    state: Mutex<State<I, O>>,
+    max_batch: usize,
+    batches: AtomicU64,
+    items: AtomicU64,
+}
+
+struct State<I, O> {
+    waiting: VecDeque<Waiting<I, O>>,
+    /// A task is draining the queue (one statement of this kind at a time); new calls just join the queue.
+    /// (Two or more statements of a kind in flight measured slower: smaller batches, same CPU per statement.)
+    draining: bool,
+}
+
+struct Waiting<I, O> {
+    item: I,
+    reply: oneshot::Sender<StoreResult<O>>,
+}
+
+/// How many statements a coalescer ran and how many calls they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Statements run (batches written).
+    pub batches: u64,
+    /// Calls they carried.
+    pub items: u64,
+}
+
+impl BatchCounts {
+    /// Calls per statement on average (0 before the first).
+    pub fn mean_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.items as f64 / self.batches as f64
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    /// A coalescer whose statements carry at most `max_batch` calls.
+    pub(crate) fn new(max_batch: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                waiting: VecDeque::new(),
+                draining: false,
+            }),
+            max_batch: max_batch.max(1),
+            batches: AtomicU64::new(0),
+            items: AtomicU64::new(0),
+        })
+    }
+
+    /// Statements run so far and the calls they carried.
+    pub(crate) fn counts(&self) -> BatchCounts {
+        BatchCounts {
+            batches: self.batches.load(Ordering::Relaxed),
+            items: self.items.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `item` and waits for its result. `flush` writes one batch and returns one result per item, in the
+    /// order given; it is run by whichever call finds no batch in progress, in a task of its own.
+    pub(crate) async fn submit<F, Fut>(self: &Arc<Self>, item: I, flush: F) -> StoreResult<O>
+    where
+        F: FnMut(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.waiting.push_back(Waiting { item, reply });
+            !std::mem::replace(&mut state.draining, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).drain(flush));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the statement carrying this call was abandoned".into(),
+            ))
+        })
+    }
+
+    /// Writes batches until the queue is empty.
+    async fn drain<F, Fut>(self: Arc<Self>, mut flush: F)
+    where
+        F: FnMut(Vec<I>) -> Fut,
+        Fut: Future<Output = Vec<StoreResult<O>>>,
+    {
+        // Should `flush` panic, the next call must still find the queue drainable.
+        let mut guard = DrainGuard {
+            coalescer: &self,
+            armed: true,
+        };
+        loop {
+            // Calls answered together by the previous statement come back together: let the ones already woken
+            // queue up before the batch is taken, so they share a statement instead of the first going alone.
+            // (Measured at 32 workers: 6.7 → 10 calls per statement, +20–30% tasks/s.)
+            tokio::task::yield_now().await;
+            let batch: Vec<Waiting<I, O>> = {
+                let mut state = self.lock();
+                if state.waiting.is_empty() {
+                    state.draining = false;
+                    guard.armed = false;
+                    return;
+                }
+                let n = state.waiting.len().min(self.max_batch);
+                state.waiting.drain(..n).collect()
+            };
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.items.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().map(|w| (w.item, w.reply)).unzip();
+            let results = flush(items).await;
+            // A reply dropped for want of a result reaches its caller as `Unavailable`.
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have given up; its result is simply not delivered.
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<I, O>> {
+        // The lock is never held across anything that can panic, so a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Clears `draining` when a drain ends by unwinding (disarmed when it ends normally, having cleared it itself).
+struct DrainGuard<'a, I, O> {
+    coalescer: &'a Coalescer<I, O>,
+    armed: bool,
+}
+
+impl<I, O> Drop for DrainGuard<'_, I, O> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = self.coalescer.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.draining = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_that_arrive_during_a_batch_share_the_next_one_and_each_gets_its_own_result() {
+        let coalescer = Coalescer::<u32, u32>::new(100);
+        let flush = |items: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            items.into_iter().map(|i| Ok(i * 10)).collect()
+        };
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let coalescer = coalescer.clone();
+                tokio::spawn(async move { coalescer.submit(i, flush).await })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.ok().and_then(Result::ok), Some(i as u32 * 10));
+        }
+        let counts = coalescer.counts();
+        assert_eq!(counts.items, 50);
+        assert!(counts.batches < 50, "calls were not coalesced: {counts:?}");
+    }
+
+    #[tokio::test]
+    async fn batches_never_exceed_the_bound() {
+        let coalescer = Coalescer::<u32, usize>::new(4);
+        let flush = |items: Vec<u32>| async move {
+            tokio::task::yield_now().await;
+            let n = items.len();
+            items.into_iter().map(|_| Ok(n)).collect()
+        };
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let coalescer = coalescer.clone();
+                tokio::spawn(async move { coalescer.submit(i, flush).await })
+            })
+            .collect();
+        for call in calls {
+            let size = call.await.ok().and_then(Result::ok).unwrap_or(usize::MAX);
+            assert!((1..=4).contains(&size), "batch of {size}");
+        }
+        assert_eq!(coalescer.counts().items, 10);
+    }
+
+    #[tokio::test]
+    async fn a_missing_result_fails_its_call_and_the_queue_keeps_working() {
+        let coalescer = Coalescer::<u32, u32>::new(8);
+        // A flush that loses its results for a batch holding item 1.
+        let flush = |items: Vec<u32>| async move {
+            if items.contains(&1) {
+                Vec::new()
+            } else {
+                items.into_iter().map(Ok).collect()
+            }
+        };
+        let error = coalescer.submit(1, flush).await.err();
+        assert!(matches!(error, Some(StoreError::Unavailable(_))), "{error:?}");
+        assert_eq!(coalescer.submit(2, flush).await.ok(), Some(2));
+    }
+}

@@ -1,0 +1,143 @@
+//! Coalesced writes (group commit) against a real PostgreSQL: concurrent creates and finishes through one store
+//! share statements, and still every call gets exactly its own answer — a spec the database refuses fails alone, a
+//! stale lease fails alone, a replayed finish is acknowledged. (Claims shared by 32 workers over 10,000 tasks:
+//! `tests/concurrency.rs`.)
+
+mod common;
+
+use aiopslab_core::{
+    LeaseToken, NewTask, StoreError, TaskOutcome, TaskStatus, TaskStore, TerminalStatus, WorkerRegistration,
+};
+use aiopslab_postgres::testing::TestDatabase;
+use common::*;
+
+/// A spec the database refuses (here: a check constraint the test adds) fails alone; the creates that shared its
+/// statement are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_fails_alone_and_its_batch_mates_are_created() {
+    let db = TestDatabase::create().await;
+    let store = db.store(policy()).await;
+    let mut conn = store.connection().await.unwrap();
+    sqlx::query("ALTER TABLE tasks ADD CONSTRAINT test_refused CHECK (problem_id <> 'refused-by-test')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let store = store.clone();
+            let problem = if i % 6 == 0 {
+                "refused-by-test".to_string()
+            } else {
+                format!("problem-{i}")
+            };
+            tokio::spawn(async move {
+                (
+                    problem.clone(),
+                    store.create_task(NewTask::new(problem).validate().unwrap()).await,
+                )
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for call in calls {
+        let (problem, result) = call.await.unwrap();
+        match result {
+            Ok(task) => {
+                assert_ne!(problem, "refused-by-test");
+                assert_eq!(task.problem_id, problem);
+                created += 1;
+            }
+            Err(error) => {
+                assert_eq!(problem, "refused-by-test", "only the refused spec fails: {error}");
+                assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+            }
+        }
+    }
+    assert_eq!(created, 50);
+    assert_eq!(status_counts(&store).await.get("pending").copied(), Some(50));
+    let creates = store.write_batches().creates;
+    assert!(
+        creates.items > creates.batches,
+        "some creates shared a statement: {creates:?}"
+    );
+}
+
+/// Finishes sharing statements: current leases finish, stale ones fail with `LeaseLost`, a task reported twice
+/// is finished once and the second report is acknowledged as a replay, an unknown task is `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishes_sharing_a_statement_each_get_their_own_answer() {
+    let db = TestDatabase::create().await;
+    let store = db.store(policy()).await;
+    store
+        .register_worker(WorkerRegistration::new("finisher", "default"))
+        .await
+        .unwrap();
+    create_tasks(&store, 40).await;
+    let mut tasks = Vec::new();
+    while let Some(task) = store.claim(&request("finisher")).await.unwrap() {
+        tasks.push(task);
+    }
+    assert_eq!(tasks.len(), 40);
+
+    let failed = TaskOutcome {
+        status: TerminalStatus::Failed,
+        result: None,
+        error: None,
+    };
+    let mut reports: Vec<(LeaseToken, TaskOutcome, &str)> = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let lease = task.lease_token();
+        match i % 4 {
+            0 => reports.push((lease, completed(), "done")),
+            1 => reports.push((lease, failed.clone(), "failed")),
+            2 => {
+                let stale = LeaseToken {
+                    attempt: lease.attempt + 1,
+                    ..lease
+                };
+                reports.push((stale, completed(), "stale"));
+            }
+            _ => {
+                reports.push((lease, completed(), "twice"));
+                reports.push((lease, completed(), "twice"));
+            }
+        }
+    }
+    let unknown = LeaseToken {
+        task_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+    };
+    reports.push((unknown, completed(), "unknown"));
+
+    let calls: Vec<_> = reports
+        .into_iter()
+        .map(|(lease, outcome, kind)| {
+            let store = store.clone();
+            tokio::spawn(async move { (lease, kind, store.finish(lease, outcome).await) })
+        })
+        .collect();
+    for call in calls {
+        let (lease, kind, result) = call.await.unwrap();
+        match (kind, result) {
+            ("done" | "twice", Ok(task)) => assert_eq!((task.id, task.status), (lease.task_id, TaskStatus::Completed)),
+            ("failed", Ok(task)) => assert_eq!((task.id, task.status), (lease.task_id, TaskStatus::Failed)),
+            ("stale", Err(StoreError::LeaseLost { task_id, .. })) => assert_eq!(task_id, lease.task_id),
+            ("unknown", Err(StoreError::NotFound { .. })) => {}
+            (kind, other) => panic!("{kind} report for {}: unexpected {other:?}", lease.task_id),
+        }
+    }
+    let counts = status_counts(&store).await;
+    assert_eq!(counts.get("completed").copied(), Some(20), "{counts:?}");
+    assert_eq!(counts.get("failed").copied(), Some(10), "{counts:?}");
+    assert_eq!(
+        counts.get("running").copied(),
+        Some(10),
+        "stale reports changed nothing: {counts:?}"
+    );
+    let worker = store.get_worker("finisher").await.unwrap();
+    assert_eq!(
+        (worker.tasks_completed, worker.tasks_failed),
+        (20, 10),
+        "each task counted once"
+    );
+}
