@@ -45,8 +45,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
-/// Baseline and task rates are measured in alternating slices, so both see the same load on a shared machine.
-const ROUNDS: usize = 5;
+/// Baseline and task rates are measured in alternating slices, so all see the same load on a shared machine; a
+/// multiple of 3, so each kind of slice runs equally often in each position of a round.
+const ROUNDS: usize = 6;
 const WARMUP: Duration = Duration::from_millis(250);
 const MEASURE: Duration = Duration::from_secs(1);
 const LATENCY_SAMPLES: usize = 500;
@@ -186,10 +187,16 @@ async fn queue_rates(
         let mut rate = Rate::default();
         let mut single_rate = Rate::default();
         let before = store.write_batches();
-        for _ in 0..ROUNDS {
-            baseline.add(baseline_slice(&connections).await?);
-            rate.add(task_slice(store, workers).await?);
-            single_rate.add(task_slice(&single, workers).await?);
+        for round in 0..ROUNDS {
+            // Whichever slice runs right after another kind measured up to 50% slower (the database is still
+            // tidying up after the one before), so the three take turns at each position.
+            for slot in 0..3 {
+                match (round + slot) % 3 {
+                    0 => baseline.add(baseline_slice(&connections).await?),
+                    1 => rate.add(task_slice(store, workers).await?),
+                    _ => single_rate.add(task_slice(&single, workers).await?),
+                }
+            }
         }
         let after = store.write_batches();
         let (baseline, rate, single_rate) = (baseline.per_sec(), rate.per_sec(), single_rate.per_sec());

@@ -97,13 +97,13 @@ impl PgStore {
         workers: &[&str],
     ) -> StoreResult<Vec<Task>> {
         let intervals = self.intervals();
-        let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_NEXT)
+        let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_MANY)
             .bind(backend_type)
             .bind(problems)
             .bind(intervals.dispatch_delay)
             .bind(workers)
             .bind(intervals.lease);
-        let mut conn = self.conn("claim").await?;
+        let mut conn = self.conn_planning_per_run("claim").await?;
         let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("claim", result)?;
         rows.into_iter().map(Task::try_from).collect()

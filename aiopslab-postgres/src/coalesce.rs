@@ -83,26 +83,37 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 
     /// Queues `item` and waits for its result. `flush` writes one batch and returns one result per item, in the
-    /// order given; it is run by whichever call finds no batch in progress, in a task of its own.
+    /// order given. A call that finds nothing in progress and nobody else waiting writes itself, right here (the
+    /// common case at low load: no task hop); otherwise batches are written by a task of its own, so that a
+    /// caller giving up cannot strand the others.
     pub(crate) async fn submit<F, Fut>(self: &Arc<Self>, item: I, flush: F) -> StoreResult<O>
     where
         F: FnMut(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let start = {
+        let (lead, alone) = {
             let mut state = self.lock();
             state.waiting.push_back(Waiting { item, reply });
-            !std::mem::replace(&mut state.draining, true)
+            let lead = !std::mem::replace(&mut state.draining, true);
+            let alone = if lead && state.waiting.len() == 1 {
+                state.waiting.pop_front()
+            } else {
+                None
+            };
+            (lead, alone)
         };
-        if start {
+        if let Some(Waiting { item, .. }) = alone {
+            let mut handoff = Handoff {
+                coalescer: self,
+                flush: Some(flush),
+            };
+            return handoff.write_alone(item).await;
+        }
+        if lead {
             tokio::spawn(Arc::clone(self).drain(flush));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the statement carrying this call was abandoned".into(),
-            ))
-        })
+        answer.await.unwrap_or_else(|_| Err(abandoned()))
     }
 
     /// Writes batches until the queue is empty.
@@ -146,6 +157,67 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     fn lock(&self) -> MutexGuard<'_, State<I, O>> {
         // The lock is never held across anything that can panic, so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn abandoned() -> StoreError {
+    StoreError::Unavailable("the statement carrying this call was abandoned".into())
+}
+
+/// A call writing itself alone. Whenever it ends — done, failed, or dropped mid-statement — calls that queued
+/// meanwhile are handed to a drain task of their own (or, with none, the queue is marked idle).
+struct Handoff<'a, I, O, F, Fut>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: FnMut(Vec<I>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+{
+    coalescer: &'a Arc<Coalescer<I, O>>,
+    flush: Option<F>,
+}
+
+impl<I, O, F, Fut> Handoff<'_, I, O, F, Fut>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: FnMut(Vec<I>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+{
+    async fn write_alone(&mut self, item: I) -> StoreResult<O> {
+        let Some(flush) = self.flush.as_mut() else {
+            return Err(abandoned());
+        };
+        self.coalescer.batches.fetch_add(1, Ordering::Relaxed);
+        self.coalescer.items.fetch_add(1, Ordering::Relaxed);
+        flush(vec![item]).await.pop().unwrap_or_else(|| Err(abandoned()))
+    }
+}
+
+impl<I, O, F, Fut> Drop for Handoff<'_, I, O, F, Fut>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: FnMut(Vec<I>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let Some(flush) = self.flush.take() else {
+            return;
+        };
+        let mut state = self.coalescer.lock();
+        if state.waiting.is_empty() {
+            state.draining = false;
+            return;
+        }
+        drop(state);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self.coalescer).drain(flush));
+            }
+            // No runtime to drain on (the store is being torn down outside one): release the queue.
+            Err(_) => self.coalescer.lock().draining = false,
+        }
     }
 }
 

@@ -75,19 +75,13 @@ impl PgStoreOptions {
         Ok(self.apply(connect))
     }
 
-    /// Applies these settings (application name, statement timeout, custom plans) to connect options.
-    ///
-    /// Statements are planned for their actual parameters on every run (`plan_cache_mode = force_custom_plan`):
-    /// a queue table swings from empty to millions of rows, and a generic plan cached while it was small keeps
-    /// scanning it whole long after it grew (measured: with generic plans, one run of the benchmark's queue
-    /// section did 33,319 sequential scans of `tasks`, 107 million rows read). Planning costs a little CPU per
-    /// statement; the coalesced writes share it across their batch.
+    /// Applies these settings (application name, statement timeout) to connect options.
     pub fn apply(&self, connect: PgConnectOptions) -> PgConnectOptions {
-        let mut settings = vec![("plan_cache_mode", "force_custom_plan".to_string())];
-        if let Some(timeout) = self.statement_timeout {
-            settings.push(("statement_timeout", timeout.as_millis().to_string()));
+        let connect = connect.application_name("aiopslab");
+        match self.statement_timeout {
+            Some(timeout) => connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]),
+            None => connect,
         }
-        connect.application_name("aiopslab").options(settings)
     }
 
     /// Settings for a `sqlx` pool of your own beside the store (for ad-hoc queries): the same size and timeouts.

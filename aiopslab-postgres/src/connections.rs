@@ -12,13 +12,22 @@
 //!   the session intact (a constraint violation, a serialization failure). A connection whose call was
 //!   cancelled mid-statement, or that hit an I/O or protocol error, is dropped, and the next call opens a fresh
 //!   one: that is how the store recovers from a database restart without restarting the process.
+//! - a connection runs its prepared statements under PostgreSQL's default plan caching ([`Plans::Cached`]), or
+//!   plans them for their actual parameters on every run ([`Plans::PerRun`], `plan_cache_mode =
+//!   force_custom_plan`), which claims and finishes ask for. PostgreSQL fixes a generic plan after a statement's
+//!   sixth run on a connection; made while `tasks` was small (a fresh or just-emptied database), it scanned the whole
+//!   table on every claim and finish long after the table grew (measured with generic plans: one run of the
+//!   benchmark's queue section did 33,319 sequential scans of `tasks`, 107 million rows read). Planning every
+//!   statement costs CPU, though (log ingestion fell from ~170,000 to ~65,000 lines/s with it on for everything),
+//!   so only those statements pay it. Idle connections already in the wanted mode are preferred; otherwise one
+//!   `SET` switches a connection over.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aiopslab_core::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Executor};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::map_sqlx;
@@ -35,6 +44,25 @@ pub(crate) struct Connections {
 struct Idle {
     conn: PgConnection,
     since: Instant,
+    plans: Plans,
+}
+
+/// How a session plans the store's prepared statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plans {
+    /// PostgreSQL's default: custom plans at first, then a cached generic plan when it looks as good.
+    Cached,
+    /// A custom plan for the actual parameters on every run.
+    PerRun,
+}
+
+impl Plans {
+    fn setting(self) -> &'static str {
+        match self {
+            Plans::Cached => "SET plan_cache_mode = auto",
+            Plans::PerRun => "SET plan_cache_mode = force_custom_plan",
+        }
+    }
 }
 
 impl Connections {
@@ -72,6 +100,11 @@ impl Connections {
 
     /// A connection for one operation, waiting at most the acquire timeout.
     pub(crate) async fn get(&self, op: &'static str) -> StoreResult<Conn<'_>> {
+        self.get_planning(op, Plans::Cached).await
+    }
+
+    /// A connection for one operation whose session plans statements as `plans` says.
+    pub(crate) async fn get_planning(&self, op: &'static str, plans: Plans) -> StoreResult<Conn<'_>> {
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         let permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
@@ -82,9 +115,16 @@ impl Connections {
                 )))
             }
         };
-        loop {
-            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(Idle { mut conn, since }) = idle else {
+        let (mut conn, mode) = loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| {
+                // The most recently used connection already planning this way, else the most recent one.
+                let i = idle
+                    .iter()
+                    .rposition(|c| c.plans == plans)
+                    .or(idle.len().checked_sub(1))?;
+                Some(idle.remove(i))
+            });
+            let Some(Idle { mut conn, since, plans }) = idle else {
                 let conn = match tokio::time::timeout_at(deadline, self.options.connect()).await {
                     Ok(Ok(conn)) => conn,
                     Ok(Err(error)) => return Err(map_sqlx(op, error)),
@@ -94,17 +134,29 @@ impl Connections {
                         )))
                     }
                 };
-                return Ok(Conn::new(conn, self, permit));
+                break (conn, Plans::Cached);
             };
             if since.elapsed() < self.ping_idle_after {
-                return Ok(Conn::new(conn, self, permit));
+                break (conn, plans);
             }
             match tokio::time::timeout_at(deadline, conn.ping()).await {
-                Ok(Ok(())) => return Ok(Conn::new(conn, self, permit)),
+                Ok(Ok(())) => break (conn, plans),
                 // A dead idle connection (the server restarted, or closed it): drop it and try the next one.
                 _ => tracing::debug!("dropping a dead idle connection"),
             }
+        };
+        if mode != plans {
+            match tokio::time::timeout_at(deadline, conn.execute(plans.setting())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(map_sqlx(op, error)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "database did not answer in time for {op}"
+                    )))
+                }
+            }
         }
+        Ok(Conn::new(conn, self, permit, plans))
     }
 
     /// Closes every idle connection and refuses new acquisitions.
@@ -120,7 +172,7 @@ impl Connections {
         }
     }
 
-    fn put_back(&self, conn: PgConnection) {
+    fn put_back(&self, conn: PgConnection, plans: Plans) {
         if self.permits.is_closed() {
             return;
         }
@@ -128,6 +180,7 @@ impl Connections {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
+                plans,
             });
         }
     }
@@ -139,15 +192,17 @@ pub(crate) struct Conn<'a> {
     conn: Option<PgConnection>,
     owner: &'a Connections,
     reusable: bool,
+    plans: Plans,
     _permit: SemaphorePermit<'a>,
 }
 
 impl<'a> Conn<'a> {
-    fn new(conn: PgConnection, owner: &'a Connections, permit: SemaphorePermit<'a>) -> Self {
+    fn new(conn: PgConnection, owner: &'a Connections, permit: SemaphorePermit<'a>, plans: Plans) -> Self {
         Self {
             conn: Some(conn),
             owner,
             reusable: true,
+            plans,
             _permit: permit,
         }
     }
@@ -181,7 +236,7 @@ impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.reusable {
-                self.owner.put_back(conn);
+                self.owner.put_back(conn, self.plans);
             }
         }
     }

@@ -163,15 +163,14 @@ impl PgStore {
             results.push(outcome.result.as_ref().map(Json));
             errors.push(outcome.error.as_ref().map(Json));
         }
-        let mut conn = self.conn("finish").await?;
-        let result: Result<Vec<TaskRow>, sqlx::Error> = sqlx::query_as(sql::FINISH_TASKS)
+        let query = sqlx::query_as::<_, TaskRow>(sql::FINISH_MANY)
             .bind(&ids)
             .bind(attempts)
             .bind(statuses)
             .bind(results)
-            .bind(errors)
-            .fetch_all(conn.raw())
-            .await;
+            .bind(errors);
+        let mut conn = self.conn_planning_per_run("finish").await?;
+        let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("finish", result)?;
         rows.into_iter()
             .map(|row| Task::try_from(row).map(|task| (task.id, task)))

@@ -165,7 +165,8 @@ pub(crate) fn list_tasks(
 /// claimer under a new attempt and lease. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch
 /// delay, `$4` claimer worker ids (one per wanted task; a worker may appear more than once), `$5` lease duration.
 /// Returns the claimed rows (fewer than the claimers when the queue runs short); each row's `worker_id` says whose.
-pub(crate) const CLAIM_NEXT: &str = concat!(
+/// Run on a session that plans per run (see `connections`).
+pub(crate) const CLAIM_MANY: &str = concat!(
     "WITH candidate AS (\
         SELECT id AS candidate_id FROM tasks \
         WHERE status = 'pending' AND backend_type = $1 \
@@ -220,8 +221,8 @@ pub(crate) const EXTEND_LEASE: &str = "UPDATE tasks SET lease_expires_at = now()
 /// changed; a task whose lease was not held is absent.
 ///
 /// Each task is looked up and locked by its primary key (the `LATERAL` subquery), whatever the planner thinks of
-/// the table's size.
-pub(crate) const FINISH_TASKS: &str = concat!(
+/// the table's size. Run on a session that plans per run (see `connections`).
+pub(crate) const FINISH_MANY: &str = concat!(
     "WITH held AS (\
         SELECT outcome.*, task.*, \
                (outcome_status = 'failed' AND task.held_attempt <= task.held_max_retries \

@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use crate::announce::Announcer;
 use crate::coalesce::{BatchCounts, Coalescer};
 use crate::config::{PgStoreOptions, MIGRATOR};
-use crate::connections::{Conn, Connections};
+use crate::connections::{Conn, Connections, Plans};
 use crate::error::map_sqlx;
 use crate::listener::Listener;
 
@@ -207,6 +207,12 @@ impl PgStore {
     /// A pooled connection for one statement of operation `op`.
     pub(crate) async fn conn(&self, op: &'static str) -> StoreResult<Conn<'_>> {
         self.inner.connections.get(op).await
+    }
+
+    /// A pooled connection whose session plans each statement for its actual parameters (see the `connections`
+    /// module docs for which statements need it, and why).
+    pub(crate) async fn conn_planning_per_run(&self, op: &'static str) -> StoreResult<Conn<'_>> {
+        self.inner.connections.get_planning(op, Plans::PerRun).await
     }
 
     /// Statements run by the coalesced writes so far, and the calls they carried (all zero when

@@ -62,8 +62,9 @@ async fn a_refused_create_fails_alone_and_its_batch_mates_are_created() {
     );
 }
 
-/// Finishes sharing statements: current leases finish, stale ones fail with `LeaseLost`, a task reported twice
-/// is finished once and the second report is acknowledged as a replay, an unknown task is `NotFound`.
+/// Finishes sharing statements: current leases finish (with a webhook delivery where the task has a callback URL),
+/// a failure with retries left goes back to pending, stale leases fail with `LeaseLost`, a task reported twice is
+/// finished once and the second report is acknowledged as a replay, an unknown task is `NotFound`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finishes_sharing_a_statement_each_get_their_own_answer() {
     let db = TestDatabase::create().await;
@@ -72,12 +73,34 @@ async fn finishes_sharing_a_statement_each_get_their_own_answer() {
         .register_worker(WorkerRegistration::new("finisher", "default"))
         .await
         .unwrap();
-    create_tasks(&store, 40).await;
+    // Kinds of report, by task index modulo 6.
+    const KINDS: [&str; 6] = ["done-hooked", "failed", "failed-retried", "stale", "twice", "done"];
+    let specs = (0..48)
+        .map(|i| {
+            let task = NewTask::new(format!("problem-{i}"));
+            match KINDS[i % 6] {
+                "done-hooked" => NewTask {
+                    callback_url: Some("http://127.0.0.1:9/hook".into()),
+                    ..task
+                },
+                "failed-retried" => NewTask {
+                    max_retries: Some(1),
+                    ..task
+                },
+                _ => task,
+            }
+            .validate()
+            .unwrap()
+        })
+        .collect();
+    let created = store.create_tasks(specs).await.unwrap();
+    let kind_of: std::collections::HashMap<uuid::Uuid, &str> =
+        created.iter().enumerate().map(|(i, t)| (t.id, KINDS[i % 6])).collect();
     let mut tasks = Vec::new();
     while let Some(task) = store.claim(&request("finisher")).await.unwrap() {
         tasks.push(task);
     }
-    assert_eq!(tasks.len(), 40);
+    assert_eq!(tasks.len(), 48);
 
     let failed = TaskOutcome {
         status: TerminalStatus::Failed,
@@ -85,22 +108,23 @@ async fn finishes_sharing_a_statement_each_get_their_own_answer() {
         error: None,
     };
     let mut reports: Vec<(LeaseToken, TaskOutcome, &str)> = Vec::new();
-    for (i, task) in tasks.iter().enumerate() {
+    for task in &tasks {
         let lease = task.lease_token();
-        match i % 4 {
-            0 => reports.push((lease, completed(), "done")),
-            1 => reports.push((lease, failed.clone(), "failed")),
-            2 => {
+        let kind = kind_of[&task.id];
+        match kind {
+            "failed" | "failed-retried" => reports.push((lease, failed.clone(), kind)),
+            "stale" => {
                 let stale = LeaseToken {
                     attempt: lease.attempt + 1,
                     ..lease
                 };
-                reports.push((stale, completed(), "stale"));
+                reports.push((stale, completed(), kind));
             }
-            _ => {
-                reports.push((lease, completed(), "twice"));
-                reports.push((lease, completed(), "twice"));
+            "twice" => {
+                reports.push((lease, completed(), kind));
+                reports.push((lease, completed(), kind));
             }
+            _ => reports.push((lease, completed(), kind)),
         }
     }
     let unknown = LeaseToken {
@@ -118,26 +142,44 @@ async fn finishes_sharing_a_statement_each_get_their_own_answer() {
         .collect();
     for call in calls {
         let (lease, kind, result) = call.await.unwrap();
+        let expected = match kind {
+            "failed" => Some(TaskStatus::Failed),
+            "failed-retried" => Some(TaskStatus::Pending),
+            "stale" | "unknown" => None,
+            _ => Some(TaskStatus::Completed),
+        };
         match (kind, result) {
-            ("done" | "twice", Ok(task)) => assert_eq!((task.id, task.status), (lease.task_id, TaskStatus::Completed)),
-            ("failed", Ok(task)) => assert_eq!((task.id, task.status), (lease.task_id, TaskStatus::Failed)),
+            (_, Ok(task)) if Some(task.status) == expected => assert_eq!(task.id, lease.task_id),
             ("stale", Err(StoreError::LeaseLost { task_id, .. })) => assert_eq!(task_id, lease.task_id),
             ("unknown", Err(StoreError::NotFound { .. })) => {}
             (kind, other) => panic!("{kind} report for {}: unexpected {other:?}", lease.task_id),
         }
     }
     let counts = status_counts(&store).await;
-    assert_eq!(counts.get("completed").copied(), Some(20), "{counts:?}");
-    assert_eq!(counts.get("failed").copied(), Some(10), "{counts:?}");
+    let expected: std::collections::BTreeMap<String, i64> =
+        [("completed", 24), ("failed", 8), ("pending", 8), ("running", 8)]
+            .into_iter()
+            .map(|(status, n)| (status.to_string(), n))
+            .collect();
     assert_eq!(
-        counts.get("running").copied(),
-        Some(10),
-        "stale reports changed nothing: {counts:?}"
+        counts, expected,
+        "stale reports changed nothing; retried failures went back to pending"
     );
     let worker = store.get_worker("finisher").await.unwrap();
     assert_eq!(
         (worker.tasks_completed, worker.tasks_failed),
-        (20, 10),
-        "each task counted once"
+        (24, 16),
+        "each report counted once"
+    );
+    let mut conn = store.connection().await.unwrap();
+    let hooks: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_outbox")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hooks, 8, "one delivery per finished task with a callback URL");
+    let finishes = store.write_batches().finishes;
+    assert!(
+        finishes.items > finishes.batches,
+        "reports shared statements: {finishes:?}"
     );
 }
