@@ -188,8 +188,9 @@ async fn queue_rates(
         let mut single_rate = Rate::default();
         let before = store.write_batches();
         for round in 0..ROUNDS {
-            // Whichever slice runs right after another kind measured up to 50% slower (the database is still
-            // tidying up after the one before), so the three take turns at each position.
+            // The three take turns at each position of a round, so none always inherits the same predecessor's
+            // state (a fixed order once put every task slice first after the reset, on plans fixed while the table
+            // was nearly empty; see the crate README).
             for slot in 0..3 {
                 match (round + slot) % 3 {
                     0 => baseline.add(baseline_slice(&connections).await?),
