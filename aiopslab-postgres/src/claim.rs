@@ -24,8 +24,13 @@ impl PgStore {
         let task = match request.task_id {
             Some(task_id) => self.claim_by_id(request, task_id).await?,
             None => {
-                self.coalesced(&self.inner.claims, request.clone(), PgStore::flush_claims)
-                    .await?
+                self.coalesced(
+                    &self.inner.claims,
+                    request.clone(),
+                    PgStore::flush_claims,
+                    PgStore::release,
+                )
+                .await?
             }
         };
         if let Some(task) = &task {
@@ -48,6 +53,36 @@ impl PgStore {
         let result = query.fetch_optional(conn.raw()).await;
         let row = conn.done("claim", result)?;
         row.map(Task::try_from).transpose()
+    }
+
+    /// Hands back a task claimed for a caller that gave up before the claim reached it: back to pending under its
+    /// previous attempt number (the lease was never handed out, so no retry is spent), in the background.
+    fn release(&self, task: Option<Task>) {
+        let Some(task) = task else {
+            return;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            let lease = task.lease_token();
+            let result = match store.conn("release_claim").await {
+                Ok(mut conn) => {
+                    let result = sqlx::query(sql::RELEASE_CLAIM)
+                        .bind(lease.task_id)
+                        .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
+                        .execute(conn.raw())
+                        .await;
+                    conn.done("release_claim", result).map(|_| ())
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => tracing::debug!(task_id = %lease.task_id, "claim handed back: its caller gave up"),
+                Err(error) => tracing::warn!(
+                    task_id = %lease.task_id, %error,
+                    "could not hand back a claim whose caller gave up; the sweep requeues it when its lease expires"
+                ),
+            }
+        });
     }
 
     /// Writes one batch of claims: one statement per distinct (backend type, problem set), each claimer getting at

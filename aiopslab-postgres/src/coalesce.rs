@@ -86,11 +86,13 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Queues `item` and waits for its result. `flush` writes one batch and returns one result per item, in the
     /// order given. A call that finds nothing in progress and nobody else waiting writes itself, right here (the
     /// common case at low load: no task hop); otherwise batches are written by a task of its own, so that a
-    /// caller giving up cannot strand the others.
-    pub(crate) async fn submit<F, Fut>(self: &Arc<Self>, item: I, flush: F) -> StoreResult<O>
+    /// caller giving up cannot strand the others. A successful result whose caller gave up while its batch was
+    /// written goes to `orphaned` (a claim, say, must hand its task back).
+    pub(crate) async fn submit<F, Fut, R>(self: &Arc<Self>, item: I, flush: F, orphaned: R) -> StoreResult<O>
     where
         F: FnMut(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+        R: FnMut(O) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let (lead, alone) = {
@@ -107,21 +109,22 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         if let Some(Waiting { item, .. }) = alone {
             let mut handoff = Handoff {
                 coalescer: self,
-                flush: Some(flush),
+                writer: Some((flush, orphaned)),
             };
             return handoff.write_alone(item).await;
         }
         if lead {
-            tokio::spawn(Arc::clone(self).drain(flush));
+            tokio::spawn(Arc::clone(self).drain(flush, orphaned));
         }
         answer.await.unwrap_or_else(|_| Err(abandoned()))
     }
 
     /// Writes batches until the queue is empty.
-    async fn drain<F, Fut>(self: Arc<Self>, mut flush: F)
+    async fn drain<F, Fut, R>(self: Arc<Self>, mut flush: F, mut orphaned: R)
     where
         F: FnMut(Vec<I>) -> Fut,
         Fut: Future<Output = Vec<StoreResult<O>>>,
+        R: FnMut(O),
     {
         // Should `flush` panic, the next call must still find the queue drainable.
         let mut guard = DrainGuard {
@@ -149,8 +152,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             let results = flush(items).await;
             // A reply dropped for want of a result reaches its caller as `Unavailable`.
             for (reply, result) in replies.into_iter().zip(results) {
-                // The caller may have given up; its result is simply not delivered.
-                let _ = reply.send(result);
+                if let Err(Ok(value)) = reply.send(result) {
+                    orphaned(value);
+                }
             }
         }
     }
@@ -165,28 +169,31 @@ fn abandoned() -> StoreError {
     StoreError::Unavailable("the statement carrying this call was abandoned".into())
 }
 
-/// A call writing itself alone. Whenever it ends — done, failed, or dropped mid-statement — calls that queued
+/// A call writing itself alone. (Its caller is the one waiting, so there is no orphan to hand back: should the
+/// caller give up mid-statement, the write is dropped with it, as with any statement.) Whenever it ends — done, failed, or dropped mid-statement — calls that queued
 /// meanwhile are handed to a drain task of their own (or, with none, the queue is marked idle).
-struct Handoff<'a, I, O, F, Fut>
+struct Handoff<'a, I, O, F, Fut, R>
 where
     I: Send + 'static,
     O: Send + 'static,
     F: FnMut(Vec<I>) -> Fut + Send + 'static,
     Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    R: FnMut(O) + Send + 'static,
 {
     coalescer: &'a Arc<Coalescer<I, O>>,
-    flush: Option<F>,
+    writer: Option<(F, R)>,
 }
 
-impl<I, O, F, Fut> Handoff<'_, I, O, F, Fut>
+impl<I, O, F, Fut, R> Handoff<'_, I, O, F, Fut, R>
 where
     I: Send + 'static,
     O: Send + 'static,
     F: FnMut(Vec<I>) -> Fut + Send + 'static,
     Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    R: FnMut(O) + Send + 'static,
 {
     async fn write_alone(&mut self, item: I) -> StoreResult<O> {
-        let Some(flush) = self.flush.as_mut() else {
+        let Some((flush, _)) = self.writer.as_mut() else {
             return Err(abandoned());
         };
         self.coalescer.batches.fetch_add(1, Ordering::Relaxed);
@@ -195,15 +202,16 @@ where
     }
 }
 
-impl<I, O, F, Fut> Drop for Handoff<'_, I, O, F, Fut>
+impl<I, O, F, Fut, R> Drop for Handoff<'_, I, O, F, Fut, R>
 where
     I: Send + 'static,
     O: Send + 'static,
     F: FnMut(Vec<I>) -> Fut + Send + 'static,
     Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    R: FnMut(O) + Send + 'static,
 {
     fn drop(&mut self) {
-        let Some(flush) = self.flush.take() else {
+        let Some((flush, orphaned)) = self.writer.take() else {
             return;
         };
         let mut state = self.coalescer.lock();
@@ -214,7 +222,7 @@ where
         drop(state);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(Arc::clone(self.coalescer).drain(flush));
+                runtime.spawn(Arc::clone(self.coalescer).drain(flush, orphaned));
             }
             // No runtime to drain on (the store is being torn down outside one): release the queue.
             Err(_) => self.coalescer.lock().draining = false,
@@ -252,7 +260,7 @@ mod tests {
         let calls: Vec<_> = (0..50)
             .map(|i| {
                 let coalescer = coalescer.clone();
-                tokio::spawn(async move { coalescer.submit(i, flush).await })
+                tokio::spawn(async move { coalescer.submit(i, flush, drop).await })
             })
             .collect();
         for (i, call) in calls.into_iter().enumerate() {
@@ -274,7 +282,7 @@ mod tests {
         let calls: Vec<_> = (0..10)
             .map(|i| {
                 let coalescer = coalescer.clone();
-                tokio::spawn(async move { coalescer.submit(i, flush).await })
+                tokio::spawn(async move { coalescer.submit(i, flush, drop).await })
             })
             .collect();
         for call in calls {
@@ -295,8 +303,36 @@ mod tests {
                 items.into_iter().map(Ok).collect()
             }
         };
-        let error = coalescer.submit(1, flush).await.err();
+        let error = coalescer.submit(1, flush, drop).await.err();
         assert!(matches!(error, Some(StoreError::Unavailable(_))), "{error:?}");
-        assert_eq!(coalescer.submit(2, flush).await.ok(), Some(2));
+        assert_eq!(coalescer.submit(2, flush, drop).await.ok(), Some(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_whose_caller_gave_up_goes_to_orphaned() {
+        let coalescer = Coalescer::<u32, u32>::new(8);
+        let orphans = Arc::new(Mutex::new(Vec::new()));
+        let flush = |items: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            items.into_iter().map(Ok).collect()
+        };
+        let call = |i: u32| {
+            let (coalescer, orphans) = (coalescer.clone(), orphans.clone());
+            tokio::spawn(async move {
+                let orphaned = move |value| orphans.lock().unwrap_or_else(PoisonError::into_inner).push(value);
+                coalescer.submit(i, flush, orphaned).await
+            })
+        };
+        // 1 writes itself; 2 and 3 queue behind it and share the next statement; 3's caller gives up meanwhile.
+        let first = call(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = call(2);
+        let third = call(3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        third.abort();
+        assert!(third.await.is_err(), "the third caller was cancelled");
+        assert_eq!(first.await.ok().and_then(Result::ok), Some(1));
+        assert_eq!(second.await.ok().and_then(Result::ok), Some(2));
+        assert_eq!(*orphans.lock().unwrap_or_else(PoisonError::into_inner), vec![3]);
     }
 }

@@ -82,7 +82,12 @@ impl PgStore {
         let reported_status = outcome.status;
         let error = outcome.error.clone();
         let changed = self
-            .coalesced(&self.inner.finishes, (lease, outcome), PgStore::flush_finishes)
+            .coalesced(
+                &self.inner.finishes,
+                (lease, outcome),
+                PgStore::flush_finishes,
+                PgStore::keep,
+            )
             .await?;
         if let Some(task) = changed {
             tracing::debug!(status = %task.status, "task finished");
@@ -102,9 +107,7 @@ impl PgStore {
             Err(lease_lost(lease))
         }
     }
-}
 
-impl PgStore {
     /// Writes one batch of finishes: `Some(task)` for each that changed, `None` for each whose lease was not held
     /// (the caller finds out why). A task reported twice in the batch goes into a second statement, so each
     /// statement names a task once; a refusal by the database is retried report by report, so one bad report does

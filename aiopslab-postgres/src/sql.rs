@@ -188,6 +188,12 @@ pub(crate) const CLAIM_MANY: &str = concat!(
     task_columns!()
 );
 
+/// Hands a claimed task back to pending under its previous attempt, if it is still running under this claim: for
+/// a claim whose caller gave up before it was delivered. `$1` task id, `$2` attempt.
+pub(crate) const RELEASE_CLAIM: &str = "UPDATE tasks SET status = 'pending', worker_id = NULL, started_at = NULL, \
+        lease_expires_at = NULL, attempt = attempt - 1, updated_at = now() \
+     WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE";
+
 /// Claims one given task if it is pending and matches. `$1` backend_type, `$2` supported problems, `$3` dispatch
 /// delay, `$4` worker id, `$5` lease duration, `$6` task id.
 pub(crate) const CLAIM_BY_ID: &str = concat!(

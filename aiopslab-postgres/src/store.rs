@@ -1,10 +1,9 @@
 //! [`PgStore`]: the handle, its construction, and the [`TaskStore`] implementation, which delegates each
 //! operation to the module of its concept (tasks, claim, lease, logs, workers, sweep, stats, listener).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::future::Future;
 
 use aiopslab_core::{
     BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck,
@@ -226,12 +225,14 @@ impl PgStore {
     }
 
     /// Runs one call of a coalesced kind: queued on `queue` to share a statement with concurrent calls, or alone
-    /// when coalescing is off. `flush` writes a batch and returns one result per item, in order.
+    /// when coalescing is off. `flush` writes a batch and returns one result per item, in order; `orphaned` gets a
+    /// successful result whose caller gave up while its shared statement ran.
     pub(crate) async fn coalesced<I, O, F, Fut>(
         &self,
         queue: &Arc<Coalescer<I, O>>,
         item: I,
         flush: F,
+        orphaned: fn(&PgStore, O),
     ) -> StoreResult<O>
     where
         I: Send + 'static,
@@ -240,8 +241,14 @@ impl PgStore {
         Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
     {
         if self.inner.coalesce_writes {
-            let store = self.clone();
-            queue.submit(item, move |items| flush(store.clone(), items)).await
+            let (store, owner) = (self.clone(), self.clone());
+            queue
+                .submit(
+                    item,
+                    move |items| flush(store.clone(), items),
+                    move |value| orphaned(&owner, value),
+                )
+                .await
         } else {
             flush(self.clone(), vec![item])
                 .await
@@ -249,6 +256,10 @@ impl PgStore {
                 .unwrap_or_else(|| Err(StoreError::Internal("a write returned no result".into())))
         }
     }
+
+    /// For writes whose effect stands when their caller gave up (a created task, a recorded finish: a retry is
+    /// answered as a replay).
+    pub(crate) fn keep<O>(&self, _: O) {}
 
     /// Wakes listening workers for newly created tasks of these backend types (in the background).
     pub(crate) fn announce<'a>(&self, backend_types: impl IntoIterator<Item = &'a str>) {

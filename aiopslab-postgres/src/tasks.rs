@@ -18,7 +18,7 @@ impl PgStore {
     #[tracing::instrument(skip_all, fields(problem_id = %spec.problem_id))]
     pub(crate) async fn insert_task(&self, spec: TaskSpec) -> StoreResult<Task> {
         let task = self
-            .coalesced(&self.inner.creates, spec, PgStore::flush_creates)
+            .coalesced(&self.inner.creates, spec, PgStore::flush_creates, PgStore::keep)
             .await?;
         tracing::debug!(task_id = %task.id, "task created");
         Ok(task)

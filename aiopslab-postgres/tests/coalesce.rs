@@ -183,3 +183,53 @@ async fn finishes_sharing_a_statement_each_get_their_own_answer() {
         "reports shared statements: {finishes:?}"
     );
 }
+
+/// A claim whose caller gives up while its shared statement runs is handed back: the task returns to pending with
+/// its attempt unspent, and nobody holds it. (The first claim is held up by a table lock the test takes, so the
+/// next two queue behind it and share a statement; the third caller is cancelled meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_caller_gave_up_goes_back_to_pending() {
+    let db = TestDatabase::create().await;
+    let store = db.store(policy()).await;
+    let created = create_tasks(&store, 3).await;
+    let mut blocker = store.connection().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let claim = |worker: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim(&request(worker)).await })
+    };
+    let first = claim("first");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = claim("second");
+    let third = claim("third");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    third.abort();
+    assert!(third.await.is_err(), "the third caller was cancelled");
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+
+    let first = first.await.unwrap().unwrap().expect("the first claim got a task");
+    let second = second.await.unwrap().unwrap().expect("the second claim got a task");
+    assert_eq!(store.write_batches().claims.items, 3);
+    let mut handed_back = None;
+    for _ in 0..100 {
+        let pending: Vec<(uuid::Uuid, i32, Option<String>)> =
+            sqlx::query_as("SELECT id, attempt, worker_id FROM tasks WHERE status = 'pending'")
+                .fetch_all(&mut blocker)
+                .await
+                .unwrap();
+        if let [task] = pending.as_slice() {
+            handed_back = Some(task.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (id, attempt, worker) = handed_back.expect("the abandoned claim's task came back to pending");
+    assert!(created.contains(&id) && id != first.id && id != second.id);
+    assert_eq!((attempt, worker), (0, None), "no attempt spent, held by nobody");
+    let counts = status_counts(&store).await;
+    assert_eq!(counts.get("running").copied(), Some(2), "{counts:?}");
+}
