@@ -124,7 +124,12 @@ impl Connections {
                     .or(idle.len().checked_sub(1))?;
                 Some(idle.remove(i))
             });
-            let Some(Idle { mut conn, since, plans }) = idle else {
+            let Some(Idle {
+                mut conn,
+                since,
+                plans: mode,
+            }) = idle
+            else {
                 let conn = match tokio::time::timeout_at(deadline, self.options.connect()).await {
                     Ok(Ok(conn)) => conn,
                     Ok(Err(error)) => return Err(map_sqlx(op, error)),
@@ -137,10 +142,10 @@ impl Connections {
                 break (conn, Plans::Cached);
             };
             if since.elapsed() < self.ping_idle_after {
-                break (conn, plans);
+                break (conn, mode);
             }
             match tokio::time::timeout_at(deadline, conn.ping()).await {
-                Ok(Ok(())) => break (conn, plans),
+                Ok(Ok(())) => break (conn, mode),
                 // A dead idle connection (the server restarted, or closed it): drop it and try the next one.
                 _ => tracing::debug!("dropping a dead idle connection"),
             }
