@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use aiopslab_core::{ClaimRequest, StoreResult, Task, TaskId};
 
+use crate::lease::attempt;
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::PgStore;
@@ -68,7 +69,7 @@ impl PgStore {
                 Ok(mut conn) => {
                     let result = sqlx::query(sql::RELEASE_CLAIM)
                         .bind(lease.task_id)
-                        .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
+                        .bind(attempt(lease))
                         .execute(conn.raw())
                         .await;
                     conn.done("release_claim", result).map(|_| ())

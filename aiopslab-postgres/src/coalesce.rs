@@ -88,7 +88,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// common case at low load: no task hop); otherwise batches are written by a task of its own, so that a
     /// caller giving up cannot strand the others. A successful result whose caller gave up while its batch was
     /// written goes to `orphaned` (a claim, say, must hand its task back).
-    pub(crate) async fn submit<F, Fut, R>(self: &Arc<Self>, item: I, flush: F, orphaned: R) -> StoreResult<O>
+    pub(crate) async fn submit<F, Fut, R>(self: &Arc<Self>, item: I, mut flush: F, orphaned: R) -> StoreResult<O>
     where
         F: FnMut(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
@@ -107,16 +107,38 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             (lead, alone)
         };
         if let Some(Waiting { item, .. }) = alone {
-            let mut handoff = Handoff {
-                coalescer: self,
-                writer: Some((flush, orphaned)),
-            };
-            return handoff.write_alone(item).await;
+            // The caller is the one waiting, so there is no orphan to hand back: should it give up mid-statement,
+            // the write goes with it, as with any statement. However it ends, calls that queued meanwhile are
+            // handed on.
+            self.count(1);
+            let write = flush(vec![item]);
+            let coalescer = Arc::clone(self);
+            let _hand_on = OnDrop::new(move || coalescer.hand_on(flush, orphaned));
+            return write.await.pop().unwrap_or_else(|| Err(abandoned()));
         }
         if lead {
             tokio::spawn(Arc::clone(self).drain(flush, orphaned));
         }
         answer.await.unwrap_or_else(|_| Err(abandoned()))
+    }
+
+    /// After a lone write: hands the calls that queued meanwhile to a drain task, or marks the queue idle.
+    fn hand_on<F, Fut, R>(self: &Arc<Self>, flush: F, orphaned: R)
+    where
+        F: FnMut(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+        R: FnMut(O) + Send + 'static,
+    {
+        let mut state = self.lock();
+        if !state.waiting.is_empty() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(Arc::clone(self).drain(flush, orphaned));
+                return;
+            }
+            // No runtime to drain on (the store is being torn down outside one): the waiting calls fail.
+            state.waiting.clear();
+        }
+        state.draining = false;
     }
 
     /// Writes batches until the queue is empty.
@@ -127,10 +149,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         R: FnMut(O),
     {
         // Should `flush` panic, the next call must still find the queue drainable.
-        let mut guard = DrainGuard {
-            coalescer: &self,
-            armed: true,
-        };
+        let mut unwinding = OnDrop::new(|| self.lock().draining = false);
         loop {
             // Calls answered together by the previous statement come back together: let the ones already woken
             // queue up before the batch is taken, so they share a statement instead of the first going alone.
@@ -140,14 +159,13 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 let mut state = self.lock();
                 if state.waiting.is_empty() {
                     state.draining = false;
-                    guard.armed = false;
+                    unwinding.disarm();
                     return;
                 }
                 let n = state.waiting.len().min(self.max_batch);
                 state.waiting.drain(..n).collect()
             };
-            self.batches.fetch_add(1, Ordering::Relaxed);
-            self.items.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.count(batch.len());
             let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().map(|w| (w.item, w.reply)).unzip();
             let results = flush(items).await;
             // A reply dropped for want of a result reaches its caller as `Unavailable`.
@@ -157,6 +175,11 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 }
             }
         }
+    }
+
+    fn count(&self, items: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.items.fetch_add(items as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State<I, O>> {
@@ -169,78 +192,24 @@ fn abandoned() -> StoreError {
     StoreError::Unavailable("the statement carrying this call was abandoned".into())
 }
 
-/// A call writing itself alone. (Its caller is the one waiting, so there is no orphan to hand back: should the
-/// caller give up mid-statement, the write is dropped with it, as with any statement.) Whenever it ends — done, failed, or dropped mid-statement — calls that queued
-/// meanwhile are handed to a drain task of their own (or, with none, the queue is marked idle).
-struct Handoff<'a, I, O, F, Fut, R>
-where
-    I: Send + 'static,
-    O: Send + 'static,
-    F: FnMut(Vec<I>) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
-    R: FnMut(O) + Send + 'static,
-{
-    coalescer: &'a Arc<Coalescer<I, O>>,
-    writer: Option<(F, R)>,
-}
+/// Runs a closure when dropped, unless disarmed: how the coalescer keeps its queue drainable however a write ends
+/// (done, failed, dropped mid-statement, or unwinding).
+struct OnDrop<F: FnOnce()>(Option<F>);
 
-impl<I, O, F, Fut, R> Handoff<'_, I, O, F, Fut, R>
-where
-    I: Send + 'static,
-    O: Send + 'static,
-    F: FnMut(Vec<I>) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
-    R: FnMut(O) + Send + 'static,
-{
-    async fn write_alone(&mut self, item: I) -> StoreResult<O> {
-        let Some((flush, _)) = self.writer.as_mut() else {
-            return Err(abandoned());
-        };
-        self.coalescer.batches.fetch_add(1, Ordering::Relaxed);
-        self.coalescer.items.fetch_add(1, Ordering::Relaxed);
-        flush(vec![item]).await.pop().unwrap_or_else(|| Err(abandoned()))
+impl<F: FnOnce()> OnDrop<F> {
+    fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
     }
 }
 
-impl<I, O, F, Fut, R> Drop for Handoff<'_, I, O, F, Fut, R>
-where
-    I: Send + 'static,
-    O: Send + 'static,
-    F: FnMut(Vec<I>) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
-    R: FnMut(O) + Send + 'static,
-{
+impl<F: FnOnce()> Drop for OnDrop<F> {
     fn drop(&mut self) {
-        let Some((flush, orphaned)) = self.writer.take() else {
-            return;
-        };
-        let mut state = self.coalescer.lock();
-        if state.waiting.is_empty() {
-            state.draining = false;
-            return;
-        }
-        drop(state);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(Arc::clone(self.coalescer).drain(flush, orphaned));
-            }
-            // No runtime to drain on (the store is being torn down outside one): release the queue.
-            Err(_) => self.coalescer.lock().draining = false,
-        }
-    }
-}
-
-/// Clears `draining` when a drain ends by unwinding (disarmed when it ends normally, having cleared it itself).
-struct DrainGuard<'a, I, O> {
-    coalescer: &'a Coalescer<I, O>,
-    armed: bool,
-}
-
-impl<I, O> Drop for DrainGuard<'_, I, O> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut state = self.coalescer.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.draining = false;
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }

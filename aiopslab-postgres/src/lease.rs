@@ -17,7 +17,8 @@ use crate::sql;
 use crate::store::Finish;
 use crate::PgStore;
 
-fn attempt(lease: LeaseToken) -> i32 {
+/// The lease's attempt as the database stores it.
+pub(crate) fn attempt(lease: LeaseToken) -> i32 {
     i32::try_from(lease.attempt).unwrap_or(i32::MAX)
 }
 

@@ -3,6 +3,7 @@
 use aiopslab_core::{LeaseToken, LogEntry, LogQuery, NewLogEntry, StoreError, StoreResult, TaskId};
 use sqlx::types::Json;
 
+use crate::lease::attempt;
 use crate::rows::{levels_at_least, LogRow};
 use crate::sql;
 use crate::PgStore;
@@ -25,7 +26,7 @@ impl PgStore {
         let mut conn = self.conn("append_logs").await?;
         let result = sqlx::query(sql::APPEND_LOGS)
             .bind(lease.task_id)
-            .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
+            .bind(attempt(lease))
             .bind(levels)
             .bind(messages)
             .bind(contexts)

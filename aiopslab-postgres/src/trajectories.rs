@@ -5,6 +5,7 @@
 use aiopslab_core::{LeaseToken, LlmCall, StoreError, StoreResult, TaskId, Trajectory, TrajectoryMessage};
 use sqlx::types::Json;
 
+use crate::lease::attempt;
 use crate::rows::TrajectoryRest;
 use crate::sql;
 use crate::PgStore;
@@ -31,7 +32,7 @@ impl PgStore {
         let mut conn = self.conn("save_trajectory").await?;
         let result = sqlx::query(sql::SAVE_TRAJECTORY)
             .bind(lease.task_id)
-            .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
+            .bind(attempt(lease))
             .bind(Json(TrajectoryRest::of(&trajectory)))
             .bind(trajectory.reward)
             .bind(messages)
