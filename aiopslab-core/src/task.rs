@@ -459,81 +459,27 @@ mod tests {
 
     #[test]
     fn bounds_name_the_field() {
+        let with = |edit: fn(&mut NewTask)| {
+            let mut task = NewTask::new("p");
+            edit(&mut task);
+            task
+        };
         for (task, field) in [
-            (
-                NewTask {
-                    max_steps: Some(0),
-                    ..NewTask::new("p")
-                },
-                "max_steps",
-            ),
-            (
-                NewTask {
-                    max_steps: Some(1001),
-                    ..NewTask::new("p")
-                },
-                "max_steps",
-            ),
-            (
-                NewTask {
-                    timeout_minutes: Some(181),
-                    ..NewTask::new("p")
-                },
-                "timeout_minutes",
-            ),
-            (
-                NewTask {
-                    priority: Some(11),
-                    ..NewTask::new("p")
-                },
-                "priority",
-            ),
-            (
-                NewTask {
-                    priority: Some(-1),
-                    ..NewTask::new("p")
-                },
-                "priority",
-            ),
-            (
-                NewTask {
-                    max_retries: Some(-1),
-                    ..NewTask::new("p")
-                },
-                "max_retries",
-            ),
+            (with(|t| t.max_steps = Some(0)), "max_steps"),
+            (with(|t| t.max_steps = Some(1001)), "max_steps"),
+            (with(|t| t.timeout_minutes = Some(181)), "timeout_minutes"),
+            (with(|t| t.priority = Some(11)), "priority"),
+            (with(|t| t.priority = Some(-1)), "priority"),
+            (with(|t| t.max_retries = Some(-1)), "max_retries"),
             (NewTask::new("  "), "problem_id"),
-            (
-                NewTask {
-                    backend_type: Some(String::new()),
-                    ..NewTask::new("p")
-                },
-                "backend_type",
-            ),
-            (
-                NewTask {
-                    callback_url: Some("ftp://x".into()),
-                    ..NewTask::new("p")
-                },
-                "callback_url",
-            ),
-            (
-                NewTask {
-                    callback_url: Some("http://".into()),
-                    ..NewTask::new("p")
-                },
-                "callback_url",
-            ),
+            (with(|t| t.backend_type = Some(String::new())), "backend_type"),
+            (with(|t| t.callback_url = Some("ftp://x".into())), "callback_url"),
+            (with(|t| t.callback_url = Some("http://".into())), "callback_url"),
         ] {
             let err = task.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
-        let err = NewTask {
-            max_steps: Some(0),
-            ..NewTask::new("p")
-        }
-        .validate()
-        .unwrap_err();
+        let err = with(|t| t.max_steps = Some(0)).validate().unwrap_err();
         assert!(err.message.contains("between 1 and 1000"), "{err}");
     }
 

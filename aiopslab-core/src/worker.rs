@@ -77,7 +77,7 @@ fn one() -> u32 {
 impl Default for WorkerCapabilities {
     fn default() -> Self {
         Self {
-            max_parallel_tasks: 1,
+            max_parallel_tasks: one(),
             supported_problems: None,
         }
     }

@@ -119,37 +119,51 @@ impl KindBackend {
         Ok(())
     }
 
-    /// Deletes the cluster (when it exists) and creates it again, then waits for Ready nodes.
-    pub async fn recreate_cluster(&self) -> Result<(), BackendError> {
+    /// Deletes the cluster when `kind get clusters` lists it.
+    async fn delete_cluster_if_exists(&self) -> Result<(), BackendError> {
         let cli = self.cli();
-        tracing::warn!(cluster = %self.config.cluster_name, "recreating the Kind cluster");
         if cli
             .exists()
             .await
             .map_err(|err| backend_error("kind get clusters", err))?
         {
+            tracing::info!(cluster = %self.config.cluster_name, "deleting the Kind cluster");
             cli.delete()
                 .await
                 .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
         }
-        cli.create()
+        Ok(())
+    }
+
+    /// Deletes the cluster (when it exists) and creates it again, then waits for Ready nodes.
+    pub async fn recreate_cluster(&self) -> Result<(), BackendError> {
+        tracing::warn!(cluster = %self.config.cluster_name, "recreating the Kind cluster");
+        self.delete_cluster_if_exists().await?;
+        self.cli()
+            .create()
             .await
             .map_err(|err| backend_error("cannot create the Kind cluster", err))?;
         self.write_kubeconfig().await?;
         self.wait_ready().await
     }
 
+    /// `attempt`'s error when the config forbids recreating the cluster;
+    /// otherwise logs it as `what` and recreates the cluster once.
+    async fn or_recreate(&self, attempt: Result<(), BackendError>, what: &str) -> Result<(), BackendError> {
+        match attempt {
+            Err(err) if self.config.recreate_when_unhealthy => {
+                tracing::warn!(%err, "{what}");
+                self.recreate_cluster().await
+            }
+            other => other,
+        }
+    }
+
     /// Waits for Ready nodes; when that fails and the config allows it,
     /// recreates the cluster once.
     async fn ensure_healthy(&self) -> Result<(), BackendError> {
-        match self.wait_ready().await {
-            Ok(()) => Ok(()),
-            Err(err) if self.config.recreate_when_unhealthy => {
-                tracing::warn!(%err, "cluster unhealthy");
-                self.recreate_cluster().await
-            }
-            Err(err) => Err(err),
-        }
+        let ready = self.wait_ready().await;
+        self.or_recreate(ready, "cluster unhealthy").await
     }
 
     async fn delete_namespaces(&self) -> Result<(), BackendError> {
@@ -173,14 +187,8 @@ impl KindBackend {
             ResetPolicy::RecreateCluster => self.recreate_cluster().await,
             ResetPolicy::DeleteNamespaces => {
                 self.ensure_healthy().await?;
-                match self.delete_namespaces().await {
-                    Ok(()) => Ok(()),
-                    Err(err) if self.config.recreate_when_unhealthy => {
-                        tracing::warn!(%err, "namespace reset failed");
-                        self.recreate_cluster().await
-                    }
-                    Err(err) => Err(err),
-                }
+                let deleted = self.delete_namespaces().await;
+                self.or_recreate(deleted, "namespace reset failed").await
             }
         }
     }
@@ -190,18 +198,7 @@ impl KindBackend {
         if !self.config.delete_on_shutdown {
             return Ok(());
         }
-        let cli = self.cli();
-        if cli
-            .exists()
-            .await
-            .map_err(|err| backend_error("kind get clusters", err))?
-        {
-            tracing::info!(cluster = %self.config.cluster_name, "deleting the Kind cluster");
-            cli.delete()
-                .await
-                .map_err(|err| backend_error("cannot delete the Kind cluster", err))?;
-        }
-        Ok(())
+        self.delete_cluster_if_exists().await
     }
 
     fn span(&self, operation: &'static str) -> tracing::Span {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use aiopslab_core::{catalog, JsonObject, RunContext, RunReport, Task, TaskType};
+use aiopslab_core::{catalog, JsonObject, RunContext, RunReport, Task, TaskStatus, TaskType};
 
 use crate::agent::AgentSettings;
 use crate::config::KindConfig;
@@ -114,15 +114,11 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
             task.problem_id,
             catalog::PROBLEMS.len()
         );
-        ctx.logs.error(message.clone()).await;
-        return RunReport::failed("unknown_problem", message);
+        return fail(ctx, "unknown_problem", message).await;
     };
     let settings = match AgentSettings::resolve(config, &task.parameters.agent_config) {
         Ok(settings) => settings,
-        Err(err) => {
-            ctx.logs.error(err.message.clone()).await;
-            return RunReport::failed(err.code, err.message);
-        }
+        Err(err) => return fail(ctx, err.code, err.message).await,
     };
     let kubeconfig = config.kubeconfig_path();
     if !kubeconfig.is_file() {
@@ -130,22 +126,16 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
             "the worker's kubeconfig {} does not exist: the backend was not prepared",
             kubeconfig.display()
         );
-        ctx.logs.error(message.clone()).await;
-        return RunReport::failed("backend_not_prepared", message);
+        return fail(ctx, "backend_not_prepared", message).await;
     }
     let python = match python {
         Ok(python) => python.to_path_buf(),
-        Err(err) => {
-            let message = format!("cannot start the AIOpsLab driver: {err}");
-            ctx.logs.error(message.clone()).await;
-            return RunReport::failed("driver_start", message);
-        }
+        Err(err) => return fail(ctx, "driver_start", format!("cannot start the AIOpsLab driver: {err}")).await,
     };
     let dir = run_dir(config, task);
     if let Err(err) = prepare_run_dir(&dir, &settings).await {
         let message = format!("cannot prepare the run directory {}: {err}", dir.display());
-        ctx.logs.error(message.clone()).await;
-        return RunReport::failed("driver_start", message);
+        return fail(ctx, "driver_start", message).await;
     }
 
     let spec = DriverSpec {
@@ -202,14 +192,13 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
         Ok(spawned) => spawned,
         Err(err) => {
             let message = format!("cannot start the AIOpsLab driver ({}): {err}", spec.python.display());
-            ctx.logs.error(message.clone()).await;
-            return RunReport::failed("driver_start", message);
+            return fail(ctx, "driver_start", message).await;
         }
     };
     tracing::info!(pgid = process.pgid(), run_dir = %dir.display(), "driver started");
 
     let mut events_open = true;
-    let end = loop {
+    let mut end = loop {
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => break RunEnd::Cancelled,
@@ -217,11 +206,7 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
                 break RunEnd::TimedOut { timeout_minutes: task.parameters.timeout_minutes }
             }
             line = events.recv(), if events_open => match line {
-                Some(line) => {
-                    for entry in recorder.apply_line(&line) {
-                        ctx.logs.log(entry).await;
-                    }
-                }
+                Some(line) => forward_line(&mut recorder, ctx, &line).await,
                 None => events_open = false,
             },
             status = process.wait() => {
@@ -237,15 +222,10 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
         }
     };
 
-    let end = match end {
-        RunEnd::Exited { code, signal, .. } => {
+    match &end {
+        RunEnd::Exited { .. } => {
             // Whatever AIOpsLab left running in the group (workload generators, port-forwards) goes now.
             process.kill_leftovers();
-            RunEnd::Exited {
-                code,
-                signal,
-                stderr_tail: String::new(),
-            }
         }
         stopped => {
             let why = if matches!(stopped, RunEnd::Cancelled) {
@@ -262,51 +242,47 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
             if let Err(err) = process.terminate(config.kill_grace).await {
                 tracing::warn!(%err, "stopping the driver failed");
             }
-            stopped
         }
-    };
+    }
 
     // The events written before the driver ended are still in the pipe.
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
     while events_open {
         match tokio::time::timeout_at(drain_until, events.recv()).await {
-            Ok(Some(line)) => {
-                for entry in recorder.apply_line(&line) {
-                    ctx.logs.log(entry).await;
-                }
-            }
+            Ok(Some(line)) => forward_line(&mut recorder, ctx, &line).await,
             Ok(None) | Err(_) => events_open = false,
         }
     }
     let stderr_tail = process.finish_output(Duration::from_secs(5)).await;
-    let end = match end {
-        RunEnd::Exited { code, signal, .. } => RunEnd::Exited {
-            code,
-            signal,
-            stderr_tail,
-        },
-        other => other,
-    };
+    if let RunEnd::Exited { stderr_tail: tail, .. } = &mut end {
+        *tail = stderr_tail;
+    }
     let report = recorder.finish(end, started.elapsed());
-    let closing = match &report.error {
-        None => format!("run completed in {:.1} s", started.elapsed().as_secs_f64()),
-        Some(error) => format!("run ended {}: {}: {}", report.status_name(), error.code, error.message),
-    };
-    if report.error.is_none() {
-        ctx.logs.info(closing).await;
-    } else {
-        ctx.logs.error(closing).await;
+    match &report.error {
+        None => {
+            ctx.logs
+                .info(format!("run completed in {:.1} s", started.elapsed().as_secs_f64()))
+                .await
+        }
+        Some(error) => {
+            let status = TaskStatus::from(report.status);
+            ctx.logs
+                .error(format!("run ended {status}: {}: {}", error.code, error.message))
+                .await
+        }
     }
     report
 }
 
-/// A small extension for log lines.
-trait StatusName {
-    fn status_name(&self) -> &'static str;
+/// Logs `message` as the run's error and returns the failed report.
+async fn fail(ctx: &RunContext, code: &str, message: String) -> RunReport {
+    ctx.logs.error(message.clone()).await;
+    RunReport::failed(code, message)
 }
 
-impl StatusName for RunReport {
-    fn status_name(&self) -> &'static str {
-        aiopslab_core::TaskStatus::from(self.status).as_str()
+/// Feeds one event line to the recorder and logs the entries it makes.
+async fn forward_line(recorder: &mut EpisodeRecorder, ctx: &RunContext, line: &str) {
+    for entry in recorder.apply_line(line) {
+        ctx.logs.log(entry).await;
     }
 }

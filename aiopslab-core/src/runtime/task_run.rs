@@ -208,10 +208,8 @@ fn reconcile(mut report: RunReport, handle: &RunHandle, shared: &Shared, task: &
             ),
         ),
     };
-    if report.status != status {
+    if report.status != status || report.error.is_none() {
         report.status = status;
-        report.error = Some(ErrorDetails::new(code, message));
-    } else if report.error.is_none() {
         report.error = Some(ErrorDetails::new(code, message));
     }
     report

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiopslab_core::{JsonObject, LeaseToken, LogSink, NewLogEntry, RunContext, Task, TaskParameters, TaskStatus};
+use aiopslab_core::{JsonObject, LogSink, NewLogEntry, RunContext, Task, TaskParameters, TaskStatus};
 use aiopslab_kind::{KindConfig, KindConfigBuilder};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -421,10 +421,7 @@ pub fn context(task: &Task, deadline_in: Duration) -> (RunContext, mpsc::Receive
     let (logs, receiver) = LogSink::channel(100_000);
     let ctx = RunContext {
         worker_id: WORKER.into(),
-        lease: LeaseToken {
-            task_id: task.id,
-            attempt: task.attempt,
-        },
+        lease: task.lease_token(),
         logs,
         cancel: CancellationToken::new(),
         deadline: tokio::time::Instant::now() + deadline_in,
