@@ -209,8 +209,8 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// A task request as an RL client would send it.
-fn new_task(problem: &str, i: usize) -> NewTask {
+/// A task request as an RL client would send it, allowing `steps` agent steps.
+fn new_task(problem: &str, i: usize, steps: u32) -> NewTask {
     let models = ["gpt-4o-mini", "llama-3.1-70b-instruct", "qwen2.5-72b-instruct"];
     let agent_config = json!({
         "model": models[i % models.len()],
@@ -223,7 +223,7 @@ fn new_task(problem: &str, i: usize) -> NewTask {
     NewTask {
         agent_config: agent_config.as_object().cloned(),
         metadata: metadata.as_object().cloned(),
-        max_steps: Some(30),
+        max_steps: Some(steps.into()),
         ..NewTask::new(problem)
     }
 }
@@ -236,7 +236,7 @@ async fn simulate(count: usize, steps: u32) -> anyhow::Result<Vec<(Task, Traject
     let mut ids = Vec::new();
     for i in 0..count {
         let problem = problems[(i * stride) % problems.len()];
-        let spec = new_task(problem, i).validate()?;
+        let spec = new_task(problem, i, steps).validate()?;
         ids.push(store.create_task(spec).await?.id);
     }
     let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
@@ -280,7 +280,7 @@ async fn seed_templates(store: &PgStore, templates: &[(Task, Trajectory)]) -> an
     let specs = templates
         .iter()
         .enumerate()
-        .map(|(i, (task, _))| new_task(&task.problem_id, i).validate())
+        .map(|(i, (task, _))| new_task(&task.problem_id, i, task.parameters.max_steps).validate())
         .collect::<Result<Vec<_>, _>>()?;
     let created = store.create_batch(BatchSpec { group_id: None, specs }, None).await?;
     let registration: WorkerRegistration = serde_json::from_value(json!({"id": "bench-seeder"}))?;
@@ -318,25 +318,8 @@ async fn clone_episodes(options: &PgConnectOptions, count: u64) -> anyhow::Resul
         return Ok(());
     }
     let mut conn = options.connect().await?;
-    let columns = |table: &'static str| {
-        sqlx::query(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
-        )
-        .bind(table)
-    };
-    let task_columns: Vec<String> = columns("tasks")
-        .fetch_all(&mut conn)
-        .await?
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
-    let trajectory_columns: Vec<String> = columns("trajectories")
-        .fetch_all(&mut conn)
-        .await?
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+    let task_columns = columns(&mut conn, "tasks").await?;
+    let trajectory_columns = columns(&mut conn, "trajectories").await?;
     ensure!(
         task_columns.iter().any(|c| c == "id") && trajectory_columns.iter().any(|c| c == "task_id"),
         "unexpected schema: tasks({task_columns:?}), trajectories({trajectory_columns:?})"
@@ -397,6 +380,18 @@ async fn clone_episodes(options: &PgConnectOptions, count: u64) -> anyhow::Resul
     eprintln!("cloned {count} episodes in {:.1} s", started.elapsed().as_secs_f64());
     conn.close().await?;
     Ok(())
+}
+
+/// The columns of `table`, in order.
+async fn columns(conn: &mut sqlx::PgConnection, table: &str) -> anyhow::Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
 }
 
 /// The server under test, killed on drop.

@@ -134,7 +134,7 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
             json!({
                 "batch_size": LOG_BATCH,
                 "writers": LOG_WRITERS,
-                "lines_per_sec": round(lines),
+                "lines_per_sec": lines.round(),
             }),
         );
     }
@@ -214,9 +214,9 @@ async fn queue_rates(
             "{workers:>2} workers: {rate:.0} tasks/s (one statement per call: {single_rate:.0}), baseline \
              {baseline:.0} commits/s, ratio {ratio:.2} ({single_ratio:.2}); calls per statement {sizes}"
         );
-        task_rates.insert(workers.to_string(), json!(round(rate)));
-        single_rates.insert(workers.to_string(), json!(round(single_rate)));
-        baselines.insert(workers.to_string(), json!(round(baseline)));
+        task_rates.insert(workers.to_string(), json!(rate.round()));
+        single_rates.insert(workers.to_string(), json!(single_rate.round()));
+        baselines.insert(workers.to_string(), json!(baseline.round()));
         ratios.insert(workers.to_string(), json!((ratio * 1000.0).round() / 1000.0));
         single_ratios.insert(workers.to_string(), json!((single_ratio * 1000.0).round() / 1000.0));
         batch_sizes.insert(workers.to_string(), sizes);
@@ -252,10 +252,6 @@ impl Rate {
     fn per_sec(&self) -> f64 {
         self.count as f64 / self.time.as_secs_f64()
     }
-}
-
-fn round(x: f64) -> f64 {
-    x.round()
 }
 
 fn round2(x: f64) -> f64 {
@@ -363,6 +359,16 @@ fn noop_outcome() -> TaskOutcome {
     }
 }
 
+/// A claim for the next `default` task, by `worker_id`.
+fn claim_request(worker_id: impl Into<String>) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: worker_id.into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id: None,
+    }
+}
+
 async fn register_workers(store: &PgStore, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         store
@@ -380,12 +386,7 @@ async fn task_slice(store: &PgStore, n: usize) -> anyhow::Result<(u64, Duration)
         let store = store.clone();
         let spec = spec.clone();
         async move {
-            let request = ClaimRequest {
-                worker_id: format!("bench-{i}"),
-                backend_type: "default".into(),
-                supported_problems: None,
-                task_id: None,
-            };
+            let request = claim_request(format!("bench-{i}"));
             while !stop.load(Ordering::Relaxed) {
                 store.create_task(spec.clone()).await?;
                 if let Some(task) = store.claim(&request).await? {
@@ -407,12 +408,7 @@ async fn claim_latency(store: &PgStore) -> anyhow::Result<Latency> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(uuid::Uuid, Instant, bool, f64)>();
     let worker_store = store.clone();
     let worker = tokio::spawn(async move {
-        let request = ClaimRequest {
-            worker_id: "listener".into(),
-            backend_type: "default".into(),
-            supported_problems: None,
-            task_id: None,
-        };
+        let request = claim_request("listener");
         let mut claimed = 0;
         while claimed < LATENCY_SAMPLES {
             let woken = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
@@ -466,12 +462,7 @@ async fn log_rate(store: &PgStore) -> anyhow::Result<f64> {
     let mut leases = Vec::new();
     for i in 0..LOG_WRITERS {
         store.create_task(NewTask::new("logs").validate()?).await?;
-        let request = ClaimRequest {
-            worker_id: format!("logger-{i}"),
-            backend_type: "default".into(),
-            supported_problems: None,
-            task_id: None,
-        };
+        let request = claim_request(format!("logger-{i}"));
         let task = store.claim(&request).await?.context("claim a task to log to")?;
         leases.push(task.lease_token());
     }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use aiopslab_core::{
-    BatchSpec, ClaimRequest, ExportFilter, GroupId, IdempotencyKey, LeasePolicy, LlmCall, NewTask, StoreError,
-    TaskOutcome, TaskSpec, TaskStore, TerminalStatus, Trajectory, TrajectoryMessage,
+    BatchSpec, ClaimRequest, ExportFilter, GroupId, IdempotencyKey, LeasePolicy, LlmCall, NewTask, StoreError, Task,
+    TaskId, TaskOutcome, TaskSpec, TaskStore, TerminalStatus, Trajectory, TrajectoryMessage,
 };
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::PgStore;
@@ -33,6 +33,17 @@ fn batch(specs: Vec<TaskSpec>) -> BatchSpec {
 
 fn key(fingerprint: &str) -> IdempotencyKey {
     IdempotencyKey::new("held-key", fingerprint).unwrap()
+}
+
+/// Claims the task `task_id` (`None`: the next one) for worker `w`.
+async fn claim(store: &PgStore, task_id: Option<TaskId>) -> Task {
+    let request = ClaimRequest {
+        worker_id: "w".into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id,
+    };
+    store.claim(&request).await.unwrap().expect("a task to claim")
 }
 
 async fn count(db: &TestDatabase, sql: &str) -> i64 {
@@ -199,16 +210,7 @@ async fn version_3_splits_trajectories_saved_before_it() {
 
     // Saved through the store from now on, in parts.
     let new = store.create_task(spec("q")).await.unwrap();
-    let claimed = store
-        .claim(&ClaimRequest {
-            worker_id: "w".into(),
-            backend_type: "default".into(),
-            supported_problems: None,
-            task_id: Some(new.id),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim(&store, Some(new.id)).await;
     store
         .save_trajectory(claimed.lease_token(), full_trajectory())
         .await
@@ -243,16 +245,7 @@ async fn a_finish_that_does_not_commit_leaves_no_delivery() {
         )
         .await
         .unwrap();
-    let claimed = store
-        .claim(&ClaimRequest {
-            worker_id: "w".into(),
-            backend_type: "default".into(),
-            supported_problems: None,
-            task_id: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim(&store, None).await;
     // The outbox refuses rows for a moment: the finish fails as a whole.
     let mut admin = sqlx::PgConnection::connect_with(&db.connect_options()).await.unwrap();
     sqlx::query("ALTER TABLE webhook_outbox ADD CONSTRAINT test_no_rows CHECK (false) NOT VALID")
@@ -304,16 +297,7 @@ async fn export_pages_span_windows() {
     // Trajectories on a few tasks far apart.
     let chosen = [ids[3], ids[2_200], ids[2_201], ids[4_998]];
     for id in chosen {
-        let claimed = store
-            .claim(&ClaimRequest {
-                worker_id: "w".into(),
-                backend_type: "default".into(),
-                supported_problems: None,
-                task_id: Some(id),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&store, Some(id)).await;
         store
             .save_trajectory(claimed.lease_token(), full_trajectory())
             .await
