@@ -75,6 +75,12 @@ impl Subject {
 
 /// A transport failure (no connection, timeout, reset): always transient.
 pub(crate) fn transport_error(error: &reqwest::Error) -> StoreError {
+    StoreError::Unavailable(describe_transport(error))
+}
+
+/// A transport error with its causes (`request failed: error sending
+/// request: connection refused`). Shared with the webhook deliverer.
+pub(crate) fn describe_transport(error: &reqwest::Error) -> String {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -90,7 +96,7 @@ pub(crate) fn transport_error(error: &reqwest::Error) -> StoreError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    StoreError::Unavailable(message)
+    message
 }
 
 fn detail_str<'a>(details: &'a Value, key: &str) -> Option<&'a str> {

@@ -27,6 +27,7 @@ mod error;
 mod store;
 mod wire;
 
+pub(crate) use error::describe_transport;
 pub use error::ClientError;
 
 use std::fmt;

@@ -42,6 +42,20 @@ fn sort_param(sort: TaskSort) -> &'static str {
     }
 }
 
+/// The `POST /tasks/batch` body listing `specs`, in order.
+fn batch_body(specs: &[TaskSpec]) -> NewBatch {
+    NewBatch {
+        tasks: Some(specs.iter().map(new_task_body).collect()),
+        task: None,
+        count: None,
+    }
+}
+
+/// The wire spelling of an instant in a query string (RFC 3339, UTC `Z`).
+fn wire_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
 #[async_trait]
 impl TaskStore for HttpStore {
     async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
@@ -68,14 +82,9 @@ impl TaskStore for HttpStore {
                 ),
             )));
         }
-        let body = NewBatch {
-            tasks: Some(specs.iter().map(new_task_body).collect()),
-            task: None,
-            count: None,
-        };
         let request = self
             .request(Method::POST, &["tasks", "batch"], Guard::Public)?
-            .json(&body);
+            .json(&batch_body(&specs));
         let created: CreatedBatch = self.send_json(request, &Subject::none()).await?;
         Ok(created.tasks)
     }
@@ -93,13 +102,8 @@ impl TaskStore for HttpStore {
             self.request(Method::POST, &["tasks"], Guard::Public)?
                 .json(&new_task_body(&batch.specs[0]))
         } else {
-            let body = NewBatch {
-                tasks: Some(batch.specs.iter().map(new_task_body).collect()),
-                task: None,
-                count: None,
-            };
             self.request(Method::POST, &["tasks", "batch"], Guard::Public)?
-                .json(&body)
+                .json(&batch_body(&batch.specs))
         };
         let request = match &idempotency {
             Some(key) => request.header(IDEMPOTENCY_KEY, key.key.as_str()),
@@ -209,7 +213,7 @@ impl TaskStore for HttpStore {
             params.push(("level", level.as_str().to_string()));
         }
         if let Some(since) = query.since {
-            params.push(("since", since.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+            params.push(("since", wire_time(since)));
         }
         if let Some(after_id) = query.after_id {
             params.push(("after_id", after_id.to_string()));
@@ -348,17 +352,18 @@ impl TaskStore for HttpStore {
         let mut episodes = Vec::new();
         let mut cursor = after;
         while episodes.len() < limit {
-            let page = self
-                .export_page(filter, server_problem, cursor, limit - episodes.len())
-                .await?;
+            let wanted = limit - episodes.len();
+            let page = self.export_page(filter, server_problem, cursor, wanted).await?;
             let Some(last) = page.last() else { break };
             cursor = Some(last.cursor());
+            // A page shorter than asked for is the end of the export.
+            let ended = page.len() < wanted;
             episodes.extend(page.into_iter().filter(|e| {
                 local_problems
                     .as_ref()
                     .is_none_or(|ids| ids.contains(e.task.problem_id.as_str()))
             }));
-            if local_problems.is_none() {
+            if local_problems.is_none() || ended {
                 break;
             }
         }
@@ -410,10 +415,9 @@ impl HttpStore {
         after: Option<ExportCursor>,
         limit: usize,
     ) -> StoreResult<Vec<Episode>> {
-        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
         let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
         if let Some(cursor) = after {
-            params.push(("after", format!("{},{}", time(cursor.created_at), cursor.id)));
+            params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
         }
         if let Some(status) = filter.status {
             params.push(("status", status.as_str().to_string()));
@@ -428,10 +432,10 @@ impl HttpStore {
             params.push(("metadata", format!("{key}:{value}")));
         }
         if let Some(t) = filter.created_after {
-            params.push(("created_after", time(t)));
+            params.push(("created_after", wire_time(t)));
         }
         if let Some(t) = filter.created_before {
-            params.push(("created_before", time(t)));
+            params.push(("created_before", wire_time(t)));
         }
         let request = self
             .request(Method::GET, &["trajectories", "export"], Guard::Public)?

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use aiopslab_core::{LogEntry, LogQuery, StoreError, TaskId, TaskStatus};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -28,7 +27,6 @@ struct Follow {
     pending: VecDeque<LogEntry>,
     end: Option<TaskStatus>,
     done: bool,
-    interval: Duration,
 }
 
 enum Poll {
@@ -117,7 +115,7 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
             Poll::Idle => {
                 let shutdown = follow.state.shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(follow.interval) => {}
+                    _ = tokio::time::sleep(follow.state.config.follow_poll_interval) => {}
                     _ = shutdown.cancelled() => return None,
                 }
             }
@@ -135,7 +133,6 @@ pub fn follow_logs(
     task_id: TaskId,
     query: LogQuery,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let interval = state.config.follow_poll_interval;
     let follow = Follow {
         state,
         task_id,
@@ -143,7 +140,6 @@ pub fn follow_logs(
         pending: VecDeque::new(),
         end: None,
         done: false,
-        interval,
     };
     Sse::new(stream::unfold(follow, next_event)).keep_alive(KeepAlive::default())
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::config::WebhookConfig;
 use super::signature::sign;
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
+use crate::client::describe_transport;
 use crate::server::Metrics;
 
 /// How much of a failing receiver's answer is kept in the attempt's error.
@@ -251,7 +252,7 @@ impl WebhookDeliverer {
         }
         let response = match request.body(body).send().await {
             Ok(response) => response,
-            Err(error) => return failed(describe(&error), error.is_builder()),
+            Err(error) => return failed(describe_transport(&error), error.is_builder()),
         };
         let code = response.status();
         let retry_after = response
@@ -300,25 +301,6 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&kept).trim().to_string()
-}
-
-/// A transport error with its causes (`error sending request: connection refused`).
-fn describe(error: &reqwest::Error) -> String {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut message = format!("{what}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Varies the jitter between processes and passes.

@@ -297,17 +297,32 @@ impl RunningDeliverer {
 
 /// Polls `GET /tasks/{id}/webhooks` until `done` holds for the first delivery.
 pub async fn wait_for_webhook(api: &Api, task: TaskId, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let path = &format!("/tasks/{task}/webhooks");
+    poll_first_delivery(task, within, done, move || async move { api.get(path).await.ok(200) }).await
+}
+
+/// Reads the webhook list with `list` until `done` holds for its first
+/// delivery, failing the test after `within`.
+async fn poll_first_delivery<F, Fut>(
+    task: TaskId,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+    mut list: F,
+) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Value>,
+{
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let list = api.get(&format!("/tasks/{task}/webhooks")).await.ok(200);
-        if let Some(first) = list["deliveries"].get(0) {
-            if done(first) {
-                return first.clone();
-            }
+        let list = list().await;
+        if list["deliveries"].get(0).is_some_and(&done) {
+            return list["deliveries"][0].clone();
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("webhook of {task} not in the expected state: {list:#}");
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhook of {task} not in the expected state: {list:#}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -337,26 +352,12 @@ impl RunningApp {
     /// `GET /tasks/{id}/webhooks` over the socket until `done` holds for the
     /// first delivery.
     pub async fn wait_for_webhook(&self, task: TaskId, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        let client = reqwest::Client::new();
-        loop {
-            let list: Value = client
-                .get(format!("{}/tasks/{task}/webhooks", self.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if list["deliveries"].get(0).is_some_and(&done) {
-                return list["deliveries"][0].clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "webhook of {task} not in the expected state: {list:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let client = &reqwest::Client::new();
+        let url = &format!("{}/tasks/{task}/webhooks", self.url);
+        poll_first_delivery(task, within, done, move || async move {
+            client.get(url).send().await.unwrap().json().await.unwrap()
+        })
+        .await
     }
 
     /// Stops it: no new connections, requests in flight and the deliverer's
