@@ -70,6 +70,13 @@ pub struct LlmCall {
     /// Token ids and log-probabilities, when the endpoint returned them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Value>,
+    /// The reply's token ids, when the endpoint returned them (vLLM's
+    /// `choices[0].token_ids`): what on-policy RL trains on, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Value>,
+    /// The prompt's token ids, when the endpoint returned them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_token_ids: Option<Value>,
 }
 
 /// The record of one episode.

@@ -229,6 +229,8 @@ impl ClusterBackend for SimulatedBackend {
                 usage: Some(step.usage),
                 latency_ms: step.latency_ms,
                 logprobs: None,
+                token_ids: None,
+                prompt_token_ids: None,
             });
             recorder
                 .trajectory

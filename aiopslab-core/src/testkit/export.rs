@@ -38,6 +38,8 @@ pub fn sample_trajectory(tag: &str, reward: f64) -> Trajectory {
             }),
             latency_ms: 840,
             logprobs: Some(json!({"tokens": ["submit"], "token_logprobs": [-0.25]})),
+            token_ids: Some(json!([9906, 1917])),
+            prompt_token_ids: Some(json!([1, 2, 3])),
         }],
         reward: Some(reward),
         evaluation: object(json!({"Detection Accuracy": "Correct", "TTD": 12.5, "tag": tag})),

@@ -200,6 +200,8 @@ fn sample_trajectory(task_id: TaskId, reward: f64, turns: usize) -> Trajectory {
             }),
             latency_ms: 840,
             logprobs: None,
+            token_ids: None,
+            prompt_token_ids: None,
         }],
         messages,
         reward: Some(reward),

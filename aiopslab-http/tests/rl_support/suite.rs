@@ -592,6 +592,8 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
             }),
             latency_ms: 850,
             logprobs: Some(json!({"content": [{"token": "exec", "token_id": 1234, "logprob": -0.01}]})),
+            token_ids: None,
+            prompt_token_ids: None,
         })
         .collect();
     run_to_end(&store, task.id, TerminalStatus::Completed, Some(saved.clone())).await;
