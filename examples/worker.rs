@@ -132,7 +132,8 @@ struct KindArgs {
     #[arg(long)]
     create_cluster: bool,
 
-    /// A Kind node config for creating the cluster (e.g. AIOpsLab's kind/kind-config-x86.yaml).
+    /// A Kind node config for creating the cluster (default: AIOpsLab's kind/kind-config-x86.yaml,
+    /// or -arm, from --aiopslab-dir when it has one).
     #[arg(long)]
     node_config: Option<PathBuf>,
 
@@ -179,6 +180,44 @@ struct KindArgs {
     /// The model used when a task's agent_config names none.
     #[arg(long)]
     llm_model: Option<String>,
+
+    /// At most this many LLM calls in flight per endpoint (default: no limit).
+    #[arg(long)]
+    llm_max_concurrency: Option<usize>,
+
+    /// At most this many LLM calls started per minute per endpoint (default: no limit).
+    #[arg(long)]
+    llm_requests_per_minute: Option<u32>,
+
+    /// The agent's context budget in tokens (older turns are trimmed, the system prompt stays).
+    #[arg(long, default_value_t = 120_000)]
+    max_context_tokens: u64,
+
+    /// Run the driver (and so the agent's shell) as this unprivileged user. Required when the
+    /// worker runs as root, unless --allow-root-driver: a root agent can read every secret.
+    #[arg(long)]
+    run_as: Option<String>,
+
+    /// Let the driver run as root (the agent's shell then has root on this host).
+    #[arg(long)]
+    allow_root_driver: bool,
+
+    /// An extra environment variable the driver may inherit (repeatable; secrets are refused anyway).
+    #[arg(long = "driver-env", value_name = "NAME")]
+    driver_env: Vec<String>,
+
+    /// tiktoken's cache for the driver (AIOpsLab loads cl100k_base at import; default: $TIKTOKEN_CACHE_DIR).
+    #[arg(long, env = "TIKTOKEN_CACHE_DIR")]
+    tiktoken_cache_dir: Option<PathBuf>,
+
+    /// Run AIOpsLab's own orchestrator, which installs OpenEBS and Prometheus on every task and
+    /// removes them after it (default: installed once per cluster, problems run on a warm cluster).
+    #[arg(long)]
+    stock_orchestrator: bool,
+
+    /// The OpenEBS operator manifest the shared infrastructure is installed from (URL or file).
+    #[arg(long, default_value = aiopslab_kind::OPENEBS_MANIFEST_URL)]
+    openebs_manifest: String,
 }
 
 #[tokio::main]
@@ -280,7 +319,20 @@ fn kind_config(args: &Args) -> KindConfig {
         .helm_bin(kind.helm_bin.clone())
         .default_base_url(kind.llm_base_url.clone())
         .default_api_key_env(Some(kind.llm_api_key_env.clone()).filter(|name| !name.is_empty()))
-        .default_model(kind.llm_model.clone());
+        .default_model(kind.llm_model.clone())
+        .llm_max_concurrency(kind.llm_max_concurrency)
+        .llm_requests_per_minute(kind.llm_requests_per_minute)
+        .max_context_tokens(kind.max_context_tokens)
+        .run_as(kind.run_as.clone())
+        .allow_driver_as_root(kind.allow_root_driver)
+        .stock_orchestrator(kind.stock_orchestrator)
+        .openebs_manifest(kind.openebs_manifest.clone());
+    for name in &kind.driver_env {
+        builder = builder.driver_env_passthrough(name.clone());
+    }
+    if let Some(path) = &kind.tiktoken_cache_dir {
+        builder = builder.tiktoken_cache_dir(path);
+    }
     if let Some(name) = &kind.cluster_name {
         builder = builder.cluster_name(name.clone());
     }

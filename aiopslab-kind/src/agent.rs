@@ -3,9 +3,12 @@
 //!
 //! `agent_config` describes any OpenAI-compatible chat endpoint: `base_url`,
 //! `model`, `temperature`, `top_p`, `max_tokens`, `logprobs`,
-//! `top_logprobs`, `request_timeout` (seconds) and `api_key_env`, the *name*
-//! of the environment variable holding the key. The key itself never travels
-//! through the API: an `agent_config` carrying `api_key` is refused.
+//! `top_logprobs`, `request_timeout` (seconds), `max_context_tokens` and
+//! `api_key_env`, the *name* of the environment variable holding the key.
+//! The key itself never travels through the API (an `agent_config` carrying
+//! `api_key` is refused) and never reaches the driver: the driver gets a
+//! per-task loopback proxy URL instead of `base_url` ([`AgentSettings::driver_config`]),
+//! and the worker's proxy adds the key on the way out.
 
 use std::time::Duration;
 
@@ -35,14 +38,18 @@ impl AgentConfigError {
     }
 }
 
-/// What the driver's agent needs, written to `agent.json` in the run directory.
+/// The agent's settings. What the driver sees of them is
+/// [`AgentSettings::driver_config`], written to `agent.json` in the run
+/// directory: the real endpoint and the key's variable stay with the worker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentSettings {
-    /// The endpoint root; the agent posts to `<base_url>/chat/completions`.
+    /// The real endpoint root (the proxy forwards to `<base_url>/chat/completions`).
+    #[serde(skip)]
     pub base_url: String,
     /// The model to ask for.
     pub model: String,
-    /// The variable holding the API key, when one should be sent.
+    /// The worker's variable holding the API key, when one should be sent.
+    #[serde(skip)]
     pub api_key_env: Option<String>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
@@ -62,6 +69,16 @@ pub struct AgentSettings {
     pub retry_delay: f64,
     /// The name the agent is registered under.
     pub agent_name: String,
+    /// The context budget: older turns are trimmed beyond it (the system prompt stays).
+    pub max_context_tokens: u64,
+}
+
+/// `agent.json`: the settings with the loopback proxy as the endpoint.
+#[derive(Serialize)]
+struct DriverAgentConfig<'a> {
+    base_url: &'a str,
+    #[serde(flatten)]
+    settings: &'a AgentSettings,
 }
 
 fn number(config: &JsonObject, key: &str, min: f64, max: f64) -> Result<Option<f64>, AgentConfigError> {
@@ -150,6 +167,8 @@ impl AgentSettings {
         let request_timeout =
             number(agent_config, "request_timeout", 1.0, 3600.0)?.unwrap_or(config.endpoint_timeout.as_secs_f64());
         let agent_name = string(agent_config, "agent_name")?.unwrap_or_else(|| config.agent_name.clone());
+        let max_context_tokens =
+            integer(agent_config, "max_context_tokens", 1_000, 10_000_000)?.unwrap_or(config.max_context_tokens);
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_string(),
             model,
@@ -163,7 +182,24 @@ impl AgentSettings {
             retries: config.endpoint_retries,
             retry_delay: config.endpoint_retry_delay.as_secs_f64(),
             agent_name,
+            max_context_tokens,
         })
+    }
+
+    /// What the driver gets (`agent.json`): these settings with
+    /// `proxy_base_url` as the endpoint, and neither the real endpoint nor
+    /// the key's variable.
+    pub fn driver_config(&self, proxy_base_url: &str) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec_pretty(&DriverAgentConfig {
+            base_url: proxy_base_url,
+            settings: self,
+        })
+    }
+
+    /// The API key, read from the worker's environment ([`KindConfig::child_env`]).
+    pub fn api_key(&self, config: &KindConfig) -> Option<String> {
+        let name = self.api_key_env.as_deref()?;
+        config.child_env(name).and_then(|value| value.into_string().ok())
     }
 
     /// The timeout of one call.
@@ -210,6 +246,9 @@ mod tests {
         let config = KindConfig::builder("w").env("MY_KEY", "secret").build();
         let settings = AgentSettings::resolve(&config, &obj(json!({"model": "m", "api_key_env": "MY_KEY"}))).unwrap();
         assert_eq!(settings.api_key_env.as_deref(), Some("MY_KEY"));
-        assert!(!serde_json::to_string(&settings).unwrap().contains("secret"));
+        assert_eq!(settings.api_key(&config).as_deref(), Some("secret"));
+        let driver = String::from_utf8(settings.driver_config("http://127.0.0.1:1/t/x/v1").unwrap()).unwrap();
+        assert!(!driver.contains("secret") && !driver.contains("MY_KEY") && !driver.contains("api.openai.com"));
+        assert!(driver.contains("http://127.0.0.1:1/t/x/v1") && driver.contains("max_context_tokens"));
     }
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use aiopslab_core::TaskType;
 
-/// The namespaces an AIOpsLab run leaves behind: the three applications, the
-/// observability stack, the storage provisioner and Chaos Mesh.
+/// The namespaces AIOpsLab uses: the three applications, the observability
+/// stack, the storage provisioner and Chaos Mesh (fixed names: one cluster
+/// runs one problem at a time). The reset does not rely on this list: it
+/// removes whatever is not in the cluster's baseline.
 pub const AIOPSLAB_NAMESPACES: [&str; 6] = [
     "test-hotel-reservation",
     "test-social-network",
@@ -26,8 +28,10 @@ pub const AIOPSLAB_NAMESPACES: [&str; 6] = [
 /// How the cluster is brought back to a clean state between tasks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ResetPolicy {
-    /// Delete the namespaces a run leaves behind ([`KindConfig::reset_namespaces`])
-    /// and wait until they are gone. Keeps the warm cluster and its images.
+    /// The verified reset: delete what a run leaves behind (every namespace
+    /// not in the cluster's baseline, Chaos Mesh experiments, released
+    /// volumes), wait until it is really gone and check again. Keeps the warm
+    /// cluster, its images and the shared infrastructure.
     #[default]
     DeleteNamespaces,
     /// Delete the Kind cluster and create it again: slow (minutes) but leaves
@@ -58,9 +62,6 @@ pub struct KindConfig {
     pub kubeconfig_dir: Option<PathBuf>,
     /// Reset between tasks.
     pub reset_policy: ResetPolicy,
-    /// The namespaces [`ResetPolicy::DeleteNamespaces`] deletes; defaults to
-    /// [`AIOPSLAB_NAMESPACES`]. Drop `observe`/`openebs` to keep them warm between tasks.
-    pub reset_namespaces: Vec<String>,
     /// Recreate the cluster when it is unreachable or its nodes are not Ready.
     pub recreate_when_unhealthy: bool,
     /// Delete the cluster when the worker shuts down.
@@ -106,7 +107,47 @@ pub struct KindConfig {
     /// Problem ids outside the AIOpsLab catalog that this worker's AIOpsLab
     /// checkout knows (custom problems), with their task type.
     pub custom_problems: BTreeMap<String, TaskType>,
+    /// The unprivileged user the driver (and so the agent's shell) runs as.
+    /// Needed when the worker runs as root: a root agent could read every
+    /// secret of the machine, `/proc/<worker>/environ` included.
+    pub run_as: Option<String>,
+    /// Let the driver run as root when `run_as` is not set. Off by default:
+    /// the agent's shell then has root on the worker host.
+    pub allow_driver_as_root: bool,
+    /// Extra variable names the driver may inherit from the worker's
+    /// environment, besides the built-in allow-list (secrets are refused
+    /// whatever this says).
+    pub driver_env_passthrough: Vec<String>,
+    /// tiktoken's cache (`TIKTOKEN_CACHE_DIR` of the driver): AIOpsLab loads
+    /// `cl100k_base` at import and downloads it when it is not cached there.
+    /// `None`: the worker's own `TIKTOKEN_CACHE_DIR`, if any.
+    pub tiktoken_cache_dir: Option<PathBuf>,
+    /// Run AIOpsLab's own `init_problem`/`start_problem`, which install
+    /// OpenEBS and Prometheus on every task and remove them after it.
+    /// Off by default: the worker installs them once per cluster and the
+    /// driver runs each problem without touching them.
+    pub stock_orchestrator: bool,
+    /// The OpenEBS operator manifest the shared infrastructure is installed
+    /// from (a URL or a file; AIOpsLab's own is the URL below).
+    pub openebs_manifest: String,
+    /// How long installing the shared infrastructure may take.
+    pub infra_timeout: Duration,
+    /// The agent's context budget in tokens: older turns are dropped (the
+    /// system prompt is kept) beyond it. AIOpsLab's reference client trims at 120k.
+    pub max_context_tokens: u64,
+    /// Where the per-task LLM proxy listens (loopback; port 0 picks one).
+    pub llm_proxy_addr: std::net::SocketAddr,
+    /// At most this many LLM calls in flight per upstream endpoint (`None`: no limit).
+    pub llm_max_concurrency: Option<usize>,
+    /// At most this many LLM calls started per minute per upstream endpoint (`None`: no limit).
+    pub llm_requests_per_minute: Option<u32>,
+    /// API groups whose custom resources left after a run are leftovers
+    /// (Chaos Mesh experiments by default).
+    pub leftover_crd_groups: Vec<String>,
 }
+
+/// The OpenEBS operator manifest AIOpsLab's `init_problem` applies.
+pub const OPENEBS_MANIFEST_URL: &str = "https://openebs.github.io/charts/openebs-operator.yaml";
 
 impl KindConfig {
     /// The defaults for worker `worker_id`: cluster named after it, reset by
@@ -122,7 +163,6 @@ impl KindConfig {
             work_dir,
             kubeconfig_dir: None,
             reset_policy: ResetPolicy::DeleteNamespaces,
-            reset_namespaces: AIOPSLAB_NAMESPACES.iter().map(|ns| ns.to_string()).collect(),
             recreate_when_unhealthy: true,
             delete_on_shutdown: false,
             aiopslab_dir: None,
@@ -143,6 +183,18 @@ impl KindConfig {
             poll_interval: Duration::from_secs(2),
             extra_env: Vec::new(),
             custom_problems: BTreeMap::new(),
+            run_as: None,
+            allow_driver_as_root: false,
+            driver_env_passthrough: Vec::new(),
+            tiktoken_cache_dir: None,
+            stock_orchestrator: false,
+            openebs_manifest: OPENEBS_MANIFEST_URL.to_string(),
+            infra_timeout: Duration::from_secs(20 * 60),
+            max_context_tokens: 120_000,
+            llm_proxy_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            llm_max_concurrency: None,
+            llm_requests_per_minute: None,
+            leftover_crd_groups: vec!["chaos-mesh.org".to_string()],
         }
     }
 
@@ -169,6 +221,27 @@ impl KindConfig {
             Some(dir) => dir.join("config"),
             None => self.home_dir().join(".kube").join("config"),
         }
+    }
+
+    /// The node config `kind create cluster` gets: [`KindConfig::node_config`],
+    /// else AIOpsLab's own (`<aiopslab_dir>/kind/kind-config-x86.yaml`, or
+    /// `-arm` on arm64: one control plane and one worker node from its custom
+    /// image, `/run/udev` mounted for OpenEBS) when the checkout has it.
+    pub fn effective_node_config(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.node_config {
+            return Some(path.clone());
+        }
+        let arch = if std::env::consts::ARCH == "aarch64" {
+            "arm"
+        } else {
+            "x86"
+        };
+        let file = self
+            .aiopslab_dir
+            .as_ref()?
+            .join("kind")
+            .join(format!("kind-config-{arch}.yaml"));
+        file.is_file().then_some(file)
     }
 
     /// Where per-run directories go: `<work_dir>/runs`.
@@ -279,6 +352,70 @@ impl KindConfigBuilder {
         /// Sets [`KindConfig::poll_interval`].
         poll_interval: Duration
     );
+    setter!(
+        /// Sets [`KindConfig::allow_driver_as_root`].
+        allow_driver_as_root: bool
+    );
+    setter!(
+        /// Sets [`KindConfig::stock_orchestrator`].
+        stock_orchestrator: bool
+    );
+    setter!(
+        /// Sets [`KindConfig::infra_timeout`].
+        infra_timeout: Duration
+    );
+    setter!(
+        /// Sets [`KindConfig::max_context_tokens`].
+        max_context_tokens: u64
+    );
+    setter!(
+        /// Sets [`KindConfig::llm_max_concurrency`].
+        llm_max_concurrency: Option<usize>
+    );
+    setter!(
+        /// Sets [`KindConfig::llm_requests_per_minute`].
+        llm_requests_per_minute: Option<u32>
+    );
+
+    /// Sets [`KindConfig::run_as`].
+    pub fn run_as(mut self, user: Option<String>) -> Self {
+        self.config.run_as = user;
+        self
+    }
+
+    /// Adds a name to [`KindConfig::driver_env_passthrough`].
+    pub fn driver_env_passthrough(mut self, name: impl Into<String>) -> Self {
+        self.config.driver_env_passthrough.push(name.into());
+        self
+    }
+
+    /// Sets [`KindConfig::tiktoken_cache_dir`] (made absolute).
+    pub fn tiktoken_cache_dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.config.tiktoken_cache_dir = Some(absolute(path));
+        self
+    }
+
+    /// Sets [`KindConfig::openebs_manifest`].
+    pub fn openebs_manifest(mut self, manifest: impl Into<String>) -> Self {
+        self.config.openebs_manifest = manifest.into();
+        self
+    }
+
+    /// Sets [`KindConfig::llm_proxy_addr`].
+    pub fn llm_proxy_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.llm_proxy_addr = addr;
+        self
+    }
+
+    /// Replaces [`KindConfig::leftover_crd_groups`].
+    pub fn leftover_crd_groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.leftover_crd_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
 
     /// Sets [`KindConfig::node_config`].
     pub fn node_config(mut self, path: impl AsRef<Path>) -> Self {
@@ -295,16 +432,6 @@ impl KindConfigBuilder {
     /// Sets [`KindConfig::kubeconfig_dir`] (made absolute).
     pub fn kubeconfig_dir(mut self, path: impl AsRef<Path>) -> Self {
         self.config.kubeconfig_dir = Some(absolute(path));
-        self
-    }
-
-    /// Replaces [`KindConfig::reset_namespaces`].
-    pub fn reset_namespaces<I, S>(mut self, namespaces: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.config.reset_namespaces = namespaces.into_iter().map(Into::into).collect();
         self
     }
 
@@ -390,7 +517,8 @@ mod tests {
         assert_eq!(config.cluster_name, "worker-001-kind");
         assert_eq!(config.context_name(), "kind-worker-001-kind");
         assert_eq!(config.reset_policy, ResetPolicy::DeleteNamespaces);
-        assert_eq!(config.reset_namespaces.len(), 6);
+        assert_eq!(config.leftover_crd_groups, ["chaos-mesh.org"]);
+        assert!(!config.allow_driver_as_root && !config.stock_orchestrator);
         assert!(config.work_dir.is_absolute());
         assert!(config.kubeconfig_path().ends_with("home/.kube/config"));
         assert!(!config.create_cluster);

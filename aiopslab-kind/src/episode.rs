@@ -2,6 +2,11 @@
 //! entries while the run goes, and into the run's report when it ends (the
 //! trajectory, `result.metrics`, `result.output.solution`, the status).
 //!
+//! The conversation (messages) comes from the driver's events; the LLM
+//! calls themselves (request, reply, usage, latency, token ids, logprobs)
+//! come from the worker's own proxy record ([`EpisodeRecorder::set_llm_calls`]),
+//! never from what the driver says about itself.
+//!
 //! It is pure (no I/O), so the whole mapping is tested without a process.
 //! Malformed lines become warnings; they never end a run.
 
@@ -51,6 +56,15 @@ pub struct EpisodeInfo {
     pub metadata: JsonObject,
 }
 
+/// What failed after the evaluation existed (a cluster-health event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupFailure {
+    /// The step that raised (`recover_fault`, `app_cleanup`, `stock_teardown`, ...).
+    pub stage: String,
+    /// What it raised.
+    pub message: String,
+}
+
 struct ResultEvent {
     results: JsonObject,
     final_state: Option<String>,
@@ -58,6 +72,7 @@ struct ResultEvent {
     framework_overhead: Option<f64>,
     steps: Option<u32>,
     session_file: Option<String>,
+    phases: JsonObject,
 }
 
 /// Accumulates one run's events. See the module docs.
@@ -66,8 +81,13 @@ pub struct EpisodeRecorder {
     trajectory: Trajectory,
     last_step: Option<(u32, String)>,
     steps_seen: u32,
-    init_seconds: Option<f64>,
+    agent_turns: u32,
+    setup_seconds: Option<f64>,
     result: Option<ResultEvent>,
+    cleanup_seconds: Option<f64>,
+    cleanup_failure: Option<CleanupFailure>,
+    context_trims: Vec<Value>,
+    failed_llm_calls: u32,
     error: Option<(String, String)>,
     malformed: u32,
     summary: Vec<String>,
@@ -81,17 +101,6 @@ fn excerpt(text: &str, max: usize) -> String {
         let cut: String = one_line.chars().take(max).collect();
         format!("{cut}…")
     }
-}
-
-fn usage_from(value: &Value) -> Option<TokenUsage> {
-    let field = |key: &str| value.get(key).and_then(Value::as_u64);
-    let prompt_tokens = field("prompt_tokens")?;
-    let completion_tokens = field("completion_tokens").unwrap_or(0);
-    Some(TokenUsage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: field("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
-    })
 }
 
 fn level_from(level: &str) -> LogLevel {
@@ -115,8 +124,13 @@ impl EpisodeRecorder {
             trajectory,
             last_step: None,
             steps_seen: 0,
-            init_seconds: None,
+            agent_turns: 0,
+            setup_seconds: None,
             result: None,
+            cleanup_seconds: None,
+            cleanup_failure: None,
+            context_trims: Vec::new(),
+            failed_llm_calls: 0,
             error: None,
             malformed: 0,
             summary: Vec::new(),
@@ -136,6 +150,18 @@ impl EpisodeRecorder {
     /// Whether a result event arrived.
     pub fn has_result(&self) -> bool {
         self.result.is_some()
+    }
+
+    /// What failed after the evaluation, if anything did.
+    pub fn cleanup_failure(&self) -> Option<&CleanupFailure> {
+        self.cleanup_failure.as_ref()
+    }
+
+    /// The LLM calls of the run as the worker's proxy recorded them (the
+    /// successful ones, in order), and how many attempts failed.
+    pub fn set_llm_calls(&mut self, calls: Vec<LlmCall>, failed_attempts: u32) {
+        self.trajectory.llm_calls = calls;
+        self.failed_llm_calls = failed_attempts;
     }
 
     /// Takes one line of the event channel; returns the log entries it makes.
@@ -163,13 +189,15 @@ impl EpisodeRecorder {
                 protocol,
                 python,
                 aiopslab,
+                orchestrator,
             } => {
                 let mut entries = vec![NewLogEntry::new(
                     LogLevel::Info,
                     format!(
-                        "driver started: Python {}, aiopslab from {}",
+                        "driver started: Python {}, aiopslab from {}, {} orchestrator",
                         excerpt(&python, 40),
-                        aiopslab.as_deref().unwrap_or("?")
+                        aiopslab.as_deref().unwrap_or("?"),
+                        orchestrator.as_deref().unwrap_or("?")
                     ),
                 )];
                 if protocol != PROTOCOL_VERSION {
@@ -191,14 +219,14 @@ impl EpisodeRecorder {
                 actions,
                 system_prompt,
                 task_message,
-                init_seconds,
+                setup_seconds,
             } => {
-                self.init_seconds = init_seconds;
+                self.setup_seconds = setup_seconds;
                 let names: Vec<&str> = actions.keys().map(String::as_str).collect();
                 let message = format!(
                     "problem {} initialised{}; actions: {}",
                     self.info.problem_id,
-                    init_seconds.map(|s| format!(" in {s:.1} s")).unwrap_or_default(),
+                    setup_seconds.map(|s| format!(" in {s:.1} s")).unwrap_or_default(),
                     names.join(", ")
                 );
                 self.note(message.clone());
@@ -223,7 +251,7 @@ impl EpisodeRecorder {
                 self.steps_seen = self.steps_seen.max(step);
                 let api = api
                     .filter(|a| !a.is_empty())
-                    .unwrap_or_else(|| "(no action)".to_string());
+                    .unwrap_or_else(|| "(unparsable reply)".to_string());
                 let mut entry = NewLogEntry::new(
                     LogLevel::Info,
                     format!("step {step}: {api} → {}", excerpt(&env_response, 300)),
@@ -237,26 +265,14 @@ impl EpisodeRecorder {
             DriverEvent::LlmCall {
                 step,
                 input,
-                request,
                 response,
-                model,
-                sampling,
-                usage,
-                latency_ms,
-                logprobs,
                 attempts,
+                latency_ms,
             } => {
-                let usage = usage.as_ref().and_then(usage_from);
+                self.agent_turns += 1;
                 let message = format!(
-                    "LLM call for step {step}: {} in {:.0} ms{}{}",
-                    model.as_deref().unwrap_or("?"),
-                    latency_ms,
-                    usage
-                        .map(|u| format!(
-                            ", {} prompt + {} completion tokens",
-                            u.prompt_tokens, u.completion_tokens
-                        ))
-                        .unwrap_or_default(),
+                    "agent answered step {step}{}{}",
+                    latency_ms.map(|ms| format!(" in {ms:.0} ms")).unwrap_or_default(),
                     attempts
                         .filter(|a| *a > 1)
                         .map(|a| format!(" after {a} attempts"))
@@ -265,18 +281,28 @@ impl EpisodeRecorder {
                 self.trajectory.messages.push(TrajectoryMessage::new("env", input));
                 self.trajectory
                     .messages
-                    .push(TrajectoryMessage::new("assistant", response.clone()));
-                self.trajectory.llm_calls.push(LlmCall {
-                    step: Some(step),
-                    request,
-                    response,
-                    model,
-                    sampling,
-                    usage,
-                    latency_ms: latency_ms.max(0.0).round() as u64,
-                    logprobs,
-                });
+                    .push(TrajectoryMessage::new("assistant", response));
                 vec![NewLogEntry::new(LogLevel::Debug, message).at_step(step)]
+            }
+            DriverEvent::ContextTrimmed {
+                step,
+                dropped_messages,
+                tokens_before,
+                tokens_after,
+                budget,
+            } => {
+                let trim = json!({
+                    "step": step, "dropped_messages": dropped_messages,
+                    "tokens_before": tokens_before, "tokens_after": tokens_after, "budget": budget,
+                });
+                self.context_trims.push(trim);
+                let message = format!(
+                    "context trimmed before step {step}: {dropped_messages} oldest messages left out ({} → {} tokens, budget {})",
+                    tokens_before.map_or("?".into(), |t| t.to_string()),
+                    tokens_after.map_or("?".into(), |t| t.to_string()),
+                    budget.map_or("?".into(), |t| t.to_string()),
+                );
+                vec![NewLogEntry::new(LogLevel::Info, message).at_step(step)]
             }
             DriverEvent::Result {
                 results,
@@ -285,6 +311,7 @@ impl EpisodeRecorder {
                 framework_overhead,
                 steps,
                 session_file,
+                phases,
             } => {
                 let message = format!(
                     "evaluation: {}",
@@ -299,8 +326,42 @@ impl EpisodeRecorder {
                     framework_overhead,
                     steps,
                     session_file,
+                    phases,
                 });
                 vec![NewLogEntry::new(LogLevel::Info, message)]
+            }
+            DriverEvent::Cleanup {
+                cleanup_seconds,
+                session_file,
+            } => {
+                self.cleanup_seconds = cleanup_seconds;
+                self.keep_session_file(session_file);
+                vec![NewLogEntry::new(
+                    LogLevel::Info,
+                    format!(
+                        "after the evaluation: fault recovered and application cleaned up{}",
+                        cleanup_seconds.map(|s| format!(" in {s:.1} s")).unwrap_or_default()
+                    ),
+                )]
+            }
+            DriverEvent::CleanupError {
+                stage,
+                message,
+                traceback,
+                cleanup_seconds,
+                session_file,
+            } => {
+                self.cleanup_seconds = cleanup_seconds;
+                self.keep_session_file(session_file);
+                let text = format!(
+                    "after the evaluation, {stage} failed: {message}; the evaluation is kept and the cluster \
+                     is reset before the next task"
+                );
+                self.note(text.clone());
+                let mut entry = NewLogEntry::new(LogLevel::Warning, text);
+                entry.context.details = traceback.map(|tb| json!({ "traceback": tail(&tb, 4000), "stage": stage }));
+                self.cleanup_failure = Some(CleanupFailure { stage, message });
+                vec![entry]
             }
             DriverEvent::Error {
                 code,
@@ -314,6 +375,25 @@ impl EpisodeRecorder {
                 }
                 vec![entry]
             }
+            DriverEvent::Infra {
+                component,
+                state,
+                seconds,
+            } => vec![NewLogEntry::new(
+                LogLevel::Info,
+                format!(
+                    "shared infrastructure: {component} {}{}",
+                    state.replace('_', " "),
+                    seconds.map(|s| format!(" in {s:.1} s")).unwrap_or_default()
+                ),
+            )],
+            DriverEvent::InfraDone { seconds } => vec![NewLogEntry::new(
+                LogLevel::Info,
+                format!(
+                    "shared infrastructure ready{}",
+                    seconds.map(|s| format!(" in {s:.1} s")).unwrap_or_default()
+                ),
+            )],
             DriverEvent::Unknown => {
                 self.malformed += 1;
                 vec![NewLogEntry::new(
@@ -324,12 +404,18 @@ impl EpisodeRecorder {
         }
     }
 
+    fn keep_session_file(&mut self, session_file: Option<String>) {
+        if let (Some(result), Some(file)) = (self.result.as_mut(), session_file) {
+            result.session_file = Some(file);
+        }
+    }
+
     fn steps_taken(&self) -> u32 {
         let from_results = self.result.as_ref().and_then(|r| {
             r.steps
                 .or_else(|| r.results.get("steps").and_then(Value::as_u64).map(|s| s as u32))
         });
-        from_results.unwrap_or_else(|| self.steps_seen.max(self.trajectory.llm_calls.len() as u32))
+        from_results.unwrap_or_else(|| self.steps_seen.max(self.agent_turns))
     }
 
     fn metrics(&self, elapsed: Duration) -> JsonObject {
@@ -341,18 +427,30 @@ impl EpisodeRecorder {
             if let Some(overhead) = result.framework_overhead {
                 metrics.insert("framework_overhead".into(), json!(overhead));
             }
+            for (key, value) in &result.phases {
+                metrics.insert(key.clone(), value.clone());
+            }
         }
         metrics.insert("duration_seconds".into(), json!(elapsed.as_secs_f64()));
         metrics.insert("steps_taken".into(), json!(self.steps_taken()));
-        if let Some(init) = self.init_seconds {
-            metrics.insert("init_seconds".into(), json!(init));
+        if let Some(setup) = self.setup_seconds {
+            metrics.entry("setup_seconds").or_insert(json!(setup));
+        }
+        if let Some(cleanup) = self.cleanup_seconds {
+            metrics.insert("cleanup_seconds".into(), json!(cleanup));
         }
         let calls = &self.trajectory.llm_calls;
         metrics.insert("llm_calls".into(), json!(calls.len()));
+        if self.failed_llm_calls > 0 {
+            metrics.insert("llm_failed_calls".into(), json!(self.failed_llm_calls));
+        }
         if calls.iter().any(|call| call.usage.is_some()) {
             let sum = |f: fn(&TokenUsage) -> u64| calls.iter().filter_map(|c| c.usage.as_ref()).map(f).sum::<u64>();
             metrics.insert("llm_prompt_tokens".into(), json!(sum(|u| u.prompt_tokens)));
             metrics.insert("llm_completion_tokens".into(), json!(sum(|u| u.completion_tokens)));
+        }
+        if !self.context_trims.is_empty() {
+            metrics.insert("context_trims".into(), json!(self.context_trims.len()));
         }
         metrics
     }
@@ -362,7 +460,7 @@ impl EpisodeRecorder {
         // The environment's answer to the last action is never fed back to the
         // agent, so it only arrives as a step event: keep it as the last message.
         if let Some((step, response)) = self.last_step.take() {
-            if step as usize >= self.trajectory.llm_calls.len() {
+            if step >= self.agent_turns {
                 self.trajectory.messages.push(TrajectoryMessage::new("env", response));
             }
         }
@@ -373,7 +471,19 @@ impl EpisodeRecorder {
         }
         let meta = &mut self.trajectory.metadata;
         meta.insert("complete".into(), json!(status == TerminalStatus::Completed));
+        if !self.context_trims.is_empty() {
+            meta.insert(
+                "context_trims".into(),
+                Value::Array(std::mem::take(&mut self.context_trims)),
+            );
+        }
         let mut output = JsonObject::new();
+        if let Some(failure) = &self.cleanup_failure {
+            output.insert(
+                "cleanup_error".into(),
+                json!({"stage": failure.stage, "message": failure.message}),
+            );
+        }
         match self.result.take() {
             Some(result) => {
                 output.insert("solution".into(), result.solution);
@@ -512,17 +622,29 @@ mod tests {
                 json!({"event": "problem", "task_desc": "d", "instructions": "i", "actions": {"submit": "doc"},
                        "system_prompt": "SYS", "task_message": "TASK", "init_seconds": 2.5}),
                 json!({"event": "llm_call", "step": 1, "input": "Please take the next action",
-                       "request": [{"role": "system", "content": "SYS"}], "response": "R1", "model": "m",
-                       "sampling": {"temperature": 0.1}, "usage": {"prompt_tokens": 10, "completion_tokens": 2},
-                       "latency_ms": 12.4}),
+                       "response": "R1", "latency_ms": 12.4}),
                 json!({"event": "step", "step": 1, "action": "R1", "api": "exec_shell", "env_response": "E1"}),
                 json!({"event": "llm_call", "step": 2, "input": "E1\nPlease take the next action",
-                       "request": [], "response": "R2", "usage": {"prompt_tokens": 20, "completion_tokens": 3}}),
+                       "response": "R2"}),
                 json!({"event": "step", "step": 2, "action": "R2", "api": "submit", "env_response": "VALID"}),
                 json!({"event": "result", "results": {"Detection Accuracy": "Correct", "TTD": 1.5, "steps": 2},
-                       "final_state": "VALID_SUBMISSION", "solution": "Yes"}),
+                       "final_state": "VALID_SUBMISSION", "solution": "Yes",
+                       "phases": {"setup_seconds": 2.5, "agent_seconds": 1.5, "eval_seconds": 0.1}}),
+                json!({"event": "cleanup_error", "stage": "stock_teardown", "message": "openebs still there",
+                       "cleanup_seconds": 300.0}),
             ],
         );
+        let call = |prompt_tokens, latency_ms| LlmCall {
+            usage: Some(TokenUsage {
+                prompt_tokens,
+                completion_tokens: 2,
+                total_tokens: prompt_tokens + 2,
+            }),
+            latency_ms,
+            ..LlmCall::default()
+        };
+        rec.set_llm_calls(vec![call(10, 12), call(20, 30)], 1);
+        assert_eq!(rec.cleanup_failure().map(|f| f.stage.as_str()), Some("stock_teardown"));
         let report = rec.finish(exited(0), Duration::from_secs(3));
         assert_eq!(report.status, TerminalStatus::Completed);
         let result = report.result.unwrap();
@@ -532,6 +654,11 @@ mod tests {
         assert_eq!(result.metrics["Detection Accuracy"], "Correct");
         assert_eq!(result.metrics["llm_prompt_tokens"], 30);
         assert_eq!(result.output["solution"], "Yes");
+        assert_eq!(result.metrics["setup_seconds"], 2.5);
+        assert_eq!(result.metrics["agent_seconds"], 1.5);
+        assert_eq!(result.metrics["cleanup_seconds"], 300.0);
+        assert_eq!(result.metrics["llm_failed_calls"], 1);
+        assert_eq!(result.output["cleanup_error"]["stage"], "stock_teardown");
         let trajectory = report.trajectory.unwrap();
         let roles: Vec<&str> = trajectory.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "env", "assistant", "env", "assistant", "env"]);

@@ -9,10 +9,16 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use aiopslab_core::{JsonObject, TrajectoryMessage};
+use aiopslab_core::JsonObject;
 
 /// The protocol version the embedded driver speaks (sent in its `hello` event).
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2: the driver no longer reports LLM request details (the
+/// worker's proxy records them), reports the result as soon as AIOpsLab's
+/// evaluation exists and what happened after it separately (`cleanup`,
+/// `cleanup_error`), reports phase timings and context trimming, and has an
+/// infrastructure mode (`infra`, `infra_done`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One line of the driver's event channel.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -29,6 +35,9 @@ pub enum DriverEvent {
         /// Where `aiopslab` was imported from.
         #[serde(default)]
         aiopslab: Option<String>,
+        /// `warm`, `stock` or `infra`: how it drives AIOpsLab.
+        #[serde(default)]
+        orchestrator: Option<String>,
     },
     /// A log line.
     Log {
@@ -56,9 +65,42 @@ pub enum DriverEvent {
         system_prompt: String,
         /// The first user message (the task) the agent was given.
         task_message: String,
-        /// How long `init_problem` took.
+        /// How long `init_problem` took (deploy, inject, workload).
+        #[serde(default, alias = "init_seconds")]
+        setup_seconds: Option<f64>,
+    },
+    /// The agent got an answer from the LLM: the conversation side of the
+    /// call (the worker's proxy records the call itself).
+    LlmCall {
+        /// The step it served.
+        step: u32,
+        /// The text the orchestrator gave the agent this step.
         #[serde(default)]
-        init_seconds: Option<f64>,
+        input: String,
+        /// The reply text.
+        response: String,
+        /// How many attempts the call took (retries + 1).
+        #[serde(default)]
+        attempts: Option<u32>,
+        /// Round trip of the successful attempt, as the driver saw it.
+        #[serde(default)]
+        latency_ms: Option<f64>,
+    },
+    /// The agent dropped its oldest turns to stay within its context budget.
+    ContextTrimmed {
+        /// The step whose request was trimmed.
+        step: u32,
+        /// How many messages were left out.
+        dropped_messages: u32,
+        /// The estimated size before trimming.
+        #[serde(default)]
+        tokens_before: Option<u64>,
+        /// The estimated size after trimming.
+        #[serde(default)]
+        tokens_after: Option<u64>,
+        /// The budget.
+        #[serde(default)]
+        budget: Option<u64>,
     },
     /// One agent step finished: the action and the environment's response.
     Step {
@@ -66,44 +108,16 @@ pub enum DriverEvent {
         step: u32,
         /// The agent's reply (the action text).
         action: String,
-        /// The API called (text before the first `(` in the code block).
+        /// The API called, as AIOpsLab's parser read it (`None`: unparsable).
         #[serde(default)]
         api: Option<String>,
         /// What the environment answered.
         #[serde(default)]
         env_response: String,
     },
-    /// One call to the LLM endpoint.
-    LlmCall {
-        /// The step it served.
-        step: u32,
-        /// The text the orchestrator gave the agent this step.
-        #[serde(default)]
-        input: String,
-        /// The messages sent.
-        request: Vec<TrajectoryMessage>,
-        /// The reply text.
-        response: String,
-        /// The model that answered.
-        #[serde(default)]
-        model: Option<String>,
-        /// The sampling parameters sent.
-        #[serde(default)]
-        sampling: JsonObject,
-        /// Token usage as the endpoint reported it.
-        #[serde(default)]
-        usage: Option<Value>,
-        /// Round trip of the successful attempt.
-        #[serde(default)]
-        latency_ms: f64,
-        /// Log-probabilities, when the endpoint returned them.
-        #[serde(default)]
-        logprobs: Option<Value>,
-        /// How many attempts the call took (retries + 1).
-        #[serde(default)]
-        attempts: Option<u32>,
-    },
-    /// `start_problem` returned: AIOpsLab's results and the submission.
+    /// AIOpsLab's evaluation exists: its results and the submission. Sent
+    /// before anything that runs after the evaluation (session file, fault
+    /// recovery, application cleanup), so a failure there cannot lose it.
     Result {
         /// AIOpsLab's results dict.
         #[serde(default)]
@@ -120,7 +134,37 @@ pub enum DriverEvent {
         /// Steps the agent took.
         #[serde(default)]
         steps: Option<u32>,
+        /// AIOpsLab's session file, when already written.
+        #[serde(default)]
+        session_file: Option<String>,
+        /// Phase timings in seconds (`setup_seconds`, `agent_seconds`, `eval_seconds`).
+        #[serde(default)]
+        phases: JsonObject,
+    },
+    /// Everything after the evaluation succeeded.
+    Cleanup {
+        /// Seconds spent after the evaluation.
+        #[serde(default)]
+        cleanup_seconds: Option<f64>,
         /// AIOpsLab's session file.
+        #[serde(default)]
+        session_file: Option<String>,
+    },
+    /// Something after the evaluation raised: a cluster-health event, not a
+    /// failure of the episode.
+    CleanupError {
+        /// Which step raised (`session_file`, `recover_fault`, `app_cleanup`, `stock_teardown`).
+        #[serde(default)]
+        stage: String,
+        /// What happened.
+        message: String,
+        /// The Python traceback.
+        #[serde(default)]
+        traceback: Option<String>,
+        /// Seconds spent after the evaluation.
+        #[serde(default)]
+        cleanup_seconds: Option<f64>,
+        /// AIOpsLab's session file, when it was written.
         #[serde(default)]
         session_file: Option<String>,
     },
@@ -133,6 +177,22 @@ pub enum DriverEvent {
         /// The Python traceback, when there is one.
         #[serde(default)]
         traceback: Option<String>,
+    },
+    /// Infrastructure mode: one shared component is in place.
+    Infra {
+        /// `openebs` or `prometheus`.
+        component: String,
+        /// `installed` or `already_present`.
+        state: String,
+        /// How long it took.
+        #[serde(default)]
+        seconds: Option<f64>,
+    },
+    /// Infrastructure mode: everything is in place.
+    InfraDone {
+        /// How long it took in all.
+        #[serde(default)]
+        seconds: Option<f64>,
     },
     /// A kind this version does not know.
     #[serde(other)]

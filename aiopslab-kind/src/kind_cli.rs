@@ -55,7 +55,8 @@ impl<'a> KindCli<'a> {
             .any(|name| name == &self.config.cluster_name))
     }
 
-    /// `kind create cluster --name <cluster> [--config <node config>] --kubeconfig <own file>`.
+    /// `kind create cluster --name <cluster> [--config <node config>] --kubeconfig <own file>`
+    /// (the node config is [`KindConfig::effective_node_config`]).
     pub async fn create(&self) -> Result<(), CommandError> {
         let kubeconfig = self.config.kubeconfig_path();
         let mut args: Vec<&OsStr> = vec![
@@ -64,7 +65,8 @@ impl<'a> KindCli<'a> {
             "--name".as_ref(),
             self.config.cluster_name.as_ref(),
         ];
-        if let Some(node_config) = &self.config.node_config {
+        let node_config = self.config.effective_node_config();
+        if let Some(node_config) = &node_config {
             args.push("--config".as_ref());
             args.push(node_config.as_os_str());
         }

@@ -1,5 +1,6 @@
-//! The Kubernetes API calls the backend makes with kube-rs: node readiness
-//! and namespace deletion.
+//! The Kubernetes API calls the backend makes with kube-rs: node readiness,
+//! namespace listing and deletion (and, in [`crate::cluster_check`], the
+//! verified reset between runs).
 //!
 //! The client is built from the worker's own kubeconfig file and the
 //! cluster's context (`kind-<cluster>`), never from a shared kubeconfig or
@@ -24,8 +25,10 @@ pub enum KubeError {
         /// What was wrong.
         message: String,
     },
-    /// The API server refused or could not be reached.
-    #[error("Kubernetes API: {0}")]
+    /// The API server refused or could not be reached. The message carries
+    /// the whole cause chain (kube-rs's own `Display` stops at "client error
+    /// (Connect)" and hides the TLS or connection reason beneath it).
+    #[error("Kubernetes API: {}", error_chain(.0))]
     Api(#[from] kube::Error),
     /// Nodes did not become Ready in time.
     #[error("nodes not Ready after {seconds:.1} s: {state}")]
@@ -43,6 +46,38 @@ pub enum KubeError {
         /// The ones left.
         namespaces: Vec<String>,
     },
+    /// The verified reset found leftovers of a run that cleaning could not
+    /// remove, or shared infrastructure of the baseline is gone: the cluster
+    /// is not fit for the next run (recreate it).
+    #[error("cluster not clean after the reset: {}", .remaining.summary())]
+    LeftoversRemain {
+        /// What the last check still found.
+        remaining: Box<crate::cluster_check::Leftovers>,
+    },
+}
+
+/// `err` and every distinct message of its `source()` chain, joined by ": ".
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A namespace as [`KubeApi::namespaces`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceState {
+    /// Its name.
+    pub name: String,
+    /// Whether it is being deleted (`deletionTimestamp` set / phase `Terminating`).
+    pub terminating: bool,
 }
 
 /// How many of the cluster's nodes are Ready.
@@ -99,6 +134,26 @@ impl KubeApi {
         config.write_timeout = Some(Duration::from_secs(60));
         let client = kube::Client::try_from(config)?;
         Ok(Self { client })
+    }
+
+    /// The kube-rs client (for calls this type has no method for).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Every namespace, with whether it is being deleted.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceState>, KubeError> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let list = namespaces.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|namespace| NamespaceState {
+                terminating: namespace.metadata.deletion_timestamp.is_some()
+                    || namespace.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Terminating"),
+                name: namespace.metadata.name.unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Lists the nodes and their `Ready` condition.

@@ -30,12 +30,15 @@
 
 mod agent;
 mod backend;
+mod cluster_check;
 mod config;
 mod driver;
 mod episode;
 mod events;
+mod isolation;
 mod kind_cli;
 mod kube_api;
+mod llm_proxy;
 mod preflight;
 mod process;
 mod runner;
@@ -43,13 +46,23 @@ mod tools;
 
 pub use agent::{AgentConfigError, AgentSettings};
 pub use backend::KindBackend;
-pub use config::{KindConfig, KindConfigBuilder, ResetPolicy, AIOPSLAB_NAMESPACES};
+pub use cluster_check::{
+    verified_reset, ClusterBaseline, LeftoverResource, LeftoverRules, Leftovers, ResetOutcome, WebhookConfiguration,
+    WebhookKind, DEFAULT_CRD_GROUPS, PROTECTED_NAMESPACES,
+};
+pub use config::{KindConfig, KindConfigBuilder, ResetPolicy, AIOPSLAB_NAMESPACES, OPENEBS_MANIFEST_URL};
 pub use driver::{DRIVER_FILE_NAME, DRIVER_SOURCE};
 pub use episode::{EpisodeInfo, EpisodeRecorder, RunEnd};
 pub use events::{DriverEvent, PROTOCOL_VERSION};
+pub use isolation::{
+    apply_isolation, apply_isolation_std, check_driver_user_policy, driver_environment, forbid_inspection, is_withheld,
+    prepare_for_user, resolve_user, running_as_root, DriverUser, IsolationError, CREATE_DRIVER_USER,
+    DRIVER_ENV_ALLOWED_PREFIX, DRIVER_ENV_ALLOWLIST, WITHHELD_NAMES, WITHHELD_SUFFIXES,
+};
 pub use kind_cli::KindCli;
-pub use kube_api::{KubeApi, KubeError, NodeReadiness};
-pub use preflight::{preflight, PreflightError, PreflightProblem, Requirement};
+pub use kube_api::{KubeApi, KubeError, NamespaceState, NodeReadiness};
+pub use llm_proxy::{LlmProxy, ProxyError, ProxyLimits, ProxySession, RecordedCall, Secret, Upstream};
+pub use preflight::{preflight, PreflightError, PreflightProblem, PreflightReport, Requirement};
 pub use process::{group_alive, EVENTS_FD};
 pub use runner::{run_dir, task_type_of};
 pub use tools::{which, CommandError, CommandOutput};

@@ -6,6 +6,10 @@
 //! group and every stop signals the whole group: SIGTERM first (the driver
 //! turns it into `SystemExit`, so AIOpsLab's `atexit` fault recovery runs),
 //! then SIGKILL after a grace period.
+//!
+//! The agent's shell commands run inside this process tree, so the driver
+//! inherits nothing: it starts with exactly the environment it is given
+//! (see [`crate::isolation`]) and, when a user is given, as that user.
 
 use std::ffi::OsString;
 use std::io;
@@ -35,8 +39,10 @@ pub struct DriverSpec {
     pub args: Vec<OsString>,
     /// The working directory.
     pub cwd: PathBuf,
-    /// Variables set on top of the inherited environment.
+    /// Its whole environment: nothing of the worker's is inherited.
     pub env: Vec<(OsString, OsString)>,
+    /// The unprivileged user it runs as (`None`: the worker's own user).
+    pub user: Option<crate::isolation::DriverUser>,
     /// Where the driver's stdout and stderr are copied (`driver.stdout.log`, `driver.stderr.log`).
     pub stdout_log: PathBuf,
     /// See `stdout_log`.
@@ -177,9 +183,12 @@ impl DriverProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
-        for (key, value) in &spec.env {
-            command.env(key, value);
+            .kill_on_drop(true)
+            .env_clear()
+            .envs(spec.env.iter().map(|(key, value)| (key, value)));
+        if let Some(user) = &spec.user {
+            // Run as root, std also drops the supplementary groups before setuid.
+            command.uid(user.uid).gid(user.gid);
         }
         // SAFETY: the closure runs in the forked child before exec and only
         // calls async-signal-safe functions (dup2, fcntl) on descriptors it owns.

@@ -1,13 +1,17 @@
 //! The AIOpsLab runner: one driver process per task, from the checks that
-//! fail fast (unknown problem, bad `agent_config`) to the report.
+//! fail fast (unknown problem, bad `agent_config`) to the report, and the
+//! driver's infrastructure mode (OpenEBS and Prometheus, once per cluster).
 //!
 //! Each run gets its own directory under `<work_dir>/runs/` holding the
 //! driver script, `agent.json`, AIOpsLab's `results/` and the driver's
 //! stdout/stderr copies; it is also the driver's working directory (AIOpsLab's
-//! clients cache LLM replies in `./cache_dir`). The driver's environment
-//! isolates it from other workers: its own `HOME` (with `.kube/config`),
-//! `KUBECONFIG`, `AIOPSLAB_CLUSTER`, and `PYTHONPATH` starting with the
-//! AIOpsLab checkout.
+//! clients cache LLM replies in `./cache_dir`).
+//!
+//! The agent's shell runs inside the driver's process tree, so the driver is
+//! isolated ([`crate::isolation`]): a cleared environment with an explicit
+//! allow-list, no API key at all (it talks to a per-task loopback endpoint of
+//! the worker's [`LlmProxy`], which adds the key and records every call),
+//! and, when the worker runs as root, an unprivileged user of its own.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -16,14 +20,17 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use aiopslab_core::{catalog, JsonObject, RunContext, RunReport, Task, TaskStatus, TaskType};
+use aiopslab_core::{catalog, JsonObject, NewLogEntry, RunContext, RunReport, Task, TaskStatus, TaskType};
 
 use crate::agent::AgentSettings;
 use crate::config::KindConfig;
 use crate::driver;
-use crate::episode::{EpisodeInfo, EpisodeRecorder, RunEnd};
-use crate::events::PROTOCOL_VERSION;
+use crate::episode::{CleanupFailure, EpisodeInfo, EpisodeRecorder, RunEnd};
+use crate::events::{DriverEvent, PROTOCOL_VERSION};
+use crate::isolation::{self, DriverUser};
+use crate::llm_proxy::{LlmProxy, Secret, Upstream};
 use crate::process::{DriverProcess, DriverSpec, EVENTS_FD};
 use crate::tools;
 
@@ -31,6 +38,34 @@ use crate::tools;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long asking the interpreter for its executable may take.
 const PYTHON_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a run needs from the prepared backend.
+pub struct DriverHost<'a> {
+    /// The interpreter (from [`resolve_python`]), or why there is none.
+    pub python: Result<&'a Path, &'a str>,
+    /// The worker's LLM proxy: each run gets a session of its own.
+    pub proxy: &'a LlmProxy,
+    /// The user the driver runs as.
+    pub user: Option<&'a DriverUser>,
+}
+
+/// A finished run: its report, and what failed after the evaluation (a
+/// cluster-health event the backend answers with a reset).
+pub struct RunOutcome {
+    /// What goes to the store.
+    pub report: RunReport,
+    /// Set when AIOpsLab raised after its evaluation existed.
+    pub cleanup_failure: Option<CleanupFailure>,
+}
+
+impl From<RunReport> for RunOutcome {
+    fn from(report: RunReport) -> Self {
+        Self {
+            report,
+            cleanup_failure: None,
+        }
+    }
+}
 
 /// The task type of `problem_id`: the AIOpsLab catalog first, then the
 /// worker's custom problems.
@@ -45,39 +80,15 @@ pub fn run_dir(config: &KindConfig, task: &Task) -> PathBuf {
     config.runs_dir().join(format!("{}-{}", task.id, task.attempt))
 }
 
-fn driver_env(config: &KindConfig, task: &Task) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = config
-        .extra_env
-        .iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-        .collect();
-    let mut python_path = Vec::new();
-    if let Some(dir) = &config.aiopslab_dir {
-        python_path.push(dir.clone());
-    }
-    if let Some(existing) = config.child_env("PYTHONPATH") {
-        python_path.extend(std::env::split_paths(&existing));
-    }
-    let set = |env: &mut Vec<(OsString, OsString)>, key: &str, value: OsString| env.push((key.into(), value));
-    if !python_path.is_empty() {
-        if let Ok(joined) = std::env::join_paths(python_path) {
-            set(&mut env, "PYTHONPATH", joined);
-        }
-    }
-    set(&mut env, "HOME", config.home_dir().into_os_string());
-    set(&mut env, "KUBECONFIG", config.kubeconfig_path().into_os_string());
-    set(&mut env, "AIOPSLAB_CLUSTER", config.cluster_name.clone().into());
-    set(&mut env, "PYTHONUNBUFFERED", "1".into());
-    set(&mut env, "AIOPSLAB_WORKER_ID", config.worker_id.clone().into());
-    set(&mut env, "AIOPSLAB_TASK_ID", task.id.to_string().into());
-    env
-}
-
-async fn prepare_run_dir(dir: &Path, settings: &AgentSettings) -> std::io::Result<()> {
+async fn prepare_run_dir(dir: &Path, agent_json: Option<Vec<u8>>, user: Option<&DriverUser>) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir.join("results")).await?;
     tokio::fs::write(dir.join(driver::DRIVER_FILE_NAME), driver::DRIVER_SOURCE).await?;
-    let agent = serde_json::to_vec_pretty(settings).map_err(std::io::Error::other)?;
-    tokio::fs::write(dir.join("agent.json"), agent).await?;
+    if let Some(agent_json) = agent_json {
+        tokio::fs::write(dir.join("agent.json"), agent_json).await?;
+    }
+    if let Some(user) = user {
+        isolation::prepare_for_user(dir, user)?;
+    }
     Ok(())
 }
 
@@ -102,111 +113,84 @@ pub async fn resolve_python(config: &KindConfig) -> Result<PathBuf, String> {
     tools::resolve(config, &config.python).map_err(|err| format!("Python interpreter: {err}"))
 }
 
-/// Runs one task through the driver with interpreter `python` (from
-/// [`resolve_python`]). Never panics on bad input: every failure becomes a
-/// report with a code and a reason.
-pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &Task, ctx: &RunContext) -> RunReport {
-    let started = Instant::now();
-    let Some(task_type) = task_type_of(config, &task.problem_id) else {
-        let message = format!(
-            "unknown problem id {:?}: it is not one of the {} problems in the AIOpsLab catalog (see /problems) \
-             nor a custom problem of this worker",
-            task.problem_id,
-            catalog::PROBLEMS.len()
-        );
-        return fail(ctx, "unknown_problem", message).await;
-    };
-    let settings = match AgentSettings::resolve(config, &task.parameters.agent_config) {
-        Ok(settings) => settings,
-        Err(err) => return fail(ctx, err.code, err.message).await,
-    };
-    let kubeconfig = config.kubeconfig_path();
-    if !kubeconfig.is_file() {
-        let message = format!(
-            "the worker's kubeconfig {} does not exist: the backend was not prepared",
-            kubeconfig.display()
-        );
-        return fail(ctx, "backend_not_prepared", message).await;
-    }
-    let python = match python {
-        Ok(python) => python.to_path_buf(),
-        Err(err) => return fail(ctx, "driver_start", format!("cannot start the AIOpsLab driver: {err}")).await,
-    };
-    let dir = run_dir(config, task);
-    if let Err(err) = prepare_run_dir(&dir, &settings).await {
-        let message = format!("cannot prepare the run directory {}: {err}", dir.display());
-        return fail(ctx, "driver_start", message).await;
-    }
-
-    let spec = DriverSpec {
-        python,
-        args: vec![
-            dir.join(driver::DRIVER_FILE_NAME).into_os_string(),
-            "--problem-id".into(),
-            task.problem_id.clone().into(),
-            "--max-steps".into(),
-            task.parameters.max_steps.to_string().into(),
-            "--agent-config".into(),
-            dir.join("agent.json").into_os_string(),
-            "--results-dir".into(),
-            dir.join("results").into_os_string(),
-            "--events-fd".into(),
-            EVENTS_FD.to_string().into(),
-        ],
-        cwd: dir.clone(),
-        env: driver_env(config, task),
+/// The driver's command line and environment for a run directory.
+fn driver_spec(
+    config: &KindConfig,
+    python: &Path,
+    dir: &Path,
+    args: Vec<OsString>,
+    extra_env: &[(&str, OsString)],
+    deny: &[&str],
+    user: Option<&DriverUser>,
+) -> DriverSpec {
+    let mut all_args = vec![dir.join(driver::DRIVER_FILE_NAME).into_os_string()];
+    all_args.extend(args);
+    all_args.push("--events-fd".into());
+    all_args.push(EVENTS_FD.to_string().into());
+    DriverSpec {
+        python: python.to_path_buf(),
+        args: all_args,
+        cwd: dir.to_path_buf(),
+        env: isolation::driver_environment(config, &config.home_dir(), deny, extra_env),
+        user: user.cloned(),
         stdout_log: dir.join("driver.stdout.log"),
         stderr_log: dir.join("driver.stderr.log"),
-    };
-    let mut metadata = JsonObject::new();
-    metadata.insert("backend".into(), json!("kind"));
-    metadata.insert("cluster".into(), json!(config.cluster_name));
-    metadata.insert("worker_id".into(), json!(ctx.worker_id));
-    metadata.insert("problem_id".into(), json!(task.problem_id));
-    metadata.insert("task_type".into(), json!(task_type.as_str()));
-    metadata.insert("attempt".into(), json!(task.attempt));
-    metadata.insert("model".into(), json!(settings.model));
-    metadata.insert("max_steps".into(), json!(task.parameters.max_steps));
-    metadata.insert("driver_protocol".into(), json!(PROTOCOL_VERSION));
-    let mut recorder = EpisodeRecorder::new(EpisodeInfo {
-        task_id: task.id,
-        problem_id: task.problem_id.clone(),
-        task_type,
-        metadata,
-    });
-    let opening = format!(
-        "Starting AIOpsLab problem {} ({task_type}) on Kind cluster {} with model {}, max_steps {}, \
-         timeout {} min",
-        task.problem_id,
-        config.cluster_name,
-        settings.model,
-        task.parameters.max_steps,
-        task.parameters.timeout_minutes
-    );
-    recorder.note(opening.clone());
-    ctx.logs
-        .info(format!("{opening}; run directory {}", dir.display()))
-        .await;
+    }
+}
 
-    let (mut process, mut events) = match DriverProcess::spawn(&spec) {
-        Ok(spawned) => spawned,
-        Err(err) => {
-            let message = format!("cannot start the AIOpsLab driver ({}): {err}", spec.python.display());
-            return fail(ctx, "driver_start", message).await;
+/// When a driver must stop early.
+struct Stop<'a> {
+    cancel: &'a CancellationToken,
+    deadline: Instant,
+    timeout_minutes: u32,
+    kill_grace: Duration,
+}
+
+/// Where a driver's log entries go.
+enum LogTarget<'a> {
+    /// The task's log.
+    Task(&'a RunContext),
+    /// The worker's own log (infrastructure mode runs outside any task).
+    Worker,
+}
+
+impl LogTarget<'_> {
+    async fn send(&self, entries: Vec<NewLogEntry>) {
+        match self {
+            LogTarget::Task(ctx) => {
+                for entry in entries {
+                    ctx.logs.log(entry).await;
+                }
+            }
+            LogTarget::Worker => {
+                for entry in entries {
+                    tracing::info!(level = %entry.level, "driver: {}", entry.message);
+                }
+            }
         }
-    };
-    tracing::info!(pgid = process.pgid(), run_dir = %dir.display(), "driver started");
+    }
+}
 
+/// Starts the driver and feeds its event lines to `observe` until it exits, or
+/// stops its process group at the deadline or on cancel. Returns how it ended.
+async fn drive(
+    spec: &DriverSpec,
+    observe: &mut impl FnMut(&str) -> Vec<NewLogEntry>,
+    logs: &LogTarget<'_>,
+    stop: Stop<'_>,
+) -> Result<RunEnd, std::io::Error> {
+    let (mut process, mut events) = DriverProcess::spawn(spec)?;
+    tracing::info!(pgid = process.pgid(), run_dir = %spec.cwd.display(), "driver started");
     let mut events_open = true;
     let mut end = loop {
         tokio::select! {
             biased;
-            _ = ctx.cancel.cancelled() => break RunEnd::Cancelled,
-            _ = tokio::time::sleep_until(ctx.deadline) => {
-                break RunEnd::TimedOut { timeout_minutes: task.parameters.timeout_minutes }
+            _ = stop.cancel.cancelled() => break RunEnd::Cancelled,
+            _ = tokio::time::sleep_until(stop.deadline) => {
+                break RunEnd::TimedOut { timeout_minutes: stop.timeout_minutes }
             }
             line = events.recv(), if events_open => match line {
-                Some(line) => forward_line(&mut recorder, ctx, &line).await,
+                Some(line) => logs.send(observe(&line)).await,
                 None => events_open = false,
             },
             status = process.wait() => {
@@ -221,7 +205,6 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
             }
         }
     };
-
     match &end {
         RunEnd::Exited { .. } => {
             // Whatever AIOpsLab left running in the group (workload generators, port-forwards) goes now.
@@ -233,23 +216,24 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
             } else {
                 "the deadline passed"
             };
-            ctx.logs
-                .warning(format!(
+            logs.send(vec![NewLogEntry::new(
+                aiopslab_core::LogLevel::Warning,
+                format!(
                     "{why}: stopping the driver's process group (SIGTERM, SIGKILL after {} s)",
-                    config.kill_grace.as_secs()
-                ))
-                .await;
-            if let Err(err) = process.terminate(config.kill_grace).await {
+                    stop.kill_grace.as_secs()
+                ),
+            )])
+            .await;
+            if let Err(err) = process.terminate(stop.kill_grace).await {
                 tracing::warn!(%err, "stopping the driver failed");
             }
         }
     }
-
     // The events written before the driver ended are still in the pipe.
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
     while events_open {
         match tokio::time::timeout_at(drain_until, events.recv()).await {
-            Ok(Some(line)) => forward_line(&mut recorder, ctx, &line).await,
+            Ok(Some(line)) => logs.send(observe(&line)).await,
             Ok(None) | Err(_) => events_open = false,
         }
     }
@@ -257,6 +241,129 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
     if let RunEnd::Exited { stderr_tail: tail, .. } = &mut end {
         *tail = stderr_tail;
     }
+    Ok(end)
+}
+
+/// Runs one task through the driver. Never panics on bad input: every
+/// failure becomes a report with a code and a reason.
+pub async fn run_task(config: &KindConfig, host: &DriverHost<'_>, task: &Task, ctx: &RunContext) -> RunOutcome {
+    let started = Instant::now();
+    let Some(task_type) = task_type_of(config, &task.problem_id) else {
+        let message = format!(
+            "unknown problem id {:?}: it is not one of the {} problems in the AIOpsLab catalog (see /problems) \
+             nor a custom problem of this worker",
+            task.problem_id,
+            catalog::PROBLEMS.len()
+        );
+        return fail(ctx, "unknown_problem", message).await.into();
+    };
+    let settings = match AgentSettings::resolve(config, &task.parameters.agent_config) {
+        Ok(settings) => settings,
+        Err(err) => return fail(ctx, err.code, err.message).await.into(),
+    };
+    let kubeconfig = config.kubeconfig_path();
+    if !kubeconfig.is_file() {
+        let message = format!(
+            "the worker's kubeconfig {} does not exist: the backend was not prepared",
+            kubeconfig.display()
+        );
+        return fail(ctx, "backend_not_prepared", message).await.into();
+    }
+    let python = match host.python {
+        Ok(python) => python.to_path_buf(),
+        Err(err) => {
+            let message = format!("cannot start the AIOpsLab driver: {err}");
+            return fail(ctx, "driver_start", message).await.into();
+        }
+    };
+
+    // The key stays here: the driver only learns a loopback URL that dies with the task.
+    let session = host.proxy.open_session(
+        Upstream {
+            base_url: settings.base_url.clone(),
+            api_key: settings.api_key(config).map(Secret::new),
+            timeout: settings.request_timeout(),
+        },
+        task.id.to_string(),
+    );
+    let dir = run_dir(config, task);
+    let agent_json = match settings.driver_config(session.base_url()) {
+        Ok(json) => json,
+        Err(err) => {
+            return fail(ctx, "driver_start", format!("cannot write agent.json: {err}"))
+                .await
+                .into()
+        }
+    };
+    if let Err(err) = prepare_run_dir(&dir, Some(agent_json), host.user).await {
+        let message = format!("cannot prepare the run directory {}: {err}", dir.display());
+        return fail(ctx, "driver_start", message).await.into();
+    }
+    let mut args: Vec<OsString> = vec![
+        "--problem-id".into(),
+        task.problem_id.clone().into(),
+        "--max-steps".into(),
+        task.parameters.max_steps.to_string().into(),
+        "--agent-config".into(),
+        dir.join("agent.json").into_os_string(),
+        "--results-dir".into(),
+        dir.join("results").into_os_string(),
+    ];
+    if config.stock_orchestrator {
+        args.push("--stock-orchestrator".into());
+    }
+    let extra_env = [
+        ("AIOPSLAB_WORKER_ID", OsString::from(&config.worker_id)),
+        ("AIOPSLAB_TASK_ID", OsString::from(task.id.to_string())),
+    ];
+    let deny: Vec<&str> = settings.api_key_env.as_deref().into_iter().collect();
+    let spec = driver_spec(config, &python, &dir, args, &extra_env, &deny, host.user);
+
+    let mut recorder = EpisodeRecorder::new(EpisodeInfo {
+        task_id: task.id,
+        problem_id: task.problem_id.clone(),
+        task_type,
+        metadata: episode_metadata(config, task, task_type, &settings, ctx),
+    });
+    let opening = format!(
+        "Starting AIOpsLab problem {} ({task_type}) on Kind cluster {} with model {}, max_steps {}, \
+         timeout {} min, {} orchestrator",
+        task.problem_id,
+        config.cluster_name,
+        settings.model,
+        task.parameters.max_steps,
+        task.parameters.timeout_minutes,
+        if config.stock_orchestrator {
+            "AIOpsLab's stock"
+        } else {
+            "the warm-cluster"
+        },
+    );
+    recorder.note(opening.clone());
+    ctx.logs
+        .info(format!("{opening}; run directory {}", dir.display()))
+        .await;
+
+    let stop = Stop {
+        cancel: &ctx.cancel,
+        deadline: ctx.deadline,
+        timeout_minutes: task.parameters.timeout_minutes,
+        kill_grace: config.kill_grace,
+    };
+    let mut observe = |line: &str| recorder.apply_line(line);
+    let end = match drive(&spec, &mut observe, &LogTarget::Task(ctx), stop).await {
+        Ok(end) => end,
+        Err(err) => {
+            let message = format!("cannot start the AIOpsLab driver ({}): {err}", spec.python.display());
+            return fail(ctx, "driver_start", message).await.into();
+        }
+    };
+    // The record of the calls is the worker's own; the session URL stops working here.
+    session.close();
+    let calls = session.calls();
+    let failed = calls.iter().filter(|call| call.to_llm_call().is_none()).count() as u32;
+    recorder.set_llm_calls(calls.iter().filter_map(|call| call.to_llm_call()).collect(), failed);
+    let cleanup_failure = recorder.cleanup_failure().cloned();
     let report = recorder.finish(end, started.elapsed());
     match &report.error {
         None => {
@@ -271,18 +378,109 @@ pub async fn run_task(config: &KindConfig, python: Result<&Path, &str>, task: &T
                 .await
         }
     }
-    report
+    RunOutcome {
+        report,
+        cleanup_failure,
+    }
+}
+
+fn episode_metadata(
+    config: &KindConfig,
+    task: &Task,
+    task_type: TaskType,
+    settings: &AgentSettings,
+    ctx: &RunContext,
+) -> JsonObject {
+    let mut metadata = JsonObject::new();
+    metadata.insert("backend".into(), json!("kind"));
+    metadata.insert("cluster".into(), json!(config.cluster_name));
+    metadata.insert("worker_id".into(), json!(ctx.worker_id));
+    metadata.insert("problem_id".into(), json!(task.problem_id));
+    metadata.insert("task_type".into(), json!(task_type.as_str()));
+    metadata.insert("attempt".into(), json!(task.attempt));
+    metadata.insert("model".into(), json!(settings.model));
+    metadata.insert("max_steps".into(), json!(task.parameters.max_steps));
+    metadata.insert("max_context_tokens".into(), json!(settings.max_context_tokens));
+    metadata.insert(
+        "orchestrator".into(),
+        json!(if config.stock_orchestrator { "stock" } else { "warm" }),
+    );
+    metadata.insert("driver_protocol".into(), json!(PROTOCOL_VERSION));
+    metadata
+}
+
+/// Installs the shared infrastructure (OpenEBS, then Prometheus) with the
+/// driver's infrastructure mode, i.e. with AIOpsLab's own classes and charts.
+/// Idempotent: what is already there is left alone. Returns what the driver
+/// reported, one line per component.
+pub async fn install_infra(
+    config: &KindConfig,
+    python: &Path,
+    user: Option<&DriverUser>,
+) -> Result<Vec<String>, String> {
+    let dir = config.work_dir.join("infra");
+    prepare_run_dir(&dir, None, user)
+        .await
+        .map_err(|err| format!("cannot prepare {}: {err}", dir.display()))?;
+    let args = vec![
+        "--install-infra".into(),
+        "--openebs-manifest".into(),
+        OsString::from(&config.openebs_manifest),
+    ];
+    let extra_env = [("AIOPSLAB_WORKER_ID", OsString::from(&config.worker_id))];
+    let spec = driver_spec(config, python, &dir, args, &extra_env, &[], user);
+    let mut recorder = EpisodeRecorder::new(EpisodeInfo {
+        task_id: aiopslab_core::TaskId::nil(),
+        problem_id: "(shared infrastructure)".into(),
+        task_type: TaskType::Detection,
+        metadata: JsonObject::new(),
+    });
+    let cancel = CancellationToken::new();
+    let stop = Stop {
+        cancel: &cancel,
+        deadline: Instant::now() + config.infra_timeout,
+        timeout_minutes: (config.infra_timeout.as_secs() / 60) as u32,
+        kill_grace: config.kill_grace,
+    };
+    let mut installed = Vec::new();
+    let mut failure = None;
+    let mut observe = |line: &str| {
+        match DriverEvent::parse(line.trim()) {
+            Ok(DriverEvent::Infra { component, state, .. }) => installed.push(format!("{component}: {state}")),
+            Ok(DriverEvent::Error { code, message, .. }) => failure = Some(format!("{code}: {message}")),
+            _ => {}
+        }
+        recorder.apply_line(line)
+    };
+    let end = drive(&spec, &mut observe, &LogTarget::Worker, stop).await;
+    match (end, failure) {
+        (_, Some(message)) => Err(message),
+        (Ok(RunEnd::Exited { code: Some(0), .. }), None) => Ok(installed),
+        (Ok(RunEnd::TimedOut { .. }), None) => Err(format!(
+            "installing the shared infrastructure took longer than {} s",
+            config.infra_timeout.as_secs()
+        )),
+        (
+            Ok(RunEnd::Exited {
+                code,
+                signal,
+                stderr_tail,
+            }),
+            None,
+        ) => Err(format!(
+            "the driver's infrastructure mode ended without finishing (exit code {code:?}, signal {signal:?}): {}",
+            tools::tail(&stderr_tail, 1500)
+        )),
+        (Ok(RunEnd::Cancelled), None) => Err("installing the shared infrastructure was cancelled".into()),
+        (Err(err), None) => Err(format!(
+            "cannot start the AIOpsLab driver ({}): {err}",
+            python.display()
+        )),
+    }
 }
 
 /// Logs `message` as the run's error and returns the failed report.
 async fn fail(ctx: &RunContext, code: &str, message: String) -> RunReport {
     ctx.logs.error(message.clone()).await;
     RunReport::failed(code, message)
-}
-
-/// Feeds one event line to the recorder and logs the entries it makes.
-async fn forward_line(recorder: &mut EpisodeRecorder, ctx: &RunContext, line: &str) {
-    for entry in recorder.apply_line(line) {
-        ctx.logs.log(entry).await;
-    }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use aiopslab_core::ClusterBackend;
-use aiopslab_kind::{KindBackend, ResetPolicy, AIOPSLAB_NAMESPACES};
+use aiopslab_kind::{KindBackend, ResetPolicy};
 use common::{Harness, Ns, WORKER};
 
 #[tokio::test]
@@ -77,23 +77,62 @@ async fn prepare_creates_the_cluster_when_asked_with_the_node_config_and_own_kub
 }
 
 #[tokio::test]
-async fn reset_deletes_the_run_namespaces_and_waits_until_they_are_gone() {
+async fn a_created_cluster_uses_aiopslabs_own_node_config_by_default() {
+    let h = Harness::start().await;
+    let config = h.builder().create_cluster(true).build();
+    let expected = common::fakes_dir()
+        .join("aiopslab")
+        .join("kind")
+        .join("kind-config-x86.yaml");
+    assert_eq!(config.effective_node_config(), Some(expected.clone()));
+    let backend = KindBackend::new(config);
+    backend.prepare().await.unwrap();
+    assert!(
+        h.kind_calls()
+            .iter()
+            .any(|c| c.contains(&format!("--config {}", expected.display()))),
+        "{:?}",
+        h.kind_calls()
+    );
+}
+
+#[tokio::test]
+async fn prepare_refuses_a_root_driver_unless_allowed() {
+    let h = Harness::start().await;
+    h.with_cluster(WORKER);
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root, as CI has");
+    let err = KindBackend::new(h.builder().allow_driver_as_root(false).build())
+        .prepare()
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("--run-as"), "{err}");
+}
+
+#[tokio::test]
+async fn the_verified_reset_deletes_what_the_run_left_keeps_the_baseline_and_waits_until_it_is_gone() {
     let h = Harness::start().await;
     h.with_cluster(WORKER);
     {
         let mut state = h.kube.state.lock().unwrap();
         state.terminating_polls = 3;
-        for ns in ["test-hotel-reservation", "observe", "openebs", "kube-system"] {
+        // Present when the worker prepared the cluster: the baseline, kept.
+        for ns in ["observe", "openebs", "kube-system"] {
             state.namespaces.insert(ns.into(), Ns::Active);
         }
     }
     let backend = KindBackend::new(h.builder().build());
     backend.prepare().await.unwrap();
+    // What a run leaves behind.
+    for ns in ["test-hotel-reservation", "chaos-mesh"] {
+        h.kube.state.lock().unwrap().namespaces.insert(ns.into(), Ns::Active);
+    }
 
-    backend.reset().await.unwrap();
+    let summary = backend.verified_reset().await.unwrap();
 
+    assert!(summary.contains("test-hotel-reservation"), "{summary}");
     let requests = h.kube.requests();
-    for ns in AIOPSLAB_NAMESPACES {
+    for ns in ["test-hotel-reservation", "chaos-mesh"] {
         assert!(
             requests.contains(&format!("DELETE /api/v1/namespaces/{ns}")),
             "{ns}: {requests:?}"
@@ -103,26 +142,50 @@ async fn reset_deletes_the_run_namespaces_and_waits_until_they_are_gone() {
         .iter()
         .filter(|r| *r == "GET /api/v1/namespaces/test-hotel-reservation")
         .count();
-    assert!(polls >= 4, "waited while it was Terminating: {polls}");
+    assert!(polls >= 3, "waited while it was Terminating: {polls}");
     let state = h.kube.state.lock().unwrap();
-    assert_eq!(state.namespaces.keys().collect::<Vec<_>>(), ["kube-system"]);
-    assert!(!requests.iter().any(|r| r.contains("kube-system")));
+    assert_eq!(
+        state.namespaces.keys().collect::<Vec<_>>(),
+        ["kube-system", "observe", "openebs"]
+    );
+    assert!(!requests
+        .iter()
+        .any(|r| r.starts_with("DELETE") && (r.contains("observe") || r.contains("openebs"))));
+    assert!(!requests
+        .iter()
+        .any(|r| r.contains("kube-system") && r.starts_with("DELETE")));
 }
 
 #[tokio::test]
-async fn reset_that_cannot_finish_recreates_the_cluster() {
+async fn reset_between_tasks_is_a_no_op_after_a_passed_check_and_cleans_otherwise() {
     let h = Harness::start().await;
     h.with_cluster(WORKER);
+    let backend = KindBackend::new(h.builder().build());
+    backend.prepare().await.unwrap();
+    let before = h.kube.requests().len();
+    backend.reset().await.unwrap();
+    assert_eq!(
+        h.kube.requests().len(),
+        before,
+        "prepare verified the cluster: nothing to do"
+    );
+}
+
+#[tokio::test]
+async fn a_reset_that_cannot_finish_recreates_the_cluster() {
+    let h = Harness::start().await;
+    h.with_cluster(WORKER);
+    let backend = KindBackend::new(h.builder().namespace_delete_timeout(Duration::from_millis(300)).build());
+    backend.prepare().await.unwrap();
     {
         let mut state = h.kube.state.lock().unwrap();
         state.terminating_polls = 1_000_000; // stuck Terminating
-        state.namespaces.insert("openebs".into(), Ns::Active);
+        state.namespaces.insert("test-social-network".into(), Ns::Active);
     }
-    let backend = KindBackend::new(h.builder().namespace_delete_timeout(Duration::from_millis(300)).build());
-    backend.prepare().await.unwrap();
 
-    backend.reset().await.unwrap();
+    let summary = backend.verified_reset().await.unwrap();
 
+    assert!(summary.contains("recreated"), "{summary}");
     let calls = h.kind_calls();
     let delete = calls
         .iter()
@@ -131,6 +194,26 @@ async fn reset_that_cannot_finish_recreates_the_cluster() {
         .iter()
         .position(|c| c.starts_with(&format!("create cluster --name {WORKER}")));
     assert!(delete.is_some() && create.is_some() && delete < create, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_reset_that_cannot_finish_fails_when_recreation_is_off() {
+    let h = Harness::start().await;
+    h.with_cluster(WORKER);
+    let config = h
+        .builder()
+        .namespace_delete_timeout(Duration::from_millis(300))
+        .recreate_when_unhealthy(false)
+        .build();
+    let backend = KindBackend::new(config);
+    backend.prepare().await.unwrap();
+    {
+        let mut state = h.kube.state.lock().unwrap();
+        state.terminating_polls = 1_000_000;
+        state.namespaces.insert("test-social-network".into(), Ns::Active);
+    }
+    let err = backend.verified_reset().await.unwrap_err();
+    assert!(err.message.contains("test-social-network"), "{err}");
 }
 
 #[tokio::test]
@@ -168,7 +251,7 @@ async fn recreate_policy_deletes_and_creates_the_cluster_between_tasks() {
     h.with_cluster(WORKER);
     let backend = KindBackend::new(h.builder().reset_policy(ResetPolicy::RecreateCluster).build());
     backend.prepare().await.unwrap();
-    backend.reset().await.unwrap();
+    backend.verified_reset().await.unwrap();
     let calls = h.kind_calls();
     assert!(calls.iter().any(|c| c.starts_with("delete cluster")), "{calls:?}");
     assert!(calls.iter().any(|c| c.starts_with("create cluster")), "{calls:?}");

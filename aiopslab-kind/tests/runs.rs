@@ -8,18 +8,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aiopslab_core::{ClusterBackend, LogLevel, RunReport, TerminalStatus};
-use aiopslab_kind::{group_alive, KindBackend, KindConfig};
-use common::{action, context, drain, pid_alive, task, Harness, LlmReply, WORKER};
+use aiopslab_kind::group_alive;
+use common::{action, context, drain, pid_alive, prepared, task, Harness, LlmReply, WORKER};
 use serde_json::{json, Value};
 
 const DETECTION: &str = "misconfig_app_hotel_res-detection-1";
-
-async fn prepared(h: &Harness, config: KindConfig) -> KindBackend {
-    h.with_cluster(WORKER);
-    let backend = KindBackend::new(config);
-    backend.prepare().await.unwrap();
-    backend
-}
 
 /// The driver led a process group of its own, and nothing of it is left.
 fn assert_driver_group_gone(h: &Harness) {
@@ -48,7 +41,7 @@ async fn a_detection_run_that_submits_correctly_completes_with_metrics_and_a_ful
     let h = Harness::start().await;
     h.llm.set_script(
         vec![
-            action(r#"exec_shell("kubectl get pods -n test-hotel-reservation")"#),
+            action(r#"exec_shell("echo pods-listed; kubectl get pods -n test-hotel-reservation")"#),
             action(r#"submit("Yes")"#),
         ],
         LlmReply::Status(500),
@@ -97,9 +90,11 @@ async fn a_detection_run_that_submits_correctly_completes_with_metrics_and_a_ful
         "instructions as the task message"
     );
     assert_eq!(trajectory.messages[2].content, "Please take the next action");
-    assert!(trajectory.messages[4]
-        .content
-        .contains("(fake shell) $ kubectl get pods"));
+    assert!(
+        trajectory.messages[4].content.starts_with("pods-listed\n"),
+        "the agent's command really ran: {}",
+        trajectory.messages[4].content
+    );
     assert!(trajectory.messages[4].content.ends_with("Please take the next action"));
     assert_eq!(trajectory.messages[6].content, "VALID_SUBMISSION");
     assert_eq!(trajectory.llm_calls.len(), 2);
@@ -122,7 +117,16 @@ async fn a_detection_run_that_submits_correctly_completes_with_metrics_and_a_ful
     assert_eq!(requests[0].1["model"], "gpt-4");
     let run_dir = aiopslab_kind::run_dir(&config, &task);
     let agent_json = std::fs::read_to_string(run_dir.join("agent.json")).unwrap();
-    assert!(agent_json.contains("FAKE_LLM_KEY") && !agent_json.contains("sk-fake-secret"));
+    assert!(
+        !agent_json.contains("sk-fake-secret")
+            && !agent_json.contains("FAKE_LLM_KEY")
+            && !agent_json.contains(&h.llm.base_url),
+        "the driver knows neither the key, nor its variable, nor the real endpoint: {agent_json}"
+    );
+    assert!(
+        agent_json.contains("http://127.0.0.1:") && agent_json.contains("/t/"),
+        "{agent_json}"
+    );
     assert!(run_dir.join("aiopslab_driver.py").is_file());
     let sessions: Vec<_> = std::fs::read_dir(run_dir.join("results")).unwrap().collect();
     assert_eq!(sessions.len(), 1, "AIOpsLab's session file is in the run's results dir");
@@ -135,9 +139,13 @@ async fn a_detection_run_that_submits_correctly_completes_with_metrics_and_a_ful
     assert_eq!(PathBuf::from(env["cwd"].as_str().unwrap()), run_dir);
     let kubeconfig = config.kubeconfig_path().display().to_string();
     let tools = h.tool_calls();
-    assert!(tools.contains(&format!(
-        "kubectl KUBECONFIG={kubeconfig} create namespace test-hotel-reservation"
-    )));
+    assert!(
+        tools
+            .iter()
+            .any(|c| c.starts_with(&format!("kubectl KUBECONFIG={kubeconfig} apply"))
+                && c.contains("-n test-hotel-reservation")),
+        "AIOpsLab deployed the application with the worker's kubeconfig: {tools:?}"
+    );
     assert!(tools
         .iter()
         .any(|c| c.starts_with(&format!("helm KUBECONFIG={kubeconfig} install prometheus"))));
@@ -155,6 +163,16 @@ async fn a_detection_run_that_submits_correctly_completes_with_metrics_and_a_ful
     assert_eq!(step.context.action.as_deref(), Some("exec_shell"));
     assert!(logs.iter().any(|e| e.message.contains("evaluation:")));
     assert!(!logs.iter().any(|e| e.level == LogLevel::Warning), "{logs:?}");
+    // The verified reset ran before the report.
+    assert!(
+        result.metrics["reset_seconds"].as_f64().is_some(),
+        "{:?}",
+        result.metrics
+    );
+    assert!(
+        logs.iter().any(|e| e.message.starts_with("verified reset in")),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test]
@@ -380,6 +398,7 @@ async fn a_driver_that_prints_garbage_fails_with_the_reason() {
 async fn an_unknown_problem_fails_fast_without_starting_anything() {
     let h = Harness::start().await;
     let backend = prepared(&h, h.builder().build()).await;
+    let infra_calls = h.aiopslab_calls().len();
     let task = task("no-such-problem-detection-9", json!({"model": "m"}), 5, 30);
     let (ctx, _logs) = context(&task, Duration::from_secs(60));
 
@@ -389,13 +408,15 @@ async fn an_unknown_problem_fails_fast_without_starting_anything() {
     assert_eq!(error_code(&report), "unknown_problem");
     assert!(error_message(&report).contains("no-such-problem-detection-9"));
     assert!(!aiopslab_kind::run_dir(backend.config(), &task).exists());
-    assert!(h.aiopslab_calls().is_empty() && h.llm.requests().is_empty());
+    assert_eq!(h.aiopslab_calls().len(), infra_calls, "AIOpsLab was not started");
+    assert!(h.llm.requests().is_empty());
 }
 
 #[tokio::test]
 async fn secrets_in_agent_config_and_unset_key_variables_fail_fast() {
     let h = Harness::start().await;
     let backend = prepared(&h, h.builder().build()).await;
+    let infra_calls = h.aiopslab_calls().len();
     let task1 = task(DETECTION, json!({"model": "m", "api_key": "sk-x"}), 5, 30);
     let (ctx, _logs) = context(&task1, Duration::from_secs(60));
     let report = backend.run(&task1, ctx).await;
@@ -410,5 +431,5 @@ async fn secrets_in_agent_config_and_unset_key_variables_fail_fast() {
     let (ctx, _logs) = context(&task2, Duration::from_secs(60));
     let report = backend.run(&task2, ctx).await;
     assert_eq!(error_code(&report), "missing_api_key");
-    assert!(h.aiopslab_calls().is_empty());
+    assert_eq!(h.aiopslab_calls().len(), infra_calls, "AIOpsLab was not started");
 }

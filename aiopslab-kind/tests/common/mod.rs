@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 pub const WORKER: &str = "worker-test";
 
+/// tiktoken's cache file name for `cl100k_base`: sha1 of its blob URL
+/// (`https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken`).
+pub const TIKTOKEN_CL100K_CACHE_FILE: &str = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4";
+
 pub fn fakes_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fakes")
 }
@@ -255,6 +259,26 @@ async fn delete_namespace(
     }
 }
 
+async fn list_namespaces(State(state): State<Arc<Mutex<KubeState>>>) -> Json<Value> {
+    let mut state = state.lock().unwrap();
+    state.requests.push("GET /api/v1/namespaces".into());
+    let items: Vec<Value> = state
+        .namespaces
+        .iter()
+        .map(|(name, ns)| namespace(name, if *ns == Ns::Active { "Active" } else { "Terminating" }))
+        .collect();
+    Json(json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}))
+}
+
+/// An empty list of `kind` (the fake cluster has no CRDs, webhooks or volumes).
+fn empty_list(api_version: &'static str, kind: &'static str) -> impl Fn() -> std::future::Ready<Json<Value>> + Clone {
+    move || {
+        std::future::ready(Json(
+            json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": []}),
+        ))
+    }
+}
+
 impl FakeKube {
     pub async fn start() -> FakeKube {
         let state = Arc::new(Mutex::new(KubeState {
@@ -263,7 +287,30 @@ impl FakeKube {
         }));
         let router = Router::new()
             .route("/api/v1/nodes", get(list_nodes))
+            .route("/api/v1/namespaces", get(list_namespaces))
             .route("/api/v1/namespaces/{name}", get(get_namespace).delete(delete_namespace))
+            .route(
+                "/api/v1/persistentvolumes",
+                get(empty_list("v1", "PersistentVolumeList")),
+            )
+            .route(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                get(empty_list("apiextensions.k8s.io/v1", "CustomResourceDefinitionList")),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                get(empty_list(
+                    "admissionregistration.k8s.io/v1",
+                    "MutatingWebhookConfigurationList",
+                )),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                get(empty_list(
+                    "admissionregistration.k8s.io/v1",
+                    "ValidatingWebhookConfigurationList",
+                )),
+            )
             .with_state(state.clone());
         let addr = serve(router).await;
         FakeKube {
@@ -296,15 +343,34 @@ fn read_lines(path: &Path) -> Vec<String> {
 
 impl Harness {
     pub async fn start() -> Harness {
+        use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let kind_state = root.path().join("kind-state");
         std::fs::create_dir_all(kind_state.join("clusters")).unwrap();
+        // What the fake aiopslab and the fake tools write must be writable by
+        // the driver's user too (the isolation tests switch users).
+        let shared =
+            |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let aiopslab_state = root.path().join("aiopslab-state");
+        std::fs::create_dir_all(&aiopslab_state).unwrap();
+        shared(&aiopslab_state, 0o777);
+        // The fake helm keeps its releases as marker files beside its log.
+        let tools_dir = root.path().join("tools");
+        std::fs::create_dir_all(&tools_dir).unwrap();
+        shared(&tools_dir, 0o777);
+        let tools_log = tools_dir.join("tools.log");
+        std::fs::write(&tools_log, "").unwrap();
+        shared(&tools_log, 0o666);
+        // tiktoken's cl100k_base, cached where tiktoken (and the fake) looks for it.
+        let tiktoken = root.path().join("tiktoken");
+        std::fs::create_dir_all(&tiktoken).unwrap();
+        std::fs::write(tiktoken.join(TIKTOKEN_CL100K_CACHE_FILE), "FAKE cl100k_base ranks\n").unwrap();
         Harness {
             llm: FakeLlm::start(Vec::new(), LlmReply::Status(500)).await,
             kube: FakeKube::start().await,
             kind_state,
-            aiopslab_state: root.path().join("aiopslab-state"),
-            tools_log: root.path().join("tools.log"),
+            aiopslab_state,
+            tools_log,
             root,
         }
     }
@@ -341,7 +407,10 @@ impl Harness {
             .node_ready_timeout(Duration::from_secs(5))
             .namespace_delete_timeout(Duration::from_secs(5))
             .poll_interval(Duration::from_millis(20))
+            .allow_driver_as_root(true)
+            .tiktoken_cache_dir(self.root.path().join("tiktoken"))
             .env("PATH", self.path())
+            .env("FAKE_AIOPSLAB_MAX_WAIT", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("FAKE_KIND_STATE", self.kind_state.display().to_string())
             .env("FAKE_KUBE_API_URL", self.kube.url.clone())
@@ -370,6 +439,15 @@ impl Harness {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
+}
+
+/// A backend over the fake cluster named after the worker, prepared.
+pub async fn prepared(h: &Harness, config: aiopslab_kind::KindConfig) -> aiopslab_kind::KindBackend {
+    use aiopslab_core::ClusterBackend;
+    h.with_cluster(WORKER);
+    let backend = aiopslab_kind::KindBackend::new(config);
+    backend.prepare().await.unwrap();
+    backend
 }
 
 /// Whether a process is alive (a zombie awaiting its reaper counts as gone).
@@ -435,4 +513,95 @@ pub fn drain(receiver: &mut mpsc::Receiver<NewLogEntry>) -> Vec<NewLogEntry> {
         entries.push(entry);
     }
     entries
+}
+
+// ----------------------------------------------------------------- the driver's user
+
+/// The unprivileged user the isolation tests run the driver as.
+pub const DRIVER_USER: &str = "aiopslab-driver-test";
+
+/// Creates [`DRIVER_USER`] when it does not exist yet and returns its name.
+/// These tests switch users, so they need root (CI runs as root).
+pub fn ensure_driver_user() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test runs the driver as another user and needs root (run `cargo test` as root, as CI does)"
+    );
+    let exists = std::process::Command::new("id")
+        .args(["-u", DRIVER_USER])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !exists {
+        let status = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                DRIVER_USER,
+            ])
+            .status()
+            .expect("useradd runs");
+        // Two test binaries may race to create it.
+        let created = std::process::Command::new("id").args(["-u", DRIVER_USER]).output();
+        assert!(
+            status.success() || created.is_ok_and(|out| out.status.success()),
+            "useradd {DRIVER_USER} failed"
+        );
+    }
+    DRIVER_USER.to_string()
+}
+
+/// The uid of `user`.
+pub fn uid_of(user: &str) -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-u", user])
+        .output()
+        .expect("id runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a uid")
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(kind) if kind.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
+impl Harness {
+    /// Lets another user traverse the harness's directory (temp dirs are 0700).
+    pub fn open_to_driver_user(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// Polls until the task is terminal, at most `limit`.
+pub async fn wait_terminal(store: &dyn aiopslab_core::TaskStore, id: aiopslab_core::TaskId, limit: Duration) -> Task {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let task = store.get_task(id).await.unwrap();
+        if task.status.is_terminal() {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} still {} after {limit:?}",
+            task.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,5 +1,3 @@
-"""FAKE aiopslab package for the aiopslab-kind tests (see ../README.md).
-
-Like the real package, importing it reads aiopslab/config.yml."""
-
-from aiopslab.config import config  # noqa: F401  (read at import, as the real one)
+# FAKE aiopslab package for the aiopslab-kind tests (see ../README.md).
+# Empty on purpose, as the real aiopslab/__init__.py is: `import aiopslab`
+# alone reads no config, loads no kubeconfig and needs no tiktoken data.

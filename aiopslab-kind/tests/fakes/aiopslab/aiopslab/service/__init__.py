@@ -1,0 +1,1 @@
+# FAKE aiopslab.service (see ../../README.md).

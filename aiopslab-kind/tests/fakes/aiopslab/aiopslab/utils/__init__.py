@@ -1,0 +1,1 @@
+# FAKE aiopslab.utils (see ../../README.md).

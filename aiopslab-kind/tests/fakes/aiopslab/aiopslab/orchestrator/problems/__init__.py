@@ -1,0 +1,1 @@
+# FAKE aiopslab.orchestrator.problems (see ../../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.generators (see ../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.generators.workload (see ../../../README.md).

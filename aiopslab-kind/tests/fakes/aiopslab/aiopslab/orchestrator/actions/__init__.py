@@ -1,0 +1,1 @@
+# FAKE aiopslab.orchestrator.actions (see ../../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.orchestrator.evaluators (see ../../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.orchestrator.problems.misconfig_app (see ../../../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.orchestrator.problems.no_op (see ../../../../README.md).

@@ -1,0 +1,1 @@
+# FAKE aiopslab.service.apps (see ../../../README.md).

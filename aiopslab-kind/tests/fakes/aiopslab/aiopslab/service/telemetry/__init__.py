@@ -1,0 +1,1 @@
+# FAKE aiopslab.service.telemetry (see ../../../README.md).
