@@ -28,7 +28,8 @@ use aiopslab_http::client::HttpStore;
 use aiopslab_kind::{preflight, KindBackend, KindConfig, ResetPolicy};
 use aiopslab_postgres::PgStore;
 use anyhow::Context;
-use clap::{Args as ClapArgs, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args as ClapArgs, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 /// Where this worker runs its tasks.
@@ -222,8 +223,10 @@ struct KindArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     support::init_logging(args.log_file.as_deref())?;
+    warn_of_secrets_on_the_command_line(&matches);
 
     let store = connect(&args).await?;
     let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
@@ -254,6 +257,23 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("worker {} stopped", args.id))?;
     tracing::info!(worker_id = %args.id, "worker stopped");
     Ok(())
+}
+
+/// A secret given as a flag is in this process's command line, which every
+/// user of the host can read (`ps`), the agent's shell included: say so.
+fn warn_of_secrets_on_the_command_line(matches: &clap::ArgMatches) {
+    for (id, variable) in [
+        ("worker_token", "AIOPSLAB_WORKER_TOKEN"),
+        ("database_url", "DATABASE_URL"),
+    ] {
+        if matches.value_source(id) == Some(ValueSource::CommandLine) {
+            tracing::warn!(
+                "--{} was given on the command line, which every process on this host can read \
+                 (the agent's shell too, with `ps`); set {variable} in the environment instead",
+                id.replace('_', "-")
+            );
+        }
+    }
 }
 
 /// The store the worker uses: the server over HTTP, or PostgreSQL directly.
