@@ -137,12 +137,17 @@ async fn a_teardown_that_raises_after_a_correct_evaluation_keeps_the_evaluation_
     }
 }
 
-#[tokio::test]
-async fn every_task_reports_its_phases() {
+/// The phases of one simulated-cost detection run (the fake sleeps in each
+/// phase), on a warm cluster or with AIOpsLab's stock orchestrator.
+async fn simulated_cost_phases(stock: bool) -> serde_json::Map<String, serde_json::Value> {
     let h = Harness::start().await;
     let config = h
         .builder()
-        .env("FAKE_AIOPSLAB_DELAYS", "deploy=0.4,inject=0.1,eval=0.2,cleanup=0.3")
+        .env(
+            "FAKE_AIOPSLAB_DELAYS",
+            "deploy=0.4,inject=0.1,eval=0.2,cleanup=0.3,openebs=1,prometheus=1,teardown=1",
+        )
+        .stock_orchestrator(stock)
         .build();
     let backend = prepared(&h, config).await;
     h.llm.set_script(
@@ -157,37 +162,52 @@ async fn every_task_reports_its_phases() {
 
     let report = backend.run(&task, ctx).await;
 
-    assert_eq!(report.status, TerminalStatus::Completed, "{:?}", report.error);
+    assert_eq!(
+        report.status,
+        TerminalStatus::Completed,
+        "stock={stock}: {:?}",
+        report.error
+    );
     let metrics = report.result.unwrap().metrics;
-    let phases: Vec<(&str, f64)> = [
+    [
         "setup_seconds",
         "agent_seconds",
         "eval_seconds",
         "cleanup_seconds",
         "reset_seconds",
+        "duration_seconds",
     ]
     .into_iter()
     .map(|key| {
-        (
-            key,
-            metrics[key].as_f64().unwrap_or_else(|| panic!("{key}: {metrics:?}")),
-        )
+        let value = metrics[key].as_f64().unwrap_or_else(|| panic!("{key}: {metrics:?}"));
+        (key.to_string(), json!(value))
     })
-    .collect();
-    let figures: serde_json::Map<String, serde_json::Value> = phases
-        .iter()
-        .map(|(key, value)| (key.to_string(), json!(value)))
-        .collect();
+    .collect()
+}
+
+#[tokio::test]
+async fn every_task_reports_its_phases() {
+    let warm = simulated_cost_phases(false).await;
+    let stock = simulated_cost_phases(true).await;
     eprintln!(
         "{}",
-        json!({"simulated_cost_run_phases": figures, "duration_seconds": metrics["duration_seconds"]})
+        json!({"simulated_cost_run_phases": {"warm": warm, "stock_orchestrator": stock}})
     );
-    let phase = |key: &str| phases.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap_or(-1.0);
-    assert!(phase("setup_seconds") >= 0.5, "deploy + inject: {phases:?}");
-    assert!(phase("agent_seconds") >= 0.3, "the shell step: {phases:?}");
-    assert!(phase("eval_seconds") >= 0.2, "{phases:?}");
-    assert!(phase("cleanup_seconds") >= 0.3, "{phases:?}");
-    assert!(phase("reset_seconds") >= 0.0, "{phases:?}");
+    let phase = |phases: &serde_json::Map<String, serde_json::Value>, key: &str| phases[key].as_f64().unwrap_or(-1.0);
+    assert!(phase(&warm, "setup_seconds") >= 0.5, "deploy + inject: {warm:?}");
+    assert!(phase(&warm, "agent_seconds") >= 0.3, "the shell step: {warm:?}");
+    assert!(phase(&warm, "eval_seconds") >= 0.2, "{warm:?}");
+    assert!(phase(&warm, "cleanup_seconds") >= 0.3, "{warm:?}");
+    assert!(phase(&warm, "reset_seconds") >= 0.0, "{warm:?}");
+    // The stock orchestrator pays OpenEBS and Prometheus in every setup, their teardown in every cleanup.
+    assert!(
+        phase(&stock, "setup_seconds") >= phase(&warm, "setup_seconds") + 1.8,
+        "{stock:?} vs {warm:?}"
+    );
+    assert!(
+        phase(&stock, "cleanup_seconds") >= phase(&warm, "cleanup_seconds") + 0.9,
+        "{stock:?} vs {warm:?}"
+    );
 }
 
 #[tokio::test]
