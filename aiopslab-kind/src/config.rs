@@ -102,7 +102,9 @@ pub struct KindConfig {
     /// How often readiness and deletion are polled.
     pub poll_interval: Duration,
     /// Environment added to every process this backend starts (the `kind` CLI and
-    /// the driver); e.g. `PATH`, proxies, the LLM key variable.
+    /// the driver); e.g. `PATH`, proxies. Also where [`KindConfig::child_env`]
+    /// looks first, so an LLM key may be set here for the worker's proxy: names
+    /// that look like secrets never reach the driver (see [`crate::isolation`]).
     pub extra_env: Vec<(String, String)>,
     /// Problem ids outside the AIOpsLab catalog that this worker's AIOpsLab
     /// checkout knows (custom problems), with their task type.
