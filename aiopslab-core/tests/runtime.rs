@@ -679,3 +679,293 @@ async fn a_dropped_worker_loses_its_tasks_when_their_leases_expire() {
     doomed.shutdown.cancel();
     doomed.handle.abort();
 }
+
+/// The messages of a task's stored log, in store order.
+async fn stored_messages(store: &dyn TaskStore, id: TaskId) -> Vec<String> {
+    let logs = store.get_logs(id, &LogQuery::default()).await.unwrap();
+    assert!(logs.windows(2).all(|w| w[0].id < w[1].id), "log in append order");
+    logs.into_iter().map(|entry| entry.message).collect()
+}
+
+/// Runs one task of `lines` log lines (one every 100 ms) while the log store
+/// is down for the first `outage`, and returns the store and the task.
+async fn run_through_a_log_outage(lines: usize, outage: Duration, config: WorkerConfig) -> (Arc<FakeFlakyStore>, Task) {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    store.appends_down.store(true, Ordering::SeqCst);
+    let backend = Arc::new(FakeChattyBackend {
+        lines,
+        interval: Duration::from_millis(100),
+    });
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), backend, config);
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(outage).await;
+    assert_eq!(
+        store.get_task(task.id).await.unwrap().status,
+        TaskStatus::Running,
+        "the outcome waits for the log"
+    );
+    store.appends_down.store(false, Ordering::SeqCst);
+    let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
+    worker.stop().await.unwrap();
+    // The outage outlasted the old budget of 8 tries (about 13 s at most).
+    assert!(store.append_failures.load(Ordering::SeqCst) > 8);
+    (store, done)
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_written_during_a_long_store_outage_are_delivered_in_order_before_the_outcome() {
+    let (_guard, captured) = capture_logs();
+    // 300 lines over 30 s; the log store is down for 90 s, well past the end of the run.
+    let (store, task) = run_through_a_log_outage(300, Duration::from_secs(90), config("w")).await;
+
+    assert_eq!(
+        stored_messages(&*store, task.id).await,
+        chatty_lines(0..300),
+        "every line, once, in order"
+    );
+    let journal = store.journal.lock().unwrap().clone();
+    assert_eq!(journal.last(), Some(&"finish"), "{journal:?}");
+    assert_eq!(journal.iter().filter(|w| **w == "finish").count(), 1);
+    assert!(journal.iter().filter(|w| **w == "append").count() >= 3, "{journal:?}");
+    // One warning for the outage (not one per try), and nothing dropped.
+    let warnings: Vec<String> = captured
+        .warnings_containing("")
+        .into_iter()
+        .map(|event| event.message)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("could not store log entries; holding them"),
+        "{warnings:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn beyond_the_entry_bound_exactly_the_oldest_lines_are_dropped_with_one_warning() {
+    let (_guard, captured) = capture_logs();
+    let mut config = config("w");
+    config.log_buffer_entries = 50;
+    let (store, task) = run_through_a_log_outage(300, Duration::from_secs(90), config).await;
+
+    let stored = stored_messages(&*store, task.id).await;
+    assert_eq!(stored.len(), 51, "the gap note, then the newest 50");
+    assert!(
+        stored[0].starts_with("250 log entries were dropped here"),
+        "{}",
+        stored[0]
+    );
+    assert_eq!(stored[1..], chatty_lines(250..300)[..]);
+    let logs = store.get_logs(task.id, &LogQuery::default()).await.unwrap();
+    assert_eq!(logs[0].level, LogLevel::Warning);
+    assert_eq!(logs[0].context.details.as_ref().unwrap()["dropped_entries"], 250);
+
+    let warnings = captured.warnings_containing("overflowed");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].field("dropped"), Some("250"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn beyond_the_byte_bound_exactly_the_oldest_lines_are_dropped() {
+    let mut config = config("w");
+    // "line 00000" is 10 bytes: 20 lines fit.
+    config.log_buffer_bytes = 200;
+    let (store, task) = run_through_a_log_outage(100, Duration::from_secs(60), config).await;
+    let stored = stored_messages(&*store, task.id).await;
+    assert!(
+        stored[0].starts_with("80 log entries were dropped here"),
+        "{}",
+        stored[0]
+    );
+    assert_eq!(stored[1..], chatty_lines(80..100)[..]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_outage_during_the_run_loses_nothing_and_the_run_goes_on() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let backend = Arc::new(FakeChattyBackend {
+        lines: 600,
+        interval: Duration::from_millis(100),
+    });
+    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), backend, config("w"));
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Down for 30 s in the middle of a 60 s run.
+    store.appends_down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    store.appends_down.store(false, Ordering::SeqCst);
+    // Caught up within the backoff's cap (10 s), while the run still goes on.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(store.get_task(task.id).await.unwrap().status, TaskStatus::Running);
+    let caught_up = stored_messages(&*store, task.id).await;
+    assert!(caught_up.len() >= 500, "{} lines stored", caught_up.len());
+    assert_eq!(caught_up, chatty_lines(0..caught_up.len()));
+
+    assert_eq!(
+        wait_terminal(&*store, task.id, MINUTE).await.status,
+        TaskStatus::Completed
+    );
+    assert_eq!(stored_messages(&*store, task.id).await, chatty_lines(0..600));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_lines_of_a_lease_lost_during_the_outage_are_dropped_with_a_warning() {
+    let (_guard, captured) = capture_logs();
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let backend = Arc::new(FakeChattyBackend {
+        lines: 3000,
+        interval: Duration::from_millis(100),
+    });
+    let task = submit(
+        &*store,
+        NewTask {
+            max_retries: Some(1),
+            ..NewTask::new("misconfig_app_hotel_res-detection-1")
+        },
+    )
+    .await;
+    let worker = start_default(store.clone(), backend, config("w"));
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = stored_messages(&*store, task.id).await.len();
+    assert!(before > 0);
+
+    // Cut off past the lease: the sweep requeues the task meanwhile.
+    store.partitioned.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    assert_eq!(store.inner.sweep().await.unwrap().requeued, vec![task.id]);
+    // Another worker takes it over (it writes no log of its own).
+    store
+        .inner
+        .register_worker(WorkerRegistration::new("worker-b", "default"))
+        .await
+        .unwrap();
+    let request = ClaimRequest {
+        worker_id: "worker-b".into(),
+        backend_type: "default".into(),
+        supported_problems: None,
+        task_id: Some(task.id),
+    };
+    assert_eq!(store.inner.claim(&request).await.unwrap().unwrap().attempt, 2);
+    store.partitioned.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    assert_eq!(
+        stored_messages(&*store, task.id).await.len(),
+        before,
+        "nothing written under the lost lease"
+    );
+    let dropped = captured.warnings_containing("the lease is gone");
+    assert_eq!(dropped.len(), 1, "{:?}", captured.warnings_containing(""));
+    let count: usize = dropped[0].field("dropped").unwrap().parse().unwrap();
+    assert!(count >= 700, "the lines held during the 75 s outage: {count}");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_lease_is_kept_by_heartbeats_derived_from_it() {
+    let lease = Duration::from_secs(5);
+    let store = Arc::new(MemoryStore::with_policy(LeasePolicy {
+        lease_duration: lease,
+        ..LeasePolicy::default()
+    }));
+    let stop_sweeper = {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
+        tokio::spawn(run_sweeper(scheduler, Duration::from_secs(1), stop.clone()));
+        stop
+    };
+    // A healthy 60 s run: 60 steps of 1 s.
+    let long = simulated(SimulatedConfig {
+        steps: 60,
+        step_delay: Duration::from_secs(1),
+        ..SimulatedConfig::default()
+    });
+    let task = |store: Arc<MemoryStore>| async move {
+        submit(
+            &*store,
+            NewTask {
+                max_steps: Some(60),
+                ..NewTask::new("misconfig_app_hotel_res-detection-1")
+            },
+        )
+        .await
+    };
+
+    // The heartbeat derived from the lease keeps it: completed on the first attempt.
+    let kept = task(store.clone()).await;
+    let derived = config("w").with_lease_duration(lease);
+    assert!(derived.heartbeat_interval <= lease / 3);
+    let worker = start_default(store.clone(), long.clone(), derived);
+    let done = wait_terminal(&*store, kept.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
+    assert_eq!(done.attempt, 1);
+    worker.stop().await.unwrap();
+
+    // The control: the default 10 s heartbeat (the old behaviour of
+    // in-process workers) loses the same healthy run as worker_lost.
+    let lost = task(store.clone()).await;
+    let worker = start_default(store.clone(), long, config("w"));
+    let done = wait_terminal(&*store, lost.id, 5 * MINUTE).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.error_details.unwrap().code, "worker_lost");
+    worker.handle.abort();
+
+    // And a worker told the lease refuses such a heartbeat at start.
+    let mut refused = config("w2");
+    refused.lease_duration = Some(lease);
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(1)), refused);
+    let error = worker.handle.await.unwrap().unwrap_err();
+    match error {
+        RuntimeError::Config(error) => assert_eq!(error.field, "heartbeat_interval"),
+        other => panic!("expected a configuration error, got {other}"),
+    }
+    stop_sweeper.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn normal_runs_log_no_lease_lost_warning() {
+    let (_guard, captured) = capture_logs();
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    // A lease check takes a round trip, as over HTTP: runs end (and are
+    // reported) while it is on its way.
+    *store.extend_lease_delay.lock().unwrap() = Duration::from_millis(50);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1"))
+                .await
+                .id,
+        );
+    }
+    let worker = start_default(
+        store.clone(),
+        simulated(SimulatedConfig::instant(3)),
+        config("w").with_max_parallel_tasks(2),
+    );
+    for id in &ids {
+        assert_eq!(wait_terminal(&*store, *id, MINUTE).await.status, TaskStatus::Completed);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    worker.stop().await.unwrap();
+
+    assert_eq!(
+        captured.containing("outcome reported").len(),
+        20,
+        "the capture sees the runtime"
+    );
+    assert!(
+        !captured.containing("lease ended by our own report").is_empty(),
+        "the race did happen"
+    );
+    let misleading = captured.warnings_containing("lease lost");
+    assert!(misleading.is_empty(), "{misleading:#?}");
+    assert!(
+        captured.warnings_containing("").is_empty(),
+        "{:#?}",
+        captured.warnings_containing("")
+    );
+}

@@ -24,8 +24,17 @@ pub struct WorkerConfig {
     /// crate's) when they are missing.
     pub metadata: JsonObject,
     /// How often the worker heartbeats, which also extends its leases.
-    /// Keep it well under the store's lease duration. Default 10 s.
+    /// Keep it well under the store's lease duration: at most a third of
+    /// it, so that a lost heartbeat or two does not lose a lease (checked
+    /// by [`validate`](Self::validate) when `lease_duration` is known;
+    /// [`with_lease_duration`](Self::with_lease_duration) derives it).
+    /// Default 10 s, for the stores' default lease of 60 s.
     pub heartbeat_interval: Duration,
+    /// The store's lease duration (`LeasePolicy::lease_duration`), when
+    /// the worker knows it: an in-process worker does, a remote one is told
+    /// by its operator. Only used to check `heartbeat_interval`. Default
+    /// `None` (unknown, not checked).
+    pub lease_duration: Option<Duration>,
     /// How long to wait before asking again when the queue was empty (a
     /// store event for our backend type wakes the worker sooner). Default 2 s.
     pub poll_interval: Duration,
@@ -45,12 +54,30 @@ pub struct WorkerConfig {
     pub log_batch_size: usize,
     /// Longest time a log entry waits for its batch to fill. Default 250 ms.
     pub log_flush_interval: Duration,
+    /// Most log entries of one run held in memory while the store cannot
+    /// take them (an outage): they are sent, in order, once it can again.
+    /// Beyond this the oldest are dropped, and the stored log gets a
+    /// warning entry saying how many at that point. Default 10 000.
+    pub log_buffer_entries: usize,
+    /// The same bound in bytes (message, action and details of each entry).
+    /// The newest entry is always kept. Default 8 MiB.
+    pub log_buffer_bytes: usize,
+    /// Once a run has ended, how long its outcome waits for held log
+    /// entries to reach the store before they are dropped (with a warning)
+    /// and the outcome is reported anyway. Default 5 min.
+    pub log_flush_timeout: Duration,
     /// Backoff for store calls failing with transient errors. Reports of
     /// finished runs retry without a limit on tries (see the runtime docs).
     pub retry: RetryPolicy,
 }
 
 impl WorkerConfig {
+    /// The heartbeat interval of [`WorkerConfig::new`].
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+    /// How many heartbeats must fit in one lease (see `heartbeat_interval`).
+    pub const HEARTBEATS_PER_LEASE: u32 = 3;
+
     /// A configuration with every default: one slot, all problems, the
     /// timings documented on each field.
     pub fn new(worker_id: impl Into<String>, backend_type: impl Into<String>) -> Self {
@@ -59,13 +86,17 @@ impl WorkerConfig {
             backend_type: backend_type.into(),
             capabilities: WorkerCapabilities::default(),
             metadata: JsonObject::new(),
-            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            lease_duration: None,
             poll_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(10),
             report_grace: Duration::from_secs(15),
             log_batch_size: 100,
             log_flush_interval: Duration::from_millis(250),
+            log_buffer_entries: 10_000,
+            log_buffer_bytes: 8 * 1024 * 1024,
+            log_flush_timeout: Duration::from_secs(300),
             retry: RetryPolicy::default(),
         }
     }
@@ -73,6 +104,26 @@ impl WorkerConfig {
     /// The same configuration with `n` parallel slots.
     pub fn with_max_parallel_tasks(mut self, n: u32) -> Self {
         self.capabilities.max_parallel_tasks = n;
+        self
+    }
+
+    /// The same configuration for a store whose leases last `lease`: it is
+    /// recorded in `lease_duration`, and the heartbeat interval is lowered
+    /// to a third of it when it was longer (never raised).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aiopslab_core::WorkerConfig;
+    /// let config = WorkerConfig::new("worker-001", "default").with_lease_duration(Duration::from_secs(6));
+    /// assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn with_lease_duration(mut self, lease: Duration) -> Self {
+        self.lease_duration = Some(lease);
+        let most = lease / Self::HEARTBEATS_PER_LEASE;
+        if !most.is_zero() && self.heartbeat_interval > most {
+            self.heartbeat_interval = most;
+        }
         self
     }
 
@@ -109,7 +160,42 @@ impl WorkerConfig {
         if self.log_batch_size == 0 {
             return Err(ValidationError::new("log_batch_size", "must be at least 1"));
         }
+        if self.log_buffer_entries == 0 || self.log_buffer_bytes == 0 {
+            let field = if self.log_buffer_entries == 0 {
+                "log_buffer_entries"
+            } else {
+                "log_buffer_bytes"
+            };
+            return Err(ValidationError::new(field, "must be at least 1"));
+        }
+        if let Some(lease) = self.lease_duration {
+            if lease.is_zero() {
+                return Err(ValidationError::new("lease_duration", "must be greater than zero"));
+            }
+            if self.heartbeat_interval * Self::HEARTBEATS_PER_LEASE > lease {
+                return Err(ValidationError::new(
+                    "heartbeat_interval",
+                    format!(
+                        "{} s is too long for leases of {} s: heartbeats extend the leases, so they must come \
+                         at least {} times per lease (at most {} s apart), or healthy runs are lost as worker_lost",
+                        seconds(self.heartbeat_interval),
+                        seconds(lease),
+                        Self::HEARTBEATS_PER_LEASE,
+                        seconds(lease / Self::HEARTBEATS_PER_LEASE)
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// `10` for whole seconds, `1.667` otherwise.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        duration.as_secs().to_string()
+    } else {
+        format!("{:.3}", duration.as_secs_f64())
     }
 }
 
@@ -128,7 +214,50 @@ mod tests {
         let mut bad = config.clone();
         bad.poll_interval = Duration::ZERO;
         assert_eq!(bad.validate().unwrap_err().field, "poll_interval");
-        let bad = config.with_max_parallel_tasks(0);
+        let bad = config.clone().with_max_parallel_tasks(0);
         assert_eq!(bad.validate().unwrap_err().field, "capabilities.max_parallel_tasks");
+        let mut bad = config.clone();
+        bad.log_buffer_entries = 0;
+        assert_eq!(bad.validate().unwrap_err().field, "log_buffer_entries");
+        let mut bad = config;
+        bad.log_buffer_bytes = 0;
+        assert_eq!(bad.validate().unwrap_err().field, "log_buffer_bytes");
+    }
+
+    #[test]
+    fn the_heartbeat_must_fit_three_times_in_a_known_lease() {
+        let secs = Duration::from_secs;
+        // Unknown lease: nothing to check.
+        let config = WorkerConfig::new("w", "default");
+        assert_eq!(config.lease_duration, None);
+        assert!(config.validate().is_ok());
+
+        // The defaults fit the stores' default lease of 60 s.
+        let config = WorkerConfig::new("w", "default").with_lease_duration(secs(60));
+        assert_eq!(config.heartbeat_interval, secs(10));
+        assert!(config.validate().is_ok());
+
+        // A short lease lowers the heartbeat to a third of it.
+        let config = WorkerConfig::new("w", "default").with_lease_duration(secs(5));
+        assert_eq!(config.heartbeat_interval, secs(5) / 3);
+        assert!(config.validate().is_ok());
+
+        // An explicit heartbeat that does not fit is refused, naming both values.
+        let mut config = WorkerConfig::new("w", "default");
+        config.lease_duration = Some(secs(5));
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.field, "heartbeat_interval");
+        assert!(
+            error.message.contains("10 s") && error.message.contains("5 s"),
+            "{error}"
+        );
+        // Exactly a third is accepted; a hair more is not.
+        config.heartbeat_interval = secs(20);
+        config.lease_duration = Some(secs(60));
+        assert!(config.validate().is_ok());
+        config.heartbeat_interval = secs(20) + Duration::from_millis(1);
+        assert_eq!(config.validate().unwrap_err().field, "heartbeat_interval");
+        config.lease_duration = Some(Duration::ZERO);
+        assert_eq!(config.validate().unwrap_err().field, "lease_duration");
     }
 }

@@ -10,7 +10,9 @@
 //! The heartbeat does not say which leases are still ours, so each beat also
 //! extends every running task's lease by its token: `LeaseLost` there means
 //! the store gave the task up (sweep requeued or timed it out while we were
-//! unreachable) and the run is stopped without writing anything more.
+//! unreachable) and the run is stopped without writing anything more —
+//! unless the task's outcome is already being reported, in which case our
+//! own `finish` ended the lease and there is nothing to say.
 //! Failed beats are not retried in place: the next tick is the retry.
 
 use std::sync::Arc;
@@ -99,18 +101,32 @@ fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
 
 /// Confirms each running task's lease; stops runs whose lease is gone or
 /// whose cancel was requested.
+///
+/// A task whose outcome is being reported is still checked (its lease must
+/// last until the report lands), but a `LeaseLost` for it is expected: the
+/// check raced our own `finish`, which ends the lease. That is not a lost
+/// lease, so nothing is stopped or logged above debug; had the lease really
+/// been lost, the report gets `LeaseLost` itself and says so. The same goes
+/// for a run that ended (and left the registry) while the check was in
+/// flight: whatever became of its lease, the run already said it.
 async fn check_leases(shared: &Shared) {
-    for lease in shared.slots.leases() {
+    for handle in shared.slots.handles() {
+        let lease = handle.lease;
         match shared.store.extend_lease(lease).await {
-            Ok(state) if state.cancel_requested => {
+            Ok(state) if state.cancel_requested && !handle.is_reporting() => {
                 if shared.slots.stop(lease.task_id, StopReason::ClientCancel) {
                     tracing::info!(task_id = %lease.task_id, "cancel requested by a client; stopping the run");
                 }
             }
             Ok(_) => {}
+            Err(StoreError::LeaseLost { .. } | StoreError::NotFound { .. })
+                if handle.is_reporting() || !shared.slots.holds(lease) =>
+            {
+                tracing::debug!(task_id = %lease.task_id, "lease ended by our own report (or the run is over)");
+            }
             Err(error @ (StoreError::LeaseLost { .. } | StoreError::NotFound { .. })) => {
                 tracing::warn!(task_id = %lease.task_id, %error, "lease lost; stopping the run without reporting");
-                shared.slots.stop(lease.task_id, StopReason::LeaseLost);
+                handle.stop(StopReason::LeaseLost);
             }
             Err(error) => tracing::warn!(task_id = %lease.task_id, %error, "lease check failed"),
         }

@@ -14,7 +14,13 @@
 //!   a task (`heartbeat.rs`).
 //! - **Each run** streams its log in batches, honours its deadline and
 //!   cancellation, and its outcome is reported with retries that never drop
-//!   a result while the lease holds (`task_run.rs`, `log_forwarder.rs`).
+//!   a result while the lease holds (`task_run.rs`). Log entries the store
+//!   cannot take are held (up to `log_buffer_entries` / `log_buffer_bytes`
+//!   per run, the oldest dropped beyond) and delivered in order when it
+//!   can again, before the outcome (`log_forwarder.rs`).
+//! - **Heartbeats** must come at least three times per lease:
+//!   [`WorkerConfig::with_lease_duration`] derives the interval from the
+//!   store's lease, and [`WorkerConfig::validate`] refuses one too long for it.
 //! - **Store calls** are retried with backoff and jitter on transient errors
 //!   ([`crate::retry`]).
 //! - **Shutdown**: stop claiming, let runs finish within `shutdown_grace`,

@@ -9,6 +9,7 @@
 //! still being delivered, has ended.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -40,6 +41,10 @@ pub(crate) struct RunHandle {
     /// Given to the backend as `RunContext::cancel`.
     pub cancel: CancellationToken,
     reason: Arc<OnceLock<StopReason>>,
+    /// Set once the outcome is being sent to the store: from then on the
+    /// lease ends because of our own report, so a lease check that finds
+    /// it gone is no news (see [`RunHandle::is_reporting`]).
+    reporting: Arc<AtomicBool>,
     started: Instant,
 }
 
@@ -53,6 +58,20 @@ impl RunHandle {
     /// Why the run was stopped, if it was.
     pub fn reason(&self) -> Option<StopReason> {
         self.reason.get().copied()
+    }
+
+    /// Marks the run as reporting its outcome: the `finish` call is about
+    /// to be sent (and, once it lands, ends the lease).
+    pub fn mark_reporting(&self) {
+        self.reporting.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the outcome is being (or has been) reported. A lease
+    /// check answered `LeaseLost` after this point most likely raced our
+    /// own `finish`; if the lease really was lost, the report itself gets
+    /// `LeaseLost` and says so.
+    pub fn is_reporting(&self) -> bool {
+        self.reporting.load(Ordering::SeqCst)
     }
 }
 
@@ -135,6 +154,7 @@ impl Slots {
             lease,
             cancel: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
+            reporting: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
         };
         running.insert(lease.task_id, handle.clone());
@@ -144,6 +164,13 @@ impl Slots {
     /// Forgets a task whose run has ended.
     pub fn remove(&self, task_id: TaskId) {
         self.running().remove(&task_id);
+    }
+
+    /// True when this very lease (task and attempt) runs here.
+    pub fn holds(&self, lease: LeaseToken) -> bool {
+        self.running()
+            .get(&lease.task_id)
+            .is_some_and(|handle| handle.lease == lease)
     }
 
     /// True when this task runs here.
@@ -171,9 +198,10 @@ impl Slots {
         running.len()
     }
 
-    /// The leases of every running task.
-    pub fn leases(&self) -> Vec<LeaseToken> {
-        self.running().values().map(|handle| handle.lease).collect()
+    /// The handles of every running task, reports in progress included
+    /// (their leases must last until the report lands).
+    pub fn handles(&self) -> Vec<RunHandle> {
+        self.running().values().cloned().collect()
     }
 
     /// The task running longest, reported as the worker's current task.

@@ -6,6 +6,10 @@
 //! then flush the log, save the trajectory, report the outcome, and reset
 //! the backend.
 //!
+//! The log is flushed first so the task's whole log is in the store before
+//! it turns terminal: entries held during a store outage wait for it like
+//! the report does (bounded, see `log_forwarder.rs`).
+//!
 //! Reporting never drops a finished result while the lease is valid: the
 //! trajectory save and the finish are retried on transient errors without a
 //! limit on tries, with capped backoff, until the store acknowledges them or
@@ -29,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::log_forwarder::{forward_logs, ForwarderSettings};
+use super::log_forwarder::{forward_logs, BufferLimits, ForwarderSettings};
 use super::slots::{RunGuard, RunHandle, StopReason};
 use super::Shared;
 use crate::backend::{LogSink, RunContext, RunReport};
@@ -101,8 +105,14 @@ async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> RunRe
                 batch_size: config.log_batch_size,
                 flush_interval: config.log_flush_interval,
                 retry: config.retry,
+                limits: BufferLimits {
+                    max_entries: config.log_buffer_entries,
+                    max_bytes: config.log_buffer_bytes,
+                },
+                flush_timeout: config.log_flush_timeout,
             },
             flush.clone(),
+            shared.hard_stop.clone(),
         )
         .in_current_span(),
     );
@@ -164,11 +174,16 @@ async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> RunRe
         ),
     };
 
+    // The whole log lands before the outcome is reported (see log_forwarder.rs).
     flush.cancel();
     match forwarder.await {
-        Ok(stats) if stats.dropped > 0 => {
-            tracing::warn!(stored = stats.stored, dropped = stats.dropped, "log entries lost")
-        }
+        // Each loss was warned about when it happened.
+        Ok(stats) if stats.dropped > 0 => tracing::info!(
+            stored = stats.stored,
+            dropped = stats.dropped,
+            overflowed = stats.overflowed,
+            "log flushed; some entries were lost"
+        ),
         Ok(stats) => tracing::debug!(stored = stats.stored, "log flushed"),
         Err(error) => tracing::error!(%error, "log forwarder failed"),
     }
@@ -281,6 +296,9 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
         result: report.result,
         error: report.error,
     };
+    // From here on the lease ends by our own hand: a lease check that finds
+    // it gone is not news (heartbeat.rs).
+    handle.mark_reporting();
     match persist(shared, "finish", || shared.store.finish(lease, outcome.clone())).await {
         Persisted::Done(stored) if stored.status == TaskStatus::Pending => tracing::info!(
             error = ?outcome.error,

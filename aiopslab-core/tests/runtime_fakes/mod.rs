@@ -1,10 +1,12 @@
 //! Fakes for the worker runtime tests: a store wrapper that injects
-//! failures, partitions and pushes events; a scheduler that never hands out
-//! work; backends that count concurrency or break on purpose.
+//! failures, partitions, log-store outages and slow lease calls, and pushes
+//! events; a scheduler that never hands out work; backends that count
+//! concurrency, break on purpose or write numbered log lines; and a tracing
+//! subscriber that captures what the runtime logs.
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +29,15 @@ pub struct FakeFlakyStore {
     /// The next idle heartbeat claims this task for the beating worker and
     /// hands it over in `next_task`, as the HTTP server does.
     pub hand_over: Mutex<Option<TaskId>>,
+    /// While true, every `append_logs` fails with `Unavailable` (the rest works).
+    pub appends_down: AtomicBool,
+    /// `append_logs` calls refused by `appends_down` or a partition.
+    pub append_failures: AtomicUsize,
+    /// Successful worker writes in the order they landed: `"append"`, `"finish"`.
+    pub journal: Mutex<Vec<&'static str>>,
+    /// Each `extend_lease` takes this long before it reaches the store (a
+    /// network round trip).
+    pub extend_lease_delay: Mutex<Duration>,
     /// Pushed events, when built with [`FakeFlakyStore::with_events`].
     events: Option<broadcast::Sender<StoreEvent>>,
 }
@@ -39,6 +50,10 @@ impl FakeFlakyStore {
             finishes: Mutex::new(Vec::new()),
             partitioned: AtomicBool::new(false),
             hand_over: Mutex::new(None),
+            appends_down: AtomicBool::new(false),
+            append_failures: AtomicUsize::new(0),
+            journal: Mutex::new(Vec::new()),
+            extend_lease_delay: Mutex::new(Duration::ZERO),
             events: None,
         }
     }
@@ -102,13 +117,22 @@ impl TaskStore for FakeFlakyStore {
     }
 
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        let delay = *self.extend_lease_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.reachable()?;
         self.inner.extend_lease(lease).await
     }
 
     async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
-        self.reachable()?;
-        self.inner.append_logs(lease, entries).await
+        if self.reachable().is_err() || self.appends_down.load(Ordering::SeqCst) {
+            self.append_failures.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("fake: log store unreachable".into()));
+        }
+        self.inner.append_logs(lease, entries).await?;
+        self.journal.lock().unwrap().push("append");
+        Ok(())
     }
 
     async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
@@ -134,7 +158,9 @@ impl TaskStore for FakeFlakyStore {
         if injected {
             return Err(StoreError::Unavailable("fake: store restarting".into()));
         }
-        self.inner.finish(lease, outcome).await
+        let finished = self.inner.finish(lease, outcome).await?;
+        self.journal.lock().unwrap().push("finish");
+        Ok(finished)
     }
 
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
@@ -295,6 +321,170 @@ impl ClusterBackend for FakeCountingBackend {
     async fn shutdown(&self) -> Result<(), BackendError> {
         Ok(())
     }
+}
+
+/// A fake backend that writes `lines` numbered info entries (`line 00000`,
+/// `line 00001`, ...), one every `interval`, then completes.
+pub struct FakeChattyBackend {
+    pub lines: usize,
+    pub interval: Duration,
+}
+
+/// The messages [`FakeChattyBackend`] writes for `range`.
+pub fn chatty_lines(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("line {i:05}")).collect()
+}
+
+#[async_trait]
+impl ClusterBackend for FakeChattyBackend {
+    fn name(&self) -> &str {
+        "fake-chatty"
+    }
+
+    async fn prepare(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn run(&self, _task: &Task, ctx: RunContext) -> RunReport {
+        for line in chatty_lines(0..self.lines) {
+            ctx.logs.info(line).await;
+            tokio::time::sleep(self.interval).await;
+        }
+        let mut result = TaskResult::default();
+        result.metrics.insert("steps_taken".into(), self.lines.into());
+        RunReport::completed(result, None)
+    }
+
+    async fn reset(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// One event the runtime logged, as [`capture_logs`] saw it.
+#[derive(Debug, Clone)]
+pub struct CapturedEvent {
+    pub level: tracing::Level,
+    pub message: String,
+    /// The other fields, `name=value` (values in their `Debug` form).
+    pub fields: Vec<String>,
+}
+
+impl CapturedEvent {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))
+    }
+}
+
+/// Events logged on this thread while the guard lives.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<CapturedEvent>>>);
+
+impl CapturedLogs {
+    pub fn events(&self) -> Vec<CapturedEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Warnings (and worse) whose message contains `text`.
+    pub fn warnings_containing(&self, text: &str) -> Vec<CapturedEvent> {
+        self.events()
+            .into_iter()
+            .filter(|event| event.level <= tracing::Level::WARN && event.message.contains(text))
+            .collect()
+    }
+
+    /// Events of any level whose message contains `text`.
+    pub fn containing(&self, text: &str) -> Vec<CapturedEvent> {
+        self.events()
+            .into_iter()
+            .filter(|event| event.message.contains(text))
+            .collect()
+    }
+}
+
+/// The process-wide subscriber: hands each event to the capture of the
+/// thread it happens on, if any. One global subscriber that is always
+/// interested avoids the per-callsite interest caching of thread-local
+/// (`set_default`) subscribers, which misses events when tests on other
+/// threads hit a callsite first.
+struct CaptureSubscriber {
+    next_span: AtomicU64,
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<CapturedLogs>> = const { std::cell::RefCell::new(None) };
+}
+
+struct FieldVisitor<'a>(&'a mut CapturedEvent);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.message = format!("{value:?}");
+        } else {
+            self.0.fields.push(format!("{}={value:?}", field.name()));
+        }
+    }
+}
+
+impl tracing::Subscriber for CaptureSubscriber {
+    fn enabled(&self, _metadata: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn record(&self, _span: &tracing::span::Id, _values: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &tracing::span::Id, _follows: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let Some(logs) = CAPTURE.with(|capture| capture.borrow().clone()) else {
+            return;
+        };
+        let mut captured = CapturedEvent {
+            level: *event.metadata().level(),
+            message: String::new(),
+            fields: Vec::new(),
+        };
+        event.record(&mut FieldVisitor(&mut captured));
+        logs.0.lock().unwrap().push(captured);
+    }
+
+    fn enter(&self, _span: &tracing::span::Id) {}
+
+    fn exit(&self, _span: &tracing::span::Id) {}
+}
+
+/// Stops the capture of this thread when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|capture| capture.borrow_mut().take());
+    }
+}
+
+/// Captures every tracing event of this thread (a `#[tokio::test]` runs the
+/// runtime and all its tasks on it) until the guard drops.
+pub fn capture_logs() -> (CaptureGuard, CapturedLogs) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = CaptureSubscriber {
+            next_span: AtomicU64::new(0),
+        };
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in runtime tests");
+    });
+    let logs = CapturedLogs::default();
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some(logs.clone()));
+    (CaptureGuard(()), logs)
 }
 
 /// A worker started in the background.
