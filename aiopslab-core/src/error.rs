@@ -102,6 +102,20 @@ impl StoreError {
             id: id.to_string(),
         }
     }
+
+    /// The refusal of a claim by a worker that is registered but not live: it
+    /// deregistered, or sent no heartbeat for longer than `offline_after`.
+    /// ([`StoreError::Invalid`] naming `worker_id`, so HTTP answers 400.)
+    pub fn worker_offline(id: &str, offline_after: std::time::Duration) -> Self {
+        StoreError::Invalid(ValidationError::new(
+            "worker_id",
+            format!(
+                "worker {id} is offline (it deregistered, or sent no heartbeat for more than {} s): send a \
+                 heartbeat or register again before claiming",
+                offline_after.as_secs()
+            ),
+        ))
+    }
 }
 
 /// A failure of a [`ClusterBackend`](crate::ClusterBackend) outside a task run

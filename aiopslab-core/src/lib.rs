@@ -30,6 +30,7 @@ pub mod policy;
 pub mod query;
 pub mod retry;
 pub mod runtime;
+pub mod sanitize;
 pub mod scheduler;
 pub mod simulated;
 pub mod store;

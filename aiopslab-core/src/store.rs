@@ -4,6 +4,10 @@
 //! [`LeaseToken`] and are refused with [`StoreError::LeaseLost`] once the task
 //! is no longer running under that attempt, so a zombie worker can never
 //! overwrite a newer state. Time comes from the store's own clock.
+//!
+//! Every store [sanitizes](crate::sanitize) what it persists on the way in
+//! (a NUL becomes U+FFFD, ...), so a value reads back the same from any store
+//! and no write fails for a character a database cannot hold.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,8 +31,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ClaimRequest {
-    /// The claiming worker.
-    #[cfg_attr(feature = "utoipa", schema(min_length = 1, pattern = r"\S"))]
+    /// The claiming worker: registered and live (see
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
     pub worker_id: String,
     /// Only tasks of this backend type.
     #[cfg_attr(feature = "utoipa", schema(min_length = 1, pattern = r"\S"))]
@@ -41,6 +49,15 @@ pub struct ClaimRequest {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub task_id: Option<TaskId>,
+}
+
+impl ClaimRequest {
+    /// Checks the worker id (see
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)) and the backend type.
+    pub fn validate(&self) -> Result<(), crate::error::ValidationError> {
+        crate::worker::validate_worker_id("worker_id", &self.worker_id)?;
+        crate::task::identifier("backend_type", &self.backend_type)
+    }
 }
 
 /// The state of a lease after it was extended.
@@ -81,6 +98,13 @@ pub trait TaskStore: Send + Sync + 'static {
     /// and `supported_problems`, when given, must contain the problem. Sets
     /// `worker_id`, `started_at`, bumps `attempt` and sets the lease.
     /// `Ok(None)` when nothing matches. A task is never claimed twice.
+    ///
+    /// Only a registered, live worker claims: an id that fails
+    /// [`ClaimRequest::validate`] is [`StoreError::Invalid`] (field
+    /// `worker_id`), an unknown worker [`StoreError::NotFound`] (entity
+    /// `"worker"`), and an offline one (deregistered, or silent for longer
+    /// than the policy's `worker_offline_after`) [`StoreError::Invalid`]
+    /// naming `worker_id` and saying so; nothing is claimed then.
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
 
     /// Extends the lease of one running task.
@@ -105,11 +129,16 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task>;
 
     /// Registers (or re-registers) a worker; [`StoreError::WorkerAlive`] while
-    /// a live worker holds the id.
+    /// a live worker holds the id. The id must match
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)
+    /// ([`StoreError::Invalid`] naming `id` otherwise).
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker>;
 
     /// Records a worker's sign of life, extends the leases of its running
-    /// tasks, and tells it which of them were cancelled.
+    /// tasks, and tells it which of them were cancelled. An id that fails
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN) is
+    /// [`StoreError::Invalid`] naming `worker_id`; an unknown worker
+    /// [`StoreError::NotFound`].
     async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck>;
 
     /// Marks a worker offline at once (graceful shutdown).

@@ -242,7 +242,8 @@ fn bounded(field: &str, value: Option<i64>, (min, max, default): (i64, i64, u32)
     }
 }
 
-fn identifier(field: &str, value: &str) -> Result<(), ValidationError> {
+/// Checks a non-empty, bounded identifier without control characters.
+pub(crate) fn identifier(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "must be a non-empty string"));
     }
@@ -254,6 +255,24 @@ fn identifier(field: &str, value: &str) -> Result<(), ValidationError> {
     }
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks that a free-form JSON object nests at most
+/// [`MAX_JSON_DEPTH`](crate::sanitize::MAX_JSON_DEPTH) levels of arrays and
+/// objects (the object itself is the first): deeper documents could not be
+/// read back inside a response by the usual JSON parsers.
+pub(crate) fn json_object_fits(field: &str, value: &JsonObject) -> Result<(), ValidationError> {
+    let depth = crate::sanitize::object_depth(value);
+    if depth > crate::sanitize::MAX_JSON_DEPTH {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "nests arrays and objects {depth} levels deep; at most {} are allowed",
+                crate::sanitize::MAX_JSON_DEPTH
+            ),
+        ));
     }
     Ok(())
 }
@@ -299,6 +318,11 @@ impl NewTask {
         identifier("backend_type", &backend_type)?;
         if let Some(url) = &self.callback_url {
             validate_callback_url(url)?;
+        }
+        for (field, object) in [("agent_config", &self.agent_config), ("metadata", &self.metadata)] {
+            if let Some(object) = object {
+                json_object_fits(field, object)?;
+            }
         }
         let (pmin, pmax, pdef) = limits::PRIORITY;
         let priority = bounded("priority", self.priority, (pmin, pmax, u32::from(pdef)))? as u8;
@@ -481,6 +505,38 @@ mod tests {
         }
         let err = with(|t| t.max_steps = Some(0)).validate().unwrap_err();
         assert!(err.message.contains("between 1 and 1000"), "{err}");
+    }
+
+    #[test]
+    fn too_deep_json_is_refused_naming_the_field() {
+        let deep = |levels: usize| {
+            let inner = (1..levels).fold(Value::from(1), |inner, _| Value::Array(vec![inner]));
+            let mut object = JsonObject::new();
+            object.insert("k".into(), inner);
+            object
+        };
+        let limit = crate::sanitize::MAX_JSON_DEPTH;
+        let ok = NewTask {
+            agent_config: Some(deep(limit)),
+            metadata: Some(deep(limit)),
+            ..NewTask::new("p")
+        };
+        assert!(ok.validate().is_ok(), "{limit} levels are accepted");
+        let err = NewTask {
+            agent_config: Some(deep(limit + 1)),
+            ..NewTask::new("p")
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "agent_config", "{err}");
+        assert!(err.message.contains(&format!("at most {limit}")), "{err}");
+        let err = NewTask {
+            metadata: Some(deep(limit + 1)),
+            ..NewTask::new("p")
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "metadata", "{err}");
     }
 
     #[test]

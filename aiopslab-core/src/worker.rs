@@ -88,14 +88,10 @@ impl Default for WorkerCapabilities {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerRegistration {
-    /// The worker id (`worker-001-kind`).
+    /// The worker id (`worker-001-kind`): see [`WORKER_ID_PATTERN`].
     #[cfg_attr(
         feature = "utoipa",
-        schema(
-            min_length = 1,
-            max_length = 256,
-            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-        )
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
     )]
     pub id: String,
     /// Only tasks of this backend type are routed to it.
@@ -133,16 +129,12 @@ impl WorkerRegistration {
         }
     }
 
-    /// Checks the id, backend type and capabilities.
+    /// Checks the id (see [`WORKER_ID_PATTERN`]), backend type, capabilities
+    /// and metadata.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        for (field, value) in [("id", &self.id), ("backend_type", &self.backend_type)] {
-            if value.trim().is_empty() {
-                return Err(ValidationError::new(field, "must be a non-empty string"));
-            }
-            if value.len() > crate::task::limits::MAX_ID_LEN {
-                return Err(ValidationError::new(field, "must be at most 256 characters"));
-            }
-        }
+        validate_worker_id("id", &self.id)?;
+        crate::task::identifier("backend_type", &self.backend_type)?;
+        crate::task::json_object_fits("metadata", &self.metadata)?;
         if !(1..=64).contains(&self.capabilities.max_parallel_tasks) {
             return Err(ValidationError::new(
                 "capabilities.max_parallel_tasks",
@@ -181,12 +173,38 @@ pub struct Worker {
     pub last_heartbeat: DateTime<Utc>,
 }
 
+/// The pattern of worker ids, in registration, heartbeat and claim alike:
+/// 1–128 ASCII letters, digits, `-`, `_` and `.`, as in `worker-001-kind`.
+pub const WORKER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+
+/// The longest worker id.
+pub const MAX_WORKER_ID_LEN: usize = 128;
+
+/// Checks a worker id against [`WORKER_ID_PATTERN`]; the error names `field`.
+pub fn validate_worker_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if id.is_empty() || id.len() > MAX_WORKER_ID_LEN || !id.chars().all(allowed) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be 1 to {MAX_WORKER_ID_LEN} ASCII letters, digits, '-', '_' or '.' \
+                 (pattern {WORKER_ID_PATTERN}, e.g. worker-001-kind)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A worker's periodic sign of life, which also extends the leases of its running tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerHeartbeat {
-    /// Who is beating.
+    /// Who is beating: see [`WORKER_ID_PATTERN`].
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
     pub worker_id: String,
     /// Idle or busy (offline is refused).
     #[cfg_attr(feature = "utoipa", schema(value_type = String, pattern = "^(idle|busy)$"))]
@@ -195,6 +213,21 @@ pub struct WorkerHeartbeat {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub current_task_id: Option<TaskId>,
+}
+
+impl WorkerHeartbeat {
+    /// Checks the worker id (see [`WORKER_ID_PATTERN`]) and that the status
+    /// is idle or busy.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_worker_id("worker_id", &self.worker_id)?;
+        if self.status == WorkerStatus::Offline {
+            return Err(ValidationError::new(
+                "status",
+                "a heartbeat reports idle or busy; a worker that stops deregisters instead",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The store's answer to a heartbeat.
@@ -213,4 +246,55 @@ pub struct HeartbeatAck {
     /// do). The worker must run it: it is `running` under its name.
     #[serde(default)]
     pub next_task: Option<crate::task::Task>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_follow_one_pattern() {
+        for good in ["worker-001-kind", "w", "a.b_c-D9", &"x".repeat(MAX_WORKER_ID_LEN)] {
+            assert!(validate_worker_id("id", good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Bad Id!",
+            "tab\there",
+            "nul\0",
+            "ünï",
+            "a/b",
+            &"x".repeat(MAX_WORKER_ID_LEN + 1),
+        ] {
+            let err = validate_worker_id("id", bad).unwrap_err();
+            assert_eq!(err.field, "id", "{bad:?}");
+            assert!(
+                err.message.contains(WORKER_ID_PATTERN),
+                "the error says the pattern: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn registration_and_heartbeat_check_the_id() {
+        let err = WorkerRegistration::new("Bad Id!", "default").validate().unwrap_err();
+        assert_eq!(err.field, "id");
+        let err = WorkerRegistration::new("w1", "bad\0type").validate().unwrap_err();
+        assert_eq!(err.field, "backend_type");
+        assert!(WorkerRegistration::new("worker-001-kind", "kind").validate().is_ok());
+        let beat = |id: &str, status| WorkerHeartbeat {
+            worker_id: id.into(),
+            status,
+            current_task_id: None,
+        };
+        assert_eq!(
+            beat("Bad Id!", WorkerStatus::Idle).validate().unwrap_err().field,
+            "worker_id"
+        );
+        assert_eq!(
+            beat("w1", WorkerStatus::Offline).validate().unwrap_err().field,
+            "status"
+        );
+        assert!(beat("w1", WorkerStatus::Busy).validate().is_ok());
+    }
 }

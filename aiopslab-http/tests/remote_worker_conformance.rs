@@ -108,6 +108,12 @@ checks!(
     trajectory_save_replace_get,
     export_walks_episodes_in_order,
     export_filters,
+    claim_needs_a_registered_live_worker,
+    worker_ids_follow_one_pattern,
+    nul_in_text_is_stored_as_replacement,
+    edge_numbers_read_back_identically,
+    random_json_round_trips,
+    deep_json_from_workers_is_cut_alike,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiopslab_core::{
-    ClaimRequest, LeasePolicy, LogLevel, NewLogEntry, NewTask, StoreEvent, TaskOutcome, TaskResult, TaskStore,
-    TerminalStatus, WorkerRegistration,
+    ClaimRequest, LeasePolicy, LogLevel, NewLogEntry, NewTask, StoreError, StoreEvent, TaskOutcome, TaskResult,
+    TaskStore, TerminalStatus, WorkerHeartbeat, WorkerRegistration, WorkerStatus,
 };
 use aiopslab_postgres::{BatchCounts, PgStore, PgStoreOptions};
 use anyhow::Context;
@@ -369,6 +369,27 @@ fn claim_request(worker_id: impl Into<String>) -> ClaimRequest {
     }
 }
 
+/// Makes `worker_id` a live worker (only live workers claim): registers it, or, when it is registered and alive
+/// already, sends it a heartbeat.
+pub(crate) async fn live_worker(store: &PgStore, worker_id: &str) -> anyhow::Result<()> {
+    match store
+        .register_worker(WorkerRegistration::new(worker_id, "default"))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(StoreError::WorkerAlive(_)) => {
+            let beat = WorkerHeartbeat {
+                worker_id: worker_id.to_string(),
+                status: WorkerStatus::Busy,
+                current_task_id: None,
+            };
+            store.heartbeat(&beat).await?;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 async fn register_workers(store: &PgStore, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         store
@@ -387,6 +408,8 @@ async fn task_slice(store: &PgStore, n: usize) -> anyhow::Result<(u64, Duration)
         let spec = spec.clone();
         async move {
             let request = claim_request(format!("bench-{i}"));
+            // A measured slice is short; a beat at its start keeps the worker live however many slices ran before.
+            live_worker(&store, &request.worker_id).await?;
             while !stop.load(Ordering::Relaxed) {
                 store.create_task(spec.clone()).await?;
                 if let Some(task) = store.claim(&request).await? {
@@ -409,6 +432,7 @@ async fn claim_latency(store: &PgStore) -> anyhow::Result<Latency> {
     let worker_store = store.clone();
     let worker = tokio::spawn(async move {
         let request = claim_request("listener");
+        live_worker(&worker_store, &request.worker_id).await?;
         let mut claimed = 0;
         while claimed < LATENCY_SAMPLES {
             let woken = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
@@ -463,6 +487,7 @@ async fn log_rate(store: &PgStore) -> anyhow::Result<f64> {
     for i in 0..LOG_WRITERS {
         store.create_task(NewTask::new("logs").validate()?).await?;
         let request = claim_request(format!("logger-{i}"));
+        live_worker(store, &request.worker_id).await?;
         let task = store.claim(&request).await?.context("claim a task to log to")?;
         leases.push(task.lease_token());
     }

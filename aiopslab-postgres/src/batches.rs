@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 
 use aiopslab_core::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey, StoreError, StoreResult, Task};
-use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::jsonb::Jsonb;
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::tasks::to_i32;
@@ -88,12 +88,12 @@ impl PgStore {
             let p = &spec.parameters;
             ids.push(Uuid::now_v7());
             problems.push(spec.problem_id.as_str());
-            agent_configs.push(Json(&p.agent_config));
+            agent_configs.push(Jsonb(&p.agent_config));
             max_steps.push(to_i32(p.max_steps));
             timeouts.push(to_i32(p.timeout_minutes));
             priorities.push(i16::from(p.priority));
             callbacks.push(p.callback_url.as_deref());
-            metadata.push(Json(&p.metadata));
+            metadata.push(Jsonb(&p.metadata));
             backends.push(p.backend_type.as_str());
             retries.push(to_i32(p.max_retries));
         }

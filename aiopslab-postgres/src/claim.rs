@@ -5,10 +5,15 @@
 //! a new attempt and the lease, and returns the rows. Claims that arrive together (see the `coalesce` module) share
 //! one statement per backend type and problem set: it takes as many tasks as there are claimers and hands one to
 //! each.
+//!
+//! Only registered, live workers claim: the statements hand tasks to live claimers only, and a claimer that got
+//! nothing is then looked up, so an unknown worker gets `NotFound` and an offline one its refusal rather than an
+//! empty answer.
 
 use std::collections::HashMap;
 
-use aiopslab_core::{ClaimRequest, StoreResult, Task, TaskId};
+use aiopslab_core::sanitize::sanitized_ref;
+use aiopslab_core::{ClaimRequest, StoreError, StoreResult, Task, TaskId};
 
 use crate::lease::attempt;
 use crate::rows::TaskRow;
@@ -22,6 +27,8 @@ impl PgStore {
     /// Claims the best matching pending task for `request.worker_id`, or `None`.
     #[tracing::instrument(skip_all, fields(worker_id = %request.worker_id, backend_type = %request.backend_type))]
     pub(crate) async fn claim_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        request.validate()?;
+        let request = &*sanitized_ref(request);
         let task = match request.task_id {
             Some(task_id) => self.claim_by_id(request, task_id).await?,
             None => {
@@ -49,11 +56,39 @@ impl PgStore {
             .bind(intervals.dispatch_delay)
             .bind(&request.worker_id)
             .bind(intervals.lease)
-            .bind(task_id);
+            .bind(task_id)
+            .bind(intervals.worker_offline_after);
         let mut conn = self.conn("claim").await?;
         let result = query.fetch_optional(conn.raw()).await;
         let row = conn.done("claim", result)?;
-        row.map(Task::try_from).transpose()
+        match row {
+            Some(row) => Task::try_from(row).map(Some),
+            None => {
+                let mut refused = self.refusals(&[request.worker_id.as_str()]).await?;
+                refused.remove(request.worker_id.as_str()).map_or(Ok(None), Err)
+            }
+        }
+    }
+
+    /// Why each of `workers` (claimers that got nothing) may not claim: `NotFound` for an unknown worker, the
+    /// offline refusal for one that is not live. Live workers are absent: nothing matched for them.
+    async fn refusals(&self, workers: &[&str]) -> StoreResult<HashMap<String, StoreError>> {
+        let mut conn = self.conn("claim").await?;
+        let result: Result<Vec<(String, bool)>, sqlx::Error> = sqlx::query_as(sql::WORKERS_LIVE)
+            .bind(workers)
+            .bind(self.intervals().worker_offline_after)
+            .fetch_all(conn.raw())
+            .await;
+        let live: HashMap<String, bool> = conn.done("claim", result)?.into_iter().collect();
+        let offline_after = self.policy().worker_offline_after;
+        Ok(workers
+            .iter()
+            .filter_map(|&id| match live.get(id) {
+                Some(true) => None,
+                Some(false) => Some((id.to_string(), StoreError::worker_offline(id, offline_after))),
+                None => Some((id.to_string(), StoreError::worker_not_found(id))),
+            })
+            .collect())
     }
 
     /// Hands back a task claimed for a caller that gave up before the claim reached it: back to pending under its
@@ -113,6 +148,31 @@ impl PgStore {
                     for &i in &members {
                         results[i] = Ok(by_worker.get_mut(&requests[i].worker_id).and_then(Vec::pop));
                     }
+                    // Claimers that got nothing: not live, or nothing matched.
+                    let empty: Vec<&str> = members
+                        .iter()
+                        .filter(|&&i| matches!(results[i], Ok(None)))
+                        .map(|&i| requests[i].worker_id.as_str())
+                        .collect();
+                    if !empty.is_empty() {
+                        match self.refusals(&empty).await {
+                            Ok(refused) => {
+                                for &i in &members {
+                                    if let (Ok(None), Some(error)) = (&results[i], refused.get(&requests[i].worker_id))
+                                    {
+                                        results[i] = Err(error.clone());
+                                    }
+                                }
+                            }
+                            Err(error) => {
+                                for &i in &members {
+                                    if matches!(results[i], Ok(None)) {
+                                        results[i] = Err(error.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
                 Err(error) => {
                     for &i in &members {
@@ -138,7 +198,8 @@ impl PgStore {
             .bind(problems)
             .bind(intervals.dispatch_delay)
             .bind(workers)
-            .bind(intervals.lease);
+            .bind(intervals.lease)
+            .bind(intervals.worker_offline_after);
         let mut conn = self.conn_planning_per_run("claim").await?;
         let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("claim", result)?;

@@ -10,8 +10,8 @@ use aiopslab_core::{
     LeaseState, LeaseToken, StoreError, StoreResult, Task, TaskId, TaskOutcome, TaskStatus, TerminalStatus,
 };
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
 
+use crate::jsonb::Jsonb;
 use crate::rows::TaskRow;
 use crate::sql;
 use crate::store::Finish;
@@ -164,8 +164,8 @@ impl PgStore {
             ids.push(lease.task_id);
             attempts.push(attempt(*lease));
             statuses.push(TaskStatus::from(outcome.status).as_str());
-            results.push(outcome.result.as_ref().map(Json));
-            errors.push(outcome.error.as_ref().map(Json));
+            results.push(outcome.result.as_ref().map(Jsonb));
+            errors.push(outcome.error.as_ref().map(Jsonb));
         }
         let query = sqlx::query_as::<_, TaskRow>(sql::FINISH_MANY)
             .bind(&ids)

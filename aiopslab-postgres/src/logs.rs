@@ -1,8 +1,8 @@
 //! Task logs: batches appended in one round trip under the lease, read back in append order.
 
 use aiopslab_core::{LeaseToken, LogEntry, LogQuery, NewLogEntry, StoreError, StoreResult, TaskId};
-use sqlx::types::Json;
 
+use crate::jsonb::Jsonb;
 use crate::lease::attempt;
 use crate::rows::{levels_at_least, LogRow};
 use crate::sql;
@@ -21,7 +21,7 @@ impl PgStore {
         for entry in entries {
             levels.push(entry.level.as_str());
             messages.push(entry.message);
-            contexts.push(Json(entry.context));
+            contexts.push(Jsonb(entry.context));
         }
         let mut conn = self.conn("append_logs").await?;
         let result = sqlx::query(sql::APPEND_LOGS)

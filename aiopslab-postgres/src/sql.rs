@@ -162,10 +162,11 @@ pub(crate) fn list_tasks(
 
 /// The claim, one statement for any number of claimers of one backend type and problem set: lock the best
 /// matching pending tasks, one per claimer (skipping rows other claimers hold), then move each to running for its
-/// claimer under a new attempt and lease. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch
-/// delay, `$4` claimer worker ids (one per wanted task; a worker may appear more than once), `$5` lease duration.
-/// Returns the claimed rows (fewer than the claimers when the queue runs short); each row's `worker_id` says whose.
-/// Run on a session that plans per run (see `connections`).
+/// claimer under a new attempt and lease. Only live claimers get one: registered, not offline, and heard from
+/// within the offline threshold. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4`
+/// claimer worker ids (one per wanted task; a worker may appear more than once), `$5` lease duration, `$6` offline
+/// threshold. Returns the claimed rows (fewer than the claimers when the queue runs short or a claimer is not live);
+/// each row's `worker_id` says whose. Run on a session that plans per run (see `connections`).
 pub(crate) const CLAIM_MANY: &str = concat!(
     "WITH candidate AS (\
         SELECT id AS candidate_id FROM tasks \
@@ -178,7 +179,12 @@ pub(crate) const CLAIM_MANY: &str = concat!(
      ), assigned AS (\
         SELECT candidate_id, claimer_id \
         FROM (SELECT candidate_id, row_number() OVER () AS n FROM candidate) AS numbered \
-        JOIN UNNEST($4::text[]) WITH ORDINALITY AS claimer(claimer_id, n) USING (n)\
+        JOIN (\
+            SELECT claimer_id, row_number() OVER (ORDER BY claimer.ord) AS n \
+            FROM UNNEST($4::text[]) WITH ORDINALITY AS claimer(claimer_id, ord) \
+            WHERE EXISTS (SELECT 1 FROM workers WHERE workers.id = claimer.claimer_id \
+                AND workers.status <> 'offline' AND workers.last_heartbeat >= now() - $6::interval)\
+        ) AS live USING (n)\
      ) \
      UPDATE tasks SET status = 'running', worker_id = assigned.claimer_id, started_at = now(), \
         attempt = attempt + 1, lease_expires_at = now() + $5::interval, cancel_requested = false, \
@@ -194,14 +200,16 @@ pub(crate) const RELEASE_CLAIM: &str = "UPDATE tasks SET status = 'pending', wor
         lease_expires_at = NULL, attempt = attempt - 1, updated_at = now() \
      WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE";
 
-/// Claims one given task if it is pending and matches. `$1` backend_type, `$2` supported problems, `$3` dispatch
-/// delay, `$4` worker id, `$5` lease duration, `$6` task id.
+/// Claims one given task if it is pending and matches, for a live worker. `$1` backend_type, `$2` supported
+/// problems, `$3` dispatch delay, `$4` worker id, `$5` lease duration, `$6` task id, `$7` offline threshold.
 pub(crate) const CLAIM_BY_ID: &str = concat!(
     "WITH candidate AS (\
         SELECT id AS candidate_id FROM tasks \
         WHERE id = $6 AND (status = 'pending' AND backend_type = $1) IS TRUE \
           AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
           AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+          AND EXISTS (SELECT 1 FROM workers WHERE workers.id = $4 \
+              AND workers.status <> 'offline' AND workers.last_heartbeat >= now() - $7::interval) \
         FOR UPDATE SKIP LOCKED\
      ) \
      UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
@@ -210,6 +218,11 @@ pub(crate) const CLAIM_BY_ID: &str = concat!(
      RETURNING ",
     task_columns!()
 );
+
+/// Which of some workers are live (not offline, heard from within the threshold); unknown workers have no row. `$1`
+/// ids, `$2` offline threshold.
+pub(crate) const WORKERS_LIVE: &str = "SELECT id, (status <> 'offline' AND last_heartbeat >= now() - $2::interval) \
+     FROM workers WHERE id = ANY($1::text[])";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker writes, fenced by the lease token (task id, attempt)

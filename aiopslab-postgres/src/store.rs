@@ -1,10 +1,14 @@
 //! [`PgStore`]: the handle, its construction, and the [`TaskStore`] implementation, which delegates each
 //! operation to the module of its concept (tasks, claim, lease, logs, workers, sweep, stats, listener).
+//!
+//! Every value is [sanitized](aiopslab_core::sanitize) here, on its way in, exactly as the other stores do it:
+//! PostgreSQL's `text` and `jsonb` cannot hold a NUL, and would otherwise refuse the whole write.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aiopslab_core::sanitize::{nul_free, sanitized, sanitized_ref};
 use aiopslab_core::{
     BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck,
     IdempotencyKey, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page, StoreError, StoreEvent,
@@ -278,11 +282,11 @@ impl PgStore {
 #[async_trait]
 impl TaskStore for PgStore {
     async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
-        self.insert_task(spec).await
+        self.insert_task(sanitized(spec)).await
     }
 
     async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        self.insert_tasks(specs).await
+        self.insert_tasks(sanitized(specs)).await
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
@@ -290,7 +294,7 @@ impl TaskStore for PgStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        self.select_tasks(filter, sort, page).await
+        self.select_tasks(&sanitized_ref(filter), sort, page).await
     }
 
     async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
@@ -306,7 +310,7 @@ impl TaskStore for PgStore {
     }
 
     async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
-        self.insert_logs(lease, entries).await
+        self.insert_logs(lease, sanitized(entries)).await
     }
 
     async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
@@ -314,7 +318,7 @@ impl TaskStore for PgStore {
     }
 
     async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
-        self.upsert_trajectory(lease, trajectory).await
+        self.upsert_trajectory(lease, sanitized(trajectory)).await
     }
 
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
@@ -322,11 +326,13 @@ impl TaskStore for PgStore {
     }
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
-        self.finish_task(lease, outcome).await
+        self.finish_task(lease, sanitized(outcome)).await
     }
 
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
-        self.upsert_worker(registration).await
+        // Refuse what validation refuses (a NUL in the id or backend type) before rewriting the rest.
+        registration.validate()?;
+        self.upsert_worker(sanitized(registration)).await
     }
 
     async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
@@ -334,15 +340,15 @@ impl TaskStore for PgStore {
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.mark_offline(worker_id).await
+        self.mark_offline(&nul_free(worker_id)).await
     }
 
     async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        self.select_worker(worker_id).await
+        self.select_worker(&nul_free(worker_id)).await
     }
 
     async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
-        self.select_workers(filter).await
+        self.select_workers(&sanitized_ref(filter)).await
     }
 
     async fn sweep(&self) -> StoreResult<SweepReport> {
@@ -354,7 +360,7 @@ impl TaskStore for PgStore {
     }
 
     async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
-        self.insert_batch(batch, idempotency).await
+        self.insert_batch(sanitized(batch), sanitized(idempotency)).await
     }
 
     async fn export_episodes(
@@ -363,7 +369,7 @@ impl TaskStore for PgStore {
         after: Option<ExportCursor>,
         limit: u32,
     ) -> StoreResult<Vec<Episode>> {
-        self.export_page(filter, after, limit).await
+        self.export_page(&sanitized_ref(filter), after, limit).await
     }
 
     async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
@@ -375,7 +381,7 @@ impl TaskStore for PgStore {
         delivery_id: i64,
         report: WebhookAttemptReport,
     ) -> StoreResult<WebhookDelivery> {
-        self.record_attempt(delivery_id, report).await
+        self.record_attempt(delivery_id, sanitized(report)).await
     }
 
     async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {

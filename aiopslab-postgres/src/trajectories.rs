@@ -5,6 +5,7 @@
 use aiopslab_core::{LeaseToken, LlmCall, StoreError, StoreResult, TaskId, Trajectory, TrajectoryMessage};
 use sqlx::types::Json;
 
+use crate::jsonb::Jsonb;
 use crate::lease::attempt;
 use crate::rows::TrajectoryRest;
 use crate::sql;
@@ -33,7 +34,7 @@ impl PgStore {
         let result = sqlx::query(sql::SAVE_TRAJECTORY)
             .bind(lease.task_id)
             .bind(attempt(lease))
-            .bind(Json(TrajectoryRest::of(&trajectory)))
+            .bind(Jsonb(TrajectoryRest::of(&trajectory)))
             .bind(trajectory.reward)
             .bind(messages)
             .bind(llm_calls)

@@ -13,6 +13,7 @@ use sqlx::postgres::types::PgInterval;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::jsonb::Jsonb;
 use crate::rows::{webhook_status, AttemptRow, DeliveryRow, TaskRow};
 use crate::sql;
 use crate::PgStore;
@@ -128,10 +129,10 @@ impl PgStore {
                     .map_err(|e| StoreError::Internal(format!("a task did not serialize: {e}")))?;
                 rendered.insert(task.id, payload);
             }
-            let (store_ids, payloads): (Vec<i64>, Vec<Json<&serde_json::Value>>) = rows
+            let (store_ids, payloads): (Vec<i64>, Vec<Jsonb<&serde_json::Value>>) = rows
                 .iter()
                 .filter(|row| row.payload.is_none())
-                .filter_map(|row| rendered.get(&row.task_id).map(|p| (row.id, Json(p))))
+                .filter_map(|row| rendered.get(&row.task_id).map(|p| (row.id, Jsonb(p))))
                 .unzip();
             let mut conn = self.conn(OP).await?;
             let result = sqlx::query(sql::STORE_PAYLOADS)

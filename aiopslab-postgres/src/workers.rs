@@ -2,11 +2,11 @@
 //! and report its cancelled tasks, deregistration, and reads.
 
 use aiopslab_core::{
-    HeartbeatAck, StoreError, StoreResult, ValidationError, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage,
-    WorkerRegistration, WorkerStatus,
+    HeartbeatAck, StoreError, StoreResult, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
+    WorkerStatus,
 };
-use sqlx::types::Json;
 
+use crate::jsonb::Jsonb;
 use crate::rows::{HeartbeatRow, WorkerRow};
 use crate::sql;
 use crate::PgStore;
@@ -23,7 +23,7 @@ impl PgStore {
             .bind(registration.backend_type)
             .bind(i32::try_from(registration.capabilities.max_parallel_tasks).unwrap_or(i32::MAX))
             .bind(registration.capabilities.supported_problems)
-            .bind(Json(registration.metadata))
+            .bind(Jsonb(registration.metadata))
             .bind(self.intervals().worker_offline_after)
             .fetch_optional(conn.raw())
             .await;
@@ -40,12 +40,7 @@ impl PgStore {
     /// Records a heartbeat and extends the worker's leases.
     #[tracing::instrument(skip_all, fields(worker_id = %heartbeat.worker_id))]
     pub(crate) async fn beat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
-        if heartbeat.status == WorkerStatus::Offline {
-            return Err(StoreError::Invalid(ValidationError::new(
-                "status",
-                "a heartbeat reports idle or busy; deregister to go offline",
-            )));
-        }
+        heartbeat.validate()?;
         let mut conn = self.conn("heartbeat").await?;
         let result: Result<HeartbeatRow, sqlx::Error> = sqlx::query_as(sql::HEARTBEAT)
             .bind(&heartbeat.worker_id)

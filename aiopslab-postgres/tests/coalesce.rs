@@ -192,6 +192,12 @@ async fn a_claim_whose_caller_gave_up_goes_back_to_pending() {
     let db = TestDatabase::create().await;
     let store = db.store(policy()).await;
     let created = create_tasks(&store, 3).await;
+    for worker in ["first", "second", "third"] {
+        store
+            .register_worker(WorkerRegistration::new(worker, "default"))
+            .await
+            .unwrap();
+    }
     let mut blocker = store.connection().await.unwrap();
     sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
     sqlx::query("LOCK TABLE tasks IN EXCLUSIVE MODE")

@@ -201,6 +201,7 @@ fn spawn_workers(
             let faults = faults.clone();
             tokio::spawn(async move {
                 let claim = request(&format!("w{i}"));
+                register(&store, &claim.worker_id, &faults, patience).await;
                 loop {
                     let Some(task) = retry(&faults, patience, || store.claim(&claim)).await.unwrap() else {
                         return;

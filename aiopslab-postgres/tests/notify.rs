@@ -59,6 +59,10 @@ async fn subscribed() -> (TestDatabase, PgStore, Receiver<StoreEvent>) {
 #[tokio::test]
 async fn idle_subscriber_hears_new_tasks_requeues_and_cancels() {
     let (_db, store, mut events) = subscribed().await;
+    store
+        .register_worker(aiopslab_core::WorkerRegistration::new("w", "default"))
+        .await
+        .unwrap();
 
     let task = store.create_task(NewTask::new("p").validate().unwrap()).await.unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aiopslab_core::{
     BatchSpec, ClaimRequest, ExportFilter, GroupId, IdempotencyKey, LeasePolicy, LlmCall, NewTask, StoreError, Task,
-    TaskId, TaskOutcome, TaskSpec, TaskStore, TerminalStatus, Trajectory, TrajectoryMessage,
+    TaskId, TaskOutcome, TaskSpec, TaskStore, TerminalStatus, Trajectory, TrajectoryMessage, WorkerRegistration,
 };
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::PgStore;
@@ -35,8 +35,13 @@ fn key(fingerprint: &str) -> IdempotencyKey {
     IdempotencyKey::new("held-key", fingerprint).unwrap()
 }
 
-/// Claims the task `task_id` (`None`: the next one) for worker `w`.
+/// Claims the task `task_id` (`None`: the next one) for worker `w`, registering it first if need be (only
+/// registered workers claim).
 async fn claim(store: &PgStore, task_id: Option<TaskId>) -> Task {
+    match store.register_worker(WorkerRegistration::new("w", "default")).await {
+        Ok(_) | Err(StoreError::WorkerAlive(_)) => {}
+        Err(error) => panic!("register_worker: {error}"),
+    }
     let request = ClaimRequest {
         worker_id: "w".into(),
         backend_type: "default".into(),

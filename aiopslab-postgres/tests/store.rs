@@ -54,6 +54,16 @@ fn completed() -> TaskOutcome {
     }
 }
 
+/// Registers each of `ids` (backend type `default`): only registered, live workers claim.
+async fn live(store: &PgStore, ids: &[&str]) {
+    for id in ids {
+        store
+            .register_worker(WorkerRegistration::new(*id, "default"))
+            .await
+            .unwrap();
+    }
+}
+
 async fn fresh() -> (TestDatabase, PgStore) {
     let db = TestDatabase::create().await;
     let store = db.store(policy()).await;
@@ -192,6 +202,7 @@ async fn create_get_list_and_stats() {
 #[tokio::test]
 async fn claim_order_backend_problems_and_task_id() {
     let (_db, store) = fresh().await;
+    live(&store, &["w1", "w2", "w3", "w4"]).await;
     let low = store.create_task(with_priority("low", 1)).await.unwrap();
     let high_old = store.create_task(with_priority("high-old", 8)).await.unwrap();
     let high_new = store.create_task(with_priority("high-new", 8)).await.unwrap();
@@ -247,6 +258,7 @@ async fn dispatch_delay_holds_new_tasks_back() {
             ..policy()
         })
         .await;
+    live(&store, &["w"]).await;
     store.create_task(spec("p")).await.unwrap();
     assert!(store.claim(&claim_req("w")).await.unwrap().is_none());
     advance_clock(&store, Duration::from_secs(3)).await;
@@ -256,6 +268,7 @@ async fn dispatch_delay_holds_new_tasks_back() {
 #[tokio::test]
 async fn worker_writes_are_fenced_by_the_lease() {
     let (_db, store) = fresh().await;
+    live(&store, &["w"]).await;
     let task = store.create_task(spec("p")).await.unwrap();
     let claimed = store.claim(&claim_req("w")).await.unwrap().unwrap();
     let lease = claimed.lease_token();
@@ -399,6 +412,7 @@ async fn failed_with_retries_requeues_and_counts() {
 #[tokio::test]
 async fn cancel_pending_running_terminal_unknown() {
     let (_db, store) = fresh().await;
+    live(&store, &["w"]).await;
     let pending = store.create_task(spec("a")).await.unwrap();
     assert_eq!(store.cancel_task(pending.id).await.unwrap(), CancelOutcome::Cancelled);
     let cancelled = store.get_task(pending.id).await.unwrap();
@@ -438,6 +452,7 @@ async fn cancel_pending_running_terminal_unknown() {
 #[tokio::test]
 async fn logs_read_back_in_order_with_filters() {
     let (_db, store) = fresh().await;
+    live(&store, &["w"]).await;
     let task = store.create_task(spec("p")).await.unwrap();
     let lease = store.claim(&claim_req("w")).await.unwrap().unwrap().lease_token();
     let levels = [
@@ -607,6 +622,7 @@ async fn workers_register_beat_and_go_offline() {
 #[tokio::test]
 async fn sweep_requeues_fails_and_times_out() {
     let (_db, store) = fresh().await;
+    live(&store, &["w"]).await;
     let retry = store
         .create_task(
             NewTask {

@@ -19,6 +19,9 @@
 //! recorded with the tasks it created, and a delivery is written in the same
 //! step as the terminal status it reports.
 //!
+//! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
+//! every store does, so it answers exactly what a durable store would.
+//!
 //! [`TaskStore::subscribe`] returns `None`: workers of an embedded store poll,
 //! which costs nothing in memory.
 
@@ -36,6 +39,7 @@ use crate::export::{Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::sanitize::{nul_free, sanitized, sanitized_ref};
 use crate::store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
@@ -120,6 +124,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        let specs = sanitized(specs);
         let (mut state, now) = self.lock();
         let created = state.create(specs, None, now);
         for task in &created {
@@ -129,6 +134,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        let (batch, idempotency) = (sanitized(batch), sanitized(idempotency));
         let (mut state, now) = self.lock();
         let created = state.create_batch(batch, idempotency, now)?;
         tracing::debug!(
@@ -146,7 +152,7 @@ impl TaskStore for MemoryStore {
         after: Option<ExportCursor>,
         limit: u32,
     ) -> StoreResult<Vec<Episode>> {
-        Ok(self.lock().0.export(filter, after, limit))
+        Ok(self.lock().0.export(&sanitized_ref(filter), after, limit))
     }
 
     async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
@@ -159,6 +165,7 @@ impl TaskStore for MemoryStore {
         delivery_id: i64,
         report: WebhookAttemptReport,
     ) -> StoreResult<WebhookDelivery> {
+        let report = sanitized(report);
         let (mut state, now) = self.lock();
         let delivery = state.outbox.record(delivery_id, report, now)?;
         tracing::debug!(
@@ -182,7 +189,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        Ok(self.lock().0.list(filter, sort, page))
+        Ok(self.lock().0.list(&sanitized_ref(filter), sort, page))
     }
 
     async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
@@ -193,8 +200,10 @@ impl TaskStore for MemoryStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        request.validate()?;
+        let request = sanitized_ref(request);
         let (mut state, now) = self.lock();
-        let claimed = state.claim(request, &self.inner.policy, now);
+        let claimed = state.claim(&request, &self.inner.policy, now)?;
         if let Some(task) = &claimed {
             tracing::debug!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
         }
@@ -207,6 +216,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        let entries = sanitized(entries);
         let (mut state, now) = self.lock();
         state.append_logs(lease, entries, now)
     }
@@ -216,6 +226,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        let trajectory = sanitized(trajectory);
         let (mut state, now) = self.lock();
         state.save_trajectory(lease, trajectory, now)
     }
@@ -225,6 +236,7 @@ impl TaskStore for MemoryStore {
     }
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        let outcome = sanitized(outcome);
         let (mut state, now) = self.lock();
         let task = state.finish(lease, outcome, now)?;
         tracing::debug!(
@@ -238,6 +250,9 @@ impl TaskStore for MemoryStore {
     }
 
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        // Refuse what validation refuses (a NUL in the id or backend type) before rewriting the rest.
+        registration.validate()?;
+        let registration = sanitized(registration);
         let (mut state, now) = self.lock();
         let worker = state.register_worker(registration, &self.inner.policy, now)?;
         tracing::debug!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
@@ -250,17 +265,17 @@ impl TaskStore for MemoryStore {
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.lock().0.deregister_worker(worker_id)?;
+        self.lock().0.deregister_worker(&nul_free(worker_id))?;
         tracing::debug!(worker_id, "worker deregistered");
         Ok(())
     }
 
     async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        self.lock().0.get_worker(worker_id)
+        self.lock().0.get_worker(&nul_free(worker_id))
     }
 
     async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
-        Ok(self.lock().0.list_workers(filter))
+        Ok(self.lock().0.list_workers(&sanitized_ref(filter)))
     }
 
     async fn sweep(&self) -> StoreResult<SweepReport> {
@@ -281,6 +296,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn paused_tokio_clock_drives_the_store() {
         let store = MemoryStore::new();
+        store
+            .register_worker(WorkerRegistration::new("w", "default"))
+            .await
+            .unwrap();
         let created = store.create_task(NewTask::new("p").validate().unwrap()).await.unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
         let claimed = store

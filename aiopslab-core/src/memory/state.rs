@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::clock::{earlier, later};
 use super::outbox::Outbox;
 use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
-use crate::error::{StoreError, ValidationError};
+use crate::error::StoreError;
 use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
@@ -250,8 +250,30 @@ impl State {
         self.tasks.get_mut(&id).ok_or_else(|| StoreError::task_not_found(id))
     }
 
-    /// Moves the best matching claimable pending task to running for this worker.
-    pub(crate) fn claim(&mut self, request: &ClaimRequest, policy: &LeasePolicy, now: DateTime<Utc>) -> Option<Task> {
+    /// Moves the best matching claimable pending task to running for this worker, which must be registered and
+    /// live.
+    pub(crate) fn claim(
+        &mut self,
+        request: &ClaimRequest,
+        policy: &LeasePolicy,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Task>> {
+        request.validate()?;
+        let worker = self
+            .workers
+            .get(&request.worker_id)
+            .ok_or_else(|| StoreError::worker_not_found(&request.worker_id))?;
+        if worker.status == WorkerStatus::Offline || worker.last_heartbeat < earlier(now, policy.worker_offline_after) {
+            return Err(StoreError::worker_offline(
+                &request.worker_id,
+                policy.worker_offline_after,
+            ));
+        }
+        Ok(self.claim_for(request, policy, now))
+    }
+
+    /// [`claim`](Self::claim) once the worker is known to be live.
+    fn claim_for(&mut self, request: &ClaimRequest, policy: &LeasePolicy, now: DateTime<Utc>) -> Option<Task> {
         let cutoff = earlier(now, policy.dispatch_delay);
         let fits = |task: &Task| {
             task.status == TaskStatus::Pending
@@ -500,13 +522,7 @@ impl State {
         policy: &LeasePolicy,
         now: DateTime<Utc>,
     ) -> StoreResult<HeartbeatAck> {
-        if heartbeat.status == WorkerStatus::Offline {
-            return Err(ValidationError::new(
-                "status",
-                "a heartbeat reports idle or busy; a worker that stops deregisters instead",
-            )
-            .into());
-        }
+        heartbeat.validate()?;
         let worker = self
             .workers
             .get_mut(&heartbeat.worker_id)

@@ -143,6 +143,7 @@ pub async fn batch_creates_a_group<H: StoreHarness>(harness: &H) {
 /// the first order, in the first group), `replayed = true`, and nothing new. Another key creates anew.
 pub async fn idempotent_batch_replays<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["w"]).await;
     let first = batch(
         &store,
         grouped(vec![plain("idem-a"), plain("idem-b")]),

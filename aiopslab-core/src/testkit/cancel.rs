@@ -12,6 +12,7 @@ use crate::worker::WorkerStatus;
 /// claimed, and a second cancel is refused.
 pub async fn cancel_pending_task<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let task = create(&store, plain("p")).await;
     let outcome = store.cancel_task(task.id).await.expect("cancel_task");
     assert_eq!(outcome, CancelOutcome::Cancelled, "a pending task is cancelled at once");

@@ -9,6 +9,7 @@ use crate::task::{TaskId, TaskStatus};
 /// Claims go by priority (highest first), then age (oldest first).
 pub async fn claim_order_priority_then_age<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let mut created = Vec::new();
     for (name, priority) in [("a", 5), ("b", 9), ("c", 5), ("d", 9), ("e", 0)] {
         created.push(create(&store, prioritized(name, priority)).await.id);
@@ -29,6 +30,7 @@ pub async fn claim_order_priority_then_age<H: StoreHarness>(h: &H) {
 /// Tasks with the same priority and creation time are claimed in id order.
 pub async fn claim_ties_break_on_id<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let specs = (0..6).map(|i| prioritized(&format!("p{i}"), 7)).collect();
     let created = store.create_tasks(specs).await.expect("create_tasks");
     assert!(
@@ -47,6 +49,7 @@ pub async fn claim_ties_break_on_id<H: StoreHarness>(h: &H) {
 /// Only workers of the task's backend type get it.
 pub async fn claim_routes_by_backend_type<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w0", "wk", "wd"]).await;
     let default_task = create(&store, prioritized("x", 9)).await;
     let kind_task = create(&store, on_backend("y", "kind")).await;
     let kind = |worker: &str| ClaimRequest {
@@ -78,6 +81,7 @@ pub async fn claim_routes_by_backend_type<H: StoreHarness>(h: &H) {
 /// A worker's `supported_problems`, when given, must contain the problem.
 pub async fn claim_respects_supported_problems<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2"]).await;
     let a = create(&store, prioritized("pa", 9)).await;
     let b = create(&store, prioritized("pb", 5)).await;
     let supporting = |problems: &[&str]| ClaimRequest {
@@ -102,6 +106,7 @@ pub async fn claim_respects_supported_problems<H: StoreHarness>(h: &H) {
 /// matches; otherwise nothing.
 pub async fn claim_specific_task<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2"]).await;
     let high = create(&store, prioritized("hi", 9)).await;
     let low = create(&store, prioritized("lo", 0)).await;
     let got = claim_some(&store, &request_task("w1", low.id)).await;
@@ -156,6 +161,7 @@ pub async fn dispatch_delay_holds_new_tasks<H: StoreHarness>(h: &H) {
             ..suite_policy()
         })
         .await;
+    register_all(&store, &["w1"]).await;
     let task = create(&store, plain("p")).await;
     claim_none(&store, &request("w1"), "a task younger than the dispatch delay").await;
     claim_none(

@@ -99,6 +99,7 @@ fn in_export_order(mut tasks: Vec<Task>) -> Vec<TaskId> {
 /// stored and its trajectory's messages, reward, evaluation and metadata, without the LLM calls.
 pub async fn export_walks_episodes_in_order<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["exporter"]).await;
     let mut with_trajectory = Vec::new();
     for (i, finish) in [
         Some(TerminalStatus::Completed),
@@ -202,6 +203,7 @@ pub async fn export_walks_episodes_in_order<H: StoreHarness>(harness: &H) {
 /// created range) selects exactly the matching episodes, alone and combined.
 pub async fn export_filters<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["exporter"]).await;
     let detection = "k8s_target_port-misconfig-detection-1";
     let detection_2 = "revoke_auth_mongodb-detection-1";
     let mitigation = "k8s_target_port-misconfig-mitigation-1";

@@ -80,6 +80,7 @@ pub async fn create_tasks_in_order<H: StoreHarness>(h: &H) {
 pub async fn claim_sets_running_state<H: StoreHarness>(h: &H) {
     let policy = suite_policy();
     let store = h.store(policy).await;
+    register_all(&store, &["w1", "w2"]).await;
     let created = create(&store, plain("p")).await;
     let claimed = claim_some(&store, &request("w1")).await;
     assert_eq!(claimed.id, created.id, "the only task is claimed");
@@ -112,6 +113,7 @@ pub async fn claim_sets_running_state<H: StoreHarness>(h: &H) {
 /// `finish` records each terminal status with its result and error details.
 pub async fn finish_records_terminal_status<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     for status in [
         TerminalStatus::Completed,
         TerminalStatus::Failed,
@@ -155,6 +157,7 @@ pub async fn finish_records_terminal_status<H: StoreHarness>(h: &H) {
 /// changes a finished task.
 pub async fn terminal_status_is_final<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2"]).await;
     let task = create(&store, retrying("p", 3)).await;
     let claimed = claim_some(&store, &request("w1")).await;
     let lease = claimed.lease_token();
@@ -213,6 +216,12 @@ pub async fn terminal_status_is_final<H: StoreHarness>(h: &H) {
     );
     assert_eq!(after.result, finished.result, "the result is untouched");
 
+    // Four hours of silence made w1 offline; a heartbeat makes it live again, so it may claim. (Busy: over HTTP
+    // an idle worker's heartbeat may be handed a task.)
+    store
+        .heartbeat(&beat("w1", crate::worker::WorkerStatus::Busy, None))
+        .await
+        .expect("heartbeat");
     let cancelled = create(&store, plain("p")).await;
     store.cancel_task(cancelled.id).await.expect("cancel pending");
     claim_none(
@@ -274,6 +283,7 @@ pub async fn finish_replay_is_idempotent<H: StoreHarness>(h: &H) {
 /// failure as error details); the last allowed attempt's failure is final.
 pub async fn failed_finish_requeues_while_retries_remain<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2", "w3"]).await;
     let task = create(&store, retrying("p", 1)).await;
     let first = claim_some(&store, &request("w1")).await;
     assert_eq!(first.attempt, 1, "first attempt");
@@ -325,6 +335,7 @@ pub async fn failed_finish_requeues_while_retries_remain<H: StoreHarness>(h: &H)
 /// unknown task id finds nothing.
 pub async fn unknown_ids_are_not_found<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let id = TaskId::new_v4();
     let lease = crate::task::LeaseToken {
         task_id: id,

@@ -21,6 +21,7 @@ async fn listed<S: TaskStore>(store: &S, filter: TaskFilter, sort: TaskSort, pag
 /// and together, and counts the matches.
 pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["wk", "wd"]).await;
     let t1 = create(&store, on_backend("pa", "default")).await;
     let t2 = create(&store, on_backend("pb", "kind")).await;
     let t3 = create(&store, on_backend("pa", "kind")).await;
@@ -215,15 +216,18 @@ pub async fn stats_counts<H: StoreHarness>(h: &H) {
     for _ in 0..2 {
         create(&store, on_backend("queued", "kind")).await;
     }
+    register(&store, "idle", "default").await;
+    register(&store, "busy", "default").await;
+    register(&store, "gone", "default").await;
     let running = create(&store, plain("running")).await;
-    claim_some(&store, &request_task("w1", running.id)).await;
+    claim_some(&store, &request_task("busy", running.id)).await;
     for status in [
         TerminalStatus::Completed,
         TerminalStatus::Failed,
         TerminalStatus::Timeout,
     ] {
         let task = create(&store, plain("finished")).await;
-        let claimed = claim_some(&store, &request_task("w1", task.id)).await;
+        let claimed = claim_some(&store, &request_task("busy", task.id)).await;
         store
             .finish(claimed.lease_token(), outcome(status))
             .await
@@ -231,9 +235,6 @@ pub async fn stats_counts<H: StoreHarness>(h: &H) {
     }
     let cancelled = create(&store, plain("cancelled")).await;
     store.cancel_task(cancelled.id).await.expect("cancel_task");
-    register(&store, "idle", "default").await;
-    register(&store, "busy", "default").await;
-    register(&store, "gone", "default").await;
     store
         .heartbeat(&beat("busy", WorkerStatus::Busy, None))
         .await

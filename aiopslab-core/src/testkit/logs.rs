@@ -14,6 +14,7 @@ use crate::trajectory::{LlmCall, TokenUsage, Trajectory, TrajectoryMessage};
 /// `since`, `after_id` and `limit` filter them; each task has its own log.
 pub async fn logs_in_order_with_filters<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2"]).await;
     let task = create(&store, plain("p")).await;
     let other = create(&store, plain("q")).await;
     let lease = claim_some(&store, &request_task("w1", task.id)).await.lease_token();
@@ -132,6 +133,7 @@ pub async fn logs_in_order_with_filters<H: StoreHarness>(h: &H) {
 /// after the task ends.
 pub async fn log_writes_need_a_lease<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let task = create(&store, plain("p")).await;
     let early = crate::task::LeaseToken {
         task_id: task.id,
@@ -214,6 +216,7 @@ fn sample_trajectory(task_id: TaskId, reward: f64, turns: usize) -> Trajectory {
 /// back intact, and kept after the task ends.
 pub async fn trajectory_save_replace_get<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1"]).await;
     let task = create(&store, plain("p")).await;
     assert_eq!(
         store.get_trajectory(task.id).await.expect("get_trajectory"),

@@ -100,6 +100,13 @@ macro_rules! store_conformance_suite {
             claim_webhooks_leases_deliveries,
             webhook_attempts_move_deliveries,
             late_webhook_reports_never_regress,
+            claim_needs_a_registered_live_worker,
+            worker_ids_follow_one_pattern,
+            nul_in_text_is_stored_as_replacement,
+            nul_in_webhook_attempt_is_replaced,
+            edge_numbers_read_back_identically,
+            random_json_round_trips,
+            deep_json_from_workers_is_cut_alike,
         );
         $crate::store_conformance_suite!(@sized $harness, $concurrency_test, $claimers, $tasks;
             concurrent_claims_exactly_once,

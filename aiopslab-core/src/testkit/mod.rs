@@ -36,6 +36,7 @@ mod cancel;
 mod claims;
 mod concurrency;
 mod export;
+mod json;
 mod leases;
 mod lifecycle;
 mod listing;
@@ -43,6 +44,7 @@ mod logs;
 mod macros;
 mod memory;
 pub mod support;
+mod text;
 mod webhooks;
 mod workers;
 
@@ -57,6 +59,10 @@ pub use claims::{
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
 pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use json::{
+    deep_json_from_workers_is_cut_alike, edge_numbers, edge_numbers_read_back_identically, random_json_round_trips,
+    DEFAULT_JSON_SEED, RANDOM_JSON_CASES,
+};
 pub use leases::{
     extend_lease_keeps_lease_alive, heartbeat_keeps_leases_alive, lease_expiry_fails_without_retries,
     lease_expiry_requeues_with_retries, stale_token_refused_after_requeue, sweep_times_out_overdue_tasks,
@@ -69,6 +75,7 @@ pub use lifecycle::{
 pub use listing::{list_tasks_filters, list_tasks_pages, list_tasks_sorts, stats_counts};
 pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_save_replace_get};
 pub use memory::MemoryHarness;
+pub use text::{nul_in_text_is_stored_as_replacement, nul_in_webhook_attempt_is_replaced};
 pub use webhooks::{
     attempt_delivered, attempt_failed, claim_webhooks_leases_deliveries, concurrent_webhook_claims_exactly_once,
     late_webhook_reports_never_regress, webhook_attempts_move_deliveries,
@@ -76,8 +83,9 @@ pub use webhooks::{
     with_callback, HOOK_URL,
 };
 pub use workers::{
-    deregister_then_register_again, heartbeat_updates_worker, list_workers_filters, register_and_get_worker,
-    register_refused_while_alive, sweep_marks_silent_workers_offline, worker_counters_follow_finishes,
+    claim_needs_a_registered_live_worker, deregister_then_register_again, heartbeat_updates_worker,
+    list_workers_filters, register_and_get_worker, register_refused_while_alive, sweep_marks_silent_workers_offline,
+    worker_counters_follow_finishes, worker_ids_follow_one_pattern,
 };
 
 /// How the suite gets stores to test.

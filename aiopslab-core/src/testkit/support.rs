@@ -167,6 +167,13 @@ pub async fn register<S: TaskStore>(store: &S, id: &str, backend_type: &str) -> 
         .unwrap_or_else(|e| panic!("register_worker {id} failed: {e}"))
 }
 
+/// Registers each of `ids` with backend type `default`: only registered, live workers may claim.
+pub async fn register_all<S: TaskStore>(store: &S, ids: &[&str]) {
+    for id in ids {
+        register(store, id, "default").await;
+    }
+}
+
 /// A heartbeat of `worker_id` in `status`.
 pub fn beat(worker_id: &str, status: WorkerStatus, current_task_id: Option<TaskId>) -> WorkerHeartbeat {
     WorkerHeartbeat {

@@ -93,6 +93,7 @@ async fn assert_one_delivery<S: TaskStore>(store: &S, task: &Task, what: &str) -
 /// task each write one pending delivery of the task as it ended; a replayed finish writes no second one.
 pub async fn webhook_queued_on_finish_and_cancel<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["w"]).await;
     for status in [
         TerminalStatus::Completed,
         TerminalStatus::Failed,
@@ -141,6 +142,7 @@ pub async fn webhook_queued_on_finish_and_cancel<H: StoreHarness>(harness: &H) {
 /// cancel was requested) write one delivery each, in the same step.
 pub async fn webhook_queued_by_sweep<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["w"]).await;
     let lost = create(&store, with_callback("hook-lost", 0)).await;
     let cancelled = create(&store, with_callback("hook-lost-cancelled", 0)).await;
     claim_some(&store, &request_task("w", lost.id)).await;
@@ -162,6 +164,7 @@ pub async fn webhook_queued_by_sweep<H: StoreHarness>(harness: &H) {
             ..suite_policy()
         })
         .await;
+    register_all(&store, &["w"]).await;
     let overdue = create(
         &store,
         spec(NewTask {
@@ -190,6 +193,7 @@ pub async fn webhook_queued_by_sweep<H: StoreHarness>(harness: &H) {
 /// outcome after them writes exactly one delivery. A task without a `callback_url` never gets one.
 pub async fn webhook_not_queued_on_requeue_or_without_callback<H: StoreHarness>(harness: &H) {
     let store = harness.store(suite_policy()).await;
+    register_all(&store, &["w"]).await;
     let task = create(&store, with_callback("hook-retry", 2)).await;
     let first = claim_some(&store, &request_task("w", task.id)).await;
     let requeued = store

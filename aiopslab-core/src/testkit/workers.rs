@@ -8,7 +8,7 @@ use super::StoreHarness;
 use crate::error::StoreError;
 use crate::query::WorkerFilter;
 use crate::store::TaskStore;
-use crate::task::TerminalStatus;
+use crate::task::{TaskStatus, TerminalStatus};
 use crate::worker::{WorkerCapabilities, WorkerRegistration, WorkerStatus};
 
 /// Registration stores the worker as `idle` with its capabilities and
@@ -290,4 +290,121 @@ pub async fn list_workers_filters<H: StoreHarness>(h: &H) {
         "no idle kind worker"
     );
     assert!(list(None, Some("none")).await.is_empty(), "no worker of backend none");
+}
+
+/// Only registered, live workers claim: an unknown worker's claim is `NotFound` (entity `worker`), an offline
+/// one's (deregistered, or silent past `worker_offline_after`) is refused naming `worker_id`; nothing is claimed
+/// then, by backend or by task id. A heartbeat (or a new registration) makes the worker live again.
+pub async fn claim_needs_a_registered_live_worker<H: StoreHarness>(h: &H) {
+    let store = h.store(suite_policy()).await;
+    let task = create(&store, plain("p")).await;
+    let refused_as_unknown = |result: Result<Option<crate::task::Task>, StoreError>, what: &str| match result {
+        Err(StoreError::NotFound { entity: "worker", id }) => {
+            assert_eq!(id, "w-ghost", "{what}: the error names the worker")
+        }
+        other => panic!("{what}: expected StoreError::NotFound for worker w-ghost, got {other:?}"),
+    };
+    refused_as_unknown(
+        store.claim(&request("w-ghost")).await,
+        "a claim by a worker that never registered",
+    );
+    refused_as_unknown(
+        store.claim(&request_task("w-ghost", task.id)).await,
+        "a claim of a given task by a worker that never registered",
+    );
+    assert_status(&get(&store, task.id).await, TaskStatus::Pending, "after refused claims");
+
+    let refused_as_offline = |result: Result<Option<crate::task::Task>, StoreError>, what: &str| match result {
+        Err(StoreError::Invalid(error)) => {
+            assert_eq!(error.field, "worker_id", "{what}: the refusal names worker_id");
+            assert!(
+                error.message.contains("offline"),
+                "{what}: the refusal says the worker is offline: {error}"
+            );
+        }
+        other => panic!("{what}: expected StoreError::Invalid(worker_id: ... offline ...), got {other:?}"),
+    };
+    register(&store, "w1", "default").await;
+    store.deregister_worker("w1").await.expect("deregister_worker");
+    refused_as_offline(store.claim(&request("w1")).await, "a claim by a deregistered worker");
+    refused_as_offline(
+        store.claim(&request_task("w1", task.id)).await,
+        "a claim of a given task by a deregistered worker",
+    );
+    assert_status(&get(&store, task.id).await, TaskStatus::Pending, "after refused claims");
+    store
+        .heartbeat(&beat("w1", WorkerStatus::Busy, None))
+        .await
+        .expect("heartbeat");
+    let claimed = claim_some(&store, &request("w1")).await;
+    assert_eq!(claimed.id, task.id, "a heartbeat made the worker live again");
+    store.finish(claimed.lease_token(), completed()).await.expect("finish");
+
+    let next = create(&store, plain("p")).await;
+    h.advance_clock(&store, secs(91)).await;
+    refused_as_offline(
+        store.claim(&request("w1")).await,
+        "a claim by a worker silent for 91 s (threshold 90 s), before any sweep",
+    );
+    register(&store, "w1", "default").await;
+    assert_eq!(
+        claim_some(&store, &request("w1")).await.id,
+        next.id,
+        "a new registration made it live again"
+    );
+}
+
+/// Worker ids follow one pattern everywhere (1–128 ASCII letters, digits, `-`, `_`, `.`): registration refuses
+/// `Bad Id!`, a NUL or an over-long id naming `id`, heartbeat and claim refuse them naming `worker_id`, and
+/// nothing is stored.
+pub async fn worker_ids_follow_one_pattern<H: StoreHarness>(h: &H) {
+    let store = h.store(suite_policy()).await;
+    create(&store, plain("p")).await;
+    let long = "w".repeat(129);
+    for bad in ["Bad Id!", "w\u{0}1", "tab\there", "ünicode", "a/b", long.as_str()] {
+        match store.register_worker(WorkerRegistration::new(bad, "default")).await {
+            Err(StoreError::Invalid(error)) => {
+                assert_eq!(error.field, "id", "registering {bad:?}: the error names id");
+                assert!(
+                    error.message.contains(crate::worker::WORKER_ID_PATTERN),
+                    "registering {bad:?}: the error says the pattern: {error}"
+                );
+            }
+            other => panic!("registering {bad:?}: expected StoreError::Invalid(id), got {other:?}"),
+        }
+        let named_worker_id = |result: Result<(), StoreError>, what: &str| match result {
+            Err(StoreError::Invalid(error)) => assert_eq!(error.field, "worker_id", "{what} {bad:?}"),
+            other => panic!("{what} {bad:?}: expected StoreError::Invalid(worker_id), got {other:?}"),
+        };
+        named_worker_id(
+            store.heartbeat(&beat(bad, WorkerStatus::Idle, None)).await.map(|_| ()),
+            "a heartbeat of",
+        );
+        named_worker_id(store.claim(&request(bad)).await.map(|_| ()), "a claim by");
+    }
+    assert_eq!(
+        store
+            .list_workers(&WorkerFilter::default())
+            .await
+            .expect("list_workers")
+            .total,
+        0,
+        "no refused registration was stored"
+    );
+    let longest = "w".repeat(128);
+    for good in ["worker-001-kind", "W.1_a-b", longest.as_str()] {
+        register(&store, good, "default").await;
+        store
+            .heartbeat(&beat(good, WorkerStatus::Busy, None))
+            .await
+            .unwrap_or_else(|e| panic!("a heartbeat of {good:?}: {e}"));
+    }
+    assert_eq!(
+        claim_some(&store, &request("worker-001-kind"))
+            .await
+            .worker_id
+            .as_deref(),
+        Some("worker-001-kind"),
+        "the quickstart's worker id claims"
+    );
 }

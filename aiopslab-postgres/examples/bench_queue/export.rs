@@ -154,6 +154,7 @@ async fn seed_templates(store: &PgStore, count: usize) -> anyhow::Result<()> {
             ..NewTask::new(problem)
         };
         let task = store.create_task(new.validate()?).await?;
+        super::live_worker(store, "export-seeder").await?;
         let request = ClaimRequest {
             worker_id: "export-seeder".into(),
             backend_type: task.parameters.backend_type.clone(),

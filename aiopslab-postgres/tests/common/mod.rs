@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aiopslab_core::{
     ClaimRequest, LeasePolicy, NewTask, StoreError, StoreResult, TaskOutcome, TaskResult, TaskStore, TerminalStatus,
+    WorkerRegistration,
 };
 use aiopslab_postgres::PgStore;
 
@@ -78,9 +79,21 @@ where
     }
 }
 
-/// A worker that claims and completes tasks until a claim finds nothing, retrying transient failures. Returns how
-/// many tasks it completed. A finish refused with `LeaseLost` (the lease moved on) is not counted.
+/// Registers `worker` (backend `default`) so it may claim, retrying transient failures; a registration that
+/// already landed (its answer lost to a fault, or an earlier call) is fine.
+pub async fn register(store: &PgStore, worker: &str, faults: &Faults, patience: Duration) {
+    let registration = WorkerRegistration::new(worker, "default");
+    match retry(faults, patience, || store.register_worker(registration.clone())).await {
+        Ok(_) | Err(StoreError::WorkerAlive(_)) => {}
+        Err(e) => panic!("{worker}: register failed for good: {e}"),
+    }
+}
+
+/// A worker that registers, then claims and completes tasks until a claim finds nothing, retrying transient
+/// failures. Returns how many tasks it completed. A finish refused with `LeaseLost` (the lease moved on) is not
+/// counted.
 pub async fn drain(store: PgStore, worker: String, faults: Arc<Faults>, patience: Duration) -> u64 {
+    register(&store, &worker, &faults, patience).await;
     let mut done = 0;
     let claim = request(&worker);
     loop {
