@@ -25,7 +25,7 @@ use aiopslab_core::{
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
-use aiopslab_http::webhooks::WebhookConfig;
+use aiopslab_http::webhooks::{Backoff, WebhookConfig};
 use aiopslab_kind::{preflight, KindBackend, KindConfig};
 use aiopslab_postgres::PgStore;
 use anyhow::{bail, Context};
@@ -108,6 +108,8 @@ struct Args {
     dispatch_delay_ms: u64,
 
     /// How long a claim or heartbeat keeps a task leased to its worker.
+    /// In-process workers heartbeat every 10 s, or every third of this
+    /// when that is shorter.
     #[arg(long, default_value_t = 60)]
     lease_secs: u64,
 
@@ -131,13 +133,32 @@ struct Args {
     webhook_secret: Option<String>,
 
     /// Tries per completion webhook (exponential backoff from 1 s, doubling,
-    /// at most 10 min apart, with jitter) before it is marked failed.
+    /// at most --webhook-max-backoff-secs apart, jittered to 75-100 %)
+    /// before it is marked failed. The default 44 with the default 1 h cap
+    /// keeps retrying for 24 h 6 min to 32 h 8 min. A failed delivery can be
+    /// retried with POST /tasks/{id}/webhooks/{delivery_id}/redeliver.
     #[arg(long, default_value_t = WebhookConfig::DEFAULT_MAX_ATTEMPTS)]
     webhook_max_attempts: u32,
+
+    /// The longest wait between two tries of a completion webhook, in seconds.
+    #[arg(long, default_value_t = Backoff::DEFAULT_MAX.as_secs())]
+    webhook_max_backoff_secs: u64,
 
     /// How long one webhook POST may take, in seconds.
     #[arg(long, default_value_t = WebhookConfig::DEFAULT_TIMEOUT.as_secs())]
     webhook_timeout_secs: u64,
+
+    /// Also accept and deliver callback URLs on loopback, private (RFC 1918,
+    /// fc00::/7), link-local, metadata and other non-public addresses. Off:
+    /// such a callback_url is refused at create when it names the address
+    /// (400), and a delivery whose host resolves to one fails without a POST.
+    /// For receivers on this host or network.
+    #[arg(
+        long,
+        env = "AIOPSLAB_WEBHOOK_ALLOW_PRIVATE",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    webhook_allow_private_destinations: bool,
 }
 
 #[tokio::main]
@@ -147,18 +168,38 @@ async fn main() -> anyhow::Result<()> {
     if args.sweep_interval_secs == 0 || args.lease_secs == 0 {
         bail!("--sweep-interval-secs and --lease-secs must be at least 1");
     }
-    if args.webhook_max_attempts == 0 || args.webhook_timeout_secs == 0 {
-        bail!("--webhook-max-attempts and --webhook-timeout-secs must be at least 1");
+    if args.webhook_max_attempts == 0 || args.webhook_timeout_secs == 0 || args.webhook_max_backoff_secs == 0 {
+        bail!("--webhook-max-attempts, --webhook-max-backoff-secs and --webhook-timeout-secs must be at least 1");
     }
     let webhooks = WebhookConfig {
         max_attempts: args.webhook_max_attempts,
         timeout: Duration::from_secs(args.webhook_timeout_secs),
+        backoff: Backoff {
+            max: Duration::from_secs(args.webhook_max_backoff_secs),
+            ..Backoff::default()
+        },
+        allow_private_destinations: args.webhook_allow_private_destinations,
         ..WebhookConfig::default()
     }
     .with_secret(args.webhook_secret.clone().unwrap_or_default());
     if webhooks.secret.is_none() {
         tracing::info!(
             "completion webhooks are sent unsigned (set --webhook-secret or AIOPSLAB_WEBHOOK_SECRET to sign them)"
+        );
+    }
+    let (shortest, longest) = webhooks.retry_window();
+    tracing::info!(
+        max_attempts = webhooks.max_attempts,
+        retried_for_at_least_secs = shortest.as_secs(),
+        retried_for_at_most_secs = longest.as_secs(),
+        private_destinations = webhooks.allow_private_destinations,
+        "completion webhook schedule"
+    );
+    if shortest < Duration::from_secs(24 * 3600) {
+        tracing::warn!(
+            "completion webhooks give up within a day ({} s at the least): a receiver down longer loses its \
+             notifications unless they are redelivered (raise --webhook-max-attempts)",
+            shortest.as_secs()
         );
     }
     let policy = LeasePolicy {
@@ -189,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
     let mut api = ApiConfig::for_store(store_kind);
     api.client_token = args.client_token.clone().filter(|t| !t.is_empty());
     api.worker_token = args.worker_token.clone().filter(|t| !t.is_empty());
+    api.allow_private_webhook_destinations = args.webhook_allow_private_destinations;
     if !args.host.is_loopback() && (api.client_token.is_none() || api.worker_token.is_none()) {
         tracing::warn!(host = %args.host, "serving beyond this machine without a client and a worker token");
     }
@@ -255,8 +297,10 @@ fn start_workers(
                 (id, backend)
             }
         };
-        let mut config =
+        let config =
             WorkerConfig::new(id.clone(), args.backend_type.clone()).with_max_parallel_tasks(args.max_parallel);
+        // Heartbeats extend the leases: at most a third of --lease-secs apart.
+        let mut config = config.with_lease_duration(Duration::from_secs(args.lease_secs));
         config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
         config
             .metadata

@@ -83,14 +83,17 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     dispatch_delay_ms: u64,
 
-    /// With --database-url: the server's --lease-secs (how long a claim or a
-    /// heartbeat keeps a task leased). Keep them equal.
+    /// The server's --lease-secs (how long a claim or a heartbeat keeps a
+    /// task leased). Keep them equal: the heartbeat is checked against it,
+    /// and with --database-url the claims made here use it.
     #[arg(long, default_value_t = 60)]
     lease_secs: u64,
 
-    /// How often the worker heartbeats (keep well under the server's lease, 60 s by default).
-    #[arg(long, default_value_t = 10)]
-    heartbeat_secs: u64,
+    /// How often the worker heartbeats, which extends its leases: at most a
+    /// third of --lease-secs (refused at start otherwise). Default: 10, or a
+    /// third of --lease-secs when that is shorter.
+    #[arg(long)]
+    heartbeat_secs: Option<u64>,
 
     /// At shutdown, how long running tasks may go on before they are stopped.
     #[arg(long, default_value_t = 30)]
@@ -228,14 +231,11 @@ async fn main() -> anyhow::Result<()> {
     support::init_logging(args.log_file.as_deref())?;
     warn_of_secrets_on_the_command_line(&matches);
 
-    let store = connect(&args).await?;
-    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
-    let backend = backend(&args).await?;
-
+    // Settings are checked first, so a bad combination fails before any connection or preflight.
     let mut config =
         WorkerConfig::new(args.id.clone(), args.backend_type.clone()).with_max_parallel_tasks(args.max_parallel);
     config.capabilities.supported_problems = args.supported_problems.clone();
-    config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    heartbeat_settings(&mut config, &args)?;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     if let Some(host) = support::host_name() {
         config.metadata.insert("host".into(), serde_json::Value::String(host));
@@ -248,6 +248,10 @@ async fn main() -> anyhow::Result<()> {
     }
     config.validate().context("invalid worker settings")?;
 
+    let store = connect(&args).await?;
+    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
+    let backend = backend(&args).await?;
+
     let shutdown = CancellationToken::new();
     support::cancel_on_signals(shutdown.clone());
     tracing::info!(worker_id = %args.id, backend = backend.name(), "worker starting");
@@ -256,6 +260,33 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("worker {} stopped", args.id))?;
     tracing::info!(worker_id = %args.id, "worker stopped");
+    Ok(())
+}
+
+/// The heartbeat interval and the lease it must fit in: an explicit
+/// --heartbeat-secs must be at most a third of --lease-secs, else the
+/// worker refuses to start (its heartbeats would not keep its leases);
+/// without one it is derived from the lease.
+fn heartbeat_settings(config: &mut WorkerConfig, args: &Args) -> anyhow::Result<()> {
+    let lease = Duration::from_secs(args.lease_secs.max(1));
+    let Some(heartbeat_secs) = args.heartbeat_secs else {
+        *config = config.clone().with_lease_duration(lease);
+        return Ok(());
+    };
+    config.heartbeat_interval = Duration::from_secs(heartbeat_secs.max(1));
+    config.lease_duration = Some(lease);
+    if config.heartbeat_interval * WorkerConfig::HEARTBEATS_PER_LEASE > lease {
+        anyhow::bail!(
+            "--heartbeat-secs {} is not comfortably under --lease-secs {}: heartbeats extend the leases, so \
+             they must come at least {} times per lease, or healthy runs are lost as worker_lost. Lower \
+             --heartbeat-secs (at most {:.1} s here), or set --lease-secs to the server's own --lease-secs if \
+             that is longer",
+            config.heartbeat_interval.as_secs(),
+            lease.as_secs(),
+            WorkerConfig::HEARTBEATS_PER_LEASE,
+            lease.as_secs_f64() / f64::from(WorkerConfig::HEARTBEATS_PER_LEASE),
+        );
+    }
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use aiopslab_core::run_sweeper;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{router, ApiState};
+use crate::server::{router, ApiState, JsonErrorsListener};
 use crate::webhooks::{WebhookConfig, WebhookDeliverer};
 
 /// How often the sweeper runs unless told otherwise: often enough that a
@@ -71,7 +71,11 @@ pub async fn serve(
 }
 
 /// [`serve`] with every option: the sweeper and the webhook deliverer run
-/// beside the API as `options` says, and stop with it.
+/// beside the API as `options` says, and stop with it. The deliverer also
+/// serves `POST /tasks/{id}/webhooks/{delivery_id}/redeliver` (unless
+/// `state` already has one). Connections are served through a
+/// [`JsonErrorsListener`], so even the answers hyper gives by itself to an
+/// unparsable request have the API's JSON error shape.
 pub async fn serve_with(
     listener: TcpListener,
     state: ApiState,
@@ -86,6 +90,10 @@ pub async fn serve_with(
         ),
         None => None,
     };
+    let state = match (&deliverer, &state.webhooks) {
+        (Some(deliverer), None) => state.with_webhooks(deliverer.clone()),
+        _ => state,
+    };
     let helpers_stop = shutdown.child_token();
     let sweeper = options.sweep_interval.map(|interval| {
         let scheduler = state.scheduler.clone();
@@ -98,7 +106,7 @@ pub async fn serve_with(
     // Open log streams (SSE follow) end when the server stops, so a graceful
     // shutdown does not wait for followed tasks to finish.
     let app = router(state.with_shutdown(shutdown.child_token()));
-    let served = axum::serve(listener, app)
+    let served = axum::serve(JsonErrorsListener::new(listener), app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     // The server may also stop on an I/O error: stop the helpers either way.

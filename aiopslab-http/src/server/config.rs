@@ -32,6 +32,14 @@ pub struct ApiConfig {
     /// one store query and one chunk of the response; a few pages are in
     /// memory at once.
     pub export_page_size: u32,
+    /// Accept a `callback_url` that points at a loopback, private,
+    /// link-local, metadata or other non-public address (off: such a task is
+    /// a 400 naming `callback_url` when the URL names the address literally
+    /// or is a `localhost` name; names are checked on their resolved address
+    /// at delivery by the deliverer, whose
+    /// [`WebhookConfig::allow_private_destinations`](crate::webhooks::WebhookConfig::allow_private_destinations)
+    /// should agree with this).
+    pub allow_private_webhook_destinations: bool,
 }
 
 impl ApiConfig {
@@ -63,6 +71,13 @@ impl ApiConfig {
         self.worker_token = Some(token.into());
         self
     }
+
+    /// The same settings, accepting callback URLs on non-public addresses
+    /// (see [`allow_private_webhook_destinations`](Self::allow_private_webhook_destinations)).
+    pub fn allowing_private_webhook_destinations(mut self, allow: bool) -> Self {
+        self.allow_private_webhook_destinations = allow;
+        self
+    }
 }
 
 impl Default for ApiConfig {
@@ -76,6 +91,7 @@ impl Default for ApiConfig {
             follow_poll_interval: Self::DEFAULT_FOLLOW_POLL_INTERVAL,
             protect_docs: false,
             export_page_size: Self::DEFAULT_EXPORT_PAGE_SIZE,
+            allow_private_webhook_destinations: false,
         }
     }
 }
@@ -93,6 +109,10 @@ impl fmt::Debug for ApiConfig {
             .field("follow_poll_interval", &self.follow_poll_interval)
             .field("protect_docs", &self.protect_docs)
             .field("export_page_size", &self.export_page_size)
+            .field(
+                "allow_private_webhook_destinations",
+                &self.allow_private_webhook_destinations,
+            )
             .finish()
     }
 }

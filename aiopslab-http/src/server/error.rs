@@ -21,7 +21,10 @@ pub struct ErrorBody {
     /// A stable machine-readable code: `invalid_json`, `validation_error`,
     /// `invalid_query`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `already_terminal`, `worker_alive`, `lease_lost`,
-    /// `idempotency_conflict`, `payload_too_large`, `unavailable`, `internal`.
+    /// `idempotency_conflict`, `webhook_not_failed`, `redelivery_in_progress`,
+    /// `payload_too_large`, `unsupported_media_type`, `uri_too_long`,
+    /// `headers_too_large`, `bad_request` (a request that is not valid
+    /// HTTP/1.1), `webhooks_disabled`, `unavailable`, `internal`.
     pub code: String,
     /// Structured details: `field`/`message` for validation errors,
     /// `entity`/`id` for not found, `task_id`/`attempt` for a lost lease,
@@ -129,6 +132,21 @@ impl ApiError {
             None => json!({ "field": "body", "message": message }),
         };
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message, details)
+    }
+
+    /// 415 `unsupported_media_type`: a JSON route got a body whose
+    /// `Content-Type` (`got`, `None` when absent) is not JSON.
+    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+        let message = match got {
+            Some(got) => format!("Content-Type {got:?} is not supported: send the body as application/json"),
+            None => "the request has no Content-Type: send the body as application/json".to_string(),
+        };
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+            json!({ "field": "Content-Type", "content_type": got, "expected": "application/json" }),
+        )
     }
 
     /// 401 `unauthorized`: no token, or a token the server does not know.

@@ -1,7 +1,8 @@
 //! Extractors that answer with the API's error shape instead of axum's
 //! plain-text rejections: JSON bodies ([`ApiJson`], [`ApiJsonBytes`]), path
-//! ids ([`TaskIdPath`], [`GroupIdPath`], [`WorkerIdPath`]) and query strings ([`QueryParams`], parsed by hand with
-//! the core validators so a bad value names its parameter).
+//! ids ([`TaskIdPath`], [`GroupIdPath`], [`WorkerIdPath`], [`DeliveryPath`])
+//! and query strings ([`QueryParams`], parsed by hand with the core
+//! validators so a bad value names its parameter).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -11,27 +12,31 @@ use aiopslab_core::{TaskId, ValidationError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::error::ApiError;
 
-/// A JSON request body. Malformed JSON, a wrong type or an unknown field is a
-/// 400 `invalid_json` whose message (from serde) says what and where; a body
-/// over the route's limit is a 413 `payload_too_large`.
+/// A JSON request body. A `Content-Type` other than JSON (or none) is a 415
+/// `unsupported_media_type`; malformed JSON, a wrong type (an array where an
+/// object belongs included) or an unknown field is a 400 `invalid_json` whose
+/// message (from serde) says what and where; a body over the route's limit
+/// is a 413 `payload_too_large`.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Serialize,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json_content_type(req.headers())?;
         let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -44,15 +49,38 @@ pub struct ApiJsonBytes<T>(pub T, pub Bytes);
 
 impl<S, T> FromRequest<S> for ApiJsonBytes<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Serialize,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json_content_type(req.headers())?;
         let bytes = read_body(req, state).await?;
         let value = parse_json(&bytes)?;
         Ok(ApiJsonBytes(value, bytes))
+    }
+}
+
+/// True for `application/json` and `application/<anything>+json`, with any
+/// parameters (`; charset=utf-8`), in any case.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", "json")) => true,
+        Some(("application", subtype)) => subtype.ends_with("+json") && subtype.len() > "+json".len(),
+        _ => false,
+    }
+}
+
+/// A JSON body must say so: anything else (or no `Content-Type`) is a 415.
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not text>"));
+    match value {
+        Some(value) if is_json_media_type(value) => Ok(()),
+        other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
@@ -67,7 +95,20 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 /// Parses a JSON object body, naming the offending field on a type error.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// An array where the type wants an object is a type error too (serde would
+/// read a struct from an array of its fields, so `"capabilities": []` would
+/// pass as every default).
+pub fn parse_json<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: T = parse_loosely(bytes)?;
+    if bytes.contains(&b'[') {
+        if let (Ok(sent), Ok(typed)) = (serde_json::from_slice::<Value>(bytes), serde_json::to_value(&value)) {
+            refuse_arrays_for_objects(&sent, &typed, &mut String::new())?;
+        }
+    }
+    Ok(value)
+}
+
+fn parse_loosely<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
             return Err(ApiError::invalid_json(
@@ -99,6 +140,42 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::invalid_json(format!("invalid JSON body: {e}"), None))?;
     Ok(value)
+}
+
+/// Walks what was sent beside what it was read as: where the type holds an
+/// object (a struct) and the body held an array, the body is refused,
+/// naming the field (`capabilities`, `outcome.result`, `entries[0]`).
+fn refuse_arrays_for_objects(sent: &Value, typed: &Value, path: &mut String) -> Result<(), ApiError> {
+    match (sent, typed) {
+        (Value::Array(_), Value::Object(_)) => Err(ApiError::invalid_json(
+            format!("invalid JSON body at {path}: invalid type: sequence, expected a JSON object"),
+            Some(path.clone()),
+        )),
+        (Value::Object(sent), Value::Object(typed)) => {
+            for (key, sent) in sent {
+                if let Some(typed) = typed.get(key) {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    refuse_arrays_for_objects(sent, typed, path)?;
+                    path.truncate(len);
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(sent), Value::Array(typed)) if sent.len() == typed.len() => {
+            for (i, (sent, typed)) in sent.iter().zip(typed).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                refuse_arrays_for_objects(sent, typed, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn path_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -168,6 +245,40 @@ async fn uuid_path<S: Send + Sync>(parts: &mut Parts, state: &S, field: &str) ->
     })
 }
 
+/// The `{id}` and `{delivery_id}` segments of a webhook delivery route: a
+/// task UUID (else 400 naming `id`) and a positive delivery id (else 400
+/// naming `delivery_id`).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryPath {
+    /// The task.
+    pub task_id: TaskId,
+    /// The delivery (an outbox id).
+    pub delivery_id: i64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DeliveryPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((task, delivery)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(&ValidationError::new("id", e.body_text())))?;
+        let task_id = task.parse::<uuid::Uuid>().map_err(|_| {
+            ApiError::validation(&ValidationError::new(
+                "id",
+                format!("must be a UUID such as 550e8400-e29b-41d4-a716-446655440000, got {task:?}"),
+            ))
+        })?;
+        let delivery_id = delivery.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::validation(&ValidationError::new(
+                "delivery_id",
+                format!("must be a positive integer (a delivery's `id`), got {delivery:?}"),
+            ))
+        })?;
+        Ok(DeliveryPath { task_id, delivery_id })
+    }
+}
+
 /// The `{id}` segment of a worker route.
 #[derive(Debug, Clone)]
 pub struct WorkerIdPath(pub String);
@@ -185,7 +296,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WorkerIdPath {
 
 /// The raw query string as name → value (the last occurrence wins). Values
 /// are parsed by the handlers with the typed getters, which answer 400
-/// `invalid_query` naming the parameter.
+/// `invalid_query` naming the parameter. Names a route does not take were
+/// refused before the handler ran (see `query_guard`).
 #[derive(Debug, Clone, Default)]
 pub struct QueryParams(pub HashMap<String, String>);
 
@@ -286,6 +398,33 @@ impl QueryParams {
         match self.text(name) {
             Some(v) if v.len() > max_len => Err(invalid(name, format!("must be at most {max_len} characters"))),
             other => Ok(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/+json",
+            "json",
+            "text/json",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
         }
     }
 }

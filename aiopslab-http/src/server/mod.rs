@@ -5,7 +5,8 @@
 //! - Public API (client token when configured): `POST/GET /tasks`,
 //!   `POST /tasks/batch`, `GET/DELETE /tasks/{id}`, `GET /tasks/{id}/logs`
 //!   (`?follow=true` for Server-Sent Events), `GET /tasks/{id}/trajectory`,
-//!   `GET /tasks/{id}/webhooks`, `GET /groups/{group_id}`,
+//!   `GET /tasks/{id}/webhooks`,
+//!   `POST /tasks/{id}/webhooks/{delivery_id}/redeliver`, `GET /groups/{group_id}`,
 //!   `GET /trajectories/export` (JSON Lines), `GET /workers`,
 //!   `GET /workers/{id}`, `GET /problems`, `GET /stats`, `GET /metrics`.
 //! - Worker protocol (worker token when configured): `POST /workers/register`,
@@ -18,7 +19,9 @@
 //!
 //! Build it with [`router`] from an [`ApiState`] (store, scheduler,
 //! [`ApiConfig`]). Every error is `{"error", "code", "details"}` (see
-//! [`ApiError`]).
+//! [`ApiError`]) — also the ones hyper answers by itself for a request it
+//! cannot parse (400, 414, 431), when the router is served on a
+//! [`JsonErrorsListener`] (as [`app::serve`](crate::app::serve) does).
 
 mod auth;
 mod config;
@@ -26,9 +29,11 @@ mod docs;
 mod error;
 mod extract;
 mod idempotency;
+mod listener;
 mod metrics;
 mod observed;
 mod openapi;
+mod query_guard;
 mod router;
 mod routes;
 mod sse;
@@ -39,6 +44,7 @@ pub use auth::constant_time_eq;
 pub use config::ApiConfig;
 pub use error::{ApiError, ErrorBody};
 pub use idempotency::{fingerprint, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use listener::{JsonErrorsIo, JsonErrorsListener};
 pub use metrics::Metrics;
 pub use observed::ObservedStore;
 pub use openapi::ApiDoc;

@@ -17,7 +17,10 @@ use super::wire;
         title = "aiopslab",
         description = "Queue AIOpsLab problem runs, hand them to a fleet of workers (one Kind cluster each), \
 and keep everything a run produces: status, logs, the agent's trajectory and the evaluation.\n\n\
-Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configured, public routes need \
+Errors are always `{\"error\", \"code\", \"details\"}`, also for a request that is not valid HTTP/1.1 \
+(400 `bad_request`), a URI over 65,534 bytes (414 `uri_too_long`) or a request head over ~408 KiB or 100 headers \
+(431 `headers_too_large`). A query parameter a route does not list is a 400 `invalid_query` naming it; a JSON \
+body must be sent as `application/json` (else 415 `unsupported_media_type`). When tokens are configured, public routes need \
 `Authorization: Bearer <client token>` and worker-protocol routes the worker token; `/health` never does."
     ),
     paths(
@@ -30,6 +33,7 @@ Errors are always `{\"error\", \"code\", \"details\"}`. When tokens are configur
         batches::create_batch,
         groups::get_group,
         webhooks::list_webhooks,
+        webhooks::redeliver_webhook,
         export::export_trajectories,
         workers::list_workers,
         workers::get_worker,

@@ -1,6 +1,7 @@
 //! Assembles the axum [`Router`]: the public API (client token), the worker
 //! protocol (worker token), `/health` (never guarded), the docs pages, JSON
-//! 404/405 fallbacks, body limits, and request metrics by route template.
+//! 404/405 fallbacks, body limits, unknown query parameters refused, and
+//! request metrics by route template.
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -16,23 +17,28 @@ use super::docs;
 use super::error::ApiError;
 use super::metrics;
 use super::openapi::ApiDoc;
+use super::query_guard::{reject_unknown_query, AllowedQueries};
 use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
 use super::state::ApiState;
 
-/// Builds the router over `state`. Serve it with `axum::serve`:
+/// Builds the router over `state`. Serve it with `axum::serve`, on a
+/// [`JsonErrorsListener`](super::JsonErrorsListener) so that the answers
+/// hyper gives by itself to unparsable requests are JSON too (or use
+/// [`app::serve`](crate::app::serve), which does):
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
 /// use std::sync::Arc;
-/// use aiopslab_http::server::{router, ApiConfig, ApiState};
+/// use aiopslab_http::server::{router, ApiConfig, ApiState, JsonErrorsListener};
 /// # let store: Arc<dyn aiopslab_core::TaskStore> = unimplemented!();
 /// let state = ApiState::with_default_scheduler(store, ApiConfig::default());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-/// axum::serve(listener, router(state)).await
+/// axum::serve(JsonErrorsListener::new(listener), router(state)).await
 /// # }
 /// ```
 pub fn router(state: ApiState) -> Router {
     let config = state.config.clone();
+    let queries = std::sync::Arc::new(AllowedQueries::from_openapi());
 
     let public = Router::new()
         .route("/tasks", post(tasks::create_task).get(tasks::list_tasks))
@@ -41,6 +47,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/tasks/{id}/logs", get(tasks::get_logs))
         .route("/tasks/{id}/trajectory", get(tasks::get_trajectory))
         .route("/tasks/{id}/webhooks", get(webhooks::list_webhooks))
+        .route(
+            "/tasks/{id}/webhooks/{delivery_id}/redeliver",
+            post(webhooks::redeliver_webhook),
+        )
         .route("/groups/{group_id}", get(groups::get_group))
         .route("/trajectories/export", get(export::export_trajectories))
         .route("/workers", get(workers::list_workers))
@@ -49,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/stats", get(system::stats))
         .route("/metrics", get(system::metrics))
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .route_layer(from_fn_with_state(queries.clone(), reject_unknown_query))
         .route_layer(from_fn_with_state(state.clone(), require_client));
 
     let worker = Router::new()
@@ -61,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/tasks/{id}/trajectory", put(leases::save_trajectory))
         .route("/tasks/{id}/finish", post(leases::finish))
         .layer(DefaultBodyLimit::max(config.worker_body_limit))
+        .route_layer(from_fn_with_state(queries, reject_unknown_query))
         .route_layer(from_fn_with_state(state.clone(), require_worker));
 
     let swagger = SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()).config(
@@ -122,6 +134,9 @@ async fn json_errors(request: Request, next: Next) -> Response {
         StatusCode::NOT_FOUND => ApiError::no_route(&path),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(&method, &path),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(None),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::unsupported_media_type(parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+        }
         s if s.is_server_error() => ApiError::internal(),
         s => ApiError::new(
             s,

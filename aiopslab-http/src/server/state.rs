@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ApiConfig;
 use super::metrics::Metrics;
 use super::observed::ObservedStore;
+use crate::webhooks::WebhookDeliverer;
 
 /// Shared state of the router. Cheap to clone.
 #[derive(Clone)]
@@ -27,6 +28,11 @@ pub struct ApiState {
     /// Fired when the server stops: open log streams (`?follow=true`) end
     /// at once, so a graceful shutdown does not wait for running tasks.
     pub shutdown: CancellationToken,
+    /// The deliverer that `POST /tasks/{id}/webhooks/{delivery_id}/redeliver`
+    /// tries a failed delivery with (its secret, timeout and destination
+    /// rules). [`serve_with`](crate::app::serve_with) sets the one it runs;
+    /// `None`: that route answers 501 `webhooks_disabled`.
+    pub webhooks: Option<WebhookDeliverer>,
 }
 
 impl ApiState {
@@ -39,7 +45,14 @@ impl ApiState {
             config: Arc::new(config),
             metrics,
             shutdown: CancellationToken::new(),
+            webhooks: None,
         }
+    }
+
+    /// The same state, redelivering failed webhooks with `deliverer`.
+    pub fn with_webhooks(mut self, deliverer: WebhookDeliverer) -> Self {
+        self.webhooks = Some(deliverer);
+        self
     }
 
     /// The same state, ending its log streams when `shutdown` fires (pass

@@ -12,7 +12,10 @@ pub struct WebhookConfig {
     /// When set, every POST carries `X-Aiopslab-Signature: sha256=<hex
     /// HMAC-SHA256(secret, body)>`.
     pub secret: Option<String>,
-    /// Tries per delivery before it is marked `failed` (8).
+    /// Tries per delivery before it is marked `failed` (44: with the default
+    /// [`Backoff`], retried for at least 24 h; see [`retry_window`](Self::retry_window)).
+    /// A failed delivery can be tried again with
+    /// `POST /tasks/{id}/webhooks/{delivery_id}/redeliver`.
     pub max_attempts: u32,
     /// How long one POST may take, connection to end of answer (10 s).
     pub timeout: Duration,
@@ -26,11 +29,17 @@ pub struct WebhookConfig {
     /// delivery from other replicas (30 s): a deliverer that dies mid-POST
     /// leaves it due again after `timeout + claim_margin`.
     pub claim_margin: Duration,
+    /// Also POST to loopback, private, link-local, metadata and other
+    /// non-public addresses (off: such deliveries are refused and marked
+    /// `failed`; see [`destination`](super::destination)). For receivers on
+    /// the server's own host or network, and for tests.
+    pub allow_private_destinations: bool,
 }
 
 impl WebhookConfig {
-    /// The default number of tries: 8.
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+    /// The default number of tries: 44, the fewest for which the default
+    /// backoff keeps retrying for at least 24 h whatever the jitter.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 44;
     /// The default request timeout: 10 s.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +54,14 @@ impl WebhookConfig {
     pub fn claim_lease(&self) -> Duration {
         self.timeout + self.claim_margin
     }
+
+    /// From the first try of a delivery to its last, as (shortest, longest)
+    /// over every jitter: the sum of the backoff delays between the
+    /// [`max_attempts`](Self::max_attempts) tries. Default: 24 h 6 min 11 s
+    /// to 32 h 8 min 15 s.
+    pub fn retry_window(&self) -> (Duration, Duration) {
+        self.backoff.retry_window(self.max_attempts)
+    }
 }
 
 impl Default for WebhookConfig {
@@ -57,6 +74,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             batch_size: 16,
             claim_margin: Duration::from_secs(30),
+            allow_private_destinations: false,
         }
     }
 }
@@ -72,6 +90,38 @@ impl fmt::Debug for WebhookConfig {
             .field("poll_interval", &self.poll_interval)
             .field("batch_size", &self.batch_size)
             .field("claim_margin", &self.claim_margin)
+            .field("allow_private_destinations", &self.allow_private_destinations)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn the_default_schedule_spans_more_than_a_day() {
+        let config = WebhookConfig::default();
+        assert_eq!(config.backoff.initial, Duration::from_secs(1));
+        assert_eq!(config.backoff.max, Duration::from_secs(3600));
+        let (shortest, longest) = config.retry_window();
+        assert!(
+            shortest > DAY,
+            "the shortest retry window {shortest:?} must exceed a day"
+        );
+        assert_eq!(shortest, Duration::from_millis(86_771_250), "24 h 6 min 11.25 s");
+        assert_eq!(longest, Duration::from_secs(115_695), "32 h 8 min 15 s");
+        // 44 is the fewest tries that guarantee it.
+        let fewer = WebhookConfig {
+            max_attempts: WebhookConfig::DEFAULT_MAX_ATTEMPTS - 1,
+            ..WebhookConfig::default()
+        };
+        assert!(fewer.retry_window().0 < DAY);
+        assert!(
+            !config.allow_private_destinations,
+            "private destinations are refused by default"
+        );
     }
 }

@@ -1,17 +1,20 @@
 //! [`WebhookDeliverer`]: claims due deliveries from the store's outbox, POSTs
 //! them, records every attempt, and schedules retries.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery};
-use aiopslab_core::{StoreResult, TaskStore};
+use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery, WebhookStatus};
+use aiopslab_core::{StoreError, StoreResult, TaskId, TaskStore};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::config::WebhookConfig;
+use super::destination::{check_literal_host, refused_in, GuardedResolver};
 use super::signature::sign;
 use super::{ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
 use crate::client::describe_transport;
@@ -35,6 +38,30 @@ pub enum WebhookError {
     Client(String),
 }
 
+/// Why [`WebhookDeliverer::redeliver`] did not try a delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeliverError {
+    /// The store failed, or has no such task or delivery
+    /// ([`StoreError::NotFound`] with entity `task` or `webhook`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Only a `failed` delivery is redelivered: a pending one is still being
+    /// retried, a delivered one was accepted.
+    #[error("webhook delivery {delivery_id} is {status:?}, not failed")]
+    NotFailed {
+        /// The delivery.
+        delivery_id: i64,
+        /// Where it stands.
+        status: WebhookStatus,
+    },
+    /// A redelivery of it is in progress on this server.
+    #[error("webhook delivery {delivery_id} is being redelivered already")]
+    InProgress {
+        /// The delivery.
+        delivery_id: i64,
+    },
+}
+
 /// Delivers the webhooks of one store; several (one per server replica) may
 /// run against one database, the store's claim leases keep them apart.
 ///
@@ -54,13 +81,16 @@ pub struct WebhookDeliverer {
     client: reqwest::Client,
     config: Arc<WebhookConfig>,
     metrics: Option<Arc<Metrics>>,
+    /// Deliveries being redelivered right now (one at a time each).
+    redelivering: Arc<Mutex<HashSet<i64>>>,
 }
 
 /// What one POST came to.
 struct PostOutcome {
     status_code: Option<u16>,
     error: Option<String>,
-    /// The request can never succeed (a malformed URL): do not retry.
+    /// The request can never succeed (a malformed URL, a refused
+    /// destination): do not retry.
     permanent: bool,
     /// The receiver's `Retry-After`, in seconds.
     retry_after: Option<Duration>,
@@ -85,6 +115,13 @@ impl WebhookDeliverer {
             .connect_timeout(config.timeout)
             // Only the task's callback_url is ever POSTed to: a redirect is a failed attempt.
             .redirect(reqwest::redirect::Policy::none())
+            // Names resolve through the SSRF guard, and the client connects to exactly the addresses it
+            // checked (no second lookup a rebinding DNS server could answer differently).
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: config.allow_private_destinations,
+            }))
+            // Straight to the receiver: through a proxy, the guard would check the proxy's address.
+            .no_proxy()
             .user_agent(concat!("aiopslab-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookError::Client(e.to_string()))?;
@@ -93,6 +130,7 @@ impl WebhookDeliverer {
             client,
             config: Arc::new(config),
             metrics: None,
+            redelivering: Arc::default(),
         })
     }
 
@@ -153,72 +191,120 @@ impl WebhookDeliverer {
 
     /// One attempt at one delivery, recorded.
     async fn deliver(&self, delivery: WebhookDelivery) {
-        let attempt = u32::try_from(delivery.attempts.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1);
-        let span = tracing::info_span!("webhook", task_id = %delivery.task_id, delivery_id = delivery.id, attempt);
+        let span = tracing::info_span!("webhook", task_id = %delivery.task_id, delivery_id = delivery.id);
         async {
-            let started = Instant::now();
-            let outcome = self.post(&delivery, attempt).await;
-            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let retry_after = match &outcome.error {
-                None => None,
-                Some(_) if outcome.permanent || attempt >= self.config.max_attempts => None,
-                Some(_) => {
-                    let seed = (delivery.id as u64) ^ u64::from(attempt).rotate_left(32) ^ clock_seed();
-                    let delay = self.config.backoff.delay(attempt, seed);
-                    let hinted = outcome.retry_after.map_or(delay, |hint| delay.max(hint));
-                    let capped = hinted.min(self.config.backoff.max.max(delay));
-                    // Whole milliseconds: stores keep intervals at microsecond precision at best.
-                    Some(Duration::from_millis(u64::try_from(capped.as_millis()).unwrap_or(u64::MAX)))
-                }
-            };
-            let label = match (&outcome.error, retry_after) {
-                (None, _) => {
-                    tracing::info!(status = ?outcome.status_code, "webhook delivered");
-                    "delivered"
-                }
-                (Some(error), Some(delay)) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "webhook attempt failed; will retry");
-                    "retry"
-                }
-                (Some(error), None) => {
-                    tracing::warn!(%error, "webhook attempt failed; giving up");
-                    "failed"
-                }
-            };
-            if let Some(metrics) = &self.metrics {
-                metrics.observe_webhook_attempt(label);
+            let report = self.attempt(&delivery, true).await;
+            if let Err(error) = self.record(delivery.id, report).await {
+                tracing::error!(%error, "cannot record the webhook attempt; it will be retried after its lease");
             }
-            let report = WebhookAttemptReport {
-                status_code: outcome.status_code,
-                error: outcome.error,
-                duration_ms,
-                retry_after,
-            };
-            self.record(delivery.id, report).await;
         }
         .instrument(span)
         .await
     }
 
+    /// Tries a `failed` delivery of task `task_id` once more, now, and
+    /// records the attempt (numbered after the earlier ones; the receiver
+    /// sees the same `X-Aiopslab-Delivery` id). Returns the delivery as it
+    /// then stands: `delivered` when the receiver accepted it, else still
+    /// `failed` with the new attempt's error (it is not retried on its own).
+    /// The destination rules apply as to every attempt.
+    ///
+    /// Uses only [`TaskStore::list_webhooks`] and
+    /// [`TaskStore::record_webhook_attempt`] (a failed delivery moves to
+    /// delivered on a successful report), so it works on every store. One
+    /// redelivery of a delivery runs at a time on this deliverer.
+    pub async fn redeliver(&self, task_id: TaskId, delivery_id: i64) -> Result<WebhookDelivery, RedeliverError> {
+        let delivery = self
+            .store
+            .list_webhooks(task_id)
+            .await?
+            .into_iter()
+            .find(|d| d.id == delivery_id)
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "webhook",
+                id: delivery_id.to_string(),
+            })?;
+        if delivery.status != WebhookStatus::Failed {
+            return Err(RedeliverError::NotFailed {
+                delivery_id,
+                status: delivery.status,
+            });
+        }
+        let _claim =
+            RedeliveryClaim::take(&self.redelivering, delivery_id).ok_or(RedeliverError::InProgress { delivery_id })?;
+        let span = tracing::info_span!("webhook", task_id = %task_id, delivery_id, redelivery = true);
+        async {
+            tracing::info!("redelivering a failed webhook");
+            let report = self.attempt(&delivery, false).await;
+            Ok(self.record(delivery_id, report).await?)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// POSTs a delivery once and says what came of it: delivered, retry
+    /// after a delay (only when `may_retry` and tries are left), or failed.
+    async fn attempt(&self, delivery: &WebhookDelivery, may_retry: bool) -> WebhookAttemptReport {
+        let attempt = u32::try_from(delivery.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let started = Instant::now();
+        let outcome = self.post(delivery, attempt).await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let retry_after = match &outcome.error {
+            None => None,
+            Some(_) if !may_retry || outcome.permanent || attempt >= self.config.max_attempts => None,
+            Some(_) => {
+                let seed = (delivery.id as u64) ^ u64::from(attempt).rotate_left(32) ^ clock_seed();
+                let delay = self.config.backoff.delay(attempt, seed);
+                let hinted = outcome.retry_after.map_or(delay, |hint| delay.max(hint));
+                let capped = hinted.min(self.config.backoff.max.max(delay));
+                // Whole milliseconds: stores keep intervals at microsecond precision at best.
+                Some(Duration::from_millis(
+                    u64::try_from(capped.as_millis()).unwrap_or(u64::MAX),
+                ))
+            }
+        };
+        let label = match (&outcome.error, retry_after) {
+            (None, _) => {
+                tracing::info!(attempt, status = ?outcome.status_code, "webhook delivered");
+                "delivered"
+            }
+            (Some(error), Some(delay)) => {
+                tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "webhook attempt failed; will retry");
+                "retry"
+            }
+            (Some(error), None) => {
+                tracing::warn!(attempt, %error, "webhook attempt failed; giving up");
+                "failed"
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_webhook_attempt(label);
+        }
+        WebhookAttemptReport {
+            status_code: outcome.status_code,
+            error: outcome.error,
+            duration_ms,
+            retry_after,
+        }
+    }
+
     /// Records an attempt, riding out a brief store outage. If it still
-    /// fails, the claim's lease runs out and the delivery is tried again (at
+    /// fails, a claimed delivery's lease runs out and it is tried again (at
     /// least once, never lost).
-    async fn record(&self, delivery_id: i64, report: WebhookAttemptReport) {
+    async fn record(&self, delivery_id: i64, report: WebhookAttemptReport) -> StoreResult<WebhookDelivery> {
         let mut pause = Duration::from_millis(100);
-        for attempt in 1..=RECORD_TRIES {
+        let mut tries = 1;
+        loop {
             match self.store.record_webhook_attempt(delivery_id, report.clone()).await {
-                Ok(_) => return,
-                Err(error) if error.is_transient() && attempt < RECORD_TRIES => {
+                Err(error) if error.is_transient() && tries < RECORD_TRIES => {
                     tracing::debug!(%error, "cannot record the webhook attempt yet; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
+                    tries += 1;
                 }
-                Err(error) => {
-                    tracing::error!(%error, "cannot record the webhook attempt; it will be retried after its lease");
-                    return;
-                }
+                recorded => return recorded,
             }
         }
     }
@@ -235,6 +321,16 @@ impl WebhookDeliverer {
             Ok(body) => body,
             Err(error) => return failed(format!("cannot serialize the payload: {error}"), true),
         };
+        let url = match Url::parse(&delivery.url) {
+            Ok(url) => url,
+            Err(error) => return failed(format!("callback_url is not a valid URL: {error}"), true),
+        };
+        // The client connects to IP literals without resolving them: check those here.
+        if !self.config.allow_private_destinations {
+            if let Err(refused) = check_literal_host(&url) {
+                return failed(refused.to_string(), true);
+            }
+        }
         let status = delivery
             .payload
             .get("status")
@@ -242,7 +338,7 @@ impl WebhookDeliverer {
             .unwrap_or("finished");
         let mut request = self
             .client
-            .post(&delivery.url)
+            .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(EVENT_HEADER, format!("task.{status}"))
             .header(DELIVERY_HEADER, delivery.id.to_string())
@@ -252,7 +348,12 @@ impl WebhookDeliverer {
         }
         let response = match request.body(body).send().await {
             Ok(response) => response,
-            Err(error) => return failed(describe_transport(&error), error.is_builder()),
+            Err(error) => {
+                if let Some(refused) = refused_in(&error) {
+                    return failed(refused.to_string(), true);
+                }
+                return failed(describe_transport(&error), error.is_builder());
+            }
         };
         let code = response.status();
         let retry_after = response
@@ -301,6 +402,25 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&kept).trim().to_string()
+}
+
+/// A delivery id held in the set of redeliveries in progress until dropped.
+struct RedeliveryClaim {
+    set: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+}
+
+impl RedeliveryClaim {
+    fn take(set: &Arc<Mutex<HashSet<i64>>>, id: i64) -> Option<Self> {
+        let fresh = set.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+        fresh.then(|| Self { set: set.clone(), id })
+    }
+}
+
+impl Drop for RedeliveryClaim {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
 }
 
 /// Varies the jitter between processes and passes.

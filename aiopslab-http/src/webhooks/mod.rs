@@ -16,8 +16,16 @@
 //! - A 2xx answer is delivered; anything else (another status, no
 //!   connection, a timeout, a redirect — redirects are never followed, so
 //!   nothing but the `callback_url` is ever POSTed to) is retried with
-//!   exponential backoff and jitter ([`Backoff`]) until
-//!   [`WebhookConfig::max_attempts`], then the delivery is `failed`.
+//!   exponential backoff and jitter ([`Backoff`]: 1 s doubling to 1 h) until
+//!   [`WebhookConfig::max_attempts`] (44 tries, at least 24 h), then the
+//!   delivery is `failed`. A failed delivery can be tried again on demand
+//!   ([`WebhookDeliverer::redeliver`], `POST
+//!   /tasks/{id}/webhooks/{delivery_id}/redeliver`).
+//! - Destinations are guarded against SSRF ([`destination`]): loopback,
+//!   private, link-local, metadata and other non-public addresses are
+//!   refused — checked on the resolved address, which is the one connected
+//!   to — unless [`WebhookConfig::allow_private_destinations`] is set. A
+//!   refused delivery fails at once with the reason as its attempt's error.
 //! - Delivery is at least once: a deliverer that stops between the POST and
 //!   the record leaves the delivery due again when its lease passes. The
 //!   `X-Aiopslab-Delivery` id lets a receiver drop duplicates.
@@ -25,11 +33,12 @@
 mod backoff;
 mod config;
 mod deliverer;
+pub mod destination;
 mod signature;
 
 pub use backoff::Backoff;
 pub use config::WebhookConfig;
-pub use deliverer::{WebhookDeliverer, WebhookError};
+pub use deliverer::{RedeliverError, WebhookDeliverer, WebhookError};
 pub use signature::{sign, verify, SIGNATURE_PREFIX};
 
 /// The header naming the event (`task.completed`, `task.failed`, ...).

@@ -315,8 +315,15 @@ pub async fn list_tasks_rejects_bad_queries(store: Arc<dyn TaskStore>) {
     api.get(&format!("/tasks?problem_id={long}"))
         .await
         .error(400, "invalid_query");
-    // Unknown parameters are ignored.
-    api.get("/tasks?page=2").await.ok(200);
+    // Unknown parameters are refused, naming the parameter (a typo never
+    // silently widens a listing).
+    let body = api.get("/tasks?page=2").await.error(400, "invalid_query");
+    assert_eq!(body["details"]["field"], "page", "{body}");
+    let body = api
+        .get("/tasks?status=pending&problem_idd=x")
+        .await
+        .error(400, "invalid_query");
+    assert_eq!(body["details"]["field"], "problem_idd", "{body}");
 }
 
 pub async fn cancel_pending_running_and_terminal(store: Arc<dyn TaskStore>) {
@@ -1328,6 +1335,8 @@ pub async fn in_process_finishes_are_measured(store: Arc<dyn TaskStore>) {
     let state = ApiState::with_default_scheduler(store, ApiConfig::default());
     let api = Api::new(router(state.clone()));
     // An in-process worker uses the state's store directly, not HTTP.
+    let registration = serde_json::from_value(json!({"id": "in-process", "backend_type": "default"})).unwrap();
+    state.store.register_worker(registration).await.unwrap();
     let spec = NewTask::new(PROBLEM).validate().unwrap();
     let task = state.store.create_task(spec).await.unwrap();
     let request = ClaimRequest {

@@ -57,6 +57,10 @@ macro_rules! rl_tests {
             webhook_waits_for_a_receiver_that_is_down,
             webhook_survives_a_server_restart,
             webhook_gives_up_after_max_attempts,
+            webhook_refuses_private_destinations,
+            callback_url_on_private_addresses_is_refused_at_create,
+            failed_webhook_is_redelivered_on_request,
+            default_schedule_retries_after_a_second,
             two_deliverers_deliver_each_webhook_once,
             openapi_lists_the_rl_routes,
             remote_client_batches_and_served_webhooks,
@@ -119,8 +123,10 @@ pub struct Api {
 }
 
 impl Api {
+    /// The router over `store`, accepting the tests' 127.0.0.1 receivers as
+    /// callback URLs (`--webhook-allow-private-destinations`).
     pub fn new(store: Arc<dyn TaskStore>) -> Self {
-        Self::with_config(store, ApiConfig::default())
+        Self::with_config(store, private_destinations())
     }
 
     pub fn with_config(store: Arc<dyn TaskStore>, config: ApiConfig) -> Self {
@@ -251,7 +257,13 @@ pub async fn create(store: &Arc<dyn TaskStore>, new: NewTask) -> Task {
     store.create_task(new.validate().unwrap()).await.unwrap()
 }
 
-/// Deliverer settings that keep tests fast: retries after 50-100 ms.
+/// The API settings of a server whose webhook receivers are on 127.0.0.1.
+pub fn private_destinations() -> ApiConfig {
+    ApiConfig::default().allowing_private_webhook_destinations(true)
+}
+
+/// Deliverer settings that keep tests fast: retries after 75-100 ms (then
+/// 150-200 ms), to the tests' receivers on 127.0.0.1.
 pub fn fast_webhooks(secret: Option<&str>, max_attempts: u32) -> WebhookConfig {
     WebhookConfig {
         secret: secret.map(str::to_string),
@@ -265,6 +277,7 @@ pub fn fast_webhooks(secret: Option<&str>, max_attempts: u32) -> WebhookConfig {
         poll_interval: Duration::from_millis(20),
         batch_size: 4,
         claim_margin: Duration::from_secs(1),
+        allow_private_destinations: true,
     }
 }
 
@@ -337,9 +350,17 @@ pub struct RunningApp {
 
 impl RunningApp {
     pub async fn start(store: Arc<dyn TaskStore>, webhooks: WebhookConfig) -> Self {
+        Self::start_with(
+            ApiState::with_default_scheduler(store, private_destinations()),
+            webhooks,
+        )
+        .await
+    }
+
+    /// Serves `state` (with `webhooks` delivered beside it).
+    pub async fn start_with(state: ApiState, webhooks: WebhookConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = ApiState::with_default_scheduler(store, ApiConfig::default());
         let options = aiopslab_http::app::ServeOptions {
             sweep_interval: None,
             webhooks: Some(webhooks),

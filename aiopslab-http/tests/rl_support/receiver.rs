@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiopslab_http::webhooks::{verify, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
+use aiopslab_http::webhooks::{verify, ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +28,8 @@ pub struct Received {
     pub event: String,
     /// `X-Aiopslab-Delivery`.
     pub delivery: String,
+    /// `X-Aiopslab-Attempt`.
+    pub attempt: String,
     /// Whether `X-Aiopslab-Signature` verified against the receiver's secret
     /// (`None` when the POST carried no signature).
     pub signature_ok: Option<bool>,
@@ -168,6 +170,7 @@ async fn hook(State(state): State<ReceiverState>, headers: HeaderMap, body: Byte
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             event: header(EVENT_HEADER),
             delivery: header(DELIVERY_HEADER),
+            attempt: header(ATTEMPT_HEADER),
             signature_ok,
             answered,
         });

@@ -11,6 +11,7 @@ use axum::Json;
 use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::ApiJsonBytes;
 use crate::server::idempotency::{idempotency_key, mark_replayed};
+use crate::server::routes::tasks::check_callback_destination;
 use crate::server::state::ApiState;
 
 /// Creates a batch of tasks atomically, as one group.
@@ -36,6 +37,7 @@ is a 409 `idempotency_conflict`"),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with a different request (`idempotency_conflict`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("client_token" = []))
@@ -45,7 +47,16 @@ pub async fn create_batch(
     headers: HeaderMap,
     ApiJsonBytes(batch, body): ApiJsonBytes<NewBatch>,
 ) -> ApiResult<Response> {
+    let repeated = batch.task.is_some();
     let spec = batch.validate().map_err(|e| ApiError::validation(&e))?;
+    for (i, task) in spec.specs.iter().enumerate() {
+        if repeated {
+            // `{"task", "count"}`: every copy is the same task.
+            check_callback_destination(&state, task, "task.callback_url")?;
+            break;
+        }
+        check_callback_destination(&state, task, &format!("tasks[{i}].callback_url"))?;
+    }
     let key = idempotency_key(&headers, &Method::POST, "/tasks/batch", &body)?;
     let created = state.store.create_batch(spec, key).await?;
     tracing::info!(

@@ -24,6 +24,8 @@ use crate::server::wire::{AppendLogsBody, FinishBody, LeaseBody, SaveTrajectoryB
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -56,6 +58,7 @@ const MAX_BATCH: usize = 10_000;
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -92,6 +95,7 @@ pub async fn append_logs(
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -127,6 +131,7 @@ pub async fn save_trajectory(
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))

@@ -4,7 +4,10 @@
 //! own files.
 
 use aiopslab_core::batch::BatchSpec;
-use aiopslab_core::{CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskStatus, Trajectory};
+use aiopslab_core::{
+    CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskSpec, TaskStatus, Trajectory,
+    ValidationError,
+};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,9 +19,30 @@ use crate::server::idempotency::{idempotency_key, mark_replayed};
 use crate::server::sse;
 use crate::server::state::ApiState;
 use crate::server::wire::{CancelResponse, LogStreamEvent, LogsResponse, TaskView};
+use crate::webhooks::destination::literal_destination_error;
 
 /// Longest accepted text filter in a query string.
 const MAX_FILTER_LEN: usize = 256;
+
+/// Refuses a `callback_url` that names a non-public address outright (a
+/// literal IP such as `127.0.0.1`, `2130706433` or `[::1]`, or a
+/// `localhost` name), unless the server allows private webhook
+/// destinations. `field` names it in the 400 (`callback_url`,
+/// `tasks[2].callback_url`). Other names are checked, resolved, at delivery.
+pub(crate) fn check_callback_destination(state: &ApiState, spec: &TaskSpec, field: &str) -> ApiResult<()> {
+    if state.config.allow_private_webhook_destinations {
+        return Ok(());
+    }
+    match spec
+        .parameters
+        .callback_url
+        .as_deref()
+        .and_then(literal_destination_error)
+    {
+        None => Ok(()),
+        Some(message) => Err(ApiError::validation(&ValidationError::new(field, message))),
+    }
+}
 
 /// Creates a task.
 #[utoipa::path(
@@ -32,11 +56,12 @@ request created (header `Idempotent-Replayed: true`) and creates nothing; the sa
     ),
     responses(
         (status = 201, description = "Created, pending (or, replayed, the task the key first created, as it is now)", body = aiopslab_core::Task),
-        (status = 400, description = "Malformed JSON, wrong type, unknown field, or a value out of bounds (names the field)", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or a value out of bounds (names the field); a callback_url on a loopback, private, link-local or metadata address unless the server allows them", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with a different request (`idempotency_conflict`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("client_token" = []))
@@ -47,6 +72,7 @@ pub async fn create_task(
     ApiJsonBytes(new, body): ApiJsonBytes<NewTask>,
 ) -> ApiResult<Response> {
     let spec = new.validate().map_err(|e| ApiError::validation(&e))?;
+    check_callback_destination(&state, &spec, "callback_url")?;
     let Some(key) = idempotency_key(&headers, &Method::POST, "/tasks", &body)? else {
         let task = state.store.create_task(spec).await?;
         tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");

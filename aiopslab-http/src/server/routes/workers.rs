@@ -70,6 +70,7 @@ pub async fn get_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerI
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 409, description = "A live worker holds this id (`worker_alive`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -104,6 +105,7 @@ pub async fn register_worker(
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 404, description = "The worker is not registered", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -149,6 +151,7 @@ pub async fn heartbeat(
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
