@@ -429,6 +429,7 @@ pub async fn install_infra(
     ];
     let extra_env = [("AIOPSLAB_WORKER_ID", OsString::from(&config.worker_id))];
     let spec = driver_spec(config, python, &dir, args, &extra_env, &[], user);
+    // Only for its event-to-log-line mapping (hello, log, infra, error): no episode is recorded.
     let mut recorder = EpisodeRecorder::new(EpisodeInfo {
         task_id: aiopslab_core::TaskId::nil(),
         problem_id: "(shared infrastructure)".into(),
