@@ -347,12 +347,22 @@ pub(crate) const REGISTER_WORKER: &str = concat!(
 /// A heartbeat, one statement: records the sign of life, extends the leases of the worker's running tasks, and
 /// reports which of them were cancelled. Always one row; `found` is false for an unknown worker. `$1` worker id,
 /// `$2` status, `$3` current task id, `$4` lease duration.
-pub(crate) const HEARTBEAT: &str = "WITH beat AS (\
-        UPDATE workers SET status = $2, current_task_id = $3, last_heartbeat = now() WHERE id = $1 RETURNING id\
+///
+/// Lock order: the worker's task rows first, in id order, then its worker row — the order `finish` and the claim
+/// take them in (task, then the worker's counters). The other way round, a heartbeat and a finish of the same
+/// worker deadlocked (issue 11: 1,808 deadlocks in a 20,000-task run). `beat` reads `leases` in its WHERE, so
+/// the task rows are updated before the worker row.
+pub(crate) const HEARTBEAT: &str = "WITH held AS (\
+        SELECT id FROM tasks WHERE worker_id = $1 AND status = 'running' \
+            AND EXISTS (SELECT 1 FROM workers WHERE id = $1) \
+        ORDER BY id FOR UPDATE\
      ), leases AS (\
         UPDATE tasks SET lease_expires_at = now() + $4::interval, updated_at = now() \
-        WHERE worker_id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM beat) \
-        RETURNING id, cancel_requested, lease_expires_at\
+        FROM held WHERE tasks.id = held.id \
+        RETURNING tasks.id, tasks.cancel_requested, tasks.lease_expires_at\
+     ), beat AS (\
+        UPDATE workers SET status = $2, current_task_id = $3, last_heartbeat = now() \
+        WHERE id = $1 AND (SELECT count(*) FROM leases) >= 0 RETURNING id\
      ) \
      SELECT EXISTS (SELECT 1 FROM beat) AS found, \
         COALESCE(array_agg(id ORDER BY id) FILTER (WHERE cancel_requested), '{}'::uuid[]) AS cancelled, \
