@@ -2,13 +2,6 @@
 
 mod api_support;
 
-use std::sync::Arc;
-
-use aiopslab_core::MemoryStore;
 use api_support::Backing;
 
-async fn memory() -> Backing {
-    Backing::new(Arc::new(MemoryStore::new()))
-}
-
-api_tests!(memory());
+api_tests!(Backing::memory());

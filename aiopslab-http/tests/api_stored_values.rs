@@ -14,25 +14,17 @@ use std::sync::Arc;
 
 use aiopslab_core::sanitize::MAX_JSON_DEPTH;
 use aiopslab_core::worker::WORKER_ID_PATTERN;
-use aiopslab_core::{LeasePolicy, MemoryStore, TaskStore};
-use aiopslab_postgres::testing::TestDatabase;
-use aiopslab_postgres::PgStoreOptions;
+use aiopslab_core::TaskStore;
 use api_support::{app, Api, Backing};
 use serde_json::{json, Value};
 
-async fn memory() -> Backing {
-    Backing::new(Arc::new(MemoryStore::new()))
-}
-
-async fn postgres() -> Backing {
-    let database = TestDatabase::create().await;
-    let store = database
-        .store_with(LeasePolicy::default(), &PgStoreOptions::default().max_connections(4))
-        .await;
-    Backing {
-        store: Arc::new(store),
-        guard: Some(Box::new(database)),
-    }
+/// `POST /workers/claim` for `worker`, backend `default`.
+async fn claim(api: &Api, worker: &str) -> api_support::Resp {
+    api.post(
+        "/workers/claim",
+        json!({"worker_id": worker, "backend_type": "default"}),
+    )
+    .await
 }
 
 macro_rules! on_both_stores {
@@ -41,7 +33,7 @@ macro_rules! on_both_stores {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let backing = super::memory().await;
+                    let backing = super::Backing::memory().await;
                     super::$name(backing.store.clone()).await;
                 }
             )*
@@ -50,7 +42,7 @@ macro_rules! on_both_stores {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let backing = super::postgres().await;
+                    let backing = super::Backing::postgres().await;
                     super::$name(backing.store.clone()).await;
                     drop(backing);
                 }
@@ -103,13 +95,7 @@ async fn edge_floats_read_back_as_sent(store: Arc<dyn TaskStore>) {
     api.post("/workers/register", json!({"id": "worker-001-kind"}))
         .await
         .ok(201);
-    let claimed = api
-        .post(
-            "/workers/claim",
-            json!({"worker_id": "worker-001-kind", "backend_type": "default"}),
-        )
-        .await
-        .ok(200);
+    let claimed = claim(&api, "worker-001-kind").await.ok(200);
     assert_eq!(claimed["task"]["id"], id.as_str(), "the claim hands the task out");
     assert_eq!(numbers(&claimed["task"]), numbers(&created), "POST /workers/claim");
     let text = api.get(&format!("/tasks/{id}")).await.text();
@@ -167,9 +153,7 @@ async fn nul_is_stored_as_the_replacement_character(store: Arc<dyn TaskStore>) {
     );
     let id = created["id"].as_str().expect("id").to_string();
     api.post("/workers/register", json!({"id": "w1"})).await.ok(201);
-    api.post("/workers/claim", json!({"worker_id": "w1", "backend_type": "default"}))
-        .await
-        .ok(200);
+    claim(&api, "w1").await.ok(200);
     api.post(
         &format!("/tasks/{id}/logs"),
         json!({"attempt": 1, "entries": [{"level": "info", "message": "before"},
@@ -217,35 +201,17 @@ async fn worker_ids_and_liveness_guard_the_claim(store: Arc<dyn TaskStore>) {
         .await
         .error(400, "validation_error");
     assert_eq!(error["details"]["field"], "worker_id", "{error}");
-    let error = api
-        .post(
-            "/workers/claim",
-            json!({"worker_id": "Bad Id!", "backend_type": "default"}),
-        )
-        .await
-        .error(400, "validation_error");
+    let error = claim(&api, "Bad Id!").await.error(400, "validation_error");
     assert_eq!(error["details"]["field"], "worker_id", "{error}");
 
     let id = api.post("/tasks", json!({"problem_id": "p"})).await.ok(201)["id"].clone();
-    let error = api
-        .post(
-            "/workers/claim",
-            json!({"worker_id": "w-ghost", "backend_type": "default"}),
-        )
-        .await
-        .error(404, "not_found");
+    let error = claim(&api, "w-ghost").await.error(404, "not_found");
     assert_eq!(error["details"]["entity"], "worker", "{error}");
     api.post("/workers/register", json!({"id": "worker-001-kind"}))
         .await
         .ok(201);
     api.post("/workers/worker-001-kind/deregister", json!({})).await.ok(204);
-    let error = api
-        .post(
-            "/workers/claim",
-            json!({"worker_id": "worker-001-kind", "backend_type": "default"}),
-        )
-        .await
-        .error(400, "validation_error");
+    let error = claim(&api, "worker-001-kind").await.error(400, "validation_error");
     assert_eq!(error["details"]["field"], "worker_id", "{error}");
     assert!(
         error["error"].as_str().unwrap_or_default().contains("offline"),
@@ -256,12 +222,6 @@ async fn worker_ids_and_liveness_guard_the_claim(store: Arc<dyn TaskStore>) {
     api.post("/workers/register", json!({"id": "worker-001-kind"}))
         .await
         .ok(201);
-    let claimed = api
-        .post(
-            "/workers/claim",
-            json!({"worker_id": "worker-001-kind", "backend_type": "default"}),
-        )
-        .await
-        .ok(200);
+    let claimed = claim(&api, "worker-001-kind").await.ok(200);
     assert_eq!(claimed["task"]["id"], id, "a registered, live worker claims");
 }

@@ -41,7 +41,9 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ServiceReference, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -366,40 +368,30 @@ impl KubeApi {
 
     /// Every webhook configuration, with the namespaces of the services it calls.
     async fn webhook_configurations(&self) -> Result<Vec<(WebhookConfiguration, Vec<String>)>, KubeError> {
+        let entry = |kind, name, services: Vec<Option<&ServiceReference>>| {
+            let namespaces = services.into_iter().flatten().map(|s| s.namespace.clone()).collect();
+            (WebhookConfiguration { kind, name }, namespaces)
+        };
         let mut found = Vec::new();
         let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client().clone());
         for config in mutating.list(&ListParams::default()).await?.items {
-            let namespaces = config
+            let services = config
                 .webhooks
                 .iter()
                 .flatten()
-                .filter_map(|w| w.client_config.service.as_ref().map(|s| s.namespace.clone()))
+                .map(|w| w.client_config.service.as_ref())
                 .collect();
-            let name = config.name_any();
-            found.push((
-                WebhookConfiguration {
-                    kind: WebhookKind::Mutating,
-                    name,
-                },
-                namespaces,
-            ));
+            found.push(entry(WebhookKind::Mutating, config.name_any(), services));
         }
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client().clone());
         for config in validating.list(&ListParams::default()).await?.items {
-            let namespaces = config
+            let services = config
                 .webhooks
                 .iter()
                 .flatten()
-                .filter_map(|w| w.client_config.service.as_ref().map(|s| s.namespace.clone()))
+                .map(|w| w.client_config.service.as_ref())
                 .collect();
-            let name = config.name_any();
-            found.push((
-                WebhookConfiguration {
-                    kind: WebhookKind::Validating,
-                    name,
-                },
-                namespaces,
-            ));
+            found.push(entry(WebhookKind::Validating, config.name_any(), services));
         }
         Ok(found)
     }

@@ -230,15 +230,9 @@ async fn verified_reset_finds_and_cleans_what_a_run_left_and_reports_a_broken_ba
     assert!(!found.is_clean());
 
     let started = Instant::now();
-    let outcome = verified_reset(
-        &api,
-        &baseline,
-        &rules,
-        Duration::from_secs(120),
-        Duration::from_millis(250),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("verified reset: {err}"));
+    let outcome = reset_within(&api, &baseline, &rules, 120)
+        .await
+        .unwrap_or_else(|err| panic!("verified reset: {err}"));
     eprintln!("[real-cluster] verified reset cleaned in {:?}", started.elapsed());
     assert!(outcome.cleaned);
     assert_eq!(outcome.found.namespaces, found.namespaces);
@@ -265,15 +259,7 @@ async fn verified_reset_finds_and_cleans_what_a_run_left_and_reports_a_broken_ba
     }
 
     // A clean cluster: the reset has nothing to do.
-    let outcome = verified_reset(
-        &api,
-        &baseline,
-        &rules,
-        Duration::from_secs(30),
-        Duration::from_millis(250),
-    )
-    .await
-    .unwrap();
+    let outcome = reset_within(&api, &baseline, &rules, 30).await.unwrap();
     assert!(!outcome.cleaned && outcome.found.is_clean());
 
     // Shared infrastructure deleted by hand: reported, and the reset fails (recreate the cluster).
@@ -292,15 +278,7 @@ async fn verified_reset_finds_and_cleans_what_a_run_left_and_reports_a_broken_ba
         broken.summary()
     );
     assert!(!broken.is_clean());
-    let err = verified_reset(
-        &api,
-        &baseline,
-        &rules,
-        Duration::from_secs(30),
-        Duration::from_millis(250),
-    )
-    .await
-    .unwrap_err();
+    let err = reset_within(&api, &baseline, &rules, 30).await.unwrap_err();
     match &err {
         KubeError::LeftoversRemain { remaining } => assert_eq!(remaining.missing_baseline, std::slice::from_ref(&kept)),
         other => panic!("expected LeftoversRemain, got {other:?}"),
@@ -343,4 +321,21 @@ fn without_a_kubeconfig_the_helper_fails_saying_how_to_start_the_local_cluster()
 
     let file = tempfile::NamedTempFile::new().unwrap();
     assert_eq!(require_kubeconfig(Some(file.path().into())), file.path());
+}
+
+/// The verified reset with at most `seconds` for the deletions, polling every 250 ms.
+async fn reset_within(
+    api: &KubeApi,
+    baseline: &aiopslab_kind::ClusterBaseline,
+    rules: &LeftoverRules,
+    seconds: u64,
+) -> Result<aiopslab_kind::ResetOutcome, KubeError> {
+    verified_reset(
+        api,
+        baseline,
+        rules,
+        Duration::from_secs(seconds),
+        Duration::from_millis(250),
+    )
+    .await
 }

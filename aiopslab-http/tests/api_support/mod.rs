@@ -32,6 +32,27 @@ impl Backing {
     pub fn new(store: Arc<dyn TaskStore>) -> Self {
         Self { store, guard: None }
     }
+
+    /// The embedded `MemoryStore`.
+    pub async fn memory() -> Self {
+        Self::new(Arc::new(aiopslab_core::MemoryStore::new()))
+    }
+
+    /// A `PgStore` on a fresh database of the real PostgreSQL (kept as the guard).
+    pub async fn postgres() -> Self {
+        use aiopslab_postgres::{testing::TestDatabase, PgStoreOptions};
+        let database = TestDatabase::create().await;
+        let store = database
+            .store_with(
+                aiopslab_core::LeasePolicy::default(),
+                &PgStoreOptions::default().max_connections(4),
+            )
+            .await;
+        Self {
+            store: Arc::new(store),
+            guard: Some(Box::new(database)),
+        }
+    }
 }
 
 /// The router over `store` with the default configuration.
