@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 /// The descriptor number the driver finds its event pipe on.
 pub const EVENTS_FD: RawFd = 3;
 
+/// How long a stop waits for SIGKILLed processes to disappear.
+pub const LEFTOVER_EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// How many lines of standard error are kept for failure messages.
 const STDERR_TAIL_LINES: usize = 30;
 
@@ -267,7 +270,7 @@ impl DriverProcess {
             status
         })
         .await;
-        self.kill_leftovers();
+        self.kill_leftovers().await;
         match waited {
             Ok(status) => status,
             Err(_) => self.child.wait().await,
@@ -275,12 +278,33 @@ impl DriverProcess {
     }
 
     /// SIGKILLs whatever is left of the group (after the driver exited by itself,
-    /// the subprocesses AIOpsLab left behind).
-    pub fn kill_leftovers(&self) {
+    /// the subprocesses AIOpsLab left behind) and waits, at most
+    /// [`LEFTOVER_EXIT_WAIT`], until they are gone.
+    ///
+    /// `killpg` returns once the signal is queued; a process only dies when it
+    /// is next scheduled, which on a loaded host can be a while. Waiting here
+    /// means a finished run has no process left, not merely a signal pending.
+    pub async fn kill_leftovers(&self) {
         match signal_group(self.pgid, libc::SIGKILL) {
             Ok(true) => tracing::debug!(pgid = self.pgid, "killed leftover processes of the driver's group"),
-            Ok(false) => {}
-            Err(err) => tracing::warn!(%err, pgid = self.pgid, "SIGKILL to the driver's process group failed"),
+            Ok(false) => return,
+            Err(err) => {
+                tracing::warn!(%err, pgid = self.pgid, "SIGKILL to the driver's process group failed");
+                return;
+            }
+        }
+        let gone = tokio::time::timeout(LEFTOVER_EXIT_WAIT, async {
+            while group_alive(self.pgid) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if gone.is_err() {
+            tracing::warn!(
+                pgid = self.pgid,
+                "processes of the driver's group outlived SIGKILL by {} s (uninterruptible sleep?)",
+                LEFTOVER_EXIT_WAIT.as_secs()
+            );
         }
     }
 

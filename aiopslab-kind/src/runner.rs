@@ -208,7 +208,7 @@ async fn drive(
     match &end {
         RunEnd::Exited { .. } => {
             // Whatever AIOpsLab left running in the group (workload generators, port-forwards) goes now.
-            process.kill_leftovers();
+            process.kill_leftovers().await;
         }
         stopped => {
             let why = if matches!(stopped, RunEnd::Cancelled) {
