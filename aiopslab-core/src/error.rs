@@ -48,6 +48,16 @@ pub enum StoreError {
     /// A live worker already holds this id.
     #[error("worker {0} is already registered and alive")]
     WorkerAlive(String),
+    /// Another instance of this worker id registered since this one did
+    /// (see [`WorkerRegistration::instance_id`](crate::WorkerRegistration::instance_id)):
+    /// this instance must stop; the tasks it held were handed back.
+    #[error("worker {worker_id} was taken over by another instance (registered as {current_instance}); this instance must stop")]
+    WorkerSuperseded {
+        /// The worker id.
+        worker_id: String,
+        /// The instance that holds the id now.
+        current_instance: String,
+    },
     /// The lease token is stale: the task is no longer running under this
     /// attempt (it finished, was requeued, timed out or was cancelled). The
     /// caller must stop writing for it.

@@ -325,8 +325,10 @@ impl Sanitize for WorkerRegistration {
             backend_type,
             capabilities,
             metadata,
+            instance_id,
         } = self;
         id.sanitize();
+        instance_id.sanitize();
         backend_type.sanitize();
         capabilities.sanitize();
         metadata.sanitize();

@@ -128,17 +128,33 @@ pub trait TaskStore: Send + Sync + 'static {
     /// returns the task unchanged (a lost acknowledgement is safe to retry).
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task>;
 
-    /// Registers (or re-registers) a worker; [`StoreError::WorkerAlive`] while
-    /// a live worker holds the id. The id must match
+    /// Registers (or re-registers) a worker. The id must match
     /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)
     /// ([`StoreError::Invalid`] naming `id` otherwise).
+    ///
+    /// While a live worker holds the id: a registration naming another
+    /// [`instance_id`](WorkerRegistration::instance_id) than the live one
+    /// takes the id over at once, and every task running under it is taken
+    /// back as if its lease had expired (requeued while retries remain,
+    /// `failed` otherwise, error code `worker_lost`; `cancelled` when a
+    /// client asked); the same instance registering again changes nothing
+    /// it holds; without instance ids on both sides the registration is
+    /// [`StoreError::WorkerAlive`].
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker>;
 
     /// Records a worker's sign of life, extends the leases of its running
     /// tasks, and tells it which of them were cancelled. An id that fails
     /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN) is
     /// [`StoreError::Invalid`] naming `worker_id`; an unknown worker
-    /// [`StoreError::NotFound`].
+    /// [`StoreError::NotFound`]; an instance that was taken over
+    /// [`StoreError::WorkerSuperseded`] (nothing changes then).
+    ///
+    /// With [`running_task_ids`](WorkerHeartbeat::running_task_ids), only
+    /// those leases are extended; every other task running under the id is
+    /// handed back in the same step (pending again whatever its retries,
+    /// error code `not_held`; `cancelled` when a client asked) and named in
+    /// [`HeartbeatAck::requeued_task_ids`]; listed tasks no longer running
+    /// under the id are named in [`HeartbeatAck::lost_task_ids`].
     async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck>;
 
     /// Marks a worker offline at once (graceful shutdown).

@@ -112,6 +112,20 @@ pub struct WorkerRegistration {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
+    /// Names this process (a fresh value each start, e.g. a UUID; same
+    /// pattern as the id). A registration whose instance differs from the
+    /// live registration's takes the id over at once: the previous instance
+    /// is gone (it was restarted) or must stop (its heartbeats are refused
+    /// as [`StoreError::WorkerSuperseded`](crate::StoreError::WorkerSuperseded)),
+    /// and the tasks it held go back to the queue. Without one, a live id is
+    /// refused as [`StoreError::WorkerAlive`](crate::StoreError::WorkerAlive)
+    /// until it has been silent for the offline threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
+    pub instance_id: Option<String>,
 }
 
 fn default_backend_type() -> String {
@@ -126,13 +140,24 @@ impl WorkerRegistration {
             backend_type: backend_type.into(),
             capabilities: WorkerCapabilities::default(),
             metadata: JsonObject::new(),
+            instance_id: None,
         }
+    }
+
+    /// The same registration, naming this process's instance (see
+    /// [`instance_id`](Self::instance_id)).
+    pub fn with_instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.instance_id = Some(instance_id.into());
+        self
     }
 
     /// Checks the id (see [`WORKER_ID_PATTERN`]), backend type, capabilities
     /// and metadata.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_worker_id("id", &self.id)?;
+        if let Some(instance_id) = &self.instance_id {
+            validate_worker_id("instance_id", instance_id)?;
+        }
         crate::task::identifier("backend_type", &self.backend_type)?;
         crate::task::json_object_fits("metadata", &self.metadata)?;
         if !(1..=64).contains(&self.capabilities.max_parallel_tasks) {
@@ -167,6 +192,9 @@ pub struct Worker {
     pub tasks_completed: u64,
     /// Tasks it finished as failed or timed out.
     pub tasks_failed: u64,
+    /// The instance of its live registration, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     /// When it (last) registered.
     pub registered_at: DateTime<Utc>,
     /// Its last sign of life (store clock).
@@ -213,6 +241,37 @@ pub struct WorkerHeartbeat {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub current_task_id: Option<TaskId>,
+    /// Every task the worker holds (runs, or is reporting). When given, the
+    /// store renews exactly these leases and hands back at once every other
+    /// task running under this worker's id: one whose claim reply never
+    /// reached the worker would otherwise sit `running` until its timeout.
+    /// Without it, every task running under the id is renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<Vec<uuid::Uuid>>))]
+    pub running_task_ids: Option<Vec<TaskId>>,
+    /// The instance that registered (see
+    /// [`WorkerRegistration::instance_id`]). When given and the id has since
+    /// been taken over by another instance, the heartbeat is refused with
+    /// [`StoreError::WorkerSuperseded`](crate::StoreError::WorkerSuperseded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
+    pub instance_id: Option<String>,
+}
+
+impl WorkerHeartbeat {
+    /// A heartbeat of `worker_id` with no task, no task list and no instance.
+    pub fn new(worker_id: impl Into<String>, status: WorkerStatus) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            status,
+            current_task_id: None,
+            running_task_ids: None,
+            instance_id: None,
+        }
+    }
 }
 
 impl WorkerHeartbeat {
@@ -220,6 +279,19 @@ impl WorkerHeartbeat {
     /// is idle or busy.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_worker_id("worker_id", &self.worker_id)?;
+        if let Some(instance_id) = &self.instance_id {
+            validate_worker_id("instance_id", instance_id)?;
+        }
+        if self
+            .running_task_ids
+            .as_ref()
+            .is_some_and(|ids| ids.len() > MAX_RUNNING_TASK_IDS)
+        {
+            return Err(ValidationError::new(
+                "running_task_ids",
+                format!("at most {MAX_RUNNING_TASK_IDS} ids (a worker runs at most 64 tasks at once)"),
+            ));
+        }
         if self.status == WorkerStatus::Offline {
             return Err(ValidationError::new(
                 "status",
@@ -229,6 +301,10 @@ impl WorkerHeartbeat {
         Ok(())
     }
 }
+
+/// The most ids a heartbeat's `running_task_ids` may list: a worker runs at
+/// most 64 tasks, and a few more may be finishing their reports.
+pub const MAX_RUNNING_TASK_IDS: usize = 256;
 
 /// The store's answer to a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -246,6 +322,19 @@ pub struct HeartbeatAck {
     /// do). The worker must run it: it is `running` under its name.
     #[serde(default)]
     pub next_task: Option<crate::task::Task>,
+    /// Tasks that were running under this worker's id but missing from the
+    /// heartbeat's `running_task_ids`: the store handed them back (pending
+    /// again, or cancelled when a client had asked to cancel them).
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<uuid::Uuid>))]
+    pub requeued_task_ids: Vec<TaskId>,
+    /// Tasks the heartbeat's `running_task_ids` listed that are no longer
+    /// running under this worker (finished, requeued, timed out or
+    /// cancelled meanwhile): a run still going for one of them has lost its
+    /// lease and must stop without writing anything more.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<uuid::Uuid>))]
+    pub lost_task_ids: Vec<TaskId>,
 }
 
 #[cfg(test)]
@@ -282,11 +371,7 @@ mod tests {
         let err = WorkerRegistration::new("w1", "bad\0type").validate().unwrap_err();
         assert_eq!(err.field, "backend_type");
         assert!(WorkerRegistration::new("worker-001-kind", "kind").validate().is_ok());
-        let beat = |id: &str, status| WorkerHeartbeat {
-            worker_id: id.into(),
-            status,
-            current_task_id: None,
-        };
+        let beat = |id: &str, status| WorkerHeartbeat::new(id, status);
         assert_eq!(
             beat("Bad Id!", WorkerStatus::Idle).validate().unwrap_err().field,
             "worker_id"

@@ -7,96 +7,16 @@
 //!   lost or duplicated;
 //! - the worker token is enforced on the worker protocol.
 
-use std::net::SocketAddr;
+mod remote_support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiopslab_core::runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
-use aiopslab_core::{
-    DefaultScheduler, LogQuery, MemoryStore, NewTask, SimulatedBackend, SimulatedConfig, StoreError, Task, TaskId,
-    TaskStatus, TaskStore, WorkerStatus,
-};
-use aiopslab_http::app::serve;
+use aiopslab_core::runtime::RuntimeError;
+use aiopslab_core::{LogQuery, MemoryStore, NewTask, SimulatedConfig, StoreError, TaskStatus, TaskStore, WorkerStatus};
 use aiopslab_http::client::HttpStore;
-use aiopslab_http::server::{ApiConfig, ApiState};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const PROBLEM: &str = "misconfig_app_hotel_res-detection-1";
-
-/// A server running on a socket, stoppable.
-struct RunningServer {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    handle: JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningServer {
-    /// Serves `store` on `addr` (port 0: any free port).
-    async fn start(store: Arc<dyn TaskStore>, addr: SocketAddr, config: ApiConfig) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let state = ApiState::with_default_scheduler(store, config);
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(serve(listener, state, Some(Duration::from_millis(200)), stop.clone()));
-        Self { addr, stop, handle }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops accepting, finishes requests in flight, and waits until the socket is closed.
-    async fn stop(self) -> SocketAddr {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.handle)
-            .await
-            .expect("server stops within 10 s")
-            .expect("server task")
-            .expect("server ran without I/O error");
-        self.addr
-    }
-}
-
-fn worker_config(id: &str) -> WorkerConfig {
-    let mut config = WorkerConfig::new(id, "default");
-    config.heartbeat_interval = Duration::from_millis(200);
-    config.poll_interval = Duration::from_millis(100);
-    config.log_flush_interval = Duration::from_millis(50);
-    config.shutdown_grace = Duration::from_secs(5);
-    config
-}
-
-/// Starts a worker using `store` (an [`HttpStore`]) for everything.
-fn start_worker(
-    store: HttpStore,
-    backend: SimulatedConfig,
-    config: WorkerConfig,
-) -> (CancellationToken, JoinHandle<Result<(), RuntimeError>>) {
-    let store: Arc<dyn TaskStore> = Arc::new(store);
-    let scheduler = Arc::new(DefaultScheduler::new(store.clone()));
-    let runtime = WorkerRuntime::new(store, scheduler, Arc::new(SimulatedBackend::new(backend)), config);
-    let stop = CancellationToken::new();
-    (stop.clone(), tokio::spawn(runtime.run(stop)))
-}
-
-/// Polls `store` until the task reaches `status` (or panics after `within`).
-async fn wait_for_status(store: &dyn TaskStore, id: TaskId, status: TaskStatus, within: Duration) -> Task {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let task = store.get_task(id).await.expect("get_task");
-        if task.status == status {
-            return task;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} still {} after {within:?}, expected {status}: {task:?}",
-            task.status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use aiopslab_http::server::ApiConfig;
+use remote_support::{start_worker, wait_for_status, worker_config, RunningServer, PROBLEM};
 
 fn step_messages(steps: u32) -> Vec<String> {
     (1..=steps).map(|n| format!("step {n}/{steps}:")).collect()
@@ -242,11 +162,7 @@ async fn the_worker_protocol_requires_the_worker_token() {
 
     // No token at all, and the client token on a worker route: refused too.
     let none = HttpStore::new(&server.url(), None).unwrap();
-    let heartbeat = aiopslab_core::WorkerHeartbeat {
-        worker_id: "intruder".into(),
-        status: WorkerStatus::Idle,
-        current_task_id: None,
-    };
+    let heartbeat = aiopslab_core::WorkerHeartbeat::new("intruder", WorkerStatus::Idle);
     assert!(matches!(
         none.heartbeat(&heartbeat).await,
         Err(StoreError::Unauthorized(_))

@@ -97,6 +97,8 @@ checks!(
     register_refused_while_alive,
     deregister_then_register_again,
     heartbeat_updates_worker,
+    heartbeat_hands_back_tasks_it_does_not_list,
+    new_instance_takes_a_live_id_over,
     worker_counters_follow_finishes,
     list_workers_filters,
     list_tasks_filters,

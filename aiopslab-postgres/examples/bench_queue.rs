@@ -378,11 +378,7 @@ pub(crate) async fn live_worker(store: &PgStore, worker_id: &str) -> anyhow::Res
     {
         Ok(_) => Ok(()),
         Err(StoreError::WorkerAlive(_)) => {
-            let beat = WorkerHeartbeat {
-                worker_id: worker_id.to_string(),
-                status: WorkerStatus::Busy,
-                current_task_id: None,
-            };
+            let beat = WorkerHeartbeat::new(worker_id, WorkerStatus::Busy);
             store.heartbeat(&beat).await?;
             Ok(())
         }

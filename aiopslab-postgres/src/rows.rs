@@ -94,6 +94,7 @@ pub(crate) struct WorkerRow {
     current_task_id: Option<Uuid>,
     tasks_completed: i64,
     tasks_failed: i64,
+    instance_id: Option<String>,
     registered_at: DateTime<Utc>,
     last_heartbeat: DateTime<Utc>,
 }
@@ -114,6 +115,7 @@ impl TryFrom<WorkerRow> for Worker {
             current_task_id: row.current_task_id,
             tasks_completed: unsigned("tasks_completed", row.tasks_completed)?,
             tasks_failed: unsigned("tasks_failed", row.tasks_failed)?,
+            instance_id: row.instance_id,
             registered_at: row.registered_at,
             last_heartbeat: row.last_heartbeat,
         })
@@ -261,6 +263,14 @@ pub(crate) struct HeartbeatRow {
     pub(crate) cancelled: Vec<Uuid>,
     /// The new lease expiry, when the worker has running tasks.
     pub(crate) lease_expires_at: Option<DateTime<Utc>>,
+    /// False when the heartbeat's instance was taken over.
+    pub(crate) current: bool,
+    /// The instance holding the id.
+    pub(crate) current_instance: Option<String>,
+    /// Running tasks under the id that the heartbeat did not list, handed back.
+    pub(crate) requeued: Vec<Uuid>,
+    /// Listed tasks no longer running under the worker.
+    pub(crate) lost: Vec<Uuid>,
 }
 
 /// Parses a status column read on its own.

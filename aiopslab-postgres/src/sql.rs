@@ -27,7 +27,7 @@ macro_rules! task_columns {
 macro_rules! worker_columns {
     () => {
         "id, backend_type, status, max_parallel_tasks, supported_problems, metadata, current_task_id, \
-         tasks_completed, tasks_failed, registered_at, last_heartbeat"
+         tasks_completed, tasks_failed, instance_id, registered_at, last_heartbeat"
     };
 }
 
@@ -329,45 +329,117 @@ pub(crate) const SELECT_TRAJECTORY: &str = "SELECT tr.trajectory, tr.messages, t
 // Workers
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Registers a worker, or replaces a registration that is offline or silent for longer than the threshold
-/// (counters are kept). No row when a live worker holds the id. `$1` id, `$2` backend_type, `$3`
-/// max_parallel_tasks, `$4` supported_problems, `$5` metadata, `$6` offline threshold.
+/// Registers a worker, or replaces a registration that is offline, silent for longer than the threshold, or
+/// named an instance when this one names one too (counters are kept). No row when a live worker holds the id and
+/// the instances cannot tell the registrations apart. `$1` id, `$2` backend_type, `$3` max_parallel_tasks, `$4`
+/// supported_problems, `$5` metadata, `$6` offline threshold, `$7` instance id (NULL: none).
+///
+/// A takeover by another instance (the live registration named a different one) takes the previous instance's
+/// running tasks back in the same statement, as a lost lease would: requeued while retries remain, `failed`
+/// otherwise (error code `worker_lost`), `cancelled` when a client asked, with a webhook delivery for the terminal
+/// ones. Lock order as everywhere: the task rows (in id order), then the worker row — the `INSERT` reads its
+/// values from `released`, so the task rows are locked before it touches the worker row.
 pub(crate) const REGISTER_WORKER: &str = concat!(
-    "INSERT INTO workers (id, backend_type, status, max_parallel_tasks, supported_problems, metadata, \
-        current_task_id, registered_at, last_heartbeat) \
-     VALUES ($1, $2, 'idle', $3, $4, $5, NULL, now(), now()) \
+    "WITH prior AS (\
+        SELECT instance_id AS prior_instance FROM workers \
+        WHERE id = $1 AND status <> 'offline' AND last_heartbeat >= now() - $6::interval \
+            AND $7::text IS NOT NULL AND instance_id IS NOT NULL AND instance_id <> $7::text\
+     ), taken AS (\
+        SELECT id AS taken_id, \
+            CASE WHEN cancel_requested THEN 'cancelled' \
+                 WHEN attempt <= max_retries THEN 'pending' ELSE 'failed' END AS next_status \
+        FROM tasks WHERE worker_id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM prior) \
+        ORDER BY id FOR UPDATE\
+     ), released AS (\
+        UPDATE tasks SET \
+            status = taken.next_status, \
+            worker_id = CASE WHEN taken.next_status = 'pending' THEN NULL ELSE worker_id END, \
+            started_at = CASE WHEN taken.next_status = 'pending' THEN NULL ELSE started_at END, \
+            completed_at = CASE WHEN taken.next_status = 'pending' THEN NULL ELSE now() END, \
+            lease_expires_at = NULL, updated_at = now(), \
+            error_details = CASE WHEN taken.next_status = 'cancelled' THEN error_details ELSE \
+                jsonb_build_object('code', 'worker_lost', 'message', \
+                    format('worker %s restarted (instance %s replaced %s) during attempt %s', \
+                        $1::text, $7::text, (SELECT prior_instance FROM prior), attempt)) END \
+        FROM taken WHERE id = taken.taken_id \
+        RETURNING id, status, callback_url\
+     ), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM released \
+        WHERE status <> 'pending' AND callback_url IS NOT NULL\
+     ) \
+     INSERT INTO workers AS w (id, backend_type, status, max_parallel_tasks, supported_problems, metadata, \
+        current_task_id, instance_id, registered_at, last_heartbeat) \
+     SELECT $1, $2, 'idle', $3, $4, $5, NULL, $7::text, now(), now() FROM (SELECT count(*) FROM released) AS forced \
      ON CONFLICT (id) DO UPDATE SET backend_type = EXCLUDED.backend_type, status = 'idle', \
         max_parallel_tasks = EXCLUDED.max_parallel_tasks, supported_problems = EXCLUDED.supported_problems, \
-        metadata = EXCLUDED.metadata, current_task_id = NULL, registered_at = now(), last_heartbeat = now() \
-     WHERE workers.status = 'offline' OR workers.last_heartbeat < now() - $6::interval \
+        metadata = EXCLUDED.metadata, current_task_id = NULL, instance_id = EXCLUDED.instance_id, \
+        registered_at = now(), last_heartbeat = now() \
+     WHERE w.status = 'offline' OR w.last_heartbeat < now() - $6::interval \
+        OR (EXCLUDED.instance_id IS NOT NULL AND w.instance_id IS NOT NULL) \
      RETURNING ",
     worker_columns!()
 );
 
-/// A heartbeat, one statement: records the sign of life, extends the leases of the worker's running tasks, and
-/// reports which of them were cancelled. Always one row; `found` is false for an unknown worker. `$1` worker id,
-/// `$2` status, `$3` current task id, `$4` lease duration.
+/// A heartbeat, one statement: records the sign of life, extends the leases of the worker's running tasks, hands
+/// back the ones it did not list, and reports which were cancelled and which listed ones it no longer holds
+/// (`lost`). Always one row; `found` is false for an
+/// unknown worker, `current` false when `$6` names an instance the id has been taken over from (nothing changes
+/// then; `current_instance` names the instance holding it). `$1` worker id, `$2` status, `$3` current task id,
+/// `$4` lease duration, `$5` the tasks the worker holds (NULL: renew every task under the id), `$6` instance id
+/// (NULL: not checked).
+///
+/// A running task under the id that `$5` does not list goes back to the queue whatever its retries (its claim
+/// reply never reached the worker, so it never ran; error code `not_held`), or becomes `cancelled` (with its
+/// webhook delivery) when a client asked.
 ///
 /// Lock order: the worker's task rows first, in id order, then its worker row — the order `finish` and the claim
 /// take them in (task, then the worker's counters). The other way round, a heartbeat and a finish of the same
-/// worker deadlocked (issue 11: 1,808 deadlocks in a 20,000-task run). `beat` reads `leases` in its WHERE, so
-/// the task rows are updated before the worker row.
-pub(crate) const HEARTBEAT: &str = "WITH held AS (\
-        SELECT id FROM tasks WHERE worker_id = $1 AND status = 'running' \
-            AND EXISTS (SELECT 1 FROM workers WHERE id = $1) \
+/// worker deadlocked (issue 11: 1,808 deadlocks in a 20,000-task run). `beat` reads `leases` and `released` in its
+/// WHERE, so the task rows are updated before the worker row.
+pub(crate) const HEARTBEAT: &str = "WITH me AS (\
+        SELECT (($6::text IS NULL OR instance_id IS NULL OR instance_id = $6::text)) AS current, instance_id \
+        FROM workers WHERE id = $1\
+     ), held AS (\
+        SELECT id AS held_id, ($5::uuid[] IS NULL OR id = ANY($5::uuid[])) AS listed, \
+            cancel_requested AS cancelling \
+        FROM tasks WHERE worker_id = $1 AND status = 'running' \
+            AND EXISTS (SELECT 1 FROM me WHERE current) \
         ORDER BY id FOR UPDATE\
      ), leases AS (\
         UPDATE tasks SET lease_expires_at = now() + $4::interval, updated_at = now() \
-        FROM held WHERE tasks.id = held.id \
+        FROM held WHERE tasks.id = held.held_id AND held.listed \
         RETURNING tasks.id, tasks.cancel_requested, tasks.lease_expires_at\
+     ), released AS (\
+        UPDATE tasks SET \
+            status = CASE WHEN held.cancelling THEN 'cancelled' ELSE 'pending' END, \
+            worker_id = CASE WHEN held.cancelling THEN worker_id ELSE NULL END, \
+            started_at = CASE WHEN held.cancelling THEN started_at ELSE NULL END, \
+            completed_at = CASE WHEN held.cancelling THEN now() ELSE NULL END, \
+            lease_expires_at = NULL, updated_at = now(), \
+            error_details = CASE WHEN held.cancelling THEN error_details ELSE \
+                jsonb_build_object('code', 'not_held', 'message', \
+                    format('worker %s''s heartbeat did not list this task (its claim never reached the worker): \
+handed back to the queue', $1::text)) END \
+        FROM held WHERE tasks.id = held.held_id AND NOT held.listed \
+        RETURNING tasks.id, tasks.status, tasks.callback_url\
+     ), hook AS (\
+        INSERT INTO webhook_outbox (task_id, url, status, next_attempt_at, created_at) \
+        SELECT id, callback_url, 'pending', now(), now() FROM released \
+        WHERE status <> 'pending' AND callback_url IS NOT NULL\
      ), beat AS (\
         UPDATE workers SET status = $2, current_task_id = $3, last_heartbeat = now() \
-        WHERE id = $1 AND (SELECT count(*) FROM leases) >= 0 RETURNING id\
+        WHERE id = $1 AND EXISTS (SELECT 1 FROM me WHERE current) \
+            AND (SELECT count(*) FROM leases) + (SELECT count(*) FROM released) >= 0 RETURNING id\
      ) \
-     SELECT EXISTS (SELECT 1 FROM beat) AS found, \
-        COALESCE(array_agg(id ORDER BY id) FILTER (WHERE cancel_requested), '{}'::uuid[]) AS cancelled, \
-        max(lease_expires_at) AS lease_expires_at \
-     FROM leases";
+     SELECT EXISTS (SELECT 1 FROM me) AS found, \
+        COALESCE((SELECT current FROM me), true) AS current, \
+        (SELECT instance_id FROM me) AS current_instance, \
+        COALESCE((SELECT array_agg(id ORDER BY id) FROM leases WHERE cancel_requested), '{}'::uuid[]) AS cancelled, \
+        (SELECT max(lease_expires_at) FROM leases) AS lease_expires_at, \
+        COALESCE((SELECT array_agg(id ORDER BY id) FROM released), '{}'::uuid[]) AS requeued, \
+        COALESCE((SELECT array_agg(listed_id ORDER BY listed_id) FROM unnest($5::uuid[]) AS listed_id \
+            WHERE listed_id NOT IN (SELECT held_id FROM held)), '{}'::uuid[]) AS lost";
 
 /// Marks a worker offline. `$1` id.
 pub(crate) const DEREGISTER_WORKER: &str =

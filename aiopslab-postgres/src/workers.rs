@@ -1,5 +1,6 @@
-//! Workers: registration (refused while a live worker holds the id), heartbeats that extend the worker's leases
-//! and report its cancelled tasks, deregistration, and reads.
+//! Workers: registration (refused while a live worker holds the id, unless a new instance takes it over),
+//! heartbeats that extend the leases the worker holds, hand back the tasks it does not and report its cancelled
+//! ones, deregistration, and reads.
 
 use aiopslab_core::{
     HeartbeatAck, StoreError, StoreResult, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
@@ -25,6 +26,7 @@ impl PgStore {
             .bind(registration.capabilities.supported_problems)
             .bind(Jsonb(registration.metadata))
             .bind(self.intervals().worker_offline_after)
+            .bind(registration.instance_id)
             .fetch_optional(conn.raw())
             .await;
         let row = conn.done("register_worker", result)?;
@@ -47,17 +49,30 @@ impl PgStore {
             .bind(heartbeat.status.as_str())
             .bind(heartbeat.current_task_id)
             .bind(self.intervals().lease)
+            .bind(heartbeat.running_task_ids.as_deref())
+            .bind(heartbeat.instance_id.as_deref())
             .fetch_one(conn.raw())
             .await;
         let row = conn.done("heartbeat", result)?;
         if !row.found {
             return Err(StoreError::worker_not_found(&heartbeat.worker_id));
         }
+        if !row.current {
+            return Err(StoreError::WorkerSuperseded {
+                worker_id: heartbeat.worker_id.clone(),
+                current_instance: row.current_instance.unwrap_or_default(),
+            });
+        }
+        if !row.requeued.is_empty() {
+            tracing::info!(requeued = ?row.requeued, "heartbeat handed back tasks its worker does not hold");
+        }
         Ok(HeartbeatAck {
             acknowledged: true,
             cancelled_task_ids: row.cancelled,
             lease_expires_at: row.lease_expires_at,
             next_task: None,
+            requeued_task_ids: row.requeued,
+            lost_task_ids: row.lost,
         })
     }
 

@@ -55,11 +55,7 @@ async fn slot(store: Arc<PgStore>, worker: String, until: Instant) -> u64 {
 async fn heartbeats(store: Arc<PgStore>, worker: String, until: Instant) -> u64 {
     let mut beats = 0;
     while Instant::now() < until {
-        let beat = WorkerHeartbeat {
-            worker_id: worker.clone(),
-            status: WorkerStatus::Busy,
-            current_task_id: None,
-        };
+        let beat = WorkerHeartbeat::new(&worker, WorkerStatus::Busy);
         store
             .heartbeat(&beat)
             .await

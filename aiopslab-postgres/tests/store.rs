@@ -554,9 +554,8 @@ async fn workers_register_beat_and_go_offline() {
     advance_clock(&store, Duration::from_secs(30)).await;
     let ack = store
         .heartbeat(&WorkerHeartbeat {
-            worker_id: "w1".into(),
-            status: WorkerStatus::Busy,
             current_task_id: Some(task.id),
+            ..WorkerHeartbeat::new("w1", WorkerStatus::Busy)
         })
         .await
         .unwrap();
@@ -572,21 +571,13 @@ async fn workers_register_beat_and_go_offline() {
 
     assert!(matches!(
         store
-            .heartbeat(&WorkerHeartbeat {
-                worker_id: "nobody".into(),
-                status: WorkerStatus::Idle,
-                current_task_id: None,
-            })
+            .heartbeat(&WorkerHeartbeat::new("nobody", WorkerStatus::Idle))
             .await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
         store
-            .heartbeat(&WorkerHeartbeat {
-                worker_id: "w1".into(),
-                status: WorkerStatus::Offline,
-                current_task_id: None,
-            })
+            .heartbeat(&WorkerHeartbeat::new("w1", WorkerStatus::Offline))
             .await,
         Err(StoreError::Invalid(_))
     ));

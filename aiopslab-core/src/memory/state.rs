@@ -494,7 +494,19 @@ impl State {
         let alive_since = earlier(now, policy.worker_offline_after);
         let (tasks_completed, tasks_failed) = match self.workers.get(&registration.id) {
             Some(existing) if existing.status != WorkerStatus::Offline && existing.last_heartbeat >= alive_since => {
-                return Err(StoreError::WorkerAlive(registration.id));
+                match takeover(existing, &registration) {
+                    Takeover::Refused => return Err(StoreError::WorkerAlive(registration.id)),
+                    Takeover::SameInstance => {}
+                    Takeover::From(previous) => {
+                        for id in self.running_under(&registration.id) {
+                            let attempt = self.tasks.get(&id).map_or(0, |record| record.task.attempt);
+                            let details = restarted(&registration, &previous, attempt);
+                            self.release(id, Release::Lost(details), now);
+                        }
+                    }
+                }
+                let existing = &self.workers[&registration.id];
+                (existing.tasks_completed, existing.tasks_failed)
             }
             Some(existing) => (existing.tasks_completed, existing.tasks_failed),
             None => (0, 0),
@@ -508,6 +520,7 @@ impl State {
             current_task_id: None,
             tasks_completed,
             tasks_failed,
+            instance_id: registration.instance_id,
             registered_at: now,
             last_heartbeat: now,
         };
@@ -527,18 +540,43 @@ impl State {
             .workers
             .get_mut(&heartbeat.worker_id)
             .ok_or_else(|| StoreError::worker_not_found(&heartbeat.worker_id))?;
+        if let (Some(ours), Some(current)) = (&heartbeat.instance_id, &worker.instance_id) {
+            if ours != current {
+                return Err(StoreError::WorkerSuperseded {
+                    worker_id: heartbeat.worker_id.clone(),
+                    current_instance: current.clone(),
+                });
+            }
+        }
         worker.status = heartbeat.status;
         worker.current_task_id = heartbeat.current_task_id;
         worker.last_heartbeat = now;
         let expiry = later(now, policy.lease_duration);
         let mut leased_any = false;
         let mut cancelled_task_ids = Vec::new();
-        for id in &self.running {
-            let Some(record) = self.tasks.get_mut(id) else { continue };
-            let task = &mut record.task;
-            if task.worker_id.as_deref() != Some(heartbeat.worker_id.as_str()) {
-                continue;
+        let mut requeued_task_ids = Vec::new();
+        let under = self.running_under(&heartbeat.worker_id);
+        let lost_task_ids: Vec<TaskId> = heartbeat
+            .running_task_ids
+            .iter()
+            .flatten()
+            .filter(|id| !under.contains(id))
+            .copied()
+            .collect();
+        for id in under {
+            if let Some(held) = &heartbeat.running_task_ids {
+                if !held.contains(&id) {
+                    let details = not_held(&heartbeat.worker_id);
+                    if self.release(id, Release::NotHeld(details), now).is_some() {
+                        requeued_task_ids.push(id);
+                    }
+                    continue;
+                }
             }
+            let Some(record) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            let task = &mut record.task;
             task.lease_expires_at = Some(expiry);
             task.updated_at = now;
             leased_any = true;
@@ -551,7 +589,65 @@ impl State {
             cancelled_task_ids,
             lease_expires_at: leased_any.then_some(expiry),
             next_task: None,
+            requeued_task_ids,
+            lost_task_ids,
         })
+    }
+
+    /// Takes a running task away from its worker: `Release::NotHeld` puts it
+    /// back in the queue whatever its retries (it never ran), `Release::Lost`
+    /// requeues it while retries remain and fails it otherwise. Either way a
+    /// task a client asked to cancel becomes `cancelled` instead. Returns the
+    /// status it ended in; `None` if it was not running.
+    fn release(&mut self, id: TaskId, release: Release, now: DateTime<Utc>) -> Option<TaskStatus> {
+        let task = &mut self.tasks.get_mut(&id)?.task;
+        if task.status != TaskStatus::Running {
+            return None;
+        }
+        let (details, retry) = match release {
+            Release::NotHeld(details) => (details, true),
+            Release::Lost(details) => (details, task.attempt <= task.parameters.max_retries),
+        };
+        if task.cancel_requested {
+            task.status = TaskStatus::Cancelled;
+            task.completed_at = Some(now);
+        } else {
+            task.error_details = Some(details);
+            if retry {
+                task.status = TaskStatus::Pending;
+                task.worker_id = None;
+                task.started_at = None;
+            } else {
+                task.status = TaskStatus::Failed;
+                task.completed_at = Some(now);
+            }
+        }
+        task.lease_expires_at = None;
+        task.updated_at = now;
+        let task = task.clone();
+        self.running.remove(&id);
+        if task.status == TaskStatus::Pending {
+            self.index_pending(&task);
+        } else {
+            self.outbox.enqueue(&task, now);
+        }
+        Some(task.status)
+    }
+
+    /// The running tasks held under a worker id.
+    fn running_under(&self, worker_id: &str) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|record| record.task.worker_id.as_deref() == Some(worker_id))
+            })
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Marks a worker offline.
@@ -614,11 +710,6 @@ impl State {
                 ));
                 task.completed_at = Some(now);
                 report.timed_out.push(id);
-            } else if lease_expired && task.cancel_requested {
-                // The client asked to stop it and its worker is gone: honour the cancel
-                // rather than run it again.
-                task.status = TaskStatus::Cancelled;
-                task.completed_at = Some(now);
             } else if lease_expired {
                 let details = ErrorDetails::new(
                     "worker_lost",
@@ -628,17 +719,12 @@ impl State {
                         task.attempt
                     ),
                 );
-                task.error_details = Some(details);
-                if task.attempt <= task.parameters.max_retries {
-                    task.status = TaskStatus::Pending;
-                    task.worker_id = None;
-                    task.started_at = None;
-                    report.requeued.push(id);
-                } else {
-                    task.status = TaskStatus::Failed;
-                    task.completed_at = Some(now);
-                    report.failed.push(id);
+                match self.release(id, Release::Lost(details), now) {
+                    Some(TaskStatus::Pending) => report.requeued.push(id),
+                    Some(TaskStatus::Failed) => report.failed.push(id),
+                    _ => {}
                 }
+                continue;
             } else {
                 continue;
             }
@@ -646,11 +732,7 @@ impl State {
             task.updated_at = now;
             let task = task.clone();
             self.running.remove(&id);
-            if task.status == TaskStatus::Pending {
-                self.index_pending(&task);
-            } else {
-                self.outbox.enqueue(&task, now);
-            }
+            self.outbox.enqueue(&task, now);
         }
         let silent_since = earlier(now, policy.worker_offline_after);
         for worker in self.workers.values_mut() {
@@ -711,4 +793,56 @@ fn compare(sort: TaskSort, a: &Task, b: &Task) -> Ordering {
         TaskSort::PriorityAsc => by_priority.then(by_age),
         TaskSort::PriorityDesc => by_priority.reverse().then(by_age),
     }
+}
+
+/// How [`State::release`] treats the task's retries.
+enum Release {
+    /// The worker does not hold it (its claim reply never arrived): it never
+    /// ran, so it goes back to the queue whatever its retries.
+    NotHeld(ErrorDetails),
+    /// Its run was lost (lease expired, worker restarted): requeued while
+    /// retries remain.
+    Lost(ErrorDetails),
+}
+
+/// What a registration of a live worker id does.
+pub(crate) enum Takeover {
+    /// Refused: no instance ids to tell the registrations apart.
+    Refused,
+    /// The same instance registering again: nothing changes hands.
+    SameInstance,
+    /// Another instance takes the id over from this one.
+    From(String),
+}
+
+/// Decides what a registration does to the live registration `existing`.
+pub(crate) fn takeover(existing: &Worker, registration: &WorkerRegistration) -> Takeover {
+    match (&existing.instance_id, &registration.instance_id) {
+        (Some(previous), Some(new)) if previous == new => Takeover::SameInstance,
+        (Some(previous), Some(_)) => Takeover::From(previous.clone()),
+        _ => Takeover::Refused,
+    }
+}
+
+/// The error a task gets when a restarted worker took its id over.
+fn restarted(registration: &WorkerRegistration, previous: &str, attempt: u32) -> ErrorDetails {
+    ErrorDetails::new(
+        "worker_lost",
+        format!(
+            "worker {} restarted (instance {} replaced {previous}) during attempt {attempt}",
+            registration.id,
+            registration.instance_id.as_deref().unwrap_or("unknown"),
+        ),
+    )
+}
+
+/// The error a task gets when its worker's heartbeat did not list it.
+fn not_held(worker_id: &str) -> ErrorDetails {
+    ErrorDetails::new(
+        "not_held",
+        format!(
+            "worker {worker_id}'s heartbeat did not list this task (its claim never reached the worker): \
+             handed back to the queue"
+        ),
+    )
 }

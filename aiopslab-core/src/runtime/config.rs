@@ -15,6 +15,11 @@ use crate::worker::{WorkerCapabilities, WorkerRegistration};
 pub struct WorkerConfig {
     /// The worker id (`worker-001-kind`); one live worker per id.
     pub worker_id: String,
+    /// Names this run of the process: a fresh UUID from [`new`](Self::new).
+    /// Sent in the registration and every heartbeat, so a restart under the
+    /// same id takes the id over at once (its predecessor's tasks go back to
+    /// the queue) instead of waiting for the old registration to go offline.
+    pub instance_id: String,
     /// Only tasks of this backend type are claimed.
     pub backend_type: String,
     /// Parallel slots and the problems accepted.
@@ -83,6 +88,7 @@ impl WorkerConfig {
     pub fn new(worker_id: impl Into<String>, backend_type: impl Into<String>) -> Self {
         Self {
             worker_id: worker_id.into(),
+            instance_id: uuid::Uuid::new_v4().to_string(),
             backend_type: backend_type.into(),
             capabilities: WorkerCapabilities::default(),
             metadata: JsonObject::new(),
@@ -142,6 +148,7 @@ impl WorkerConfig {
             backend_type: self.backend_type.clone(),
             capabilities: self.capabilities.clone(),
             metadata,
+            instance_id: Some(self.instance_id.clone()),
         }
     }
 

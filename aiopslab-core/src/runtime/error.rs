@@ -24,6 +24,12 @@ pub enum RuntimeError {
         /// The store's answer.
         source: StoreError,
     },
+    /// Another instance registered under this worker id (a second process
+    /// configured with the same id, or this one was presumed restarted): this
+    /// one stopped its runs without reporting (the store handed their tasks
+    /// back) and did not deregister. Give each process its own id.
+    #[error("worker stopped: {0}")]
+    Superseded(StoreError),
     /// The backend failed to release its resources at shutdown (the worker
     /// had already stopped and deregistered).
     #[error("backend {backend:?} failed to shut down: {source}")]

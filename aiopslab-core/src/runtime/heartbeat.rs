@@ -3,16 +3,26 @@
 //! Every `heartbeat_interval`, and at once whenever a run starts or ends,
 //! the worker tells the store it is `idle` (a
 //! slot is free) or `busy` (none is, or it is shutting down), and which task
-//! it runs. The store extends the leases of all its running tasks and
+//! it runs. The store extends the leases of the tasks it lists and
 //! answers with the ids of tasks a client cancelled (their runs are stopped)
 //! and possibly a task already claimed for it (run in a free slot).
 //!
-//! The heartbeat does not say which leases are still ours, so each beat also
-//! extends every running task's lease by its token: `LeaseLost` there means
-//! the store gave the task up (sweep requeued or timed it out while we were
-//! unreachable) and the run is stopped without writing anything more —
-//! unless the task's outcome is already being reported, in which case our
-//! own `finish` ended the lease and there is nothing to say.
+//! Each beat lists every task the worker holds (`running_task_ids`, from
+//! claim to the end of its report) and names this process's instance. The
+//! store renews those leases and hands back any other task running under
+//! our id — one whose claim reply never reached us — so it does not sit
+//! `running` until it times out. Claims hold the claim gate for reading and
+//! a beat holds it for writing, so no beat misses a task being claimed. A
+//! beat refused as `WorkerSuperseded` (another instance registered under
+//! our id) stops the worker: every run ends without reporting.
+//!
+//! The answer also names the listed tasks that no longer run under us
+//! (`lost_task_ids`): a run still going for one of them lost its lease (the
+//! sweep requeued or timed it out while we were unreachable) and is stopped
+//! without writing anything more — unless its outcome is already being
+//! reported, in which case our own `finish` ended the lease and there is
+//! nothing to say. One request per beat, whatever the number of runs (each
+//! run used to be checked with a lease extension of its own).
 //! Failed beats are not retried in place: the next tick is the retry.
 
 use std::sync::Arc;
@@ -41,7 +51,6 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
             _ = shared.beat_now.notified() => ticker.reset(),
         }
         beat(&shared).await;
-        check_leases(&shared).await;
     }
 }
 
@@ -52,13 +61,23 @@ pub(crate) async fn beat(shared: &Arc<Shared>) {
     } else {
         WorkerStatus::Idle
     };
+    // No claim is in flight while we beat: the list below is every task we hold.
+    let _gate = shared.claim_gate.write().await;
     let heartbeat = WorkerHeartbeat {
         worker_id: shared.config.worker_id.clone(),
         status,
         current_task_id: shared.slots.current_task(),
+        running_task_ids: Some(shared.slots.held_ids()),
+        instance_id: Some(shared.config.instance_id.clone()),
     };
     match shared.store.heartbeat(&heartbeat).await {
         Ok(ack) => {
+            for task_id in ack.requeued_task_ids {
+                tracing::warn!(%task_id, "the store handed back a task held under our id that we never got");
+            }
+            for task_id in ack.lost_task_ids {
+                lease_gone(shared, task_id);
+            }
             for task_id in ack.cancelled_task_ids {
                 if shared.slots.stop(task_id, StopReason::ClientCancel) {
                     tracing::info!(%task_id, "cancel requested by a client; stopping the run");
@@ -75,6 +94,16 @@ pub(crate) async fn beat(shared: &Arc<Shared>) {
                 tracing::warn!(%error, "re-registration failed; will retry on the next heartbeat");
             }
         }
+        Err(error @ StoreError::WorkerSuperseded { .. }) => {
+            tracing::error!(
+                %error,
+                "another instance took over this worker id: stopping every run without reporting and exiting"
+            );
+            let _ = shared.superseded.set(error);
+            shared.slots.stop_all(StopReason::LeaseLost);
+            shared.stopping.cancel();
+            shared.grace_over.cancel();
+        }
         Err(error) => tracing::warn!(%error, "heartbeat failed; leases are not being extended"),
     }
 }
@@ -87,7 +116,7 @@ fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
         return;
     }
     tracing::info!(task_id = %task.id, "heartbeat handed us a task");
-    let guard = shared.slots.track();
+    let guard = shared.slots.track(task.id);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let permit = tokio::select! {
@@ -99,36 +128,20 @@ fn accept_handed_task(shared: &Arc<Shared>, task: Task) {
     });
 }
 
-/// Confirms each running task's lease; stops runs whose lease is gone or
-/// whose cancel was requested.
-///
-/// A task whose outcome is being reported is still checked (its lease must
-/// last until the report lands), but a `LeaseLost` for it is expected: the
-/// check raced our own `finish`, which ends the lease. That is not a lost
-/// lease, so nothing is stopped or logged above debug; had the lease really
-/// been lost, the report gets `LeaseLost` itself and says so. The same goes
-/// for a run that ended (and left the registry) while the check was in
-/// flight: whatever became of its lease, the run already said it.
-async fn check_leases(shared: &Shared) {
-    for handle in shared.slots.handles() {
-        let lease = handle.lease;
-        match shared.store.extend_lease(lease).await {
-            Ok(state) if state.cancel_requested && !handle.is_reporting() => {
-                if shared.slots.stop(lease.task_id, StopReason::ClientCancel) {
-                    tracing::info!(task_id = %lease.task_id, "cancel requested by a client; stopping the run");
-                }
-            }
-            Ok(_) => {}
-            Err(StoreError::LeaseLost { .. } | StoreError::NotFound { .. })
-                if handle.is_reporting() || !shared.slots.holds(lease) =>
-            {
-                tracing::debug!(task_id = %lease.task_id, "lease ended by our own report (or the run is over)");
-            }
-            Err(error @ (StoreError::LeaseLost { .. } | StoreError::NotFound { .. })) => {
-                tracing::warn!(task_id = %lease.task_id, %error, "lease lost; stopping the run without reporting");
-                handle.stop(StopReason::LeaseLost);
-            }
-            Err(error) => tracing::warn!(task_id = %lease.task_id, %error, "lease check failed"),
-        }
+/// The store says a task we listed no longer runs under us. A run that is
+/// reporting its outcome expects that (its own `finish` ended the lease), as
+/// does one that ended while the beat was in flight: nothing to say. Any
+/// other run lost its lease (the sweep requeued or timed it out while we
+/// were unreachable, or it was taken over) and stops without writing more.
+fn lease_gone(shared: &Shared, task_id: crate::task::TaskId) {
+    let Some(handle) = shared.slots.handles().into_iter().find(|h| h.lease.task_id == task_id) else {
+        tracing::debug!(%task_id, "lease ended with the run (it is over)");
+        return;
+    };
+    if handle.is_reporting() {
+        tracing::debug!(%task_id, "lease ended by our own report");
+        return;
     }
+    tracing::warn!(%task_id, "lease lost; stopping the run without reporting");
+    handle.stop(StopReason::LeaseLost);
 }

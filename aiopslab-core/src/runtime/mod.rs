@@ -8,7 +8,7 @@
 //!
 //! - **Slots**: at most `max_parallel_tasks` runs at once (`slots.rs`).
 //! - **Claims**: a free slot asks the scheduler at once and again after each
-//!   task it got; only an empty queue waits, for the poll interval or a store
+//!   task it got, one claim loop per slot (at most four in flight); only an empty queue waits, for the poll interval or a store
 //!   event (`claim.rs`, `events.rs`).
 //! - **Heartbeats** keep leases alive, carry cancellations and may hand over
 //!   a task (`heartbeat.rs`).
@@ -72,6 +72,14 @@ pub(crate) struct Shared {
     grace_over: CancellationToken,
     /// Shutdown's report grace ran out: stop retrying reports.
     hard_stop: CancellationToken,
+    /// Claims hold it for reading from their request until the task is
+    /// tracked; a heartbeat holds it for writing. A heartbeat lists every
+    /// task we hold and the store hands back the others, so a beat sent
+    /// while a claim is in flight would hand back the task being claimed.
+    claim_gate: tokio::sync::RwLock<()>,
+    /// Set when another instance took our worker id over: we stop at once,
+    /// write nothing more, and do not deregister (the id is theirs now).
+    superseded: std::sync::OnceLock<StoreError>,
 }
 
 /// A worker: the loop that takes tasks from a store and runs them on a backend.
@@ -116,6 +124,8 @@ impl WorkerRuntime {
                 stopping: CancellationToken::new(),
                 grace_over: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
+                claim_gate: tokio::sync::RwLock::new(()),
+                superseded: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -180,13 +190,17 @@ impl WorkerRuntime {
                     _ = linked.cancelled() => {}
                 }
             });
-            claim::claim_loop(Arc::clone(&shared)).await;
+            claim::claim_loops(Arc::clone(&shared)).await;
 
             drain(&shared).await;
             background.cancel();
             let _ = heartbeat.await;
             if let Some(listener) = listener {
                 let _ = listener.await;
+            }
+            if let Some(error) = shared.superseded.get() {
+                let _ = shared.backend.shutdown().await;
+                return Err(RuntimeError::Superseded(error.clone()));
             }
             let deregister_policy = shared.config.retry.with_max_attempts(5);
             match retry_transient(&deregister_policy, "deregister_worker", || {

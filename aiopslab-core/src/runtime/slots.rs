@@ -75,14 +75,26 @@ impl RunHandle {
     }
 }
 
-/// Counts runs in progress; dropping it marks the run as over.
+/// Counts a run in progress and keeps its task in the held set (what the
+/// heartbeat lists) from the moment it was claimed; dropping it marks the
+/// run as over.
 #[derive(Debug)]
 pub(crate) struct RunGuard {
     active: watch::Sender<usize>,
+    held: Arc<Mutex<HashMap<TaskId, usize>>>,
+    task_id: TaskId,
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.task_id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.task_id);
+            }
+        }
+        drop(held);
         self.active.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
@@ -93,6 +105,9 @@ pub(crate) struct Slots {
     permits: Arc<Semaphore>,
     running: Mutex<HashMap<TaskId, RunHandle>>,
     active: watch::Sender<usize>,
+    /// Tasks claimed or handed to us and not yet fully reported, with how
+    /// many guards hold each (a duplicate hand-over holds one briefly).
+    held: Arc<Mutex<HashMap<TaskId, usize>>>,
 }
 
 impl Slots {
@@ -102,6 +117,7 @@ impl Slots {
             permits: Arc::new(Semaphore::new(capacity.max(1) as usize)),
             running: Mutex::new(HashMap::new()),
             active: watch::Sender::new(0),
+            held: Arc::default(),
         }
     }
 
@@ -124,12 +140,35 @@ impl Slots {
         self.permits.available_permits() > 0
     }
 
-    /// Counts a run as in progress until the guard drops.
-    pub fn track(&self) -> RunGuard {
+    /// Counts the run of `task_id` as in progress, and the task as held,
+    /// until the guard drops. Taken as soon as the store hands the task
+    /// over, before anything awaits, so no heartbeat misses it.
+    pub fn track(&self, task_id: TaskId) -> RunGuard {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(task_id)
+            .or_insert(0) += 1;
         self.active.send_modify(|n| *n += 1);
         RunGuard {
             active: self.active.clone(),
+            held: Arc::clone(&self.held),
+            task_id,
         }
+    }
+
+    /// Every task this worker holds, in id order: what its heartbeat lists.
+    pub fn held_ids(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Waits until no run is in progress.
@@ -164,13 +203,6 @@ impl Slots {
     /// Forgets a task whose run has ended.
     pub fn remove(&self, task_id: TaskId) {
         self.running().remove(&task_id);
-    }
-
-    /// True when this very lease (task and attempt) runs here.
-    pub fn holds(&self, lease: LeaseToken) -> bool {
-        self.running()
-            .get(&lease.task_id)
-            .is_some_and(|handle| handle.lease == lease)
     }
 
     /// True when this task runs here.
@@ -246,7 +278,7 @@ mod tests {
         assert!(!slots.has_free_slot());
         drop(permit);
         assert!(slots.has_free_slot());
-        let guard = slots.track();
+        let guard = slots.track(lease().task_id);
         assert_eq!(slots.active(), 1);
         drop(guard);
         slots.wait_idle().await;

@@ -36,6 +36,7 @@ mod cancel;
 mod claims;
 mod concurrency;
 mod export;
+mod instances;
 mod json;
 mod leases;
 mod lifecycle;
@@ -59,6 +60,7 @@ pub use claims::{
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
 pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use instances::{heartbeat_hands_back_tasks_it_does_not_list, new_instance_takes_a_live_id_over};
 pub use json::{
     deep_json_from_workers_is_cut_alike, edge_numbers, edge_numbers_read_back_identically, random_json_round_trips,
     DEFAULT_JSON_SEED, RANDOM_JSON_CASES,

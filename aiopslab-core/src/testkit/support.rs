@@ -177,9 +177,8 @@ pub async fn register_all<S: TaskStore>(store: &S, ids: &[&str]) {
 /// A heartbeat of `worker_id` in `status`.
 pub fn beat(worker_id: &str, status: WorkerStatus, current_task_id: Option<TaskId>) -> WorkerHeartbeat {
     WorkerHeartbeat {
-        worker_id: worker_id.to_string(),
-        status,
         current_task_id,
+        ..WorkerHeartbeat::new(worker_id, status)
     }
 }
 

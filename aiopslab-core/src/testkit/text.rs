@@ -36,6 +36,7 @@ pub async fn nul_in_text_is_stored_as_replacement<H: StoreHarness>(h: &H) {
             supported_problems: Some(vec!["nul-other\u{0}".into(), "nul-text".into()]),
         },
         metadata: object(json!({"host\u{0}": "node\u{0}1", "list": ["a\u{0}", {"k\u{0}": "v\u{0}"}]})),
+        instance_id: None,
     };
     let worker = store
         .register_worker(registration.clone())

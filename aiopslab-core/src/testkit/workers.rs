@@ -23,6 +23,7 @@ pub async fn register_and_get_worker<H: StoreHarness>(h: &H) {
             supported_problems: Some(vec!["pa".into(), "pb".into()]),
         },
         metadata: object(json!({"host": "node-1", "version": "0.1.0", "kind_cluster": "aiopslab-1"})),
+        instance_id: None,
     };
     let worker = store
         .register_worker(registration.clone())

@@ -35,9 +35,8 @@ pub struct FakeFlakyStore {
     pub append_failures: AtomicUsize,
     /// Successful worker writes in the order they landed: `"append"`, `"finish"`.
     pub journal: Mutex<Vec<&'static str>>,
-    /// Each `extend_lease` takes this long before it reaches the store (a
-    /// network round trip).
-    pub extend_lease_delay: Mutex<Duration>,
+    /// How long a heartbeat takes to reach the store (a round trip over HTTP).
+    pub heartbeat_delay: Mutex<Duration>,
     /// Pushed events, when built with [`FakeFlakyStore::with_events`].
     events: Option<broadcast::Sender<StoreEvent>>,
 }
@@ -53,7 +52,7 @@ impl FakeFlakyStore {
             appends_down: AtomicBool::new(false),
             append_failures: AtomicUsize::new(0),
             journal: Mutex::new(Vec::new()),
-            extend_lease_delay: Mutex::new(Duration::ZERO),
+            heartbeat_delay: Mutex::new(Duration::ZERO),
             events: None,
         }
     }
@@ -117,10 +116,6 @@ impl TaskStore for FakeFlakyStore {
     }
 
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
-        let delay = *self.extend_lease_delay.lock().unwrap();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
         self.reachable()?;
         self.inner.extend_lease(lease).await
     }
@@ -169,6 +164,10 @@ impl TaskStore for FakeFlakyStore {
     }
 
     async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        let delay = *self.heartbeat_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.reachable()?;
         let mut ack = self.inner.heartbeat(heartbeat).await?;
         if heartbeat.status == WorkerStatus::Idle {

@@ -176,6 +176,10 @@ fn conflict(code: &str, message: String, details: &Value, subject: &Subject) -> 
                 .or(detail_str(details, "id"))
                 .map_or_else(|| subject.id.clone(), str::to_string),
         ),
+        "worker_superseded" => StoreError::WorkerSuperseded {
+            worker_id: detail_str(details, "worker_id").map_or_else(|| subject.id.clone(), str::to_string),
+            current_instance: detail_str(details, "current_instance").unwrap_or_default().to_string(),
+        },
         "lease_lost" => {
             let attempt = details
                 .get("attempt")

@@ -20,7 +20,7 @@ pub struct ErrorBody {
     pub error: String,
     /// A stable machine-readable code: `invalid_json`, `validation_error`,
     /// `invalid_query`, `unauthorized`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `already_terminal`, `worker_alive`, `lease_lost`,
+    /// `method_not_allowed`, `already_terminal`, `worker_alive`, `worker_superseded`, `lease_lost`,
     /// `idempotency_conflict`, `webhook_not_failed`, `redelivery_in_progress`,
     /// `payload_too_large`, `unsupported_media_type`, `uri_too_long`,
     /// `headers_too_large`, `bad_request` (a request that is not valid
@@ -149,6 +149,17 @@ impl ApiError {
         )
     }
 
+    /// 415 `unsupported_media_type`: a `Content-Encoding` (`got`) the route
+    /// cannot decode (it takes `gzip` or none).
+    pub fn unsupported_encoding(got: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Encoding {got:?} is not supported: send the body as is or gzip-encoded"),
+            json!({ "field": "Content-Encoding", "content_encoding": got, "expected": ["gzip", "identity"] }),
+        )
+    }
+
     /// 401 `unauthorized`: no token, or a token the server does not know.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message, json!({}))
@@ -195,6 +206,18 @@ impl From<StoreError> for ApiError {
                 "worker_alive",
                 format!("worker {id} is already registered and alive; stop it or wait until it is marked offline"),
                 json!({ "id": id, "worker_id": id }),
+            ),
+            StoreError::WorkerSuperseded {
+                worker_id,
+                current_instance,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "worker_superseded",
+                format!(
+                    "worker {worker_id} was taken over by instance {current_instance}; this instance must stop \
+                     (two processes with one worker id keep taking it from each other: give each its own id)"
+                ),
+                json!({ "worker_id": worker_id, "current_instance": current_instance }),
             ),
             StoreError::LeaseLost { task_id, attempt } => ApiError::new(
                 StatusCode::CONFLICT,

@@ -62,6 +62,15 @@ pub struct HeartbeatResponse {
     pub cancelled_task_ids: Vec<TaskId>,
     /// The new lease expiry of the worker's running tasks, if it has any.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Tasks running under this worker's id that the heartbeat's
+    /// `running_task_ids` did not list: handed back to the queue (or
+    /// cancelled, when a client had asked).
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    pub requeued_task_ids: Vec<TaskId>,
+    /// Tasks the heartbeat listed that no longer run under this worker: a
+    /// run still going for one of them has lost its lease.
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    pub lost_task_ids: Vec<TaskId>,
 }
 
 /// The answer to `POST /workers/claim`.

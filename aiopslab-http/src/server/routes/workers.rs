@@ -68,7 +68,7 @@ pub async fn get_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerI
         (status = 400, description = "Malformed JSON, unknown field, or an invalid value (names the field)", body = ErrorBody),
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
-        (status = 409, description = "A live worker holds this id (`worker_alive`)", body = ErrorBody),
+        (status = 409, description = "A live worker holds this id and the registrations name no instances to tell them apart (`worker_alive`); a registration naming another `instance_id` than the live one takes the id over instead", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
@@ -104,6 +104,7 @@ pub async fn register_worker(
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 404, description = "The worker is not registered", body = ErrorBody),
+        (status = 409, description = "`worker_superseded`: another instance registered under this id since; this one must stop", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
@@ -138,6 +139,8 @@ pub async fn heartbeat(
         next_task: ack.next_task,
         cancelled_task_ids: ack.cancelled_task_ids,
         lease_expires_at: ack.lease_expires_at,
+        requeued_task_ids: ack.requeued_task_ids,
+        lost_task_ids: ack.lost_task_ids,
     }))
 }
 

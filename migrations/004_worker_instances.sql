@@ -1,0 +1,11 @@
+-- aiopslab schema, version 4: worker instances, so a restarted worker takes its id over at once.
+--
+-- Idempotent like 001-003: it runs by hand with psql after them, and the embedded migrator runs it again
+-- afterwards without harm.
+--
+-- A worker process names itself with a fresh instance id (a UUID) in its registration and heartbeats. A
+-- registration whose instance differs from the live registration's replaces it at once (the previous process was
+-- restarted, or must stop: its heartbeats are refused as `worker_superseded`), instead of waiting for the old
+-- registration to be silent past the offline threshold. NULL: a registration that named no instance (curl, older
+-- workers), which keeps the old rule.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS instance_id text;
