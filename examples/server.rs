@@ -113,6 +113,19 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     lease_secs: u64,
 
+    /// A worker silent this long is marked offline, and a registration
+    /// under its id that names no instance may replace it. (Workers built on
+    /// the runtime name a fresh instance each start, so a restarted one
+    /// takes its id over at once whatever this says.)
+    #[arg(long, default_value_t = 90)]
+    worker_offline_secs: u64,
+
+    /// Largest trajectory a worker may upload, in MiB of JSON (after gzip
+    /// decompression). A trajectory grows with the square of its steps: a
+    /// 1000-step simulated episode is ~160 MB.
+    #[arg(long, default_value_t = 512)]
+    max_trajectory_mb: usize,
+
     /// How often the sweeper looks for timed-out tasks, expired leases and
     /// silent workers.
     #[arg(long, default_value_t = 5)]
@@ -165,8 +178,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     support::init_logging(args.log_file.as_deref())?;
-    if args.sweep_interval_secs == 0 || args.lease_secs == 0 {
-        bail!("--sweep-interval-secs and --lease-secs must be at least 1");
+    if args.sweep_interval_secs == 0 || args.lease_secs == 0 || args.worker_offline_secs == 0 {
+        bail!("--sweep-interval-secs, --lease-secs and --worker-offline-secs must be at least 1");
+    }
+    if args.max_trajectory_mb == 0 || args.max_trajectory_mb > 1024 {
+        bail!("--max-trajectory-mb must be between 1 and 1024 (PostgreSQL holds at most 1 GB in one field)");
     }
     if args.webhook_max_attempts == 0 || args.webhook_timeout_secs == 0 || args.webhook_max_backoff_secs == 0 {
         bail!("--webhook-max-attempts, --webhook-max-backoff-secs and --webhook-timeout-secs must be at least 1");
@@ -204,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let policy = LeasePolicy {
         lease_duration: Duration::from_secs(args.lease_secs),
+        worker_offline_after: Duration::from_secs(args.worker_offline_secs),
         dispatch_delay: Duration::from_millis(args.dispatch_delay_ms),
         ..LeasePolicy::default()
     };
@@ -231,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
     api.client_token = args.client_token.clone().filter(|t| !t.is_empty());
     api.worker_token = args.worker_token.clone().filter(|t| !t.is_empty());
     api.allow_private_webhook_destinations = args.webhook_allow_private_destinations;
+    api.trajectory_body_limit = args.max_trajectory_mb * 1024 * 1024;
     if !args.host.is_loopback() && (api.client_token.is_none() || api.worker_token.is_none()) {
         tracing::warn!(host = %args.host, "serving beyond this machine without a client and a worker token");
     }

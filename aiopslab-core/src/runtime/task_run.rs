@@ -20,6 +20,10 @@
 //! retry gets `LeaseLost` and ends; so the retry is bounded by the store's
 //! own verdict. The one exception is shutdown: past its report grace the
 //! runtime gives up (logging the lost outcome) so the process can exit.
+//! A trajectory the store refuses outright (too large, invalid) is never
+//! followed by a `completed` report: the run is reported `failed` with code
+//! `trajectory_refused`, since an episode without its trajectory is no
+//! episode for training.
 //!
 //! A failed reset keeps the slot closed and is retried with backoff until
 //! it succeeds: a cluster that could not be cleaned would fail (and burn
@@ -270,7 +274,8 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
         return;
     }
     let lease = handle.lease;
-    if let Some(mut trajectory) = report.trajectory {
+    let mut report = report;
+    if let Some(mut trajectory) = report.trajectory.take() {
         trajectory.task_id = task.id;
         match persist(shared, "save_trajectory", || {
             shared.store.save_trajectory(lease, trajectory.clone())
@@ -282,7 +287,10 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
                 tracing::warn!(%error, "lease gone before the trajectory was saved: the outcome is not reported");
                 return;
             }
-            Persisted::Refused(error) => tracing::error!(%error, "store refused the trajectory; it is lost"),
+            Persisted::Refused(error) => {
+                tracing::error!(%error, "store refused the trajectory; the run is reported failed, not completed");
+                refused_trajectory(&mut report, &error);
+            }
             Persisted::GaveUp => {
                 tracing::error!(
                     "shutting down: gave up saving the trajectory; the store's sweep will resolve the task"
@@ -316,6 +324,20 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
             "shutting down: gave up reporting the outcome; the store's sweep will requeue or fail the task"
         ),
     }
+}
+
+/// An episode without its trajectory is no episode for training: a run that
+/// completed is reported `failed` with code `trajectory_refused` (naming the
+/// store's answer) instead, so nobody reads it as a complete episode. Its
+/// result (evaluation, metrics) is kept.
+fn refused_trajectory(report: &mut RunReport, error: &StoreError) {
+    if report.status == TerminalStatus::Completed {
+        report.status = TerminalStatus::Failed;
+    }
+    report.error = Some(ErrorDetails::new(
+        "trajectory_refused",
+        format!("the store refused the run's trajectory, so the episode is incomplete: {error}"),
+    ));
 }
 
 /// Resets the backend, retrying until it succeeds (see the module docs).

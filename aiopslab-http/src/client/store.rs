@@ -240,18 +240,31 @@ impl TaskStore for HttpStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt))]
+    /// A trajectory grows with the square of its steps (every LLM call holds
+    /// its whole request): over [`GZIP_ABOVE`] bytes of JSON it is sent
+    /// gzip-encoded, and it gets [`TRAJECTORY_TIMEOUT`] at least.
     async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
-        let request = self
+        let attempt = lease.attempt;
+        let body = tokio::task::spawn_blocking(move || {
+            encode_trajectory(&SaveTrajectoryBody {
+                attempt,
+                trajectory: &trajectory,
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("encoding the trajectory failed: {e}")))??;
+        let mut request = self
             .request(
                 Method::PUT,
                 &["tasks", &lease.task_id.to_string(), "trajectory"],
                 Guard::Worker,
             )?
-            .json(&SaveTrajectoryBody {
-                attempt: lease.attempt,
-                trajectory: &trajectory,
-            });
-        self.send_empty(request, &Subject::lease(lease.task_id, lease.attempt))
+            .timeout(self.timeout.max(TRAJECTORY_TIMEOUT))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if body.gzipped {
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        self.send_empty(request.body(body.bytes), &Subject::lease(lease.task_id, lease.attempt))
             .await?;
         Ok(())
     }
@@ -456,4 +469,35 @@ impl HttpStore {
             })
             .collect()
     }
+}
+
+/// Trajectory bodies over this many bytes of JSON are sent gzip-encoded.
+pub const GZIP_ABOVE: usize = 1024 * 1024;
+
+/// The least time a trajectory upload gets: a 1000-step one is ~160 MB of
+/// JSON, which the server decodes, parses and stores before it answers.
+pub const TRAJECTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A request body, maybe gzip-encoded.
+struct EncodedBody {
+    bytes: Vec<u8>,
+    gzipped: bool,
+}
+
+/// JSON, gzipped (fast level: most of a trajectory repeats itself) when large.
+fn encode_trajectory<T: serde::Serialize>(body: &T) -> StoreResult<EncodedBody> {
+    use std::io::Write;
+    let json = serde_json::to_vec(body).map_err(|e| StoreError::Internal(format!("encoding the trajectory: {e}")))?;
+    if json.len() <= GZIP_ABOVE {
+        return Ok(EncodedBody {
+            bytes: json,
+            gzipped: false,
+        });
+    }
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(json.len() / 8), flate2::Compression::fast());
+    encoder
+        .write_all(&json)
+        .and_then(|()| encoder.finish())
+        .map(|bytes| EncodedBody { bytes, gzipped: true })
+        .map_err(|e| StoreError::Internal(format!("gzip-encoding the trajectory: {e}")))
 }

@@ -1,6 +1,7 @@
 //! [`ApiConfig`]: what a server operator can tune (tokens, body limits,
 //! follow polling), with safe defaults: no tokens, 1 MiB bodies on the public
-//! API and 8 MiB on the worker protocol (log batches and trajectories).
+//! API, 8 MiB on the worker protocol (log batches, outcomes) and 512 MiB for a
+//! trajectory (gzip accepted).
 
 use std::fmt;
 use std::time::Duration;
@@ -18,8 +19,17 @@ pub struct ApiConfig {
     /// Largest accepted request body on the public API, in bytes (1 MiB).
     pub body_limit: usize,
     /// Largest accepted request body on the worker protocol, in bytes (8 MiB):
-    /// log batches and trajectories are bigger than task requests.
+    /// log batches and outcomes are bigger than task requests. Trajectories
+    /// have their own limit, `trajectory_body_limit`.
     pub worker_body_limit: usize,
+    /// Largest trajectory `PUT /tasks/{id}/trajectory` accepts, in bytes of
+    /// JSON after decompression (512 MiB). Every LLM call of a trajectory
+    /// carries its whole request, so its size grows with the square of its
+    /// steps: a 1000-step simulated episode is ~160 MB of JSON (~17 MB
+    /// gzipped, which is how [`HttpStore`](crate::client::HttpStore) sends
+    /// one over 1 MiB). The route holds it in memory about three times
+    /// while saving it, so size the server for it.
+    pub trajectory_body_limit: usize,
     /// Named in `/health` as `store` (`"memory"`, `"postgres"`, ...).
     pub store_kind: String,
     /// How often a log follower (`?follow=true`) polls the store for new entries.
@@ -47,6 +57,9 @@ impl ApiConfig {
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
     /// The default worker-protocol body limit: 8 MiB.
     pub const DEFAULT_WORKER_BODY_LIMIT: usize = 8 * 1024 * 1024;
+    /// The default trajectory limit: 512 MiB of JSON (PostgreSQL holds at
+    /// most 1 GB in one field).
+    pub const DEFAULT_TRAJECTORY_BODY_LIMIT: usize = 512 * 1024 * 1024;
     /// The default follow polling interval: 500 ms.
     pub const DEFAULT_FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(500);
     /// The default export page size: 200 episodes.
@@ -87,6 +100,7 @@ impl Default for ApiConfig {
             worker_token: None,
             body_limit: Self::DEFAULT_BODY_LIMIT,
             worker_body_limit: Self::DEFAULT_WORKER_BODY_LIMIT,
+            trajectory_body_limit: Self::DEFAULT_TRAJECTORY_BODY_LIMIT,
             store_kind: "memory".to_string(),
             follow_poll_interval: Self::DEFAULT_FOLLOW_POLL_INTERVAL,
             protect_docs: false,
@@ -105,6 +119,7 @@ impl fmt::Debug for ApiConfig {
             .field("worker_token", &redact(&self.worker_token))
             .field("body_limit", &self.body_limit)
             .field("worker_body_limit", &self.worker_body_limit)
+            .field("trajectory_body_limit", &self.trajectory_body_limit)
             .field("store_kind", &self.store_kind)
             .field("follow_poll_interval", &self.follow_poll_interval)
             .field("protect_docs", &self.protect_docs)

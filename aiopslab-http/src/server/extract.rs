@@ -74,7 +74,7 @@ fn is_json_media_type(value: &str) -> bool {
 }
 
 /// A JSON body must say so: anything else (or no `Content-Type`) is a 415.
-fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("<not text>"));
@@ -84,7 +84,7 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(None)
@@ -108,7 +108,7 @@ pub fn parse_json<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, Ap
     Ok(value)
 }
 
-fn parse_loosely<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_loosely<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
             return Err(ApiError::invalid_json(

@@ -37,6 +37,7 @@ mod query_guard;
 mod router;
 mod routes;
 mod sse;
+mod upload;
 mod state;
 pub mod wire;
 

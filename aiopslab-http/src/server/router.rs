@@ -69,9 +69,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/workers/{id}/deregister", post(workers::deregister_worker))
         .route("/tasks/{id}/lease", post(leases::extend_lease))
         .route("/tasks/{id}/logs", post(leases::append_logs))
-        .route("/tasks/{id}/trajectory", put(leases::save_trajectory))
         .route("/tasks/{id}/finish", post(leases::finish))
         .layer(DefaultBodyLimit::max(config.worker_body_limit))
+        // Trajectories grow with the square of their steps: a limit of their own.
+        .route(
+            "/tasks/{id}/trajectory",
+            put(leases::save_trajectory).layer(DefaultBodyLimit::max(config.trajectory_body_limit)),
+        )
         .route_layer(from_fn_with_state(queries, reject_unknown_query))
         .route_layer(from_fn_with_state(state.clone(), require_worker));
 

@@ -10,6 +10,7 @@ use axum::Json;
 use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::{ApiJson, TaskIdPath};
 use crate::server::state::ApiState;
+use crate::server::upload::TrajectoryUpload;
 use crate::server::wire::{AppendLogsBody, FinishBody, LeaseBody, SaveTrajectoryBody};
 
 /// Extends the lease of a running task.
@@ -82,7 +83,9 @@ pub async fn append_logs(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Saves (replaces) the trajectory of a running task.
+/// Saves (replaces) the trajectory of a running task. The body may be
+/// gzip-encoded (`Content-Encoding: gzip`); its limit is the trajectory
+/// limit, not the worker protocol's.
 #[utoipa::path(
     put, path = "/tasks/{id}/trajectory", tag = "worker protocol",
     params(("id" = uuid::Uuid, Path, description = "Task id")),
@@ -94,8 +97,8 @@ pub async fn append_logs(
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The lease is no longer held (`lease_lost`)", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 413, description = "Body over the trajectory limit (`--max-trajectory-mb`, 512 MiB by default), counted after decompression", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json, or its Content-Encoding is neither gzip nor identity", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security((), ("worker_token" = []))
@@ -103,7 +106,7 @@ pub async fn append_logs(
 pub async fn save_trajectory(
     State(state): State<ApiState>,
     TaskIdPath(task_id): TaskIdPath,
-    ApiJson(body): ApiJson<SaveTrajectoryBody>,
+    TrajectoryUpload(body): TrajectoryUpload<SaveTrajectoryBody>,
 ) -> ApiResult<StatusCode> {
     // The path names the task; the lease token proves the worker holds it.
     let mut trajectory = body.trajectory;
