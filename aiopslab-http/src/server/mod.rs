@@ -37,8 +37,8 @@ mod query_guard;
 mod router;
 mod routes;
 mod sse;
-mod upload;
 mod state;
+mod upload;
 pub mod wire;
 
 pub use auth::constant_time_eq;
