@@ -22,8 +22,13 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// The body of `POST /tasks/batch`: either an explicit list of tasks, or one
 /// task repeated `count` times. Unknown fields are refused.
+///
+/// A `null` field counts as absent (serde reads it as `None`). Its OpenAPI
+/// schema (written by hand below) is the `oneOf` of the two shapes
+/// [`NewBatch::validate`] accepts, so a body such as
+/// `{"task": null, "tasks": []}` is invalid in the document as it is at the
+/// server.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewBatch {
     /// The tasks to create, in order.
@@ -90,6 +95,74 @@ impl NewBatch {
             group_id: Some(GroupId::new_v4()),
             specs,
         })
+    }
+}
+
+/// `{"tasks": [...]}` (1–1000 tasks) or `{"task": {...}, "count": n}`
+/// (1–1000), the other fields absent or `null`: exactly what
+/// [`NewBatch::validate`] lets through to the tasks' own checks.
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for NewBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        use utoipa::openapi::Ref;
+        use utoipa::ToSchema as _;
+
+        let task = || Ref::from_schema_name(NewTask::name());
+        let absent = || ObjectBuilder::new().schema_type(Type::Null);
+        let list = ObjectBuilder::new()
+            .title(Some("tasks"))
+            .description(Some("The tasks to create, in order."))
+            .property(
+                "tasks",
+                ArrayBuilder::new()
+                    .items(task())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_BATCH_TASKS)),
+            )
+            .required("tasks")
+            .property("task", absent())
+            .property("count", absent())
+            .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(
+                false,
+            )));
+        let repeated = ObjectBuilder::new()
+            .title(Some("task with count"))
+            .description(Some("One task repeated `count` times."))
+            .property("task", task())
+            .required("task")
+            .property(
+                "count",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_BATCH_TASKS as u64)),
+            )
+            .required("count")
+            .property("tasks", absent())
+            .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(
+                false,
+            )));
+        OneOfBuilder::new()
+            .description(Some(
+                "Either `tasks` (a list of task requests, each as for `POST /tasks`) or `task` with `count` \
+(that task repeated); the other fields absent or null. Unknown fields are refused.",
+            ))
+            .item(list)
+            .item(repeated)
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for NewBatch {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema as _;
+        schemas.push((<NewTask as utoipa::ToSchema>::name().into(), NewTask::schema()));
+        <NewTask as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

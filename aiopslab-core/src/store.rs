@@ -38,8 +38,16 @@ pub struct ClaimRequest {
         schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
     )]
     pub worker_id: String,
-    /// Only tasks of this backend type.
-    #[cfg_attr(feature = "utoipa", schema(min_length = 1, pattern = r"\S"))]
+    /// Only tasks of this backend type (the rule of a task's: not blank, at
+    /// most 256 characters, no control characters).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub backend_type: String,
     /// When given, only tasks whose problem id is in this list.
     #[serde(default)]

@@ -247,10 +247,13 @@ pub(crate) fn identifier(field: &str, value: &str) -> Result<(), ValidationError
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "must be a non-empty string"));
     }
-    if value.len() > limits::MAX_ID_LEN {
+    // Characters, not bytes: as the OpenAPI `maxLength` and PostgreSQL's
+    // `length()` (the tasks table's CHECK) count.
+    let len = value.chars().count();
+    if len > limits::MAX_ID_LEN {
         return Err(ValidationError::new(
             field,
-            format!("must be at most {} characters, got {}", limits::MAX_ID_LEN, value.len()),
+            format!("must be at most {} characters, got {len}", limits::MAX_ID_LEN),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -280,7 +283,8 @@ pub(crate) fn json_object_fits(field: &str, value: &JsonObject) -> Result<(), Va
 /// Checks that a callback URL is an absolute http(s) URL with a host.
 pub fn validate_callback_url(url: &str) -> Result<(), ValidationError> {
     const FIELD: &str = "callback_url";
-    if url.len() > limits::MAX_URL_LEN {
+    // Characters, as the OpenAPI `maxLength` counts.
+    if url.chars().count() > limits::MAX_URL_LEN {
         return Err(ValidationError::new(
             FIELD,
             format!("must be at most {} characters", limits::MAX_URL_LEN),

@@ -393,10 +393,13 @@ impl QueryParams {
         }
     }
 
-    /// A text parameter with a bounded length.
+    /// A text parameter of at most `max_len` characters. Characters, not
+    /// bytes: the OpenAPI document's `maxLength` counts code points.
     pub fn bounded_text(&self, name: &str, max_len: usize) -> Result<Option<String>, ApiError> {
         match self.text(name) {
-            Some(v) if v.len() > max_len => Err(invalid(name, format!("must be at most {max_len} characters"))),
+            Some(v) if v.chars().count() > max_len => {
+                Err(invalid(name, format!("must be at most {max_len} characters")))
+            }
             other => Ok(other),
         }
     }

@@ -33,6 +33,7 @@ mod listener;
 mod metrics;
 mod observed;
 mod openapi;
+mod patterns;
 mod query_guard;
 mod router;
 mod routes;

@@ -2,11 +2,16 @@
 //! annotations and the wire types' `ToSchema` derives (core types derive it
 //! behind aiopslab-core's `utoipa` feature).
 
+use std::collections::BTreeSet;
+
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use super::docs;
 use super::error::ErrorBody;
+use super::patterns;
 use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
 use super::wire;
 
@@ -97,7 +102,7 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         aiopslab_core::StoreStats,
         aiopslab_core::Problem,
     )),
-    modifiers(&BearerTokens, &ServedByOthers),
+    modifiers(&BearerTokens, &ServedByOthers, &ExactStrings),
     tags(
         (name = "tasks", description = "Submit, follow and cancel problem runs"),
         (name = "workers", description = "The worker fleet"),
@@ -167,5 +172,131 @@ impl Modify for ServedByOthers {
             ResponseBuilder::new().description("Redirect to /docs/").build().into(),
         );
         openapi.paths.add_path_operation("/docs", vec![HttpMethod::Get], docs);
+    }
+}
+
+/// Describes the UUIDs and RFC 3339 instants a request may carry by what
+/// their parsers take (see [`patterns`]) rather than by `format`: `uuid` and
+/// `date-time` say less (a JSON Schema validator may ignore them) and, where
+/// asserted, less than the server takes (`uuid::Uuid` also reads the simple,
+/// braced and URN forms; query values are trimmed). So in every query and
+/// path parameter, every request body, and every component a request body
+/// reaches, such a string gets the exact `pattern` and loses its `format`.
+/// Query values get the trimmed forms; path segments and JSON fields the
+/// exact ones. JSON `date-time` fields are left alone: chrono's serde reads
+/// them, not `parse_from_rfc3339`. What only responses carry keeps its
+/// `format` (the server writes the canonical forms).
+struct ExactStrings;
+
+impl Modify for ExactStrings {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+
+        let exact = Patterns {
+            uuid: patterns::uuid(),
+            date_time: None,
+        };
+        let query = Patterns {
+            uuid: patterns::uuid_query(),
+            date_time: Some(patterns::rfc3339_query()),
+        };
+        let mut reached = BTreeSet::new();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let patterns = match parameter.parameter_in {
+                        ParameterIn::Query => &query,
+                        _ => &exact,
+                    };
+                    parameter
+                        .schema
+                        .iter_mut()
+                        .for_each(|schema| patterns.apply(schema, &mut reached));
+                }
+                for content in operation
+                    .request_body
+                    .iter_mut()
+                    .flat_map(|body| body.content.values_mut())
+                {
+                    content
+                        .schema
+                        .iter_mut()
+                        .for_each(|schema| exact.apply(schema, &mut reached));
+                }
+            }
+        }
+        // The components request bodies reach, through the references of
+        // those they reach.
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let mut done = BTreeSet::new();
+        while let Some(name) = reached.iter().find(|name| !done.contains(*name)).cloned() {
+            done.insert(name.clone());
+            if let Some(schema) = components.schemas.get_mut(&name) {
+                exact.apply(schema, &mut reached);
+            }
+        }
+    }
+}
+
+/// The patterns [`ExactStrings`] gives one place of the document.
+struct Patterns {
+    uuid: String,
+    /// `None` leaves `date-time` strings alone.
+    date_time: Option<String>,
+}
+
+impl Patterns {
+    /// Rewrites `schema` and what it nests; adds the names of the components
+    /// it refers to to `reached`.
+    fn apply(&self, schema: &mut RefOr<Schema>, reached: &mut BTreeSet<String>) {
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, KnownFormat, SchemaFormat};
+
+        let schema = match schema {
+            RefOr::T(schema) => schema,
+            RefOr::Ref(reference) => {
+                if let Some(name) = reference.ref_location.strip_prefix("#/components/schemas/") {
+                    reached.insert(name.to_string());
+                }
+                return;
+            }
+        };
+        match schema {
+            Schema::Object(object) => {
+                let pattern = match &object.format {
+                    Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)) => Some(self.uuid.clone()),
+                    Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)) => self.date_time.clone(),
+                    _ => None,
+                };
+                if let Some(pattern) = pattern {
+                    object.format = None;
+                    object.pattern.get_or_insert(pattern);
+                }
+                object
+                    .properties
+                    .values_mut()
+                    .for_each(|property| self.apply(property, reached));
+                if let Some(AdditionalProperties::RefOr(additional)) = object.additional_properties.as_deref_mut() {
+                    self.apply(additional, reached);
+                }
+            }
+            Schema::Array(array) => {
+                if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                    self.apply(items, reached);
+                }
+            }
+            Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(|item| self.apply(item, reached)),
+            Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(|item| self.apply(item, reached)),
+            Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(|item| self.apply(item, reached)),
+            _ => {}
+        }
     }
 }

@@ -25,8 +25,8 @@ use crate::server::state::ApiState;
     post, path = "/tasks/batch", tag = "tasks",
     request_body = NewBatch,
     params(
-        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
-         description = "Makes a retried submission safe: the same key with the same body replays the first answer \
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+         description = "1-255 visible ASCII characters (`!` to `~`). Makes a retried submission safe: the same key with the same body replays the first answer \
 (`replayed: true`, header `Idempotent-Replayed: true`) and creates nothing; the same key with a different body \
 is a 409 `idempotency_conflict`"),
     ),

@@ -27,9 +27,12 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::QueryParams;
+use crate::server::patterns;
 use crate::server::routes::system::parse_task_type;
 use crate::server::state::ApiState;
 use crate::server::wire::EpisodeLine;
@@ -69,8 +72,9 @@ fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
     })
 }
 
-/// How each line is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How each line is written (the `format` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 enum Format {
     /// An [`ExportRecord`]: OpenAI chat messages, reward, problem, task type, ...
     OpenAi,
@@ -86,6 +90,21 @@ fn format_of(query: &QueryParams) -> ApiResult<Format> {
         Some(other) => Err(invalid("format", format!("must be openai or episode, got {other:?}"))),
     }
 }
+
+/// The schema of the `after` parameter: a string [`cursor_of`] reads (see
+/// [`patterns::export_cursor`]).
+struct AfterParam;
+
+impl utoipa::PartialSchema for AfterParam {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(patterns::export_cursor()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AfterParam {}
 
 /// `after=<created_at RFC 3339>,<task id>`: resume after this episode.
 fn cursor_of(query: &QueryParams) -> ApiResult<Option<ExportCursor>> {
@@ -111,12 +130,13 @@ fn cursor_of(query: &QueryParams) -> ApiResult<Option<ExportCursor>> {
         ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
         ("task_type" = Option<TaskType>, Query, description = "Only problems of this task type (detection, localization, analysis, mitigation), from the catalog"),
         ("model" = Option<String>, Query, max_length = 256, description = "Only tasks whose agent_config.model is this"),
-        ("metadata" = Option<String>, Query, max_length = 256, description = "Only tasks whose metadata has this string value, as `key:value` (split at the first colon)"),
+        ("metadata" = Option<String>, Query, max_length = 256, pattern = r"^(?:[^:]+:[\s\S]*)?$",
+         description = "Only tasks whose metadata has this string value, as `key:value` with a non-empty key (split at the first colon); empty: no filter"),
         ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created at or after this RFC 3339 instant"),
         ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created before this RFC 3339 instant"),
-        ("after" = Option<String>, Query, description = "Resume after this episode: `<created_at RFC 3339>,<task id>` of the last line read"),
-        ("limit" = Option<u64>, Query, minimum = 1, description = "At most this many lines (default: all)"),
-        ("format" = Option<String>, Query, description = "`openai` (default): one ExportRecord per line; `episode`: one `{\"task\", \"trajectory\"}` per line (the trajectory without llm_calls)"),
+        ("after" = inline(Option<AfterParam>), Query, description = "Resume after this episode: `<created_at RFC 3339>,<task id>` of the last line read"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 9223372036854775807_u64, description = "At most this many lines (default: all)"),
+        ("format" = inline(Option<Format>), Query, description = "`openai` (default): one ExportRecord per line; `episode`: one `{\"task\", \"trajectory\"}` per line (the trajectory without llm_calls)"),
     ),
     responses(
         (status = 200, description = "One episode per line, in OpenAI chat format with its reward; ordered by (created_at, id). \

@@ -49,8 +49,8 @@ pub(crate) fn check_callback_destination(state: &ApiState, spec: &TaskSpec, fiel
     post, path = "/tasks", tag = "tasks",
     request_body = NewTask,
     params(
-        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
-         description = "Makes a retried submission safe: the same key with the same body answers the task the first \
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+         description = "1-255 visible ASCII characters (`!` to `~`). Makes a retried submission safe: the same key with the same body answers the task the first \
 request created (header `Idempotent-Replayed: true`) and creates nothing; the same key with a different body is a 409 \
 `idempotency_conflict`"),
     ),

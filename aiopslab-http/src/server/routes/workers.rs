@@ -150,9 +150,10 @@ pub async fn heartbeat(
     request_body = ClaimRequest,
     responses(
         (status = 200, description = "The claimed task, now running, or null", body = ClaimResponse),
-        (status = 400, description = "Malformed JSON or wrong types", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, wrong types, an invalid value (names the field), or a worker that is offline (names `worker_id`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
+        (status = 404, description = "No worker is registered under `worker_id` (entity `worker`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
