@@ -966,3 +966,56 @@ async fn normal_runs_log_no_lease_lost_warning() {
         captured.warnings_containing("")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_id_was_taken_over_stops_without_reporting_or_deregistering() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let task = submit(
+        &*store,
+        NewTask {
+            max_retries: Some(1),
+            max_steps: Some(300),
+            ..NewTask::new("scale_pod_zero_social_net-mitigation-1")
+        },
+    )
+    .await;
+    let backend = simulated(SimulatedConfig {
+        steps: 300,
+        ..SimulatedConfig::default()
+    });
+    let worker = start_default(store.clone(), backend, config("worker-a"));
+    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+
+    // Another process registers under the same id: it takes the id over, and the task goes back to the queue.
+    let other = store
+        .inner
+        .register_worker(WorkerRegistration::new("worker-a", "default").with_instance_id("another-process"))
+        .await
+        .unwrap();
+    assert_eq!(other.instance_id.as_deref(), Some("another-process"));
+    assert_eq!(store.get_task(task.id).await.unwrap().status, TaskStatus::Pending);
+
+    // The first process learns it at its next heartbeat and stops, saying why.
+    let outcome = tokio::time::timeout(MINUTE, worker.handle)
+        .await
+        .expect("the superseded worker stops within a minute")
+        .unwrap();
+    match outcome {
+        Err(RuntimeError::Superseded(StoreError::WorkerSuperseded { current_instance, .. })) => {
+            assert_eq!(current_instance, "another-process")
+        }
+        other => panic!("expected RuntimeError::Superseded, got {other:?}"),
+    }
+    assert!(
+        store.finishes.lock().unwrap().is_empty(),
+        "the superseded worker reported nothing: {:?}",
+        store.finishes.lock().unwrap()
+    );
+    let holder = store.get_worker("worker-a").await.unwrap();
+    assert_eq!(
+        holder.instance_id.as_deref(),
+        Some("another-process"),
+        "and did not deregister the id it no longer holds"
+    );
+    assert_ne!(holder.status, aiopslab_core::WorkerStatus::Offline);
+}

@@ -266,6 +266,13 @@ where
 
 /// Saves the trajectory and finishes the task (see the module docs).
 async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunReport) {
+    // Another instance holds our worker id now: nothing we hold is ours to
+    // report, not even a run claimed after the takeover but before our
+    // heartbeat learnt of it (the new instance's heartbeat hands it back).
+    if shared.superseded.get().is_some() {
+        tracing::warn!(status = ?report.status, "this worker id was taken over: the outcome is not reported");
+        return;
+    }
     if handle.reason() == Some(StopReason::LeaseLost) {
         tracing::warn!(
             status = ?report.status,
