@@ -311,11 +311,10 @@ async fn a_finished_result_survives_a_long_store_outage() {
     worker.stop().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
-    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+/// A 300-step task with one retry, running on a worker `worker-a` over `store`.
+async fn long_run_on_worker_a(store: &Arc<FakeFlakyStore>) -> (Task, Running) {
     let task = submit(
-        &*store,
+        &**store,
         NewTask {
             max_retries: Some(1),
             max_steps: Some(300),
@@ -328,7 +327,14 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
         ..SimulatedConfig::default()
     });
     let worker = start_default(store.clone(), backend, config("worker-a"));
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&**store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    (task, worker)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let (task, worker) = long_run_on_worker_a(&store).await;
 
     // The worker is cut off; its lease lapses and the sweep requeues the task,
     // which another worker then claims.
@@ -970,21 +976,7 @@ async fn normal_runs_log_no_lease_lost_warning() {
 #[tokio::test(start_paused = true)]
 async fn a_worker_whose_id_was_taken_over_stops_without_reporting_or_deregistering() {
     let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
-    let task = submit(
-        &*store,
-        NewTask {
-            max_retries: Some(1),
-            max_steps: Some(300),
-            ..NewTask::new("scale_pod_zero_social_net-mitigation-1")
-        },
-    )
-    .await;
-    let backend = simulated(SimulatedConfig {
-        steps: 300,
-        ..SimulatedConfig::default()
-    });
-    let worker = start_default(store.clone(), backend, config("worker-a"));
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    let (task, worker) = long_run_on_worker_a(&store).await;
 
     // Another process registers under the same id: it takes the id over, and the task goes back to the queue.
     let other = store

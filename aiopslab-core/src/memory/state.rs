@@ -806,7 +806,7 @@ enum Release {
 }
 
 /// What a registration of a live worker id does.
-pub(crate) enum Takeover {
+enum Takeover {
     /// Refused: no instance ids to tell the registrations apart.
     Refused,
     /// The same instance registering again: nothing changes hands.
@@ -816,7 +816,7 @@ pub(crate) enum Takeover {
 }
 
 /// Decides what a registration does to the live registration `existing`.
-pub(crate) fn takeover(existing: &Worker, registration: &WorkerRegistration) -> Takeover {
+fn takeover(existing: &Worker, registration: &WorkerRegistration) -> Takeover {
     match (&existing.instance_id, &registration.instance_id) {
         (Some(previous), Some(new)) if previous == new => Takeover::SameInstance,
         (Some(previous), Some(_)) => Takeover::From(previous.clone()),
