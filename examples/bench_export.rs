@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use aiopslab_core::batch::BatchSpec;
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     catalog, ClaimRequest, DefaultScheduler, LeasePolicy, MemoryStore, NewTask, Scheduler, SimulatedBackend,
-    SimulatedConfig, Task, TaskId, TaskOutcome, TaskStatus, TaskStore, TerminalStatus, Trajectory, WorkerRegistration,
+    SimulatedConfig, Task, TaskId, TaskOutcome, TaskStatus, TerminalStatus, Trajectory, WorkerRegistration,
 };
 use aiopslab_postgres::PgStore;
 use anyhow::{bail, ensure, Context};
@@ -287,12 +288,7 @@ async fn seed_templates(store: &PgStore, templates: &[(Task, Trajectory)]) -> an
     store.register_worker(registration).await?;
     for (task, (done, trajectory)) in created.tasks.iter().zip(templates) {
         let claimed = store
-            .claim(&ClaimRequest {
-                worker_id: "bench-seeder".into(),
-                backend_type: "default".into(),
-                supported_problems: None,
-                task_id: Some(task.id),
-            })
+            .claim(&ClaimRequest::new("bench-seeder", "default").for_task(Some(task.id)))
             .await?
             .context("the seeded task is claimable")?;
         let trajectory = Trajectory {

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryStore, Scheduler, SimulatedBackend, SimulatedConfig, TaskStore,
+    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryStore, Scheduler, SimulatedBackend, SimulatedConfig,
+    TaskStore, WorkerQueue,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
@@ -218,12 +219,10 @@ async fn main() -> anyhow::Result<()> {
             shortest.as_secs()
         );
     }
-    let policy = LeasePolicy {
-        lease_duration: Duration::from_secs(args.lease_secs),
-        worker_offline_after: Duration::from_secs(args.worker_offline_secs),
-        dispatch_delay: Duration::from_millis(args.dispatch_delay_ms),
-        ..LeasePolicy::default()
-    };
+    let policy = LeasePolicy::default()
+        .with_lease_duration(Duration::from_secs(args.lease_secs))
+        .with_worker_offline_after(Duration::from_secs(args.worker_offline_secs))
+        .with_dispatch_delay(Duration::from_millis(args.dispatch_delay_ms));
 
     let (store, store_kind): (Arc<dyn TaskStore>, &str) = match &args.database_url {
         Some(url) => {
@@ -259,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
 
     // In-process workers write through the API state's store so their
     // finishes feed the task-duration histogram like remote workers' do.
-    let workers = start_workers(&args, state.store.clone(), scheduler, shutdown.child_token())?;
+    let workers = start_workers(&args, state.queue.clone(), scheduler, shutdown.child_token())?;
 
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -285,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
 /// Starts `args.workers` in-process workers against the store itself.
 fn start_workers(
     args: &Args,
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WorkerQueue>,
     scheduler: Arc<dyn Scheduler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinSet<(String, anyhow::Result<()>)>> {
@@ -294,11 +293,11 @@ fn start_workers(
         tracing::info!("no in-process workers: tasks wait for remote workers (examples/worker.rs)");
         return Ok(set);
     }
-    let simulated: Arc<dyn ClusterBackend> = Arc::new(SimulatedBackend::new(SimulatedConfig {
-        steps: args.sim_steps.max(1),
-        step_delay: Duration::from_millis(args.sim_step_delay_ms),
-        ..SimulatedConfig::default()
-    }));
+    let simulated: Arc<dyn ClusterBackend> = Arc::new(SimulatedBackend::new(
+        SimulatedConfig::default()
+            .with_steps(args.sim_steps.max(1))
+            .with_step_delay(Duration::from_millis(args.sim_step_delay_ms)),
+    ));
     for i in 1..=args.workers {
         let (id, backend) = match args.cluster {
             Cluster::Simulated => (format!("worker-{i:03}-simulated"), simulated.clone()),

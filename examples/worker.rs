@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    ClusterBackend, DefaultScheduler, LeasePolicy, Scheduler, SimulatedBackend, SimulatedConfig, TaskStore,
+    ClusterBackend, DefaultScheduler, LeasePolicy, Scheduler, SimulatedBackend, SimulatedConfig, WorkerQueue,
 };
 use aiopslab_http::client::HttpStore;
 use aiopslab_kind::{preflight, KindBackend, KindConfig, ResetPolicy};
@@ -308,16 +308,14 @@ fn warn_of_secrets_on_the_command_line(matches: &clap::ArgMatches) {
 }
 
 /// The store the worker uses: the server over HTTP, or PostgreSQL directly.
-async fn connect(args: &Args) -> anyhow::Result<Arc<dyn TaskStore>> {
+async fn connect(args: &Args) -> anyhow::Result<Arc<dyn WorkerQueue>> {
     match (&args.server, &args.database_url) {
         (None, Some(url)) => {
             // Claims made straight in the database follow this process's
             // policy, so it must be the server's (same defaults).
-            let policy = LeasePolicy {
-                lease_duration: Duration::from_secs(args.lease_secs.max(1)),
-                dispatch_delay: Duration::from_millis(args.dispatch_delay_ms),
-                ..LeasePolicy::default()
-            };
+            let policy = LeasePolicy::default()
+                .with_lease_duration(Duration::from_secs(args.lease_secs.max(1)))
+                .with_dispatch_delay(Duration::from_millis(args.dispatch_delay_ms));
             let store = PgStore::connect(url, policy)
                 .await
                 .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
@@ -336,11 +334,11 @@ async fn connect(args: &Args) -> anyhow::Result<Arc<dyn TaskStore>> {
 /// The cluster backend, checked to be usable before the worker registers.
 async fn backend(args: &Args) -> anyhow::Result<Arc<dyn ClusterBackend>> {
     match args.cluster {
-        Cluster::Simulated => Ok(Arc::new(SimulatedBackend::new(SimulatedConfig {
-            steps: args.sim_steps.max(1),
-            step_delay: Duration::from_millis(args.sim_step_delay_ms),
-            ..SimulatedConfig::default()
-        }))),
+        Cluster::Simulated => Ok(Arc::new(SimulatedBackend::new(
+            SimulatedConfig::default()
+                .with_steps(args.sim_steps.max(1))
+                .with_step_delay(Duration::from_millis(args.sim_step_delay_ms)),
+        ))),
         Cluster::Kind => {
             let config = kind_config(args);
             // The checks run commands (kind version, python -c 'import aiopslab', ...): off the async threads.

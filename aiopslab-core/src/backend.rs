@@ -71,6 +71,7 @@ pub struct RunContext {
 
 /// What a run ended with.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The terminal status to record.
     pub status: TerminalStatus,

@@ -28,6 +28,7 @@ impl ValidationError {
 
 /// Everything a [`TaskStore`](crate::TaskStore) call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No such task or worker.
     #[error("{entity} {id} not found")]

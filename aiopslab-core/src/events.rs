@@ -8,6 +8,7 @@ use crate::task::TaskId;
 /// Something a worker may want to react to at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StoreEvent {
     /// A task became claimable (created or requeued) for this backend type.
     TaskAvailable {

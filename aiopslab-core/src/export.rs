@@ -12,6 +12,7 @@ use crate::trajectory::Trajectory;
 /// Which episodes to export; every given field must match. Only tasks that
 /// have a trajectory are exported.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ExportFilter {
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
@@ -26,6 +27,45 @@ pub struct ExportFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Only tasks created before this instant.
     pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Builders: each field, one call (the struct is non-exhaustive).
+impl ExportFilter {
+    /// The same value with `status` set (only tasks in this status).
+    pub fn with_status(mut self, status: Option<TaskStatus>) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The same value with `problem_ids` set (only tasks whose problem id is in this list (a `problem_id` and/or a).
+    pub fn with_problem_ids(mut self, problem_ids: Option<Vec<String>>) -> Self {
+        self.problem_ids = problem_ids;
+        self
+    }
+
+    /// The same value with `model` set (only tasks whose `agent_config.model` equals this).
+    pub fn with_model(mut self, model: Option<String>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The same value with `metadata` set (only tasks whose `metadata[key]` equals this string value).
+    pub fn with_metadata(mut self, metadata: Option<(String, String)>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The same value with `created_after` set (only tasks created at or after this instant).
+    pub fn with_created_after(mut self, created_after: Option<DateTime<Utc>>) -> Self {
+        self.created_after = created_after;
+        self
+    }
+
+    /// The same value with `created_before` set (only tasks created before this instant).
+    pub fn with_created_before(mut self, created_before: Option<DateTime<Utc>>) -> Self {
+        self.created_before = created_before;
+        self
+    }
 }
 
 /// Where an export walk stopped: episodes come in `(created_at, id)` order.

@@ -6,15 +6,19 @@
 //!
 //! - Domain types: [`Task`], [`TaskStatus`], [`NewTask`] (validated into a
 //!   [`TaskSpec`]), [`TaskResult`], [`LogEntry`], [`Worker`], [`Trajectory`].
-//! - Three traits: [`TaskStore`] (durable state, atomic conditional
-//!   transitions, lease tokens), [`Scheduler`] (who gets what, and the sweep),
-//!   [`ClusterBackend`] (where a task runs).
+//! - The store, as one trait per role ([`store`]): [`WorkerQueue`] (what a
+//!   worker needs), [`TaskApi`] (what a client needs), [`FleetView`] and
+//!   [`Housekeeping`] (the operator's side), [`EpisodeExport`] (the RL
+//!   export), [`WebhookOutbox`] (the deliverer); [`TaskStore`] is all of
+//!   them. Durable state, atomic conditional transitions, lease tokens.
+//! - [`Scheduler`] (who gets which task), [`run_sweeper`] (the periodic
+//!   sweep) and [`ClusterBackend`] (where a task runs).
 //! - The worker runtime ([`runtime`]): register, heartbeat, claim, run, stream
 //!   logs, finish, reset, repeat.
 //! - [`MemoryStore`], the embedded default store, and [`SimulatedBackend`],
 //!   which runs episodes without a cluster.
 //! - The AIOpsLab problem [`catalog`].
-//! - With feature `testkit`, a conformance suite any `TaskStore` can run.
+//! - With feature `testkit`, a conformance suite per store role.
 
 #![warn(missing_docs)]
 
@@ -55,7 +59,10 @@ pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, W
 pub use runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
 pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
 pub use simulated::{FailureMode, SimulatedBackend, SimulatedConfig};
-pub use store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
+pub use store::{
+    ClaimRequest, EpisodeExport, ExportRequest, FleetView, Housekeeping, LeaseState, StoreParts, StoreResult, TaskApi,
+    TaskQuery, TaskStore, WebhookOutbox, WorkerQueue,
+};
 pub use task::{
     CancelOutcome, ErrorDetails, JsonObject, LeaseToken, NewTask, Task, TaskId, TaskOutcome, TaskParameters,
     TaskResult, TaskSpec, TaskStatus, TerminalStatus,

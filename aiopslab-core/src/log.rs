@@ -142,6 +142,7 @@ pub struct LogEntry {
 
 /// Filters for reading a task's log. Entries come back in append order.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct LogQuery {
     /// Only entries at this level or more severe.
     pub min_level: Option<LogLevel>,
@@ -151,4 +152,31 @@ pub struct LogQuery {
     pub after_id: Option<i64>,
     /// At most this many entries.
     pub limit: Option<usize>,
+}
+
+/// Builders: each field, one call (the struct is non-exhaustive).
+impl LogQuery {
+    /// The same value with `min_level` set (only entries at this level or more severe).
+    pub fn with_min_level(mut self, min_level: Option<LogLevel>) -> Self {
+        self.min_level = min_level;
+        self
+    }
+
+    /// The same value with `since` set (only entries with a timestamp at or after this instant).
+    pub fn with_since(mut self, since: Option<DateTime<Utc>>) -> Self {
+        self.since = since;
+        self
+    }
+
+    /// The same value with `after_id` set (only entries with an id greater than this (for following a live log)).
+    pub fn with_after_id(mut self, after_id: Option<i64>) -> Self {
+        self.after_id = after_id;
+        self
+    }
+
+    /// The same value with `limit` set (at most this many entries).
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
+    }
 }

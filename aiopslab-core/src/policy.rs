@@ -7,6 +7,7 @@ use std::time::Duration;
 /// A store is built with one policy; every replica of a server sharing a
 /// database should use the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeasePolicy {
     /// How long a claim or a heartbeat keeps a task leased to its worker.
     pub lease_duration: Duration,
@@ -31,5 +32,31 @@ impl Default for LeasePolicy {
             timeout_grace: Duration::from_secs(60),
             dispatch_delay: Duration::ZERO,
         }
+    }
+}
+
+impl LeasePolicy {
+    /// The same policy with leases of `lease_duration`.
+    pub fn with_lease_duration(mut self, lease_duration: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self
+    }
+
+    /// The same policy, marking workers offline after `worker_offline_after` of silence.
+    pub fn with_worker_offline_after(mut self, worker_offline_after: Duration) -> Self {
+        self.worker_offline_after = worker_offline_after;
+        self
+    }
+
+    /// The same policy with a `timeout_grace` after a task's deadline.
+    pub fn with_timeout_grace(mut self, timeout_grace: Duration) -> Self {
+        self.timeout_grace = timeout_grace;
+        self
+    }
+
+    /// The same policy, holding new tasks `dispatch_delay` before they are claimable.
+    pub fn with_dispatch_delay(mut self, dispatch_delay: Duration) -> Self {
+        self.dispatch_delay = dispatch_delay;
+        self
     }
 }

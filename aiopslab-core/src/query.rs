@@ -11,6 +11,7 @@ use crate::worker::{Worker, WorkerStatus};
 
 /// Filters of `GET /tasks`; every given field must match.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct TaskFilter {
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
@@ -22,6 +23,39 @@ pub struct TaskFilter {
     pub backend_type: Option<String>,
     /// Only tasks of this batch group.
     pub group_id: Option<GroupId>,
+}
+
+/// Builders: each field, one call (the struct is non-exhaustive).
+impl TaskFilter {
+    /// The same value with `status` set (only tasks in this status).
+    pub fn with_status(mut self, status: Option<TaskStatus>) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The same value with `problem_id` set (only tasks of this problem).
+    pub fn with_problem_id(mut self, problem_id: Option<String>) -> Self {
+        self.problem_id = problem_id;
+        self
+    }
+
+    /// The same value with `worker_id` set (only tasks held (or last held) by this worker).
+    pub fn with_worker_id(mut self, worker_id: Option<String>) -> Self {
+        self.worker_id = worker_id;
+        self
+    }
+
+    /// The same value with `backend_type` set (only tasks of this backend type).
+    pub fn with_backend_type(mut self, backend_type: Option<String>) -> Self {
+        self.backend_type = backend_type;
+        self
+    }
+
+    /// The same value with `group_id` set (only tasks of this batch group).
+    pub fn with_group_id(mut self, group_id: Option<GroupId>) -> Self {
+        self.group_id = group_id;
+        self
+    }
 }
 
 /// Sort orders of `GET /tasks`. Ties break on id so pages are stable.
@@ -123,11 +157,27 @@ pub struct TaskPage {
 
 /// Filters of `GET /workers`.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerFilter {
     /// Only workers in this status.
     pub status: Option<WorkerStatus>,
     /// Only workers of this backend type.
     pub backend_type: Option<String>,
+}
+
+/// Builders: each field, one call (the struct is non-exhaustive).
+impl WorkerFilter {
+    /// The same value with `status` set (only workers in this status).
+    pub fn with_status(mut self, status: Option<WorkerStatus>) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The same value with `backend_type` set (only workers of this backend type).
+    pub fn with_backend_type(mut self, backend_type: Option<String>) -> Self {
+        self.backend_type = backend_type;
+        self
+    }
 }
 
 /// The workers that matched and how many.
@@ -143,6 +193,7 @@ pub struct WorkerPage {
 /// Counts for `/stats` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct StoreStats {
     /// Tasks per status (every status present, zero when none).
     pub tasks_by_status: BTreeMap<TaskStatus, u64>,
@@ -154,6 +205,7 @@ pub struct StoreStats {
 
 /// What one sweep changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// Running tasks past `started_at + timeout_minutes + grace`, now `timeout`.
     pub timed_out: Vec<uuid::Uuid>,

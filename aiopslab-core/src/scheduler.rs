@@ -1,13 +1,13 @@
-//! The [`Scheduler`] trait: which pending task a worker gets next, and the
-//! periodic sweep. [`DefaultScheduler`] works over any [`TaskStore`].
+//! The [`Scheduler`] trait: which pending task a worker gets next.
+//! [`DefaultScheduler`] works over any [`WorkerQueue`]. [`run_sweeper`] runs
+//! the periodic sweep of a store's [`Housekeeping`].
 
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::query::SweepReport;
-use crate::store::{ClaimRequest, StoreResult, TaskStore};
+use crate::store::{ClaimRequest, Housekeeping, StoreResult, WorkerQueue};
 use crate::task::Task;
 
 /// Scheduling policy. A user may swap in a fairer one (for instance one that
@@ -17,9 +17,6 @@ use crate::task::Task;
 pub trait Scheduler: Send + Sync + 'static {
     /// Claims the next task for this worker, or `Ok(None)` when none fits.
     async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
-
-    /// One housekeeping pass: timeouts, expired leases, retries, offline workers.
-    async fn sweep(&self) -> StoreResult<SweepReport>;
 }
 
 /// Priority high-to-low, then oldest first; `backend_type` must match; a
@@ -28,30 +25,27 @@ pub trait Scheduler: Send + Sync + 'static {
 /// scheduler delegates to it.
 #[derive(Clone)]
 pub struct DefaultScheduler {
-    store: Arc<dyn TaskStore>,
+    queue: Arc<dyn WorkerQueue>,
 }
 
 impl DefaultScheduler {
-    /// A scheduler over `store`.
-    pub fn new(store: Arc<dyn TaskStore>) -> Self {
-        Self { store }
+    /// A scheduler claiming from `queue` (any store's worker side).
+    pub fn new(queue: Arc<dyn WorkerQueue>) -> Self {
+        Self { queue }
     }
 }
 
 #[async_trait]
 impl Scheduler for DefaultScheduler {
     async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        self.store.claim(request).await
-    }
-
-    async fn sweep(&self) -> StoreResult<SweepReport> {
-        self.store.sweep().await
+        self.queue.claim(request).await
     }
 }
 
-/// Runs `scheduler.sweep()` every `interval` until `shutdown` fires, logging
-/// what each pass changed. Servers run one of these; several replicas may.
-pub async fn run_sweeper(scheduler: Arc<dyn Scheduler>, interval: Duration, shutdown: CancellationToken) {
+/// Runs `store.sweep()` (timeouts, expired leases, retries, offline workers)
+/// every `interval` until `shutdown` fires, logging what each pass changed.
+/// Servers run one of these; several replicas may.
+pub async fn run_sweeper(store: Arc<dyn Housekeeping>, interval: Duration, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -59,7 +53,7 @@ pub async fn run_sweeper(scheduler: Arc<dyn Scheduler>, interval: Duration, shut
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match scheduler.sweep().await {
+        match store.sweep().await {
             Ok(report) if !report.is_empty() => tracing::info!(
                 timed_out = report.timed_out.len(),
                 requeued = report.requeued.len(),

@@ -222,7 +222,7 @@ pub struct NewTask {
     pub max_retries: Option<i64>,
 }
 
-/// A validated task request, ready for [`TaskStore::create_task`](crate::TaskStore::create_task).
+/// A validated task request, ready for [`TaskApi::create_task`](crate::TaskApi::create_task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// The problem to run.
@@ -437,6 +437,42 @@ pub struct Task {
 }
 
 impl Task {
+    /// A new `pending` task of `spec` (a fresh id, attempt 0), in `group_id`
+    /// when it joins a batch, created at `now` by the store's clock: what a
+    /// store inserts on create.
+    pub fn pending(spec: TaskSpec, group_id: Option<GroupId>, now: DateTime<Utc>) -> Self {
+        Self {
+            id: TaskId::new_v4(),
+            problem_id: spec.problem_id,
+            status: TaskStatus::Pending,
+            parameters: spec.parameters,
+            worker_id: None,
+            attempt: 0,
+            cancel_requested: false,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            lease_expires_at: None,
+            result: None,
+            error_details: None,
+            group_id,
+        }
+    }
+
+    /// Moves the task to `running` for `worker_id` as a claim does: the next
+    /// attempt, started now, leased until `lease_expires_at`, no cancel
+    /// asked yet.
+    pub fn start(&mut self, worker_id: &str, now: DateTime<Utc>, lease_expires_at: DateTime<Utc>) {
+        self.status = TaskStatus::Running;
+        self.worker_id = Some(worker_id.to_string());
+        self.attempt += 1;
+        self.started_at = Some(now);
+        self.lease_expires_at = Some(lease_expires_at);
+        self.cancel_requested = false;
+        self.updated_at = now;
+    }
+
     /// The lease token of the current attempt.
     pub fn lease_token(&self) -> LeaseToken {
         LeaseToken {

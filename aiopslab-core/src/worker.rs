@@ -60,6 +60,7 @@ impl FromStr for WorkerStatus {
 /// What a worker can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct WorkerCapabilities {
     /// How many tasks it runs at once (one Kind cluster runs one problem at a time, so usually 1).
     #[serde(default = "one")]
@@ -76,10 +77,23 @@ fn one() -> u32 {
 
 impl Default for WorkerCapabilities {
     fn default() -> Self {
+        Self::new(one())
+    }
+}
+
+impl WorkerCapabilities {
+    /// `max_parallel_tasks` at once, any problem.
+    pub fn new(max_parallel_tasks: u32) -> Self {
         Self {
-            max_parallel_tasks: one(),
+            max_parallel_tasks,
             supported_problems: None,
         }
+    }
+
+    /// The same capabilities, only for these problems (`None`: any).
+    pub fn with_supported_problems(mut self, supported_problems: Option<Vec<String>>) -> Self {
+        self.supported_problems = supported_problems;
+        self
     }
 }
 
@@ -87,6 +101,7 @@ impl Default for WorkerCapabilities {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WorkerRegistration {
     /// The worker id (`worker-001-kind`): see [`WORKER_ID_PATTERN`].
     #[cfg_attr(
@@ -201,6 +216,28 @@ pub struct Worker {
     pub last_heartbeat: DateTime<Utc>,
 }
 
+impl Worker {
+    /// The worker a `registration` makes at `now`: idle, holding nothing,
+    /// with the counters it carried over from an earlier registration of the
+    /// same id (`(0, 0)` for a new one).
+    pub fn registered(registration: WorkerRegistration, counters: (u64, u64), now: DateTime<Utc>) -> Self {
+        let (tasks_completed, tasks_failed) = counters;
+        Self {
+            id: registration.id,
+            backend_type: registration.backend_type,
+            status: WorkerStatus::Idle,
+            capabilities: registration.capabilities,
+            metadata: registration.metadata,
+            current_task_id: None,
+            tasks_completed,
+            tasks_failed,
+            instance_id: registration.instance_id,
+            registered_at: now,
+            last_heartbeat: now,
+        }
+    }
+}
+
 /// The pattern of worker ids, in registration, heartbeat and claim alike:
 /// 1–128 ASCII letters, digits, `-`, `_` and `.`, as in `worker-001-kind`.
 pub const WORKER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
@@ -227,6 +264,7 @@ pub fn validate_worker_id(field: &str, id: &str) -> Result<(), ValidationError> 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WorkerHeartbeat {
     /// Who is beating: see [`WORKER_ID_PATTERN`].
     #[cfg_attr(
@@ -262,6 +300,18 @@ pub struct WorkerHeartbeat {
 }
 
 impl WorkerHeartbeat {
+    /// The same value with `current_task_id` set (the task it runs now, if any).
+    pub fn with_current_task_id(mut self, current_task_id: Option<TaskId>) -> Self {
+        self.current_task_id = current_task_id;
+        self
+    }
+
+    /// The same value with `running_task_ids` set (every task the worker holds (runs, or is reporting). When given, the).
+    pub fn with_running_task_ids(mut self, running_task_ids: Option<Vec<TaskId>>) -> Self {
+        self.running_task_ids = running_task_ids;
+        self
+    }
+
     /// A heartbeat of `worker_id` with no task, no task list and no instance.
     pub fn new(worker_id: impl Into<String>, status: WorkerStatus) -> Self {
         Self {
@@ -309,6 +359,7 @@ pub const MAX_RUNNING_TASK_IDS: usize = 256;
 /// The store's answer to a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct HeartbeatAck {
     /// Always true on success.
     pub acknowledged: bool,

@@ -84,11 +84,11 @@ async fn an_unknown_problem_fails_clearly() {
 #[tokio::test(start_paused = true)]
 async fn never_more_runs_than_slots() {
     let store = memory();
-    let backend = Arc::new(FakeCountingBackend::new(SimulatedConfig {
-        steps: 3,
-        step_delay: Duration::from_secs(1),
-        ..SimulatedConfig::default()
-    }));
+    let backend = Arc::new(FakeCountingBackend::new(
+        SimulatedConfig::default()
+            .with_steps(3)
+            .with_step_delay(Duration::from_secs(1)),
+    ));
     let mut ids = Vec::new();
     for _ in 0..10 {
         ids.push(submit(&*store, NewTask::new("auth_miss_mongodb-detection-1")).await.id);
@@ -132,10 +132,7 @@ async fn a_full_queue_is_drained_without_poll_waits() {
 async fn cancelling_a_running_task_stops_it_at_the_next_heartbeat() {
     let store = memory();
     let task = submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await;
-    let backend = simulated(SimulatedConfig {
-        steps: 30,
-        ..SimulatedConfig::default()
-    });
+    let backend = simulated(SimulatedConfig::default().with_steps(30));
     let worker = start_default(store.clone(), backend, config("w"));
     wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -161,18 +158,17 @@ async fn cancelling_a_running_task_stops_it_at_the_next_heartbeat() {
 #[tokio::test(start_paused = true)]
 async fn store_events_wake_the_worker_and_deliver_cancels_at_once() {
     let store = Arc::new(FakeFlakyStore::with_events(MemoryStore::new()));
-    let backend = simulated(SimulatedConfig {
-        steps: 30,
-        ..SimulatedConfig::default()
-    });
+    let backend = simulated(SimulatedConfig::default().with_steps(30));
     let mut config = config("w");
     config.poll_interval = Duration::from_secs(600);
     let worker = start_default(store.clone(), backend, config);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let task = submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    let task = store
+        .create_and_announce(NewTask::new("auth_miss_mongodb-analysis-1"))
+        .await;
     let created = Instant::now();
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     assert!(
         created.elapsed() < Duration::from_millis(100),
         "claimed after {:?}",
@@ -180,9 +176,9 @@ async fn store_events_wake_the_worker_and_deliver_cancels_at_once() {
     );
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    store.cancel_task(task.id).await.unwrap();
+    store.cancel_and_announce(task.id).await;
     let asked = Instant::now();
-    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    let done = wait_terminal(&store.inner, task.id, MINUTE).await;
     assert_eq!(done.status, TaskStatus::Cancelled);
     assert!(
         asked.elapsed() < Duration::from_millis(100),
@@ -204,10 +200,7 @@ async fn a_run_past_its_deadline_ends_as_timeout() {
     let task = submit(&*store, slow.clone()).await;
     let worker = start_default(
         store.clone(),
-        simulated(SimulatedConfig {
-            steps: 500,
-            ..SimulatedConfig::default()
-        }),
+        simulated(SimulatedConfig::default().with_steps(500)),
         config("w"),
     );
     let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
@@ -217,10 +210,7 @@ async fn a_run_past_its_deadline_ends_as_timeout() {
 
     // A backend that ignores it is stopped by the runtime, which reports timeout.
     let task = submit(&*store, slow).await;
-    let hanging = simulated(SimulatedConfig {
-        failure: FailureMode::Hang,
-        ..SimulatedConfig::default()
-    });
+    let hanging = simulated(SimulatedConfig::default().with_failure(FailureMode::Hang));
     let started = Instant::now();
     let worker = start_default(store.clone(), hanging, config("w"));
     let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
@@ -271,10 +261,7 @@ async fn runs_beyond_the_shutdown_grace_are_reported_as_worker_shutdown() {
     };
     let no_retry = submit(&*store, long(0)).await;
     let retry = submit(&*store, long(1)).await;
-    let backend = simulated(SimulatedConfig {
-        steps: 30,
-        ..SimulatedConfig::default()
-    });
+    let backend = simulated(SimulatedConfig::default().with_steps(30));
     let mut config = config("w").with_max_parallel_tasks(2);
     config.shutdown_grace = Duration::from_secs(2);
     let worker = start_default(store.clone(), backend, config);
@@ -301,10 +288,10 @@ async fn runs_beyond_the_shutdown_grace_are_reported_as_worker_shutdown() {
 async fn a_finished_result_survives_a_long_store_outage() {
     let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
     store.fail_finishes.store(40, Ordering::SeqCst);
-    let task = submit(&*store, NewTask::new("user_unregistered_mongodb-localization-2")).await;
+    let task = submit(&store.inner, NewTask::new("user_unregistered_mongodb-localization-2")).await;
     let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(3)), config("w"));
 
-    let done = wait_terminal(&*store, task.id, 30 * MINUTE).await;
+    let done = wait_terminal(&store.inner, task.id, 30 * MINUTE).await;
     assert_eq!(done.status, TaskStatus::Completed);
     let finishes = store.finishes.lock().unwrap().len();
     assert_eq!(finishes, 41, "40 refused, then the one that landed");
@@ -314,7 +301,7 @@ async fn a_finished_result_survives_a_long_store_outage() {
 /// A 300-step task with one retry, running on a worker `worker-a` over `store`.
 async fn long_run_on_worker_a(store: &Arc<FakeFlakyStore>) -> (Task, Running) {
     let task = submit(
-        &**store,
+        &store.inner,
         NewTask {
             max_retries: Some(1),
             max_steps: Some(300),
@@ -322,12 +309,9 @@ async fn long_run_on_worker_a(store: &Arc<FakeFlakyStore>) -> (Task, Running) {
         },
     )
     .await;
-    let backend = simulated(SimulatedConfig {
-        steps: 300,
-        ..SimulatedConfig::default()
-    });
+    let backend = simulated(SimulatedConfig::default().with_steps(300));
     let worker = start_default(store.clone(), backend, config("worker-a"));
-    wait_for(&**store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     (task, worker)
 }
 
@@ -347,12 +331,7 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
         .register_worker(WorkerRegistration::new("worker-b", "default"))
         .await
         .unwrap();
-    let request = ClaimRequest {
-        worker_id: "worker-b".into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: None,
-    };
+    let request = ClaimRequest::new("worker-b", "default");
     let taken = store.inner.claim(&request).await.unwrap().unwrap();
     assert_eq!(taken.attempt, 2);
 
@@ -379,7 +358,7 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_overwriting() {
 #[tokio::test(start_paused = true)]
 async fn a_task_handed_over_by_a_heartbeat_is_run() {
     let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
-    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
     *store.hand_over.lock().unwrap() = Some(task.id);
     let mut config = config("w");
     config.heartbeat_interval = Duration::from_secs(1);
@@ -389,7 +368,7 @@ async fn a_task_handed_over_by_a_heartbeat_is_run() {
         simulated(SimulatedConfig::instant(2)),
         config,
     );
-    let done = wait_terminal(&*store, task.id, MINUTE).await;
+    let done = wait_terminal(&store.inner, task.id, MINUTE).await;
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.worker_id.as_deref(), Some("w"));
     worker.stop().await.unwrap();
@@ -466,10 +445,7 @@ async fn a_failed_reset_holds_the_slot_until_it_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn simulated_episodes_are_reproducible_through_the_runtime() {
     let store = memory();
-    let backend = simulated(SimulatedConfig {
-        seed: 7,
-        ..SimulatedConfig::instant(6)
-    });
+    let backend = simulated(SimulatedConfig::instant(6).with_seed(7));
     let a = submit(&*store, NewTask::new("k8s_target_port-misconfig-localization-1")).await;
     let b = submit(&*store, NewTask::new("k8s_target_port-misconfig-localization-1")).await;
     let worker = start_default(store.clone(), backend, config("w"));
@@ -487,7 +463,7 @@ async fn simulated_episodes_are_reproducible_through_the_runtime() {
 async fn an_unreachable_store_at_start_is_waited_out() {
     let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
     store.partitioned.store(true, Ordering::SeqCst);
-    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
     let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(2)), config("w"));
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(store.get_task(task.id).await.unwrap().status, TaskStatus::Pending);
@@ -495,7 +471,7 @@ async fn an_unreachable_store_at_start_is_waited_out() {
 
     store.partitioned.store(false, Ordering::SeqCst);
     assert_eq!(
-        wait_terminal(&*store, task.id, MINUTE).await.status,
+        wait_terminal(&store.inner, task.id, MINUTE).await.status,
         TaskStatus::Completed
     );
     worker.stop().await.unwrap();
@@ -523,11 +499,10 @@ async fn the_worker_reports_busy_and_idle_as_runs_start_and_end() {
     worker.stop().await.unwrap();
 }
 
-/// Starts the default scheduler's sweeper over `store`, every 5 s.
-fn sweeper(store: Arc<dyn TaskStore>) -> tokio_util::sync::CancellationToken {
+/// Starts a sweeper over `store`, every 5 s.
+fn sweeper(store: Arc<dyn Housekeeping>) -> tokio_util::sync::CancellationToken {
     let stop = tokio_util::sync::CancellationToken::new();
-    let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store));
-    tokio::spawn(run_sweeper(scheduler, Duration::from_secs(5), stop.clone()));
+    tokio::spawn(run_sweeper(store, Duration::from_secs(5), stop.clone()));
     stop
 }
 
@@ -555,16 +530,13 @@ async fn two_workers_run_a_mixed_queue_to_the_right_terminal_statuses() {
     let to_cancel = submit(&*store, gpu(30, 4)).await;
 
     let stop_sweeper = sweeper(store.clone());
-    let fast = simulated(SimulatedConfig {
-        steps: 3,
-        ..SimulatedConfig::default()
-    });
+    let fast = simulated(SimulatedConfig::default().with_steps(3));
     // 3 steps of 40 s: longer than a 1-minute timeout.
-    let slow = simulated(SimulatedConfig {
-        steps: 3,
-        step_delay: Duration::from_secs(40),
-        ..SimulatedConfig::default()
-    });
+    let slow = simulated(
+        SimulatedConfig::default()
+            .with_steps(3)
+            .with_step_delay(Duration::from_secs(40)),
+    );
     let default_worker = start_default(store.clone(), fast, config("w-default"));
     let gpu_worker = start_default(store.clone(), slow, WorkerConfig::new("w-gpu", "gpu"));
 
@@ -632,10 +604,7 @@ async fn a_dropped_worker_loses_its_tasks_when_their_leases_expire() {
     // The doomed worker reaches the store through a fake network that is
     // cut for good once it holds the task: to the store it simply vanishes.
     let doomed_view = Arc::new(FakeFlakyStore::new(shared.clone()));
-    let long_runs = simulated(SimulatedConfig {
-        steps: 300,
-        ..SimulatedConfig::default()
-    });
+    let long_runs = simulated(SimulatedConfig::default().with_steps(300));
     let doomed = start_default(doomed_view.clone(), long_runs.clone(), config("w-doomed"));
     wait_for(&*store, no_retry.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     doomed_view.partitioned.store(true, Ordering::SeqCst);
@@ -660,19 +629,11 @@ async fn a_dropped_worker_loses_its_tasks_when_their_leases_expire() {
         .register_worker(WorkerRegistration::new("w-ghost", "default"))
         .await
         .unwrap();
-    let request = ClaimRequest {
-        worker_id: "w-ghost".into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: Some(retried.id),
-    };
+    let request = ClaimRequest::new("w-ghost", "default").for_task(Some(retried.id));
     shared.claim(&request).await.unwrap().expect("claimed by the ghost");
     let healthy = start_default(
         store.clone(),
-        simulated(SimulatedConfig {
-            steps: 3,
-            ..SimulatedConfig::default()
-        }),
+        simulated(SimulatedConfig::default().with_steps(3)),
         config("w-healthy"),
     );
     let done = wait_terminal(&*store, retried.id, 5 * MINUTE).await;
@@ -687,7 +648,7 @@ async fn a_dropped_worker_loses_its_tasks_when_their_leases_expire() {
 }
 
 /// The messages of a task's stored log, in store order.
-async fn stored_messages(store: &dyn TaskStore, id: TaskId) -> Vec<String> {
+async fn stored_messages(store: &dyn TaskApi, id: TaskId) -> Vec<String> {
     let logs = store.get_logs(id, &LogQuery::default()).await.unwrap();
     assert!(logs.windows(2).all(|w| w[0].id < w[1].id), "log in append order");
     logs.into_iter().map(|entry| entry.message).collect()
@@ -702,9 +663,9 @@ async fn run_through_a_log_outage(lines: usize, outage: Duration, config: Worker
         lines,
         interval: Duration::from_millis(100),
     });
-    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
     let worker = start_default(store.clone(), backend, config);
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     tokio::time::sleep(outage).await;
     assert_eq!(
         store.get_task(task.id).await.unwrap().status,
@@ -712,7 +673,7 @@ async fn run_through_a_log_outage(lines: usize, outage: Duration, config: Worker
         "the outcome waits for the log"
     );
     store.appends_down.store(false, Ordering::SeqCst);
-    let done = wait_terminal(&*store, task.id, 5 * MINUTE).await;
+    let done = wait_terminal(&store.inner, task.id, 5 * MINUTE).await;
     assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
     worker.stop().await.unwrap();
     // The outage outlasted the old budget of 8 tries (about 13 s at most).
@@ -727,7 +688,7 @@ async fn logs_written_during_a_long_store_outage_are_delivered_in_order_before_t
     let (store, task) = run_through_a_log_outage(300, Duration::from_secs(90), config("w")).await;
 
     assert_eq!(
-        stored_messages(&*store, task.id).await,
+        stored_messages(&store.inner, task.id).await,
         chatty_lines(0..300),
         "every line, once, in order"
     );
@@ -755,7 +716,7 @@ async fn beyond_the_entry_bound_exactly_the_oldest_lines_are_dropped_with_one_wa
     config.log_buffer_entries = 50;
     let (store, task) = run_through_a_log_outage(300, Duration::from_secs(90), config).await;
 
-    let stored = stored_messages(&*store, task.id).await;
+    let stored = stored_messages(&store.inner, task.id).await;
     assert_eq!(stored.len(), 51, "the gap note, then the newest 50");
     assert!(
         stored[0].starts_with("250 log entries were dropped here"),
@@ -778,7 +739,7 @@ async fn beyond_the_byte_bound_exactly_the_oldest_lines_are_dropped() {
     // "line 00000" is 10 bytes: 20 lines fit.
     config.log_buffer_bytes = 200;
     let (store, task) = run_through_a_log_outage(100, Duration::from_secs(60), config).await;
-    let stored = stored_messages(&*store, task.id).await;
+    let stored = stored_messages(&store.inner, task.id).await;
     assert!(
         stored[0].starts_with("80 log entries were dropped here"),
         "{}",
@@ -794,9 +755,9 @@ async fn a_short_outage_during_the_run_loses_nothing_and_the_run_goes_on() {
         lines: 600,
         interval: Duration::from_millis(100),
     });
-    let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
     let worker = start_default(store.clone(), backend, config("w"));
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     // Down for 30 s in the middle of a 60 s run.
     store.appends_down.store(true, Ordering::SeqCst);
@@ -805,15 +766,15 @@ async fn a_short_outage_during_the_run_loses_nothing_and_the_run_goes_on() {
     // Caught up within the backoff's cap (10 s), while the run still goes on.
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(store.get_task(task.id).await.unwrap().status, TaskStatus::Running);
-    let caught_up = stored_messages(&*store, task.id).await;
+    let caught_up = stored_messages(&store.inner, task.id).await;
     assert!(caught_up.len() >= 500, "{} lines stored", caught_up.len());
     assert_eq!(caught_up, chatty_lines(0..caught_up.len()));
 
     assert_eq!(
-        wait_terminal(&*store, task.id, MINUTE).await.status,
+        wait_terminal(&store.inner, task.id, MINUTE).await.status,
         TaskStatus::Completed
     );
-    assert_eq!(stored_messages(&*store, task.id).await, chatty_lines(0..600));
+    assert_eq!(stored_messages(&store.inner, task.id).await, chatty_lines(0..600));
     worker.stop().await.unwrap();
 }
 
@@ -826,7 +787,7 @@ async fn held_lines_of_a_lease_lost_during_the_outage_are_dropped_with_a_warning
         interval: Duration::from_millis(100),
     });
     let task = submit(
-        &*store,
+        &store.inner,
         NewTask {
             max_retries: Some(1),
             ..NewTask::new("misconfig_app_hotel_res-detection-1")
@@ -834,9 +795,9 @@ async fn held_lines_of_a_lease_lost_during_the_outage_are_dropped_with_a_warning
     )
     .await;
     let worker = start_default(store.clone(), backend, config("w"));
-    wait_for(&*store, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = stored_messages(&*store, task.id).await.len();
+    let before = stored_messages(&store.inner, task.id).await.len();
     assert!(before > 0);
 
     // Cut off past the lease: the sweep requeues the task meanwhile.
@@ -849,18 +810,13 @@ async fn held_lines_of_a_lease_lost_during_the_outage_are_dropped_with_a_warning
         .register_worker(WorkerRegistration::new("worker-b", "default"))
         .await
         .unwrap();
-    let request = ClaimRequest {
-        worker_id: "worker-b".into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: Some(task.id),
-    };
+    let request = ClaimRequest::new("worker-b", "default").for_task(Some(task.id));
     assert_eq!(store.inner.claim(&request).await.unwrap().unwrap().attempt, 2);
     store.partitioned.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     assert_eq!(
-        stored_messages(&*store, task.id).await.len(),
+        stored_messages(&store.inner, task.id).await.len(),
         before,
         "nothing written under the lost lease"
     );
@@ -874,22 +830,20 @@ async fn held_lines_of_a_lease_lost_during_the_outage_are_dropped_with_a_warning
 #[tokio::test(start_paused = true)]
 async fn a_short_lease_is_kept_by_heartbeats_derived_from_it() {
     let lease = Duration::from_secs(5);
-    let store = Arc::new(MemoryStore::with_policy(LeasePolicy {
-        lease_duration: lease,
-        ..LeasePolicy::default()
-    }));
+    let store = Arc::new(MemoryStore::with_policy(
+        LeasePolicy::default().with_lease_duration(lease),
+    ));
     let stop_sweeper = {
         let stop = tokio_util::sync::CancellationToken::new();
-        let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
-        tokio::spawn(run_sweeper(scheduler, Duration::from_secs(1), stop.clone()));
+        tokio::spawn(run_sweeper(store.clone(), Duration::from_secs(1), stop.clone()));
         stop
     };
     // A healthy 60 s run: 60 steps of 1 s.
-    let long = simulated(SimulatedConfig {
-        steps: 60,
-        step_delay: Duration::from_secs(1),
-        ..SimulatedConfig::default()
-    });
+    let long = simulated(
+        SimulatedConfig::default()
+            .with_steps(60)
+            .with_step_delay(Duration::from_secs(1)),
+    );
     let task = |store: Arc<MemoryStore>| async move {
         submit(
             &*store,
@@ -942,7 +896,7 @@ async fn normal_runs_log_no_lease_lost_warning() {
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(
-            submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1"))
+            submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1"))
                 .await
                 .id,
         );
@@ -953,7 +907,10 @@ async fn normal_runs_log_no_lease_lost_warning() {
         config("w").with_max_parallel_tasks(2),
     );
     for id in &ids {
-        assert_eq!(wait_terminal(&*store, *id, MINUTE).await.status, TaskStatus::Completed);
+        assert_eq!(
+            wait_terminal(&store.inner, *id, MINUTE).await.status,
+            TaskStatus::Completed
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     worker.stop().await.unwrap();

@@ -40,7 +40,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// What runs beside the API in [`serve_with`].
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// Run the scheduler's sweep (timeouts, expired leases, retries, offline
+    /// Run the store's sweep (timeouts, expired leases, retries, offline
     /// workers) at this interval; `None` leaves sweeping to someone else.
     /// Several replicas on one database may each run one.
     pub sweep_interval: Option<Duration>,
@@ -53,7 +53,7 @@ pub struct ServeOptions {
 /// Serves the API of `state` on `listener` until `shutdown` fires, then
 /// stops accepting connections, lets requests in flight finish and returns.
 ///
-/// With `sweep_interval` set, the scheduler's sweep runs at that interval
+/// With `sweep_interval` set, the store's sweep runs at that interval
 /// for as long as the server runs. Completion webhooks are delivered with
 /// the default [`WebhookConfig`] (unsigned; see [`serve_with`] to sign them
 /// or to leave delivery to another process).
@@ -84,7 +84,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let deliverer = match options.webhooks {
         Some(config) => Some(
-            WebhookDeliverer::new(state.store.clone(), config)
+            WebhookDeliverer::new(state.outbox.clone(), config)
                 .map_err(std::io::Error::other)?
                 .with_metrics(state.metrics.clone()),
         ),
@@ -95,10 +95,9 @@ pub async fn serve_with(
         _ => state,
     };
     let helpers_stop = shutdown.child_token();
-    let sweeper = options.sweep_interval.map(|interval| {
-        let scheduler = state.scheduler.clone();
-        tokio::spawn(run_sweeper(scheduler, interval, helpers_stop.clone()))
-    });
+    let sweeper = options
+        .sweep_interval
+        .map(|interval| tokio::spawn(run_sweeper(state.housekeeping.clone(), interval, helpers_stop.clone())));
     let deliverer = deliverer.map(|deliverer| tokio::spawn(deliverer.run(helpers_stop.clone())));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "aiopslab API listening");

@@ -8,12 +8,13 @@ mod api_support;
 use std::sync::Arc;
 
 use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
-use aiopslab_core::export::{Episode, ExportCursor, ExportFilter};
+use aiopslab_core::export::Episode;
 use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery};
 use aiopslab_core::{
-    CancelOutcome, ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page,
-    StoreError, StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort,
-    TaskSpec, TaskStore, Trajectory, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
+    CancelOutcome, ClaimRequest, EpisodeExport, ExportRequest, FleetView, HeartbeatAck, Housekeeping, LeaseState,
+    LeaseToken, LogEntry, LogQuery, NewLogEntry, StoreError, StoreResult, StoreStats, SweepReport, Task, TaskApi,
+    TaskId, TaskOutcome, TaskPage, TaskQuery, TaskSpec, Trajectory, WebhookOutbox, Worker, WorkerFilter,
+    WorkerHeartbeat, WorkerPage, WorkerQueue, WorkerRegistration,
 };
 use api_support::{app, Api};
 use async_trait::async_trait;
@@ -32,73 +33,110 @@ impl FailingStore {
 }
 
 #[async_trait]
-impl TaskStore for FailingStore {
-    async fn create_task(&self, _: TaskSpec) -> StoreResult<Task> {
-        self.fail()
-    }
-    async fn create_tasks(&self, _: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        self.fail()
-    }
-    async fn get_task(&self, _: TaskId) -> StoreResult<Task> {
-        self.fail()
-    }
-    async fn list_tasks(&self, _: &TaskFilter, _: TaskSort, _: Page) -> StoreResult<TaskPage> {
-        self.fail()
-    }
-    async fn cancel_task(&self, _: TaskId) -> StoreResult<CancelOutcome> {
-        self.fail()
-    }
-    async fn claim(&self, _: &ClaimRequest) -> StoreResult<Option<Task>> {
-        self.fail()
-    }
-    async fn extend_lease(&self, _: LeaseToken) -> StoreResult<LeaseState> {
-        self.fail()
-    }
-    async fn append_logs(&self, _: LeaseToken, _: Vec<NewLogEntry>) -> StoreResult<()> {
-        self.fail()
-    }
-    async fn get_logs(&self, _: TaskId, _: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-        self.fail()
-    }
-    async fn save_trajectory(&self, _: LeaseToken, _: Trajectory) -> StoreResult<()> {
-        self.fail()
-    }
-    async fn get_trajectory(&self, _: TaskId) -> StoreResult<Option<Trajectory>> {
-        self.fail()
-    }
-    async fn finish(&self, _: LeaseToken, _: TaskOutcome) -> StoreResult<Task> {
-        self.fail()
-    }
+impl WorkerQueue for FailingStore {
     async fn register_worker(&self, _: WorkerRegistration) -> StoreResult<Worker> {
         self.fail()
     }
+
     async fn heartbeat(&self, _: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
         self.fail()
     }
+
     async fn deregister_worker(&self, _: &str) -> StoreResult<()> {
         self.fail()
     }
-    async fn get_worker(&self, _: &str) -> StoreResult<Worker> {
+
+    async fn claim(&self, _: &ClaimRequest) -> StoreResult<Option<Task>> {
         self.fail()
     }
-    async fn list_workers(&self, _: &WorkerFilter) -> StoreResult<WorkerPage> {
+
+    async fn extend_lease(&self, _: LeaseToken) -> StoreResult<LeaseState> {
         self.fail()
     }
-    async fn sweep(&self) -> StoreResult<SweepReport> {
+
+    async fn append_logs(&self, _: LeaseToken, _: Vec<NewLogEntry>) -> StoreResult<()> {
         self.fail()
     }
-    async fn stats(&self) -> StoreResult<StoreStats> {
+
+    async fn save_trajectory(&self, _: LeaseToken, _: Trajectory) -> StoreResult<()> {
         self.fail()
     }
+
+    async fn finish(&self, _: LeaseToken, _: TaskOutcome) -> StoreResult<Task> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl TaskApi for FailingStore {
+    async fn create_task(&self, _: TaskSpec) -> StoreResult<Task> {
+        self.fail()
+    }
+
+    async fn create_tasks(&self, _: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        self.fail()
+    }
+
     async fn create_batch(&self, _: BatchSpec, _: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
         self.fail()
     }
-    async fn export_episodes(&self, _: &ExportFilter, _: Option<ExportCursor>, _: u32) -> StoreResult<Vec<Episode>> {
+
+    async fn get_task(&self, _: TaskId) -> StoreResult<Task> {
         self.fail()
     }
+
+    async fn list_tasks(&self, _: &TaskQuery) -> StoreResult<TaskPage> {
+        self.fail()
+    }
+
+    async fn cancel_task(&self, _: TaskId) -> StoreResult<CancelOutcome> {
+        self.fail()
+    }
+
+    async fn get_logs(&self, _: TaskId, _: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.fail()
+    }
+
+    async fn get_trajectory(&self, _: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl FleetView for FailingStore {
+    async fn get_worker(&self, _: &str) -> StoreResult<Worker> {
+        self.fail()
+    }
+
+    async fn list_workers(&self, _: &WorkerFilter) -> StoreResult<WorkerPage> {
+        self.fail()
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl Housekeeping for FailingStore {
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl EpisodeExport for FailingStore {
+    async fn export_episodes(&self, _: &ExportRequest) -> StoreResult<Vec<Episode>> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for FailingStore {
     async fn claim_webhooks(&self, _: u32, _: std::time::Duration) -> StoreResult<Vec<WebhookDelivery>> {
         self.fail()
     }
+
     async fn record_webhook_attempt(&self, _: i64, _: WebhookAttemptReport) -> StoreResult<WebhookDelivery> {
         self.fail()
     }

@@ -1,5 +1,6 @@
 //! A remote worker over HTTP: the real router on a real socket, the real
-//! worker runtime with [`HttpStore`] and the simulated backend.
+//! worker runtime with [`HttpStore`] and the simulated backend; the tasks are
+//! created and read back with [`ApiClient`](aiopslab_http::client::ApiClient).
 //!
 //! - a task runs to completion with its log, trajectory and result;
 //! - the server goes down mid-run and comes back on the same port (same
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiopslab_core::runtime::RuntimeError;
-use aiopslab_core::{LogQuery, MemoryStore, NewTask, SimulatedConfig, StoreError, TaskStatus, TaskStore, WorkerStatus};
-use aiopslab_http::client::HttpStore;
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{LogQuery, MemoryStore, NewTask, SimulatedConfig, StoreError, TaskStatus, WorkerStatus};
+use aiopslab_http::client::{ApiClient, HttpStore};
 use aiopslab_http::server::ApiConfig;
 use remote_support::{start_worker, wait_for_status, worker_config, RunningServer, PROBLEM};
 
@@ -27,23 +29,31 @@ async fn a_remote_worker_runs_a_task_to_completion() {
     let store = Arc::new(MemoryStore::new());
     let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), ApiConfig::default()).await;
     let client = HttpStore::new(&server.url(), None).unwrap();
+    let api = ApiClient::new(&server.url(), None).unwrap();
 
-    let (stop_worker, worker) = start_worker(client.clone(), SimulatedConfig::instant(3), worker_config("remote-1"));
-    // Everything through the HTTP client: creation, reads.
-    let created = client
+    let (stop_worker, worker) = start_worker(client, SimulatedConfig::instant(3), worker_config("remote-1"));
+    // Everything through the HTTP clients: creation, reads.
+    let created = api
         .create_task(NewTask::new(PROBLEM).validate().unwrap())
         .await
         .unwrap();
     assert_eq!(created.status, TaskStatus::Pending);
 
-    let task = wait_for_status(&client, created.id, TaskStatus::Completed, Duration::from_secs(20)).await;
+    wait_for_status(
+        store.as_ref(),
+        created.id,
+        TaskStatus::Completed,
+        Duration::from_secs(20),
+    )
+    .await;
+    let task = api.get_task(created.id).await.unwrap();
     assert_eq!(task.worker_id.as_deref(), Some("remote-1"));
     assert_eq!(task.attempt, 1);
     let result = task.result.expect("completed task has a result");
     assert_eq!(result.metrics["steps_taken"], 3);
     assert!(result.output.contains_key("solution"));
 
-    let logs = client.get_logs(created.id, &LogQuery::default()).await.unwrap();
+    let logs = api.get_logs(created.id, &LogQuery::default()).await.unwrap();
     for step in step_messages(3) {
         assert_eq!(
             logs.iter().filter(|e| e.message.starts_with(&step)).count(),
@@ -55,18 +65,14 @@ async fn a_remote_worker_runs_a_task_to_completion() {
         logs.windows(2).all(|w| w[0].id < w[1].id),
         "log entries in append order"
     );
-    let trajectory = client
-        .get_trajectory(created.id)
-        .await
-        .unwrap()
-        .expect("trajectory saved");
+    let trajectory = api.get_trajectory(created.id).await.unwrap().expect("trajectory saved");
     assert_eq!(trajectory.task_id, created.id);
     assert_eq!(trajectory.llm_calls.len(), 3);
     assert!(trajectory.reward.is_some());
 
     // The store behind the server saw exactly what the client reported.
     assert_eq!(store.get_task(created.id).await.unwrap().status, TaskStatus::Completed);
-    let worker_row = client.get_worker("remote-1").await.unwrap();
+    let worker_row = api.get_worker("remote-1").await.unwrap();
     assert_eq!(worker_row.tasks_completed, 1);
 
     stop_worker.cancel();
@@ -86,11 +92,9 @@ async fn a_result_finished_while_the_server_is_down_is_delivered_when_it_returns
 
     // 4 steps of 400 ms: the run takes about 1.6 s.
     let steps = 4;
-    let backend = SimulatedConfig {
-        steps,
-        step_delay: Duration::from_millis(400),
-        ..SimulatedConfig::default()
-    };
+    let backend = SimulatedConfig::default()
+        .with_steps(steps)
+        .with_step_delay(Duration::from_millis(400));
     let (stop_worker, worker) = start_worker(client, backend, worker_config("remote-restart"));
     let id = store
         .create_task(NewTask::new(PROBLEM).validate().unwrap())
@@ -170,29 +174,24 @@ async fn the_worker_protocol_requires_the_worker_token() {
     let client_token_as_worker = HttpStore::new(&server.url(), Some("client-secret".into())).unwrap();
     assert!(matches!(
         client_token_as_worker
-            .claim(&aiopslab_core::ClaimRequest {
-                worker_id: "intruder".into(),
-                backend_type: "default".into(),
-                supported_problems: None,
-                task_id: None,
-            })
+            .claim(&aiopslab_core::ClaimRequest::new("intruder", "default"))
             .await,
         Err(StoreError::Unauthorized(_))
     ));
 
     // The right tokens: the worker registers and runs a task; the client
-    // token reads it back.
-    let good = HttpStore::new(&server.url(), Some("worker-secret".into()))
-        .unwrap()
-        .with_client_token(Some("client-secret".into()));
-    good.stats().await.expect("both tokens read stats");
-    let (stop, worker) = start_worker(good.clone(), SimulatedConfig::instant(1), worker_config("trusted"));
-    let id = good
+    // token creates it and reads it back.
+    let good = HttpStore::new(&server.url(), Some("worker-secret".into())).unwrap();
+    let api = ApiClient::new(&server.url(), Some("client-secret".into())).unwrap();
+    api.stats().await.expect("the client token reads stats");
+    let (stop, worker) = start_worker(good, SimulatedConfig::instant(1), worker_config("trusted"));
+    let id = api
         .create_task(NewTask::new(PROBLEM).validate().unwrap())
         .await
         .unwrap()
         .id;
-    wait_for_status(&good, id, TaskStatus::Completed, Duration::from_secs(20)).await;
+    wait_for_status(store.as_ref(), id, TaskStatus::Completed, Duration::from_secs(20)).await;
+    assert_eq!(api.get_task(id).await.unwrap().status, TaskStatus::Completed);
     stop.cancel();
     worker.await.unwrap().expect("worker stops cleanly");
     server.stop().await;

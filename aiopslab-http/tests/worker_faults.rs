@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aiopslab_core::{MemoryStore, NewTask, SimulatedConfig, TaskStatus, TaskStore};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{MemoryStore, NewTask, SimulatedConfig, TaskStatus};
 use aiopslab_http::client::HttpStore;
 use aiopslab_http::server::ApiConfig;
 use remote_support::{start_worker, stop_all, submit, wait_for_status, worker_config, RunningServer, PROBLEM};
@@ -147,11 +148,9 @@ async fn a_worker_restarted_under_its_id_takes_it_over_at_once() {
     // The first instance runs in a runtime of its own, so it can die without
     // a word: shutting that runtime down drops every task it has, as
     // `kill -9` would (no report, no deregistration).
-    let slow = SimulatedConfig {
-        steps: 50,
-        step_delay: Duration::from_millis(200),
-        ..SimulatedConfig::default()
-    };
+    let slow = SimulatedConfig::default()
+        .with_steps(50)
+        .with_step_delay(Duration::from_millis(200));
     let first_url = url.clone();
     let (first_runtime, first_stop) = {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     DefaultScheduler, ExportFilter, ExportRecord, LogQuery, MemoryStore, NewTask, TaskStatus, TaskStore,
 };
@@ -72,16 +73,11 @@ fn the_agent_sees_no_secret_and_none_is_stored_or_exported() {
         let run_dir_root = config.runs_dir();
         let backend = Arc::new(KindBackend::new(config));
         let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
-        let scheduler = Arc::new(DefaultScheduler::new(Arc::clone(&store)));
+        let scheduler = Arc::new(DefaultScheduler::new(store.clone()));
         let shutdown = CancellationToken::new();
         let worker = tokio::spawn(
-            WorkerRuntime::new(
-                Arc::clone(&store),
-                scheduler,
-                backend,
-                WorkerConfig::new(WORKER, "default"),
-            )
-            .run(shutdown.clone()),
+            WorkerRuntime::new(store.clone(), scheduler, backend, WorkerConfig::new(WORKER, "default"))
+                .run(shutdown.clone()),
         );
 
         let mut new_task = NewTask::new(DETECTION);
@@ -110,7 +106,7 @@ fn the_agent_sees_no_secret_and_none_is_stored_or_exported() {
         let logs_text = serde_json::to_string(&logs).expect("json");
         let task_text = serde_json::to_string(&store.get_task(task.id).await.expect("task")).expect("json");
         let episodes = store
-            .export_episodes(&ExportFilter::default(), None, 100)
+            .export_episodes(&ExportRequest::new(ExportFilter::default(), 100))
             .await
             .expect("export");
         assert_eq!(episodes.len(), 1);

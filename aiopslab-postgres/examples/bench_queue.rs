@@ -34,9 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     ClaimRequest, LeasePolicy, LogLevel, NewLogEntry, NewTask, StoreError, StoreEvent, TaskOutcome, TaskResult,
-    TaskStore, TerminalStatus, WorkerHeartbeat, WorkerRegistration, WorkerStatus,
+    TerminalStatus, WorkerHeartbeat, WorkerRegistration, WorkerStatus,
 };
 use aiopslab_postgres::{BatchCounts, PgStore, PgStoreOptions};
 use anyhow::Context;
@@ -76,10 +77,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
-    let policy = LeasePolicy {
-        dispatch_delay: Duration::ZERO,
-        ..LeasePolicy::default()
-    };
+    let policy = LeasePolicy::default().with_dispatch_delay(Duration::ZERO);
     let store_options = PgStoreOptions::default().max_connections(40);
     let store = PgStore::from_options(store_options.apply(options.clone()), policy, &store_options)?;
     store.migrate().await?;
@@ -361,12 +359,7 @@ fn noop_outcome() -> TaskOutcome {
 
 /// A claim for the next `default` task, by `worker_id`.
 fn claim_request(worker_id: impl Into<String>) -> ClaimRequest {
-    ClaimRequest {
-        worker_id: worker_id.into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: None,
-    }
+    ClaimRequest::new(worker_id, "default")
 }
 
 /// Makes `worker_id` a live worker (only live workers claim): registers it, or, when it is registered and alive

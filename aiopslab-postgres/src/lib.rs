@@ -11,7 +11,7 @@
 //!   statement committed ([`PgStoreOptions::coalesce_writes`], [`PgStore::write_batches`]).
 //! - **Wake-ups.** NOTIFY on new tasks (sent by the store right after the insert commits), and from triggers on
 //!   requeued tasks and cancel requests; [`PgStore`]'s
-//!   [`subscribe`](aiopslab_core::TaskStore::subscribe) turns them into [`StoreEvent`](aiopslab_core::StoreEvent)s
+//!   [`subscribe`](aiopslab_core::WorkerQueue::subscribe) turns them into [`StoreEvent`](aiopslab_core::StoreEvent)s
 //!   from a listener that reconnects by itself.
 //! - **Schema.** `migrations/*.sql` at the workspace root, embedded ([`MIGRATOR`], [`PgStore::migrate`]); the
 //!   files also run by hand with `psql`, and the migrator runs cleanly afterwards.

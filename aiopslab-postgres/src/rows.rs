@@ -107,10 +107,8 @@ impl TryFrom<WorkerRow> for Worker {
             id: row.id,
             backend_type: row.backend_type,
             status: row.status.parse().map_err(|e| corrupt("worker status", e))?,
-            capabilities: WorkerCapabilities {
-                max_parallel_tasks: unsigned("max_parallel_tasks", row.max_parallel_tasks.into())?,
-                supported_problems: row.supported_problems,
-            },
+            capabilities: WorkerCapabilities::new(unsigned("max_parallel_tasks", row.max_parallel_tasks.into())?)
+                .with_supported_problems(row.supported_problems),
             metadata: row.metadata.0,
             current_task_id: row.current_task_id,
             tasks_completed: unsigned("tasks_completed", row.tasks_completed)?,

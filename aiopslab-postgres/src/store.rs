@@ -1,4 +1,4 @@
-//! [`PgStore`]: the handle, its construction, and the [`TaskStore`] implementation, which delegates each
+//! [`PgStore`]: the handle, its construction, and its implementation of every store role, which delegates each
 //! operation to the module of its concept (tasks, claim, lease, logs, workers, sweep, stats, listener).
 //!
 //! Every value is [sanitized](aiopslab_core::sanitize) here, on its way in, exactly as the other stores do it:
@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiopslab_core::sanitize::{nul_free, sanitized, sanitized_ref};
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
-    BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, ExportCursor, ExportFilter, HeartbeatAck,
-    IdempotencyKey, LeasePolicy, LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, Page, StoreError, StoreEvent,
-    StoreResult, StoreStats, SweepReport, Task, TaskFilter, TaskId, TaskOutcome, TaskPage, TaskSort, TaskSpec,
-    TaskStore, Trajectory, ValidationError, WebhookAttemptReport, WebhookDelivery, Worker, WorkerFilter,
-    WorkerHeartbeat, WorkerPage, WorkerRegistration,
+    BatchSpec, CancelOutcome, ClaimRequest, CreatedBatch, Episode, HeartbeatAck, IdempotencyKey, LeasePolicy,
+    LeaseState, LeaseToken, LogEntry, LogQuery, NewLogEntry, StoreError, StoreEvent, StoreResult, StoreStats,
+    SweepReport, Task, TaskId, TaskOutcome, TaskPage, TaskSpec, Trajectory, ValidationError, WebhookAttemptReport,
+    WebhookDelivery, Worker, WorkerFilter, WorkerHeartbeat, WorkerPage, WorkerRegistration,
 };
 use async_trait::async_trait;
 use sqlx::postgres::types::PgInterval;
@@ -28,14 +28,15 @@ use crate::connections::{Conn, Connections, Plans};
 use crate::error::map_sqlx;
 use crate::listener::Listener;
 
-/// A [`TaskStore`] on PostgreSQL: a durable queue with leases and LISTEN/NOTIFY wake-ups.
+/// A full [`TaskStore`] on PostgreSQL (every role: worker queue, task API, fleet view, housekeeping, export,
+/// webhook outbox): a durable queue with leases and LISTEN/NOTIFY wake-ups.
 ///
 /// Cheap to clone (clones share the connections and the listener). Every method is one conditional statement (or,
 /// for reads, a couple of plain queries), so several server replicas can share one database.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use aiopslab_core::{LeasePolicy, NewTask, TaskStore};
+/// use aiopslab_core::{LeasePolicy, NewTask, TaskApi};
 /// use aiopslab_postgres::PgStore;
 ///
 /// let store = PgStore::connect("postgres://postgres@127.0.0.1/aiopslab_tasks", LeasePolicy::default()).await?;
@@ -280,55 +281,7 @@ impl PgStore {
 }
 
 #[async_trait]
-impl TaskStore for PgStore {
-    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
-        self.insert_task(sanitized(spec)).await
-    }
-
-    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        self.insert_tasks(sanitized(specs)).await
-    }
-
-    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
-        self.select_task(id).await
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        self.select_tasks(&sanitized_ref(filter), sort, page).await
-    }
-
-    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
-        self.cancel(id).await
-    }
-
-    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        self.claim_task(request).await
-    }
-
-    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
-        self.extend(lease).await
-    }
-
-    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
-        self.insert_logs(lease, sanitized(entries)).await
-    }
-
-    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-        self.select_logs(task_id, query).await
-    }
-
-    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
-        self.upsert_trajectory(lease, sanitized(trajectory)).await
-    }
-
-    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
-        self.select_trajectory(task_id).await
-    }
-
-    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
-        self.finish_task(lease, sanitized(outcome)).await
-    }
-
+impl WorkerQueue for PgStore {
     async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
         // Refuse what validation refuses (a NUL in the id or backend type) before rewriting the rest.
         registration.validate()?;
@@ -343,6 +296,73 @@ impl TaskStore for PgStore {
         self.mark_offline(&nul_free(worker_id)).await
     }
 
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        self.claim_task(request).await
+    }
+
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        self.extend(lease).await
+    }
+
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        self.insert_logs(lease, sanitized(entries)).await
+    }
+
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        self.upsert_trajectory(lease, sanitized(trajectory)).await
+    }
+
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        self.finish_task(lease, sanitized(outcome)).await
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        let mut guard = self.inner.listener.lock().ok()?;
+        if guard.is_none() {
+            *guard = Some(Listener::start(self.inner.connections.options())?);
+        }
+        guard.as_ref().map(Listener::subscribe)
+    }
+}
+
+#[async_trait]
+impl TaskApi for PgStore {
+    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        self.insert_task(sanitized(spec)).await
+    }
+
+    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        self.insert_tasks(sanitized(specs)).await
+    }
+
+    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
+        self.insert_batch(sanitized(batch), sanitized(idempotency)).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        self.select_task(id).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        self.select_tasks(&sanitized_ref(&query.filter), query.sort, query.page)
+            .await
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        self.cancel(id).await
+    }
+
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.select_logs(task_id, query).await
+    }
+
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.select_trajectory(task_id).await
+    }
+}
+
+#[async_trait]
+impl FleetView for PgStore {
     async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
         self.select_worker(&nul_free(worker_id)).await
     }
@@ -351,27 +371,28 @@ impl TaskStore for PgStore {
         self.select_workers(&sanitized_ref(filter)).await
     }
 
-    async fn sweep(&self) -> StoreResult<SweepReport> {
-        self.sweep_once().await
-    }
-
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.count_stats().await
     }
+}
 
-    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
-        self.insert_batch(sanitized(batch), sanitized(idempotency)).await
+#[async_trait]
+impl Housekeeping for PgStore {
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        self.sweep_once().await
     }
+}
 
-    async fn export_episodes(
-        &self,
-        filter: &ExportFilter,
-        after: Option<ExportCursor>,
-        limit: u32,
-    ) -> StoreResult<Vec<Episode>> {
-        self.export_page(&sanitized_ref(filter), after, limit).await
+#[async_trait]
+impl EpisodeExport for PgStore {
+    async fn export_episodes(&self, request: &ExportRequest) -> StoreResult<Vec<Episode>> {
+        self.export_page(&sanitized_ref(&request.filter), request.after, request.limit)
+            .await
     }
+}
 
+#[async_trait]
+impl WebhookOutbox for PgStore {
     async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
         self.lease_webhooks(limit, lease).await
     }
@@ -386,13 +407,5 @@ impl TaskStore for PgStore {
 
     async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
         self.task_webhooks(task_id).await
-    }
-
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
-        let mut guard = self.inner.listener.lock().ok()?;
-        if guard.is_none() {
-            *guard = Some(Listener::start(self.inner.connections.options())?);
-        }
-        guard.as_ref().map(Listener::subscribe)
     }
 }

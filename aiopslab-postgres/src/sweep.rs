@@ -21,10 +21,8 @@ impl PgStore {
             .bind(intervals.timeout_grace)
             .fetch_all(conn.raw())
             .await;
-        let mut report = SweepReport {
-            timed_out: conn.done("sweep", result)?,
-            ..SweepReport::default()
-        };
+        let mut report = SweepReport::default();
+        report.timed_out = conn.done("sweep", result)?;
         let mut conn = self.conn("sweep").await?;
         let result: Result<Vec<(Uuid, String)>, sqlx::Error> =
             sqlx::query_as(sql::SWEEP_EXPIRED_LEASES).fetch_all(conn.raw()).await;

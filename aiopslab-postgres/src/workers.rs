@@ -66,14 +66,13 @@ impl PgStore {
         if !row.requeued.is_empty() {
             tracing::info!(requeued = ?row.requeued, "heartbeat handed back tasks its worker does not hold");
         }
-        Ok(HeartbeatAck {
-            acknowledged: true,
-            cancelled_task_ids: row.cancelled,
-            lease_expires_at: row.lease_expires_at,
-            next_task: None,
-            requeued_task_ids: row.requeued,
-            lost_task_ids: row.lost,
-        })
+        let mut ack = HeartbeatAck::default();
+        ack.acknowledged = true;
+        ack.cancelled_task_ids = row.cancelled;
+        ack.lease_expires_at = row.lease_expires_at;
+        ack.requeued_task_ids = row.requeued;
+        ack.lost_task_ids = row.lost;
+        Ok(ack)
     }
 
     /// Marks a worker offline.

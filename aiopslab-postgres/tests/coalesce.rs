@@ -5,9 +5,8 @@
 
 mod common;
 
-use aiopslab_core::{
-    LeaseToken, NewTask, StoreError, TaskOutcome, TaskStatus, TaskStore, TerminalStatus, WorkerRegistration,
-};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{LeaseToken, NewTask, StoreError, TaskOutcome, TaskStatus, TerminalStatus, WorkerRegistration};
 use aiopslab_postgres::testing::TestDatabase;
 use common::*;
 

@@ -7,7 +7,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use aiopslab_core::{TaskStore, WorkerRegistration};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::WorkerRegistration;
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::{PgStore, PgStoreOptions};
 use common::*;

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiopslab_core::{StoreError, TaskStatus, TaskStore, WorkerRegistration};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{StoreError, TaskStatus, WorkerRegistration};
 use aiopslab_postgres::testing::{advance_clock, TestDatabase, TestServer};
 use aiopslab_postgres::{PgStore, PgStoreOptions};
 use common::*;

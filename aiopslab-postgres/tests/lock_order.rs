@@ -13,7 +13,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiopslab_core::{TaskStore, WorkerHeartbeat, WorkerRegistration, WorkerStatus};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{WorkerHeartbeat, WorkerRegistration, WorkerStatus};
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::PgStore;
 use common::{completed, create_tasks, policy, request};

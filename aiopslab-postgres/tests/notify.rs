@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aiopslab_core::{CancelOutcome, ErrorDetails, NewTask, StoreEvent, TaskOutcome, TaskStore, TerminalStatus};
+use aiopslab_core::store::prelude::*;
+use aiopslab_core::{CancelOutcome, ErrorDetails, NewTask, StoreEvent, TaskOutcome, TerminalStatus};
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::PgStore;
 use common::*;
@@ -118,10 +119,7 @@ async fn idle_subscriber_hears_new_tasks_requeues_and_cancels() {
         .unwrap();
     next_event(&mut events).await;
     let claimed = store
-        .claim(&aiopslab_core::ClaimRequest {
-            task_id: Some(retried.id),
-            ..request("w")
-        })
+        .claim(&request("w").for_task(Some(retried.id)))
         .await
         .unwrap()
         .unwrap();

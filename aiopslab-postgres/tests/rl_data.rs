@@ -5,19 +5,17 @@
 
 use std::time::Duration;
 
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     BatchSpec, ClaimRequest, ExportFilter, GroupId, IdempotencyKey, LeasePolicy, LlmCall, NewTask, StoreError, Task,
-    TaskId, TaskOutcome, TaskSpec, TaskStore, TerminalStatus, Trajectory, TrajectoryMessage, WorkerRegistration,
+    TaskId, TaskOutcome, TaskSpec, TerminalStatus, Trajectory, TrajectoryMessage, WorkerRegistration,
 };
 use aiopslab_postgres::testing::TestDatabase;
 use aiopslab_postgres::PgStore;
 use sqlx::Connection;
 
 fn policy() -> LeasePolicy {
-    LeasePolicy {
-        dispatch_delay: Duration::ZERO,
-        ..LeasePolicy::default()
-    }
+    LeasePolicy::default().with_dispatch_delay(Duration::ZERO)
 }
 
 fn spec(problem: &str) -> TaskSpec {
@@ -42,12 +40,7 @@ async fn claim(store: &PgStore, task_id: Option<TaskId>) -> Task {
         Ok(_) | Err(StoreError::WorkerAlive(_)) => {}
         Err(error) => panic!("register_worker: {error}"),
     }
-    let request = ClaimRequest {
-        worker_id: "w".into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id,
-    };
+    let request = ClaimRequest::new("w", "default").for_task(task_id);
     store.claim(&request).await.unwrap().expect("a task to claim")
 }
 
@@ -205,7 +198,10 @@ async fn version_3_splits_trajectories_saved_before_it() {
     );
     let read = store.get_trajectory(task_id).await.unwrap().expect("a trajectory");
     assert_eq!(read, trajectory, "the split trajectory reads back whole");
-    let page = store.export_episodes(&ExportFilter::default(), None, 10).await.unwrap();
+    let page = store
+        .export_episodes(&ExportRequest::new(ExportFilter::default(), 10))
+        .await
+        .unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(
         page[0].trajectory.messages, trajectory.messages,
@@ -311,17 +307,11 @@ async fn export_pages_span_windows() {
     for (filter, expected) in [
         (ExportFilter::default(), chosen.to_vec()),
         (
-            ExportFilter {
-                problem_ids: Some(vec!["even".into()]),
-                ..ExportFilter::default()
-            },
+            ExportFilter::default().with_problem_ids(Some(vec!["even".into()])),
             vec![ids[2_200], ids[4_998]],
         ),
         (
-            ExportFilter {
-                problem_ids: Some(vec!["none".into()]),
-                ..ExportFilter::default()
-            },
+            ExportFilter::default().with_problem_ids(Some(vec!["none".into()])),
             vec![],
         ),
     ] {
@@ -329,7 +319,10 @@ async fn export_pages_span_windows() {
             let mut got = Vec::new();
             let mut cursor = None;
             loop {
-                let page = store.export_episodes(&filter, cursor, limit).await.unwrap();
+                let page = store
+                    .export_episodes(&ExportRequest::new(filter.clone(), limit).after(cursor))
+                    .await
+                    .unwrap();
                 assert!(page.len() <= limit as usize);
                 let Some(last) = page.last() else { break };
                 cursor = Some(last.cursor());

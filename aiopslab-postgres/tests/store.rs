@@ -4,21 +4,21 @@
 
 use std::time::Duration;
 
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     CancelOutcome, ClaimRequest, ErrorDetails, LeasePolicy, LogLevel, LogQuery, NewLogEntry, NewTask, Page, StoreError,
-    TaskFilter, TaskOutcome, TaskResult, TaskSort, TaskStatus, TaskStore, TerminalStatus, Trajectory,
-    TrajectoryMessage, WorkerFilter, WorkerHeartbeat, WorkerRegistration, WorkerStatus,
+    TaskFilter, TaskOutcome, TaskResult, TaskSort, TaskStatus, TerminalStatus, Trajectory, TrajectoryMessage,
+    WorkerFilter, WorkerHeartbeat, WorkerRegistration, WorkerStatus,
 };
 use aiopslab_postgres::testing::{advance_clock, TestDatabase};
 use aiopslab_postgres::PgStore;
 
 fn policy() -> LeasePolicy {
-    LeasePolicy {
-        lease_duration: Duration::from_secs(60),
-        worker_offline_after: Duration::from_secs(90),
-        timeout_grace: Duration::from_secs(60),
-        dispatch_delay: Duration::ZERO,
-    }
+    LeasePolicy::default()
+        .with_lease_duration(Duration::from_secs(60))
+        .with_worker_offline_after(Duration::from_secs(90))
+        .with_timeout_grace(Duration::from_secs(60))
+        .with_dispatch_delay(Duration::ZERO)
 }
 
 fn spec(problem: &str) -> aiopslab_core::TaskSpec {
@@ -35,12 +35,7 @@ fn with_priority(problem: &str, priority: i64) -> aiopslab_core::TaskSpec {
 }
 
 fn claim_req(worker: &str) -> ClaimRequest {
-    ClaimRequest {
-        worker_id: worker.into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: None,
-    }
+    ClaimRequest::new(worker, "default")
 }
 
 fn completed() -> TaskOutcome {
@@ -161,9 +156,9 @@ async fn create_get_list_and_stats() {
 
     let page = store
         .list_tasks(
-            &TaskFilter::default(),
-            TaskSort::PriorityDesc,
-            Page::new(Some(2), None).unwrap(),
+            &TaskQuery::new(TaskFilter::default())
+                .sorted(TaskSort::PriorityDesc)
+                .page(Page::new(Some(2), None).unwrap()),
         )
         .await
         .unwrap();
@@ -172,21 +167,19 @@ async fn create_get_list_and_stats() {
     assert_eq!(page.tasks[0].id, t2.id);
     let page = store
         .list_tasks(
-            &TaskFilter::default(),
-            TaskSort::CreatedAsc,
-            Page::new(Some(100), Some(4)).unwrap(),
+            &TaskQuery::new(TaskFilter::default())
+                .sorted(TaskSort::CreatedAsc)
+                .page(Page::new(Some(100), Some(4)).unwrap()),
         )
         .await
         .unwrap();
     assert_eq!(page.total, 5);
     assert_eq!(page.tasks.len(), 1);
-    let filter = TaskFilter {
-        problem_id: Some("b".into()),
-        status: Some(TaskStatus::Pending),
-        ..TaskFilter::default()
-    };
+    let filter = TaskFilter::default()
+        .with_problem_id(Some("b".into()))
+        .with_status(Some(TaskStatus::Pending));
     let page = store
-        .list_tasks(&filter, TaskSort::CreatedDesc, Page::default())
+        .list_tasks(&TaskQuery::new(filter.clone()).sorted(TaskSort::CreatedDesc))
         .await
         .unwrap();
     assert_eq!(page.total, 1);
@@ -218,15 +211,9 @@ async fn claim_order_backend_problems_and_task_id() {
         .await
         .unwrap();
 
-    let restricted = ClaimRequest {
-        supported_problems: Some(vec!["low".into()]),
-        ..claim_req("w1")
-    };
+    let restricted = claim_req("w1").for_problems(Some(vec!["low".into()]));
     assert_eq!(store.claim(&restricted).await.unwrap().unwrap().id, low.id);
-    let by_id = ClaimRequest {
-        task_id: Some(high_new.id),
-        ..claim_req("w1")
-    };
+    let by_id = claim_req("w1").for_task(Some(high_new.id));
     let claimed = store.claim(&by_id).await.unwrap().unwrap();
     assert_eq!(claimed.id, high_new.id);
     assert_eq!(claimed.status, TaskStatus::Running);
@@ -242,22 +229,14 @@ async fn claim_order_backend_problems_and_task_id() {
         store.claim(&claim_req("w3")).await.unwrap().is_none(),
         "gpu task is not for default"
     );
-    let gpu = ClaimRequest {
-        backend_type: "gpu".into(),
-        ..claim_req("w4")
-    };
+    let gpu = ClaimRequest::new("w4", "gpu");
     assert_eq!(store.claim(&gpu).await.unwrap().unwrap().id, other.id);
 }
 
 #[tokio::test]
 async fn dispatch_delay_holds_new_tasks_back() {
     let db = TestDatabase::create().await;
-    let store = db
-        .store(LeasePolicy {
-            dispatch_delay: Duration::from_secs(2),
-            ..policy()
-        })
-        .await;
+    let store = db.store(policy().with_dispatch_delay(Duration::from_secs(2))).await;
     live(&store, &["w"]).await;
     store.create_task(spec("p")).await.unwrap();
     assert!(store.claim(&claim_req("w")).await.unwrap().is_none());
@@ -478,13 +457,7 @@ async fn logs_read_back_in_order_with_filters() {
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
 
     let warn = store
-        .get_logs(
-            task.id,
-            &LogQuery {
-                min_level: Some(LogLevel::Error),
-                ..LogQuery::default()
-            },
-        )
+        .get_logs(task.id, &LogQuery::default().with_min_level(Some(LogLevel::Error)))
         .await
         .unwrap();
     assert_eq!(warn.len(), 100);
@@ -493,11 +466,9 @@ async fn logs_read_back_in_order_with_filters() {
     let after = store
         .get_logs(
             task.id,
-            &LogQuery {
-                after_id: Some(all[199].id),
-                limit: Some(10),
-                ..LogQuery::default()
-            },
+            &LogQuery::default()
+                .with_after_id(Some(all[199].id))
+                .with_limit(Some(10)),
         )
         .await
         .unwrap();
@@ -505,23 +476,14 @@ async fn logs_read_back_in_order_with_filters() {
     assert_eq!(after[0].id, all[200].id);
 
     let since = store
-        .get_logs(
-            task.id,
-            &LogQuery {
-                since: Some(all[0].timestamp),
-                ..LogQuery::default()
-            },
-        )
+        .get_logs(task.id, &LogQuery::default().with_since(Some(all[0].timestamp)))
         .await
         .unwrap();
     assert_eq!(since.len(), 250, "since is inclusive");
     let future = store
         .get_logs(
             task.id,
-            &LogQuery {
-                since: Some(all[249].timestamp + chrono::Duration::seconds(1)),
-                ..LogQuery::default()
-            },
+            &LogQuery::default().with_since(Some(all[249].timestamp + chrono::Duration::seconds(1))),
         )
         .await
         .unwrap();
@@ -553,10 +515,7 @@ async fn workers_register_beat_and_go_offline() {
     store.cancel_task(task.id).await.unwrap();
     advance_clock(&store, Duration::from_secs(30)).await;
     let ack = store
-        .heartbeat(&WorkerHeartbeat {
-            current_task_id: Some(task.id),
-            ..WorkerHeartbeat::new("w1", WorkerStatus::Busy)
-        })
+        .heartbeat(&WorkerHeartbeat::new("w1", WorkerStatus::Busy).with_current_task_id(Some(task.id)))
         .await
         .unwrap();
     assert!(ack.acknowledged);
@@ -599,10 +558,7 @@ async fn workers_register_beat_and_go_offline() {
         Err(StoreError::NotFound { .. })
     ));
     let page = store
-        .list_workers(&WorkerFilter {
-            status: Some(WorkerStatus::Offline),
-            ..WorkerFilter::default()
-        })
+        .list_workers(&WorkerFilter::default().with_status(Some(WorkerStatus::Offline)))
         .await
         .unwrap();
     assert_eq!(page.total, 1);

@@ -1,4 +1,5 @@
-//! [`MemoryStore`]: the embedded default [`TaskStore`], all state in memory.
+//! [`MemoryStore`]: the embedded default store, all state in memory. It
+//! implements every role, so it is a full [`TaskStore`](crate::TaskStore).
 //!
 //! It keeps every rule of the trait (atomic conditional transitions, lease
 //! tokens, retries, sweeps) so a single process can run the server and its
@@ -22,7 +23,7 @@
 //! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
 //! every store does, so it answers exactly what a durable store would.
 //!
-//! [`TaskStore::subscribe`] returns `None`: workers of an embedded store poll,
+//! [`WorkerQueue::subscribe`] returns `None`: workers of an embedded store poll,
 //! which costs nothing in memory.
 
 mod clock;
@@ -35,12 +36,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
-use crate::export::{Episode, ExportCursor, ExportFilter};
+use crate::export::Episode;
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
-use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::query::{StoreStats, SweepReport, TaskPage, WorkerFilter, WorkerPage};
 use crate::sanitize::{nul_free, sanitized, sanitized_ref};
-use crate::store::{ClaimRequest, LeaseState, StoreResult, TaskStore};
+use crate::store::{
+    ClaimRequest, EpisodeExport, ExportRequest, FleetView, Housekeeping, LeaseState, StoreResult, TaskApi, TaskQuery,
+    WebhookOutbox, WorkerQueue,
+};
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
 use crate::webhook::{WebhookAttemptReport, WebhookDelivery};
@@ -48,7 +52,7 @@ use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
 use clock::StoreClock;
 use state::State;
 
-/// The embedded, in-memory [`TaskStore`]. Cheap to clone: clones share state.
+/// The embedded, in-memory [`TaskStore`](crate::TaskStore). Cheap to clone: clones share state.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -115,7 +119,73 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl TaskStore for MemoryStore {
+impl WorkerQueue for MemoryStore {
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        // Refuse what validation refuses (a NUL in the id or backend type) before rewriting the rest.
+        registration.validate()?;
+        let registration = sanitized(registration);
+        let (mut state, now) = self.lock();
+        let worker = state.register_worker(registration, &self.inner.policy, now)?;
+        tracing::debug!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
+        Ok(worker)
+    }
+
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        let (mut state, now) = self.lock();
+        state.heartbeat(heartbeat, &self.inner.policy, now)
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.lock().0.deregister_worker(&nul_free(worker_id))?;
+        tracing::debug!(worker_id, "worker deregistered");
+        Ok(())
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+        request.validate()?;
+        let request = sanitized_ref(request);
+        let (mut state, now) = self.lock();
+        let claimed = state.claim(&request, &self.inner.policy, now)?;
+        if let Some(task) = &claimed {
+            tracing::debug!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
+        }
+        Ok(claimed)
+    }
+
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
+        let (mut state, now) = self.lock();
+        state.extend_lease(lease, &self.inner.policy, now)
+    }
+
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
+        let entries = sanitized(entries);
+        let (mut state, now) = self.lock();
+        state.append_logs(lease, entries, now)
+    }
+
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
+        let trajectory = sanitized(trajectory);
+        let (mut state, now) = self.lock();
+        state.save_trajectory(lease, trajectory, now)
+    }
+
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
+        let outcome = sanitized(outcome);
+        let (mut state, now) = self.lock();
+        let task = state.finish(lease, outcome, now)?;
+        tracing::debug!(
+            task_id = %task.id,
+            worker_id = task.worker_id.as_deref().unwrap_or(""),
+            attempt = lease.attempt,
+            status = %task.status,
+            "task finished"
+        );
+        Ok(task)
+    }
+}
+
+#[async_trait]
+impl TaskApi for MemoryStore {
     async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
         let mut created = self.create_tasks(vec![spec]).await?;
         created
@@ -146,15 +216,68 @@ impl TaskStore for MemoryStore {
         Ok(created)
     }
 
-    async fn export_episodes(
-        &self,
-        filter: &ExportFilter,
-        after: Option<ExportCursor>,
-        limit: u32,
-    ) -> StoreResult<Vec<Episode>> {
-        Ok(self.lock().0.export(&sanitized_ref(filter), after, limit))
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        self.lock().0.get(id)
     }
 
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        Ok(self
+            .lock()
+            .0
+            .list(&sanitized_ref(&query.filter), query.sort, query.page))
+    }
+
+    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let (mut state, now) = self.lock();
+        let outcome = state.cancel(id, now)?;
+        tracing::debug!(task_id = %id, ?outcome, "task cancel");
+        Ok(outcome)
+    }
+
+    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        self.lock().0.get_logs(task_id, query)
+    }
+
+    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        self.lock().0.get_trajectory(task_id)
+    }
+}
+
+#[async_trait]
+impl FleetView for MemoryStore {
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        self.lock().0.get_worker(&nul_free(worker_id))
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        Ok(self.lock().0.list_workers(&sanitized_ref(filter)))
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        Ok(self.lock().0.stats())
+    }
+}
+
+#[async_trait]
+impl Housekeeping for MemoryStore {
+    async fn sweep(&self) -> StoreResult<SweepReport> {
+        let (mut state, now) = self.lock();
+        Ok(state.sweep(&self.inner.policy, now))
+    }
+}
+
+#[async_trait]
+impl EpisodeExport for MemoryStore {
+    async fn export_episodes(&self, request: &ExportRequest) -> StoreResult<Vec<Episode>> {
+        Ok(self
+            .lock()
+            .0
+            .export(&sanitized_ref(&request.filter), request.after, request.limit))
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for MemoryStore {
     async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
         let (mut state, now) = self.lock();
         Ok(state.outbox.claim(limit, lease, now))
@@ -183,109 +306,6 @@ impl TaskStore for MemoryStore {
         state.get(task_id)?;
         Ok(state.outbox.list(task_id))
     }
-
-    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
-        self.lock().0.get(id)
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        Ok(self.lock().0.list(&sanitized_ref(filter), sort, page))
-    }
-
-    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
-        let (mut state, now) = self.lock();
-        let outcome = state.cancel(id, now)?;
-        tracing::debug!(task_id = %id, ?outcome, "task cancel");
-        Ok(outcome)
-    }
-
-    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        request.validate()?;
-        let request = sanitized_ref(request);
-        let (mut state, now) = self.lock();
-        let claimed = state.claim(&request, &self.inner.policy, now)?;
-        if let Some(task) = &claimed {
-            tracing::debug!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
-        }
-        Ok(claimed)
-    }
-
-    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
-        let (mut state, now) = self.lock();
-        state.extend_lease(lease, &self.inner.policy, now)
-    }
-
-    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()> {
-        let entries = sanitized(entries);
-        let (mut state, now) = self.lock();
-        state.append_logs(lease, entries, now)
-    }
-
-    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-        self.lock().0.get_logs(task_id, query)
-    }
-
-    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
-        let trajectory = sanitized(trajectory);
-        let (mut state, now) = self.lock();
-        state.save_trajectory(lease, trajectory, now)
-    }
-
-    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
-        self.lock().0.get_trajectory(task_id)
-    }
-
-    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
-        let outcome = sanitized(outcome);
-        let (mut state, now) = self.lock();
-        let task = state.finish(lease, outcome, now)?;
-        tracing::debug!(
-            task_id = %task.id,
-            worker_id = task.worker_id.as_deref().unwrap_or(""),
-            attempt = lease.attempt,
-            status = %task.status,
-            "task finished"
-        );
-        Ok(task)
-    }
-
-    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
-        // Refuse what validation refuses (a NUL in the id or backend type) before rewriting the rest.
-        registration.validate()?;
-        let registration = sanitized(registration);
-        let (mut state, now) = self.lock();
-        let worker = state.register_worker(registration, &self.inner.policy, now)?;
-        tracing::debug!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
-        Ok(worker)
-    }
-
-    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
-        let (mut state, now) = self.lock();
-        state.heartbeat(heartbeat, &self.inner.policy, now)
-    }
-
-    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.lock().0.deregister_worker(&nul_free(worker_id))?;
-        tracing::debug!(worker_id, "worker deregistered");
-        Ok(())
-    }
-
-    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        self.lock().0.get_worker(&nul_free(worker_id))
-    }
-
-    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
-        Ok(self.lock().0.list_workers(&sanitized_ref(filter)))
-    }
-
-    async fn sweep(&self) -> StoreResult<SweepReport> {
-        let (mut state, now) = self.lock();
-        Ok(state.sweep(&self.inner.policy, now))
-    }
-
-    async fn stats(&self) -> StoreResult<StoreStats> {
-        Ok(self.lock().0.stats())
-    }
 }
 
 #[cfg(test)]
@@ -302,16 +322,7 @@ mod tests {
             .unwrap();
         let created = store.create_task(NewTask::new("p").validate().unwrap()).await.unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
-        let claimed = store
-            .claim(&ClaimRequest {
-                worker_id: "w".into(),
-                backend_type: "default".into(),
-                supported_problems: None,
-                task_id: None,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = store.claim(&ClaimRequest::new("w", "default")).await.unwrap().unwrap();
         assert_eq!(
             claimed.started_at.unwrap() - created.created_at,
             chrono::TimeDelta::seconds(30)

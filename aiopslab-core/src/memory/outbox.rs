@@ -89,7 +89,7 @@ impl Outbox {
     }
 
     /// Records one attempt and moves the delivery on (see
-    /// [`TaskStore::record_webhook_attempt`](crate::TaskStore::record_webhook_attempt)). A delivered delivery
+    /// [`WebhookOutbox::record_webhook_attempt`](crate::WebhookOutbox::record_webhook_attempt)). A delivered delivery
     /// stays delivered: a late report from a deliverer whose lease lapsed is recorded, not applied.
     pub(crate) fn record(
         &mut self,

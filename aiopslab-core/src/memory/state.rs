@@ -142,23 +142,7 @@ impl State {
     pub(crate) fn create(&mut self, specs: Vec<TaskSpec>, group_id: Option<GroupId>, now: DateTime<Utc>) -> Vec<Task> {
         let mut created = Vec::with_capacity(specs.len());
         for spec in specs {
-            let task = Task {
-                id: TaskId::new_v4(),
-                problem_id: spec.problem_id,
-                status: TaskStatus::Pending,
-                parameters: spec.parameters,
-                worker_id: None,
-                attempt: 0,
-                cancel_requested: false,
-                created_at: now,
-                updated_at: now,
-                started_at: None,
-                completed_at: None,
-                lease_expires_at: None,
-                result: None,
-                error_details: None,
-                group_id,
-            };
+            let task = Task::pending(spec, group_id, now);
             self.index_pending(&task);
             self.tasks.insert(
                 task.id,
@@ -298,13 +282,7 @@ impl State {
         self.unindex_pending(&snapshot);
         self.running.insert(id);
         let task = &mut self.tasks.get_mut(&id)?.task;
-        task.status = TaskStatus::Running;
-        task.worker_id = Some(request.worker_id.clone());
-        task.attempt += 1;
-        task.started_at = Some(now);
-        task.lease_expires_at = Some(later(now, policy.lease_duration));
-        task.cancel_requested = false;
-        task.updated_at = now;
+        task.start(&request.worker_id, now, later(now, policy.lease_duration));
         Some(task.clone())
     }
 
@@ -511,19 +489,7 @@ impl State {
             Some(existing) => (existing.tasks_completed, existing.tasks_failed),
             None => (0, 0),
         };
-        let worker = Worker {
-            id: registration.id,
-            backend_type: registration.backend_type,
-            status: WorkerStatus::Idle,
-            capabilities: registration.capabilities,
-            metadata: registration.metadata,
-            current_task_id: None,
-            tasks_completed,
-            tasks_failed,
-            instance_id: registration.instance_id,
-            registered_at: now,
-            last_heartbeat: now,
-        };
+        let worker = Worker::registered(registration, (tasks_completed, tasks_failed), now);
         self.workers.insert(worker.id.clone(), worker.clone());
         Ok(worker)
     }

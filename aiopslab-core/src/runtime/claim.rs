@@ -43,12 +43,8 @@ pub(crate) async fn claim_loops(shared: Arc<Shared>) {
 /// Claims and starts tasks until shutdown begins.
 async fn claim_loop(shared: Arc<Shared>) {
     let config = &shared.config;
-    let request = ClaimRequest {
-        worker_id: config.worker_id.clone(),
-        backend_type: config.backend_type.clone(),
-        supported_problems: config.capabilities.supported_problems.clone(),
-        task_id: None,
-    };
+    let request = ClaimRequest::new(config.worker_id.clone(), config.backend_type.clone())
+        .for_problems(config.capabilities.supported_problems.clone());
     loop {
         let permit = tokio::select! {
             biased;

@@ -12,6 +12,7 @@ use crate::worker::{WorkerCapabilities, WorkerRegistration};
 /// Settings of a [`WorkerRuntime`](super::WorkerRuntime). Build one with
 /// [`WorkerConfig::new`] and change the public fields as needed.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// The worker id (`worker-001-kind`); one live worker per id.
     pub worker_id: String,

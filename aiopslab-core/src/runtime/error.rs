@@ -4,6 +4,7 @@ use crate::error::{BackendError, StoreError, ValidationError};
 
 /// Why [`WorkerRuntime::run`](super::WorkerRuntime::run) returned an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// The configuration is unusable.
     #[error("invalid worker configuration: {0}")]

@@ -43,7 +43,7 @@ use super::slots::{RunHandle, StopReason};
 use crate::error::StoreError;
 use crate::log::{LogLevel, NewLogEntry};
 use crate::retry::{Backoff, RetryPolicy};
-use crate::store::TaskStore;
+use crate::store::WorkerQueue;
 
 /// How much of a run's log a worker holds while the store cannot take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ struct InFlight {
 
 /// The forwarder's state between events.
 struct Forwarder {
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WorkerQueue>,
     handle: RunHandle,
     settings: ForwarderSettings,
     queue: VecDeque<Held>,
@@ -136,7 +136,7 @@ struct Forwarder {
 /// what is held (see the module docs) and returns. `abandon` (shutdown's
 /// report grace ran out) drops whatever is still held at once.
 pub(crate) async fn forward_logs(
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WorkerQueue>,
     handle: RunHandle,
     mut receiver: mpsc::Receiver<NewLogEntry>,
     settings: ForwarderSettings,

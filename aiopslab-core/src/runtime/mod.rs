@@ -51,12 +51,12 @@ use crate::backend::ClusterBackend;
 use crate::error::StoreError;
 use crate::retry::{retry_transient, retry_with};
 use crate::scheduler::Scheduler;
-use crate::store::TaskStore;
+use crate::store::WorkerQueue;
 use slots::{Slots, StopReason};
 
 /// What every part of a running worker shares.
 pub(crate) struct Shared {
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WorkerQueue>,
     scheduler: Arc<dyn Scheduler>,
     backend: Arc<dyn ClusterBackend>,
     config: WorkerConfig,
@@ -104,9 +104,11 @@ pub struct WorkerRuntime {
 }
 
 impl WorkerRuntime {
-    /// A worker over `store`, claiming through `scheduler`, running on `backend`.
+    /// A worker over `store` (the worker side of a store: any
+    /// [`WorkerQueue`], e.g. an `Arc<dyn TaskStore>` or a remote worker's
+    /// `HttpStore`), claiming through `scheduler`, running on `backend`.
     pub fn new(
-        store: Arc<dyn TaskStore>,
+        store: Arc<dyn WorkerQueue>,
         scheduler: Arc<dyn Scheduler>,
         backend: Arc<dyn ClusterBackend>,
         config: WorkerConfig,

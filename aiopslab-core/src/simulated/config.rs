@@ -6,6 +6,7 @@ use std::time::Duration;
 /// A failure the simulated backend injects, so callers can test how they
 /// handle broken runs without a real cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureMode {
     /// Every run goes to its end (the default).
     #[default]
@@ -22,6 +23,7 @@ pub enum FailureMode {
 
 /// Settings of a [`SimulatedBackend`](super::SimulatedBackend).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SimulatedConfig {
     /// Agent steps per episode (at most the task's `max_steps`; at least 1). Default 5.
     pub steps: u32,
@@ -57,6 +59,37 @@ impl SimulatedConfig {
             step_delay: Duration::ZERO,
             ..Self::default()
         }
+    }
+
+    /// The same settings with `steps` agent steps per episode.
+    pub fn with_steps(mut self, steps: u32) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// The same settings, waiting `step_delay` per step.
+    pub fn with_step_delay(mut self, step_delay: Duration) -> Self {
+        self.step_delay = step_delay;
+        self
+    }
+
+    /// The same settings with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The same settings, injecting `failure` (into every problem, or only
+    /// into `failure_problems` when that is set).
+    pub fn with_failure(mut self, failure: FailureMode) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// The same settings, injecting the failure only into these problems.
+    pub fn with_failure_problems(mut self, failure_problems: Option<Vec<String>>) -> Self {
+        self.failure_problems = failure_problems;
+        self
     }
 
     /// The failure to inject for `problem_id`, if any.

@@ -9,6 +9,7 @@ use super::StoreHarness;
 use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
 use crate::error::StoreError;
 use crate::query::{Page, TaskFilter, TaskSort};
+use crate::store::prelude::*;
 use crate::store::{StoreResult, TaskStore};
 use crate::task::{Task, TaskSpec, TaskStatus};
 
@@ -33,12 +34,12 @@ async fn batch<S: TaskStore>(store: &S, spec: BatchSpec, key: Option<Idempotency
 async fn all_tasks<S: TaskStore>(store: &S) -> Vec<Task> {
     store
         .list_tasks(
-            &TaskFilter::default(),
-            TaskSort::CreatedAsc,
-            Page {
-                limit: Page::MAX_LIMIT,
-                offset: 0,
-            },
+            &TaskQuery::new(TaskFilter::default())
+                .sorted(TaskSort::CreatedAsc)
+                .page(Page {
+                    limit: Page::MAX_LIMIT,
+                    offset: 0,
+                }),
         )
         .await
         .expect("list_tasks")
@@ -49,15 +50,15 @@ async fn all_tasks<S: TaskStore>(store: &S) -> Vec<Task> {
 async fn group_members<S: TaskStore>(store: &S, group_id: GroupId) -> (HashSet<crate::task::TaskId>, u64) {
     let page = store
         .list_tasks(
-            &TaskFilter {
+            &TaskQuery::new(TaskFilter {
                 group_id: Some(group_id),
                 ..Default::default()
-            },
-            TaskSort::CreatedAsc,
-            Page {
+            })
+            .sorted(TaskSort::CreatedAsc)
+            .page(Page {
                 limit: Page::MAX_LIMIT,
                 offset: 0,
-            },
+            }),
         )
         .await
         .expect("list_tasks by group");

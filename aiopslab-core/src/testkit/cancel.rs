@@ -4,7 +4,7 @@
 use super::support::*;
 use super::StoreHarness;
 use crate::query::TaskFilter;
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::{CancelOutcome, TaskStatus, TerminalStatus};
 use crate::worker::WorkerStatus;
 
@@ -27,14 +27,10 @@ pub async fn cancel_pending_task<H: StoreHarness>(h: &H) {
         "a second cancel",
     );
     let pending = store
-        .list_tasks(
-            &TaskFilter {
-                status: Some(TaskStatus::Pending),
-                ..Default::default()
-            },
-            Default::default(),
-            Default::default(),
-        )
+        .list_tasks(&TaskQuery::new(TaskFilter {
+            status: Some(TaskStatus::Pending),
+            ..Default::default()
+        }))
         .await
         .expect("list_tasks");
     assert_eq!(pending.total, 0, "no pending task is left");

@@ -3,7 +3,8 @@
 
 use super::support::*;
 use super::StoreHarness;
-use crate::store::{ClaimRequest, TaskStore};
+use crate::store::prelude::*;
+use crate::store::ClaimRequest;
 use crate::task::{TaskId, TaskStatus};
 
 /// Claims go by priority (highest first), then age (oldest first).

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::support::*;
 use super::StoreHarness;
 use crate::query::{Page, SweepReport, TaskFilter, TaskSort};
+use crate::store::prelude::*;
 use crate::store::TaskStore;
 use crate::task::{TaskId, TaskSpec, TaskStatus};
 
@@ -31,12 +32,12 @@ async fn create_all<S: TaskStore>(store: &S, specs: Vec<TaskSpec>) -> Vec<TaskId
 async fn count<S: TaskStore>(store: &S, status: TaskStatus) -> u64 {
     store
         .list_tasks(
-            &TaskFilter {
+            &TaskQuery::new(TaskFilter {
                 status: Some(status),
                 ..Default::default()
-            },
-            TaskSort::CreatedAsc,
-            Page { limit: 1, offset: 0 },
+            })
+            .sorted(TaskSort::CreatedAsc)
+            .page(Page { limit: 1, offset: 0 }),
         )
         .await
         .expect("list_tasks")

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::support::*;
 use super::StoreHarness;
 use crate::export::{problem_ids_for, Episode, ExportCursor, ExportFilter};
+use crate::store::prelude::*;
 use crate::store::TaskStore;
 use crate::task::{NewTask, Task, TaskId, TaskSpec, TaskStatus, TerminalStatus};
 use crate::trajectory::{LlmCall, TokenUsage, Trajectory, TrajectoryMessage};
@@ -71,7 +72,7 @@ async fn walk<S: TaskStore>(store: &S, filter: &ExportFilter, limit: u32) -> Vec
     let mut cursor: Option<ExportCursor> = None;
     for _ in 0..1000 {
         let page = store
-            .export_episodes(filter, cursor, limit)
+            .export_episodes(&ExportRequest::new(filter.clone(), limit).after(cursor))
             .await
             .expect("export_episodes");
         assert!(page.len() <= limit as usize, "a page holds at most `limit` episodes");
@@ -167,7 +168,7 @@ pub async fn export_walks_episodes_in_order<H: StoreHarness>(harness: &H) {
     // Resuming after each episode's cursor gives exactly the rest.
     for (i, episode) in everything.iter().enumerate() {
         let rest = store
-            .export_episodes(&ExportFilter::default(), Some(episode.cursor()), 1000)
+            .export_episodes(&ExportRequest::new(ExportFilter::default(), 1000).after(Some(episode.cursor())))
             .await
             .expect("export_episodes");
         assert_eq!(
@@ -183,7 +184,7 @@ pub async fn export_walks_episodes_in_order<H: StoreHarness>(harness: &H) {
     };
     assert!(
         store
-            .export_episodes(&ExportFilter::default(), Some(beyond), 10)
+            .export_episodes(&ExportRequest::new(ExportFilter::default(), 10).after(Some(beyond)))
             .await
             .expect("export_episodes")
             .is_empty(),
@@ -191,7 +192,7 @@ pub async fn export_walks_episodes_in_order<H: StoreHarness>(harness: &H) {
     );
     assert!(
         store
-            .export_episodes(&ExportFilter::default(), None, 0)
+            .export_episodes(&ExportRequest::new(ExportFilter::default(), 0))
             .await
             .expect("export_episodes")
             .is_empty(),
@@ -380,15 +381,17 @@ pub async fn export_filters<H: StoreHarness>(harness: &H) {
     // A cursor before the creation range starts the walk at the range.
     let after_range = store
         .export_episodes(
-            &ExportFilter {
-                created_after: Some(c.created_at),
-                ..Default::default()
-            },
-            Some(ExportCursor {
+            &ExportRequest::new(
+                ExportFilter {
+                    created_after: Some(c.created_at),
+                    ..Default::default()
+                },
+                100,
+            )
+            .after(Some(ExportCursor {
                 created_at: a.created_at,
                 id: a.id,
-            }),
-            100,
+            })),
         )
         .await
         .expect("export_episodes");

@@ -7,7 +7,7 @@
 use super::support::*;
 use super::StoreHarness;
 use crate::error::StoreError;
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::{CancelOutcome, TaskStatus};
 use crate::worker::{WorkerHeartbeat, WorkerRegistration, WorkerStatus};
 

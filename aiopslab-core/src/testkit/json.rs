@@ -24,6 +24,7 @@ use crate::export::{Episode, ExportCursor, ExportFilter};
 use crate::log::{LogContext, LogLevel, NewLogEntry};
 use crate::query::TaskFilter;
 use crate::sanitize::{object_depth, MAX_JSON_DEPTH};
+use crate::store::prelude::*;
 use crate::store::TaskStore;
 use crate::task::{JsonObject, NewTask, Task, TaskId, TaskOutcome, TaskParameters, TaskResult, TerminalStatus};
 use crate::trajectory::Trajectory;
@@ -157,14 +158,10 @@ async fn round_trip<S: TaskStore>(store: &S, worker: &str, new: NewTask, what: &
         &format!("{what}: get_task"),
     );
     let page = store
-        .list_tasks(
-            &TaskFilter {
-                problem_id: Some(problem_id),
-                ..Default::default()
-            },
-            Default::default(),
-            Default::default(),
-        )
+        .list_tasks(&TaskQuery::new(TaskFilter {
+            problem_id: Some(problem_id),
+            ..Default::default()
+        }))
         .await
         .unwrap_or_else(|e| panic!("{what}: list_tasks failed: {e}"));
     assert_eq!(page.tasks.len(), 1, "{what}: list_tasks finds the task");
@@ -255,7 +252,7 @@ async fn export_all<S: TaskStore>(store: &S) -> Vec<Episode> {
     let mut cursor: Option<ExportCursor> = None;
     loop {
         let page = store
-            .export_episodes(&ExportFilter::default(), cursor, 100)
+            .export_episodes(&ExportRequest::new(ExportFilter::default(), 100).after(cursor))
             .await
             .expect("export_episodes");
         let Some(last) = page.last() else {

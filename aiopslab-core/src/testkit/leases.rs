@@ -6,7 +6,7 @@ use super::support::*;
 use super::StoreHarness;
 use crate::log::{LogLevel, NewLogEntry};
 use crate::policy::LeasePolicy;
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::{TaskStatus, TerminalStatus};
 use crate::trajectory::Trajectory;
 use crate::worker::WorkerStatus;
@@ -206,7 +206,9 @@ pub async fn heartbeat_keeps_leases_alive<H: StoreHarness>(h: &H) {
     let policy = suite_policy();
     let store = h.store(policy).await;
     register(&store, "w1", "default").await;
-    let task = create(&store, plain("p")).await;
+    // Beat before any task exists: a store may hand an idle worker its next
+    // task in the heartbeat's answer (a server does), and this beat must
+    // find the worker holding nothing.
     let idle_ack = store
         .heartbeat(&beat("w1", WorkerStatus::Idle, None))
         .await
@@ -216,6 +218,7 @@ pub async fn heartbeat_keeps_leases_alive<H: StoreHarness>(h: &H) {
         idle_ack.lease_expires_at, None,
         "a worker without running tasks holds no lease"
     );
+    let task = create(&store, plain("p")).await;
     claim_some(&store, &request("w1")).await;
     for round in 0..3 {
         h.advance_clock(&store, secs(40)).await;

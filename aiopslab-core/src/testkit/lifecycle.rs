@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::support::*;
 use super::StoreHarness;
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::{ErrorDetails, NewTask, TaskId, TaskStatus, TerminalStatus};
 use crate::trajectory::Trajectory;
 
@@ -68,10 +68,7 @@ pub async fn create_tasks_in_order<H: StoreHarness>(h: &H) {
     assert_eq!(distinct.len(), problems.len(), "create_tasks gives distinct ids");
     let empty = store.create_tasks(Vec::new()).await.expect("an empty create_tasks");
     assert!(empty.is_empty(), "an empty batch creates nothing");
-    let page = store
-        .list_tasks(&Default::default(), Default::default(), Default::default())
-        .await
-        .expect("list_tasks");
+    let page = store.list_tasks(&TaskQuery::default()).await.expect("list_tasks");
     assert_eq!(page.total, problems.len() as u64, "exactly the batch was created");
 }
 

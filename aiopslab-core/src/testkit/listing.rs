@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use super::support::*;
 use super::StoreHarness;
 use crate::query::{Page, TaskFilter, TaskSort};
+use crate::store::prelude::*;
 use crate::store::TaskStore;
 use crate::task::{Task, TaskId, TaskStatus, TerminalStatus};
 use crate::worker::WorkerStatus;
 
 async fn listed<S: TaskStore>(store: &S, filter: TaskFilter, sort: TaskSort, page: Page) -> (Vec<TaskId>, u64) {
-    let result = store.list_tasks(&filter, sort, page).await.expect("list_tasks");
+    let result = store
+        .list_tasks(&TaskQuery::new(filter.clone()).sorted(sort).page(page))
+        .await
+        .expect("list_tasks");
     assert_eq!(result.limit, page.limit, "the page echoes its limit");
     assert_eq!(result.offset, page.offset, "the page echoes its offset");
     (ids(&result.tasks), result.total)

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::support::*;
 use super::StoreHarness;
 use crate::log::{LogLevel, LogQuery, NewLogEntry};
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::TaskId;
 use crate::trajectory::{LlmCall, TokenUsage, Trajectory, TrajectoryMessage};
 

@@ -1,10 +1,27 @@
-//! [`store_conformance_suite!`](crate::store_conformance_suite): one test
-//! function per conformance check, for any [`StoreHarness`](super::StoreHarness).
+//! The conformance suites as test functions: [`conformance_suite!`](crate::conformance_suite)
+//! expands the suites of the roles a store implements, one test function per
+//! check, for any [`StoreHarness`](super::StoreHarness);
+//! [`store_conformance_suite!`](crate::store_conformance_suite) expands every
+//! role's, for a full store.
+//!
+//! | role | trait | checks |
+//! |---|---|---|
+//! | `worker_queue` | [`WorkerQueue`](crate::WorkerQueue) | claims (order, routing, a chosen task, dispatch delay), finishes and their replays, retries, leases and their tokens, heartbeats and hand-backs, registration and takeover, logs and trajectories from a lease, the worker-id rule, NULs and deep JSON from workers, 32 claimers exactly once |
+//! | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
+//! | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats, concurrent sweeps |
+//! | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
+//! | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |
+//!
+//! Every check sets up and inspects through the harness's full store, so a
+//! store that implements some roles only runs their suites over a
+//! [`StoreParts`](crate::store::StoreParts) that puts it in place of those
+//! roles (see `aiopslab-http/tests/remote_worker_conformance.rs`).
 
-/// Expands to one test function per conformance check.
+/// Expands to one test function per check of each role in `roles`.
 ///
 /// ```no_run
-/// aiopslab_core::store_conformance_suite! {
+/// aiopslab_core::conformance_suite! {
+///     roles = [worker_queue, task_api, fleet, export, webhook_outbox],
 ///     harness = aiopslab_core::testkit::MemoryHarness::default(),
 ///     test = #[tokio::test(start_paused = true)],
 ///     concurrency = (32, 2000),
@@ -13,12 +30,15 @@
 /// }
 /// ```
 ///
+/// - `roles`: any of `worker_queue`, `task_api`, `fleet`, `export`,
+///   `webhook_outbox` (see the module docs for what each checks).
 /// - `harness`: an expression evaluated at the start of every test (it may
 ///   `.await`), giving a [`StoreHarness`](crate::testkit::StoreHarness).
 /// - `test`: the attribute put on each generated `async fn`, e.g.
 ///   `#[tokio::test]`, `#[tokio::test(start_paused = true)]` or
 ///   `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`.
-/// - `concurrency = (claimers, tasks)`: sizes of the two concurrency checks.
+/// - `concurrency = (claimers, tasks)`: sizes of the racing claim and sweep
+///   checks (`worker_queue`, `fleet`).
 /// - `concurrency_test` (optional, last): a different attribute for the
 ///   checks that race (claims, sweeps, idempotency keys, webhook claims).
 ///
@@ -26,7 +46,7 @@
 /// [`testkit`](crate::testkit) (`claim_order_priority_then_age`, ...), so
 /// expand the macro once per module.
 #[macro_export]
-macro_rules! store_conformance_suite {
+macro_rules! conformance_suite {
     (@checks $harness:expr, $test:meta; $($check:ident),* $(,)?) => {
         $(
             #[$test]
@@ -45,90 +65,132 @@ macro_rules! store_conformance_suite {
             }
         )*
     };
-    (
-        harness = $harness:expr,
-        test = #[$test:meta],
-        concurrency = ($claimers:expr, $tasks:expr),
-        concurrency_test = #[$concurrency_test:meta] $(,)?
-    ) => {
-        $crate::store_conformance_suite!(@checks $harness, $test;
-            create_and_get_defaults,
-            create_tasks_in_order,
+    (@role worker_queue; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
             claim_sets_running_state,
             finish_records_terminal_status,
             terminal_status_is_final,
             finish_replay_is_idempotent,
             failed_finish_requeues_while_retries_remain,
-            unknown_ids_are_not_found,
             claim_order_priority_then_age,
             claim_ties_break_on_id,
             claim_routes_by_backend_type,
             claim_respects_supported_problems,
             claim_specific_task,
             dispatch_delay_holds_new_tasks,
-            cancel_pending_task,
-            cancel_running_task,
             failed_run_of_cancelled_task_is_not_retried,
             stale_token_refused_after_requeue,
-            lease_expiry_fails_without_retries,
-            lease_expiry_requeues_with_retries,
             heartbeat_keeps_leases_alive,
             extend_lease_keeps_lease_alive,
-            sweep_times_out_overdue_tasks,
             register_and_get_worker,
             register_refused_while_alive,
             deregister_then_register_again,
             heartbeat_updates_worker,
             heartbeat_hands_back_tasks_it_does_not_list,
             new_instance_takes_a_live_id_over,
-            sweep_marks_silent_workers_offline,
             worker_counters_follow_finishes,
-            list_workers_filters,
+            log_writes_need_a_lease,
+            trajectory_save_replace_get,
+            claim_needs_a_registered_live_worker,
+            worker_ids_follow_one_pattern,
+            nul_in_text_is_stored_as_replacement,
+            deep_json_from_workers_is_cut_alike,
+        );
+        $crate::conformance_suite!(@sized $harness, $racing, $claimers, $tasks;
+            concurrent_claims_exactly_once,
+        );
+    };
+    (@role task_api; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
+            create_and_get_defaults,
+            create_tasks_in_order,
+            unknown_ids_are_not_found,
+            cancel_pending_task,
+            cancel_running_task,
             list_tasks_filters,
             list_tasks_sorts,
             list_tasks_pages,
-            stats_counts,
             logs_in_order_with_filters,
-            log_writes_need_a_lease,
-            trajectory_save_replace_get,
             batch_creates_a_group,
             idempotent_batch_replays,
             idempotency_key_conflict,
+            edge_numbers_read_back_identically,
+            random_json_round_trips,
+        );
+        $crate::conformance_suite!(@checks $harness, $racing;
+            concurrent_idempotent_batches_create_once,
+        );
+    };
+    (@role fleet; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
+            lease_expiry_fails_without_retries,
+            lease_expiry_requeues_with_retries,
+            sweep_times_out_overdue_tasks,
+            sweep_marks_silent_workers_offline,
+            list_workers_filters,
+            stats_counts,
+        );
+        $crate::conformance_suite!(@sized $harness, $racing, $claimers, $tasks;
+            concurrent_sweeps_do_not_double_handle,
+        );
+    };
+    (@role export; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
             export_walks_episodes_in_order,
             export_filters,
+        );
+    };
+    (@role webhook_outbox; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
             webhook_queued_on_finish_and_cancel,
             webhook_queued_by_sweep,
             webhook_not_queued_on_requeue_or_without_callback,
             claim_webhooks_leases_deliveries,
             webhook_attempts_move_deliveries,
             late_webhook_reports_never_regress,
-            claim_needs_a_registered_live_worker,
-            worker_ids_follow_one_pattern,
-            nul_in_text_is_stored_as_replacement,
             nul_in_webhook_attempt_is_replaced,
-            edge_numbers_read_back_identically,
-            random_json_round_trips,
-            deep_json_from_workers_is_cut_alike,
         );
-        $crate::store_conformance_suite!(@sized $harness, $concurrency_test, $claimers, $tasks;
-            concurrent_claims_exactly_once,
-            concurrent_sweeps_do_not_double_handle,
-        );
-        $crate::store_conformance_suite!(@checks $harness, $concurrency_test;
-            concurrent_idempotent_batches_create_once,
+        $crate::conformance_suite!(@checks $harness, $racing;
             concurrent_webhook_claims_exactly_once,
         );
     };
     (
+        roles = [$($role:ident),+ $(,)?],
+        harness = $harness:expr,
+        test = #[$test:meta],
+        concurrency = ($claimers:expr, $tasks:expr),
+        concurrency_test = #[$racing:meta] $(,)?
+    ) => {
+        $( $crate::conformance_suite!(@role $role; $harness, $test, $claimers, $tasks, $racing); )+
+    };
+    (
+        roles = [$($role:ident),+ $(,)?],
         harness = $harness:expr,
         test = #[$test:meta],
         concurrency = ($claimers:expr, $tasks:expr) $(,)?
     ) => {
-        $crate::store_conformance_suite! {
-            harness = $harness,
-            test = #[$test],
-            concurrency = ($claimers, $tasks),
-            concurrency_test = #[$test],
+        $( $crate::conformance_suite!(@role $role; $harness, $test, $claimers, $tasks, $test); )+
+    };
+}
+
+/// Every role's suite, for a full [`TaskStore`](crate::TaskStore):
+/// [`conformance_suite!`](crate::conformance_suite) with all five roles and
+/// the same arguments otherwise.
+///
+/// ```no_run
+/// aiopslab_core::store_conformance_suite! {
+///     harness = aiopslab_core::testkit::MemoryHarness::default(),
+///     test = #[tokio::test(start_paused = true)],
+///     concurrency = (32, 2000),
+///     concurrency_test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+/// }
+/// ```
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($($args:tt)*) => {
+        $crate::conformance_suite! {
+            roles = [worker_queue, task_api, fleet, export, webhook_outbox],
+            $($args)*
         }
     };
 }

@@ -10,7 +10,8 @@ use super::StoreHarness;
 use crate::export::ExportFilter;
 use crate::log::{LogContext, LogLevel, NewLogEntry};
 use crate::query::{TaskFilter, WorkerFilter};
-use crate::store::{ClaimRequest, TaskStore};
+use crate::store::prelude::*;
+use crate::store::ClaimRequest;
 use crate::task::{ErrorDetails, NewTask, TaskOutcome, TaskResult, TerminalStatus};
 use crate::trajectory::{LlmCall, Trajectory, TrajectoryMessage};
 use crate::webhook::WebhookAttemptReport;
@@ -181,26 +182,21 @@ pub async fn nul_in_text_is_stored_as_replacement<H: StoreHarness>(h: &H) {
     assert_eq!(replay, finished, "the replay returns the task unchanged");
 
     let page = store
-        .list_tasks(
-            &TaskFilter {
-                worker_id: Some("w-nul".into()),
-                ..Default::default()
-            },
-            Default::default(),
-            Default::default(),
-        )
+        .list_tasks(&TaskQuery::new(TaskFilter {
+            worker_id: Some("w-nul".into()),
+            ..Default::default()
+        }))
         .await
         .expect("list_tasks");
     assert_eq!(page.tasks, vec![finished.clone()], "list_tasks shows the stored task");
     let episodes = store
-        .export_episodes(
-            &ExportFilter {
+        .export_episodes(&ExportRequest::new(
+            ExportFilter {
                 metadata: Some(("run\u{0}".into(), "r\u{0}1".into())),
                 ..Default::default()
             },
-            None,
             10,
-        )
+        ))
         .await
         .expect("export_episodes");
     assert_eq!(
@@ -230,14 +226,10 @@ pub async fn nul_in_text_is_stored_as_replacement<H: StoreHarness>(h: &H) {
     assert_eq!(page.total, 0, "no worker has that backend type");
     assert_not_found(store.get_worker("w-nul\u{0}").await, "get_worker with a NUL");
     let page = store
-        .list_tasks(
-            &TaskFilter {
-                problem_id: Some("nul-text\u{0}".into()),
-                ..Default::default()
-            },
-            Default::default(),
-            Default::default(),
-        )
+        .list_tasks(&TaskQuery::new(TaskFilter {
+            problem_id: Some("nul-text\u{0}".into()),
+            ..Default::default()
+        }))
         .await
         .expect("list_tasks with a NUL");
     assert_eq!(page.total, 0, "no task has that problem id");

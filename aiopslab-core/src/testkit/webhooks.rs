@@ -10,6 +10,7 @@ use super::support::*;
 use super::StoreHarness;
 use crate::error::StoreError;
 use crate::policy::LeasePolicy;
+use crate::store::prelude::*;
 use crate::store::TaskStore;
 use crate::task::{NewTask, Task, TaskId, TaskSpec, TaskStatus, TerminalStatus};
 use crate::webhook::{WebhookAttemptReport, WebhookDelivery, WebhookStatus};

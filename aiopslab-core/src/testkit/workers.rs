@@ -7,7 +7,7 @@ use super::support::*;
 use super::StoreHarness;
 use crate::error::StoreError;
 use crate::query::WorkerFilter;
-use crate::store::TaskStore;
+use crate::store::prelude::*;
 use crate::task::{TaskStatus, TerminalStatus};
 use crate::worker::{WorkerCapabilities, WorkerRegistration, WorkerStatus};
 

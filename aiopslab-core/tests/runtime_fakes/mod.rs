@@ -73,6 +73,26 @@ impl FakeFlakyStore {
         }
     }
 
+    /// Creates a task in the memory store and pushes the event a store
+    /// with push events sends for it.
+    pub async fn create_and_announce(&self, task: NewTask) -> Task {
+        let task = self.inner.create_task(task.validate().unwrap()).await.unwrap();
+        self.emit(StoreEvent::TaskAvailable {
+            backend_type: task.parameters.backend_type.clone(),
+        });
+        task
+    }
+
+    /// Cancels a task in the memory store and pushes the event a store
+    /// with push events sends when that asks a running task to stop.
+    pub async fn cancel_and_announce(&self, id: TaskId) -> CancelOutcome {
+        let outcome = self.inner.cancel_task(id).await.unwrap();
+        if outcome == CancelOutcome::CancelRequested {
+            self.emit(StoreEvent::CancelRequested { task_id: id });
+        }
+        outcome
+    }
+
     fn emit(&self, event: StoreEvent) {
         if let Some(sender) = &self.events {
             let _ = sender.send(event);
@@ -80,34 +100,43 @@ impl FakeFlakyStore {
     }
 }
 
+/// The task API, the operator's side and the rest are the memory store's:
+/// only the worker side is flaky.
+impl std::ops::Deref for FakeFlakyStore {
+    type Target = MemoryStore;
+
+    fn deref(&self) -> &MemoryStore {
+        &self.inner
+    }
+}
+
 #[async_trait]
-impl TaskStore for FakeFlakyStore {
-    async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
-        let task = self.inner.create_task(spec).await?;
-        self.emit(StoreEvent::TaskAvailable {
-            backend_type: task.parameters.backend_type.clone(),
-        });
-        Ok(task)
+impl WorkerQueue for FakeFlakyStore {
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
+        self.reachable()?;
+        self.inner.register_worker(registration).await
     }
 
-    async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        self.inner.create_tasks(specs).await
-    }
-
-    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
-        self.inner.get_task(id).await
-    }
-
-    async fn list_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        self.inner.list_tasks(filter, sort, page).await
-    }
-
-    async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
-        let outcome = self.inner.cancel_task(id).await?;
-        if outcome == CancelOutcome::CancelRequested {
-            self.emit(StoreEvent::CancelRequested { task_id: id });
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
+        let delay = *self.heartbeat_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
-        Ok(outcome)
+        self.reachable()?;
+        let mut ack = self.inner.heartbeat(heartbeat).await?;
+        if heartbeat.status == WorkerStatus::Idle {
+            let handed = self.hand_over.lock().unwrap().take();
+            if let Some(task_id) = handed {
+                let request = ClaimRequest::new(heartbeat.worker_id.clone(), "default").for_task(Some(task_id));
+                ack.next_task = self.inner.claim(&request).await?;
+            }
+        }
+        Ok(ack)
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.reachable()?;
+        self.inner.deregister_worker(worker_id).await
     }
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
@@ -130,17 +159,9 @@ impl TaskStore for FakeFlakyStore {
         Ok(())
     }
 
-    async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-        self.inner.get_logs(task_id, query).await
-    }
-
     async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
         self.reachable()?;
         self.inner.save_trajectory(lease, trajectory).await
-    }
-
-    async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
-        self.inner.get_trajectory(task_id).await
     }
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
@@ -158,83 +179,6 @@ impl TaskStore for FakeFlakyStore {
         Ok(finished)
     }
 
-    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker> {
-        self.reachable()?;
-        self.inner.register_worker(registration).await
-    }
-
-    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck> {
-        let delay = *self.heartbeat_delay.lock().unwrap();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        self.reachable()?;
-        let mut ack = self.inner.heartbeat(heartbeat).await?;
-        if heartbeat.status == WorkerStatus::Idle {
-            let handed = self.hand_over.lock().unwrap().take();
-            if let Some(task_id) = handed {
-                let request = ClaimRequest {
-                    worker_id: heartbeat.worker_id.clone(),
-                    backend_type: "default".into(),
-                    supported_problems: None,
-                    task_id: Some(task_id),
-                };
-                ack.next_task = self.inner.claim(&request).await?;
-            }
-        }
-        Ok(ack)
-    }
-
-    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.reachable()?;
-        self.inner.deregister_worker(worker_id).await
-    }
-
-    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        self.inner.get_worker(worker_id).await
-    }
-
-    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
-        self.inner.list_workers(filter).await
-    }
-
-    async fn sweep(&self) -> StoreResult<SweepReport> {
-        self.inner.sweep().await
-    }
-
-    async fn stats(&self) -> StoreResult<StoreStats> {
-        self.inner.stats().await
-    }
-
-    async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> StoreResult<CreatedBatch> {
-        self.inner.create_batch(batch, idempotency).await
-    }
-
-    async fn export_episodes(
-        &self,
-        filter: &ExportFilter,
-        after: Option<ExportCursor>,
-        limit: u32,
-    ) -> StoreResult<Vec<Episode>> {
-        self.inner.export_episodes(filter, after, limit).await
-    }
-
-    async fn claim_webhooks(&self, limit: u32, lease: Duration) -> StoreResult<Vec<WebhookDelivery>> {
-        self.inner.claim_webhooks(limit, lease).await
-    }
-
-    async fn record_webhook_attempt(
-        &self,
-        delivery_id: i64,
-        report: WebhookAttemptReport,
-    ) -> StoreResult<WebhookDelivery> {
-        self.inner.record_webhook_attempt(delivery_id, report).await
-    }
-
-    async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
-        self.inner.list_webhooks(task_id).await
-    }
-
     fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
         self.events.as_ref().map(broadcast::Sender::subscribe)
     }
@@ -247,10 +191,6 @@ pub struct FakeIdleScheduler;
 impl Scheduler for FakeIdleScheduler {
     async fn next_task(&self, _request: &ClaimRequest) -> StoreResult<Option<Task>> {
         Ok(None)
-    }
-
-    async fn sweep(&self) -> StoreResult<SweepReport> {
-        Ok(SweepReport::default())
     }
 }
 
@@ -504,7 +444,7 @@ pub fn config(worker_id: &str) -> WorkerConfig {
 }
 
 pub fn start(
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WorkerQueue>,
     scheduler: Arc<dyn Scheduler>,
     backend: Arc<dyn ClusterBackend>,
     config: WorkerConfig,
@@ -516,17 +456,17 @@ pub fn start(
 }
 
 /// Starts a worker with the default scheduler over `store`.
-pub fn start_default(store: Arc<dyn TaskStore>, backend: Arc<dyn ClusterBackend>, config: WorkerConfig) -> Running {
+pub fn start_default(store: Arc<dyn WorkerQueue>, backend: Arc<dyn ClusterBackend>, config: WorkerConfig) -> Running {
     let scheduler = Arc::new(DefaultScheduler::new(Arc::clone(&store)));
     start(store, scheduler, backend, config)
 }
 
-pub async fn submit(store: &dyn TaskStore, task: NewTask) -> Task {
+pub async fn submit(store: &dyn TaskApi, task: NewTask) -> Task {
     store.create_task(task.validate().unwrap()).await.unwrap()
 }
 
 /// Polls (on the paused clock) until the task satisfies `done`, at most `limit`.
-pub async fn wait_for(store: &dyn TaskStore, id: TaskId, limit: Duration, done: impl Fn(&Task) -> bool) -> Task {
+pub async fn wait_for(store: &dyn TaskApi, id: TaskId, limit: Duration, done: impl Fn(&Task) -> bool) -> Task {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let task = store.get_task(id).await.unwrap();
@@ -542,6 +482,6 @@ pub async fn wait_for(store: &dyn TaskStore, id: TaskId, limit: Duration, done: 
     }
 }
 
-pub async fn wait_terminal(store: &dyn TaskStore, id: TaskId, limit: Duration) -> Task {
+pub async fn wait_terminal(store: &dyn TaskApi, id: TaskId, limit: Duration) -> Task {
     wait_for(store, id, limit, |task| task.status.is_terminal()).await
 }

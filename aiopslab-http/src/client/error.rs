@@ -15,6 +15,7 @@ use super::wire::ErrorBody;
 
 /// Why an [`HttpStore`](super::HttpStore) could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server URL is not an absolute `http://` or `https://` URL.
     #[error("invalid server URL {url:?}: {reason}")]

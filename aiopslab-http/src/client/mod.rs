@@ -1,6 +1,7 @@
-//! The remote-worker client: [`HttpStore`], a
-//! [`TaskStore`](aiopslab_core::TaskStore) that talks to an aiopslab server
-//! over HTTP.
+//! Clients of an aiopslab server over HTTP: [`HttpStore`], the
+//! [`WorkerQueue`](aiopslab_core::WorkerQueue) of a remote worker (the
+//! worker protocol), and [`ApiClient`], the task API, the operator's reads
+//! and the export for Rust programs (the public API).
 //!
 //! A worker on another machine runs the very same
 //! [`WorkerRuntime`](aiopslab_core::runtime::WorkerRuntime) against an
@@ -13,9 +14,11 @@
 //! its lease token. The worker needs no database credentials, only the
 //! server URL and, when the server requires one, the worker token.
 //!
-//! The public reads and writes (`get_task`, `list_tasks`, `get_logs`,
-//! `create_task`, `cancel_task`, `stats`, ...) use the public API, so the
-//! same type also serves as a plain Rust client of a server.
+//! [`ApiClient`] makes the task calls of the public API (`/tasks`,
+//! `/tasks/batch`, ...) and implements [`FleetView`](aiopslab_core::FleetView)
+//! and [`EpisodeExport`](aiopslab_core::EpisodeExport) over it (`/workers`,
+//! `/stats`, `/trajectories/export`), sending the client token. Neither
+//! sweeps nor delivers webhooks: the server runs both beside its store.
 //!
 //! Errors come back as the `StoreError` the server started from (the error
 //! body's `code` and `details` name the variant and its fields). An
@@ -23,9 +26,12 @@
 //! `StoreError::Unavailable`, so the runtime's retry-with-backoff rides out
 //! a server restart and delivers a finished result once the server is back.
 
+mod api;
 mod error;
 mod store;
 mod wire;
+
+pub use api::ApiClient;
 
 pub(crate) use error::describe_transport;
 pub use error::ClientError;
@@ -40,13 +46,13 @@ use serde::de::DeserializeOwned;
 use error::{status_error, transport_error, Subject};
 
 /// How long one request may take, end to end, unless changed with
-/// [`HttpStore::with_request_timeout`].
+/// [`HttpStore::with_request_timeout`] or [`ApiClient::with_request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which token a route is guarded by.
+/// Which routes a connection uses, so which token it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Guard {
     /// The public API: the client token.
@@ -55,51 +61,79 @@ enum Guard {
     Worker,
 }
 
-/// A [`TaskStore`](aiopslab_core::TaskStore) backed by an aiopslab server's
-/// HTTP API. Cheap to clone (the connection pool is shared).
+/// A remote worker's store: the [`WorkerQueue`](aiopslab_core::WorkerQueue)
+/// of an aiopslab server, over its worker protocol. Cheap to clone (the
+/// connection pool is shared).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use aiopslab_core::TaskStore;
+/// use aiopslab_core::{WorkerQueue, WorkerRegistration};
 /// use aiopslab_http::client::HttpStore;
 ///
 /// let store = HttpStore::new("http://127.0.0.1:8000", Some("worker-secret".into()))?;
-/// let stats = store.stats().await?;
-/// println!("{stats:?}");
+/// let worker = store.register_worker(WorkerRegistration::new("worker-001", "default")).await?;
+/// println!("{worker:?}");
 /// # Ok(()) }
 /// ```
 ///
-/// A remote worker never sweeps: [`sweep`](aiopslab_core::TaskStore::sweep)
-/// returns an empty report, because the server runs the sweeper next to its
-/// database. Store events ([`subscribe`](aiopslab_core::TaskStore::subscribe))
-/// are not carried over HTTP; the runtime falls back to polling, and an idle
+/// Store events ([`subscribe`](aiopslab_core::WorkerQueue::subscribe)) are
+/// not carried over HTTP; the runtime falls back to polling, and an idle
 /// worker's heartbeat hands it its next task.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HttpStore {
+    http: Http,
+}
+
+impl HttpStore {
+    /// A worker's client of the server at `base_url` (`http://host:8000`,
+    /// optionally with a path prefix). `worker_token` is sent as
+    /// `Authorization: Bearer` when the server requires it.
+    pub fn new(base_url: &str, worker_token: Option<String>) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: Http::new(base_url, "aiopslab-worker", worker_token, Guard::Worker)?,
+        })
+    }
+
+    /// Sets how long one request may take end to end (default 30 s). A
+    /// request that takes longer fails with `StoreError::Unavailable`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.http.timeout = timeout;
+        self
+    }
+
+    /// The server URL requests go to.
+    pub fn base_url(&self) -> &Url {
+        &self.http.base
+    }
+}
+
+/// One connection to a server: the pool, the base URL, the token of the
+/// routes this client uses (worker protocol or public API), the timeout.
+#[derive(Clone)]
+struct Http {
     http: reqwest::Client,
     base: Url,
-    worker_token: Option<String>,
-    client_token: Option<String>,
+    token: Option<String>,
+    guard: Guard,
     timeout: Duration,
 }
 
-impl fmt::Debug for HttpStore {
+impl fmt::Debug for Http {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Tokens are secrets: say whether they are set, never what they are.
-        f.debug_struct("HttpStore")
+        // Tokens are secrets: say whether one is set, never what it is.
+        f.debug_struct("Http")
             .field("base", &self.base.as_str())
-            .field("worker_token", &self.worker_token.as_ref().map(|_| "<set>"))
-            .field("client_token", &self.client_token.as_ref().map(|_| "<set>"))
+            .field("routes", &self.guard)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
-impl HttpStore {
-    /// A client of the server at `base_url` (`http://host:8000`, optionally
-    /// with a path prefix). `worker_token` is sent as `Authorization: Bearer`
-    /// on worker-protocol routes when the server requires it.
-    pub fn new(base_url: &str, worker_token: Option<String>) -> Result<Self, ClientError> {
+impl Http {
+    /// A connection to the server at `base_url`, identifying as `agent`,
+    /// sending `token` on the routes of `guard`.
+    fn new(base_url: &str, agent: &str, token: Option<String>, guard: Guard) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: base_url.to_string(),
             reason: reason.to_string(),
@@ -121,35 +155,16 @@ impl HttpStore {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("aiopslab-worker/", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!("{agent}/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {
             http,
             base,
-            worker_token: worker_token.filter(|t| !t.is_empty()),
-            client_token: None,
+            token: token.filter(|t| !t.is_empty()),
+            guard,
             timeout: DEFAULT_REQUEST_TIMEOUT,
         })
-    }
-
-    /// Sets the token sent on public routes (task reads, creation, cancel,
-    /// stats) when the server requires a client token.
-    pub fn with_client_token(mut self, token: Option<String>) -> Self {
-        self.client_token = token.filter(|t| !t.is_empty());
-        self
-    }
-
-    /// Sets how long one request may take end to end (default 30 s). A
-    /// request that takes longer fails with `StoreError::Unavailable`.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The server URL requests go to.
-    pub fn base_url(&self) -> &Url {
-        &self.base
     }
 
     /// The URL of `segments` under the base, each segment percent-encoded.
@@ -162,15 +177,11 @@ impl HttpStore {
         Ok(url)
     }
 
-    /// A request to `segments`, with the token of its guard and the timeout.
-    fn request(&self, method: Method, segments: &[&str], guard: Guard) -> StoreResult<RequestBuilder> {
+    /// A request to `segments`, with the token and the timeout.
+    fn request(&self, method: Method, segments: &[&str]) -> StoreResult<RequestBuilder> {
         let url = self.url(segments)?;
         let mut request = self.http.request(method, url).timeout(self.timeout);
-        let token = match guard {
-            Guard::Public => &self.client_token,
-            Guard::Worker => &self.worker_token,
-        };
-        if let Some(token) = token {
+        if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         Ok(request)

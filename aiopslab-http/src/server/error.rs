@@ -247,6 +247,11 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%message, "task store internal error");
                 ApiError::internal()
             }
+            // A variant added after this mapping was written: an internal error until it is mapped.
+            other => {
+                tracing::error!(error = %other, "task store error this server does not know");
+                ApiError::internal()
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! hand-rolled registry (a few maps behind mutexes; no exporter crate).
 //!
 //! - `aiopslab_tasks{status}`, `aiopslab_queue_depth{backend_type}`,
-//!   `aiopslab_workers{status}`: gauges read from `TaskStore::stats` at
+//!   `aiopslab_workers{status}`: gauges read from `FleetView::stats` at
 //!   scrape time, so every server replica reports the shared truth.
 //! - `aiopslab_task_duration_seconds{status}`: histogram of
 //!   `completed_at - started_at`, observed by the state's
@@ -196,7 +196,7 @@ fn render_stats(out: &mut String, stats: &StoreStats) {
 /// server's own metrics. `aiopslab_store_up` says whether the store answered.
 pub async fn render(state: &ApiState) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    let stats = state.store.stats().await;
+    let stats = state.fleet.stats().await;
     out.push_str("# HELP aiopslab_store_up Whether the task store answered the last scrape.\n");
     out.push_str("# TYPE aiopslab_store_up gauge\n");
     match &stats {

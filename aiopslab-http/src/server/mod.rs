@@ -1,6 +1,7 @@
-//! The HTTP server: an axum [`Router`](axum::Router) over any
-//! [`TaskStore`](aiopslab_core::TaskStore) and
-//! [`Scheduler`](aiopslab_core::Scheduler).
+//! The HTTP server: an axum [`Router`](axum::Router) over the roles of any
+//! [`TaskStore`](aiopslab_core::TaskStore) (each route asks its role: the
+//! task API, the worker queue, the fleet view, the export, the outbox; see
+//! [`ApiState`]) and a [`Scheduler`](aiopslab_core::Scheduler).
 //!
 //! - Public API (client token when configured): `POST/GET /tasks`,
 //!   `POST /tasks/batch`, `GET/DELETE /tasks/{id}`, `GET /tasks/{id}/logs`

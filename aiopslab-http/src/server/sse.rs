@@ -40,7 +40,7 @@ enum Poll {
 
 impl Follow {
     async fn fetch(&mut self) -> Result<usize, StoreError> {
-        let entries = self.state.store.get_logs(self.task_id, &self.query).await?;
+        let entries = self.state.tasks.get_logs(self.task_id, &self.query).await?;
         if let Some(last) = entries.last() {
             self.query.after_id = Some(last.id);
         }
@@ -55,7 +55,7 @@ impl Follow {
             Ok(_) => {}
             Err(error) => return self.failed(error),
         }
-        match self.state.store.get_task(self.task_id).await {
+        match self.state.tasks.get_task(self.task_id).await {
             Ok(task) if task.status.is_terminal() => {
                 // Entries appended between the read above and the finish.
                 if let Err(error) = self.fetch().await {

@@ -1,9 +1,12 @@
-//! [`ApiState`]: what every handler shares — the store, the scheduler, the
-//! configuration and the metrics registry.
+//! [`ApiState`]: what every handler shares — the store's roles the router
+//! serves, the scheduler, the configuration and the metrics registry — and
+//! the roles the server runs beside the router (the sweep, the outbox).
 
 use std::sync::Arc;
 
-use aiopslab_core::{DefaultScheduler, Scheduler, TaskStore};
+use aiopslab_core::{
+    DefaultScheduler, EpisodeExport, FleetView, Housekeeping, Scheduler, TaskApi, TaskStore, WebhookOutbox, WorkerQueue,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ApiConfig;
@@ -11,14 +14,26 @@ use super::metrics::Metrics;
 use super::observed::ObservedStore;
 use crate::webhooks::WebhookDeliverer;
 
-/// Shared state of the router. Cheap to clone.
+/// Shared state of the router. Cheap to clone. Every handle is a role of
+/// the one store given to [`ApiState::new`].
 #[derive(Clone)]
 pub struct ApiState {
-    /// Where tasks and workers live: the store given to [`ApiState::new`],
-    /// wrapped in an [`ObservedStore`] that feeds the task duration
-    /// histogram. Give in-process workers this one (`state.store.clone()`)
-    /// so their finishes are measured too.
-    pub store: Arc<dyn TaskStore>,
+    /// The task API (`/tasks`, `/groups`).
+    pub tasks: Arc<dyn TaskApi>,
+    /// The worker side (the worker protocol), wrapped in an
+    /// [`ObservedStore`] that feeds the task duration histogram. Give
+    /// in-process workers this one (`state.queue.clone()`) so their finishes
+    /// are measured too.
+    pub queue: Arc<dyn WorkerQueue>,
+    /// The operator's reads (`/workers`, `/stats`, `/metrics`).
+    pub fleet: Arc<dyn FleetView>,
+    /// The dataset export (`/trajectories/export`).
+    pub export: Arc<dyn EpisodeExport>,
+    /// The webhook outbox: a task's deliveries (`/tasks/{id}/webhooks`),
+    /// and what the deliverer of [`serve_with`](crate::app::serve_with) drains.
+    pub outbox: Arc<dyn WebhookOutbox>,
+    /// The sweep [`serve_with`](crate::app::serve_with) runs beside the router.
+    pub housekeeping: Arc<dyn Housekeeping>,
     /// Who gets which task (used by claim and by idle heartbeats).
     pub scheduler: Arc<dyn Scheduler>,
     /// Tokens, limits, follow polling.
@@ -36,11 +51,16 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State over a store and a scheduler.
+    /// State over a full store and a scheduler.
     pub fn new(store: Arc<dyn TaskStore>, scheduler: Arc<dyn Scheduler>, config: ApiConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
         Self {
-            store: Arc::new(ObservedStore::new(store, metrics.clone())),
+            queue: Arc::new(ObservedStore::new(store.clone(), metrics.clone())),
+            tasks: store.clone(),
+            fleet: store.clone(),
+            export: store.clone(),
+            outbox: store.clone(),
+            housekeeping: store,
             scheduler,
             config: Arc::new(config),
             metrics,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aiopslab_core::webhook::{WebhookAttemptReport, WebhookDelivery, WebhookStatus};
-use aiopslab_core::{StoreError, StoreResult, TaskId, TaskStore};
+use aiopslab_core::{StoreError, StoreResult, TaskId, WebhookOutbox};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
@@ -29,6 +29,7 @@ const RECORD_TRIES: u32 = 3;
 
 /// Why a [`WebhookDeliverer`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WebhookError {
     /// A setting is out of range.
     #[error("invalid webhook settings: {0}")]
@@ -40,6 +41,7 @@ pub enum WebhookError {
 
 /// Why [`WebhookDeliverer::redeliver`] did not try a delivery.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedeliverError {
     /// The store failed, or has no such task or delivery
     /// ([`StoreError::NotFound`] with entity `task` or `webhook`).
@@ -66,7 +68,7 @@ pub enum RedeliverError {
 /// run against one database, the store's claim leases keep them apart.
 ///
 /// ```no_run
-/// # async fn demo(store: std::sync::Arc<dyn aiopslab_core::TaskStore>) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(store: std::sync::Arc<dyn aiopslab_core::WebhookOutbox>) -> Result<(), Box<dyn std::error::Error>> {
 /// use aiopslab_http::webhooks::{WebhookConfig, WebhookDeliverer};
 /// use tokio_util::sync::CancellationToken;
 ///
@@ -77,7 +79,7 @@ pub enum RedeliverError {
 /// ```
 #[derive(Clone)]
 pub struct WebhookDeliverer {
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn WebhookOutbox>,
     client: reqwest::Client,
     config: Arc<WebhookConfig>,
     metrics: Option<Arc<Metrics>>,
@@ -98,7 +100,7 @@ struct PostOutcome {
 
 impl WebhookDeliverer {
     /// A deliverer over `store` with `config`.
-    pub fn new(store: Arc<dyn TaskStore>, config: WebhookConfig) -> Result<Self, WebhookError> {
+    pub fn new(store: Arc<dyn WebhookOutbox>, config: WebhookConfig) -> Result<Self, WebhookError> {
         if config.max_attempts == 0 {
             return Err(WebhookError::Config("max_attempts must be at least 1".into()));
         }
@@ -209,8 +211,8 @@ impl WebhookDeliverer {
     /// `failed` with the new attempt's error (it is not retried on its own).
     /// The destination rules apply as to every attempt.
     ///
-    /// Uses only [`TaskStore::list_webhooks`] and
-    /// [`TaskStore::record_webhook_attempt`] (a failed delivery moves to
+    /// Uses only [`WebhookOutbox::list_webhooks`] and
+    /// [`WebhookOutbox::record_webhook_attempt`] (a failed delivery moves to
     /// delivered on a successful report), so it works on every store. One
     /// redelivery of a delivery runs at a time on this deliverer.
     pub async fn redeliver(&self, task_id: TaskId, delivery_id: i64) -> Result<WebhookDelivery, RedeliverError> {

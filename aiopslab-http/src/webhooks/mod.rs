@@ -4,10 +4,10 @@
 //! writes a [`WebhookDelivery`](aiopslab_core::webhook::WebhookDelivery) into
 //! its outbox in the same atomic step (so a completion survives a crash or a
 //! restart). [`WebhookDeliverer`] runs beside the API: it claims due
-//! deliveries with [`TaskStore::claim_webhooks`](aiopslab_core::TaskStore::claim_webhooks)
+//! deliveries with [`WebhookOutbox::claim_webhooks`](aiopslab_core::WebhookOutbox::claim_webhooks)
 //! (a lease keeps other replicas off them), POSTs each payload — the task JSON
 //! — to the task's `callback_url`, and records every attempt with
-//! [`TaskStore::record_webhook_attempt`](aiopslab_core::TaskStore::record_webhook_attempt).
+//! [`WebhookOutbox::record_webhook_attempt`](aiopslab_core::WebhookOutbox::record_webhook_attempt).
 //!
 //! - Headers: `Content-Type: application/json`, `X-Aiopslab-Event:
 //!   task.<status>`, `X-Aiopslab-Delivery: <id>`, `X-Aiopslab-Attempt: <n>`,

@@ -1334,18 +1334,13 @@ pub async fn in_process_finishes_are_measured(store: Arc<dyn TaskStore>) {
 
     let state = ApiState::with_default_scheduler(store, ApiConfig::default());
     let api = Api::new(router(state.clone()));
-    // An in-process worker uses the state's store directly, not HTTP.
+    // An in-process worker uses the state's queue directly, not HTTP.
     let registration = serde_json::from_value(json!({"id": "in-process", "backend_type": "default"})).unwrap();
-    state.store.register_worker(registration).await.unwrap();
+    state.queue.register_worker(registration).await.unwrap();
     let spec = NewTask::new(PROBLEM).validate().unwrap();
-    let task = state.store.create_task(spec).await.unwrap();
-    let request = ClaimRequest {
-        worker_id: "in-process".into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: None,
-    };
-    let claimed = state.store.claim(&request).await.unwrap().unwrap();
+    let task = state.tasks.create_task(spec).await.unwrap();
+    let request = ClaimRequest::new("in-process", "default");
+    let claimed = state.queue.claim(&request).await.unwrap().unwrap();
     assert_eq!(claimed.id, task.id);
     let outcome = TaskOutcome {
         status: TerminalStatus::Failed,
@@ -1353,11 +1348,11 @@ pub async fn in_process_finishes_are_measured(store: Arc<dyn TaskStore>) {
         error: None,
     };
     state
-        .store
+        .queue
         .finish(claimed.lease_token(), outcome.clone())
         .await
         .unwrap();
-    state.store.finish(claimed.lease_token(), outcome).await.unwrap();
+    state.queue.finish(claimed.lease_token(), outcome).await.unwrap();
     let text = api.get("/metrics").await.text();
     assert!(
         text.contains(r#"aiopslab_task_duration_seconds_count{status="failed"} 1"#),

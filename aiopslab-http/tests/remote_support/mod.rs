@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use aiopslab_core::runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    DefaultScheduler, NewTask, SimulatedBackend, SimulatedConfig, Task, TaskId, TaskStatus, TaskStore,
+    DefaultScheduler, NewTask, SimulatedBackend, SimulatedConfig, Task, TaskApi, TaskId, TaskStatus, TaskStore,
+    WorkerQueue,
 };
 use aiopslab_http::app::serve;
 use aiopslab_http::client::HttpStore;
@@ -71,7 +72,7 @@ pub fn start_worker(
     backend: SimulatedConfig,
     config: WorkerConfig,
 ) -> (CancellationToken, JoinHandle<Result<(), RuntimeError>>) {
-    let store: Arc<dyn TaskStore> = Arc::new(store);
+    let store: Arc<dyn WorkerQueue> = Arc::new(store);
     let scheduler = Arc::new(DefaultScheduler::new(store.clone()));
     let runtime = WorkerRuntime::new(store, scheduler, Arc::new(SimulatedBackend::new(backend)), config);
     let stop = CancellationToken::new();
@@ -79,7 +80,7 @@ pub fn start_worker(
 }
 
 /// Polls `store` until the task reaches `status` (or panics after `within`).
-pub async fn wait_for_status(store: &dyn TaskStore, id: TaskId, status: TaskStatus, within: Duration) -> Task {
+pub async fn wait_for_status(store: &dyn TaskApi, id: TaskId, status: TaskStatus, within: Duration) -> Task {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let task = store.get_task(id).await.expect("get_task");
@@ -96,7 +97,7 @@ pub async fn wait_for_status(store: &dyn TaskStore, id: TaskId, status: TaskStat
 }
 
 /// Creates `new` in `store` and returns its id.
-pub async fn submit(store: &dyn TaskStore, new: NewTask) -> TaskId {
+pub async fn submit(store: &dyn TaskApi, new: NewTask) -> TaskId {
     store
         .create_task(new.validate().expect("a valid task request"))
         .await

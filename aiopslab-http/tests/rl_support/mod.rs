@@ -223,12 +223,7 @@ pub async fn run_to_end(
         .await
         .unwrap();
     let claimed = store
-        .claim(&ClaimRequest {
-            worker_id: worker.clone(),
-            backend_type,
-            supported_problems: None,
-            task_id: Some(task),
-        })
+        .claim(&ClaimRequest::new(worker.clone(), backend_type).for_task(Some(task)))
         .await
         .unwrap()
         .expect("the task is claimable");

@@ -13,9 +13,10 @@
 
 use std::time::{Duration, Instant};
 
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
     catalog, ClaimRequest, ClusterBackend, Episode, ExportCursor, ExportFilter, ExportRecord, LogSink, NewTask,
-    RunContext, SimulatedBackend, SimulatedConfig, TaskOutcome, TaskStore, TerminalStatus,
+    RunContext, SimulatedBackend, SimulatedConfig, TaskOutcome, TerminalStatus,
 };
 use aiopslab_postgres::PgStore;
 use anyhow::Context;
@@ -118,7 +119,9 @@ async fn walk(store: &PgStore, encode: bool) -> anyhow::Result<Walk> {
     let mut line = Vec::with_capacity(64 * 1024);
     let started = Instant::now();
     loop {
-        let page: Vec<Episode> = store.export_episodes(&filter, cursor, PAGE).await?;
+        let page: Vec<Episode> = store
+            .export_episodes(&ExportRequest::new(filter.clone(), PAGE).after(cursor))
+            .await?;
         let Some(last) = page.last() else { break };
         cursor = Some(last.cursor());
         episodes += page.len() as u64;
@@ -155,12 +158,7 @@ async fn seed_templates(store: &PgStore, count: usize) -> anyhow::Result<()> {
         };
         let task = store.create_task(new.validate()?).await?;
         super::live_worker(store, "export-seeder").await?;
-        let request = ClaimRequest {
-            worker_id: "export-seeder".into(),
-            backend_type: task.parameters.backend_type.clone(),
-            supported_problems: None,
-            task_id: Some(task.id),
-        };
+        let request = ClaimRequest::new("export-seeder", task.parameters.backend_type.clone()).for_task(Some(task.id));
         let claimed = store.claim(&request).await?.context("the seeded task is claimable")?;
         // The run's log lines are not part of the export: nobody listens to them here.
         let (logs, _) = LogSink::channel(1);

@@ -8,30 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aiopslab_core::store::prelude::*;
 use aiopslab_core::{
-    ClaimRequest, LeasePolicy, NewTask, StoreError, StoreResult, TaskOutcome, TaskResult, TaskStore, TerminalStatus,
+    ClaimRequest, LeasePolicy, NewTask, StoreError, StoreResult, TaskOutcome, TaskResult, TerminalStatus,
     WorkerRegistration,
 };
 use aiopslab_postgres::PgStore;
 
 /// The policy of these tests: long leases (nothing expires unless a test moves the clock), no dispatch delay.
 pub fn policy() -> LeasePolicy {
-    LeasePolicy {
-        lease_duration: Duration::from_secs(60),
-        worker_offline_after: Duration::from_secs(90),
-        timeout_grace: Duration::from_secs(60),
-        dispatch_delay: Duration::ZERO,
-    }
+    LeasePolicy::default()
+        .with_lease_duration(Duration::from_secs(60))
+        .with_worker_offline_after(Duration::from_secs(90))
+        .with_timeout_grace(Duration::from_secs(60))
+        .with_dispatch_delay(Duration::ZERO)
 }
 
 /// A claim request of `worker` for backend `default`.
 pub fn request(worker: &str) -> ClaimRequest {
-    ClaimRequest {
-        worker_id: worker.into(),
-        backend_type: "default".into(),
-        supported_problems: None,
-        task_id: None,
-    }
+    ClaimRequest::new(worker, "default")
 }
 
 /// A completed outcome.

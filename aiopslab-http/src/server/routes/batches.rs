@@ -58,7 +58,7 @@ pub async fn create_batch(
         check_callback_destination(&state, task, &format!("tasks[{i}].callback_url"))?;
     }
     let key = idempotency_key(&headers, &Method::POST, "/tasks/batch", &body)?;
-    let created = state.store.create_batch(spec, key).await?;
+    let created = state.tasks.create_batch(spec, key).await?;
     tracing::info!(
         group_id = ?created.group_id,
         tasks = created.tasks.len(),

@@ -3,7 +3,7 @@
 //! `problem_id`, `task_type`, `agent_config`, `metadata`, ...) per episode.
 //!
 //! The walk is keyset-paginated over `(created_at, id)` with
-//! [`TaskStore::export_episodes`](aiopslab_core::TaskStore::export_episodes),
+//! [`EpisodeExport::export_episodes`](aiopslab_core::EpisodeExport::export_episodes),
 //! so it is as fast on the last page as on the first and holds only a few
 //! pages in memory however many episodes match: a producer task fetches and
 //! encodes a page while the previous one is being written to the client,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use aiopslab_core::catalog::TaskType;
 use aiopslab_core::export::{problem_ids_for, Episode, ExportCursor, ExportFilter, ExportRecord};
-use aiopslab_core::{TaskStatus, TaskStore, ValidationError};
+use aiopslab_core::{EpisodeExport, ExportRequest, TaskStatus, ValidationError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -62,14 +62,13 @@ fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
             _ => return Err(invalid("metadata", format!("must be key:value, got {raw:?}"))),
         },
     };
-    Ok(ExportFilter {
-        status,
-        problem_ids: problem_ids_for(problem_id.as_deref(), task_type),
-        model: query.bounded_text("model", MAX_FILTER_LEN)?,
-        metadata,
-        created_after: query.timestamp("created_after")?,
-        created_before: query.timestamp("created_before")?,
-    })
+    Ok(ExportFilter::default()
+        .with_status(status)
+        .with_problem_ids(problem_ids_for(problem_id.as_deref(), task_type))
+        .with_model(query.bounded_text("model", MAX_FILTER_LEN)?)
+        .with_metadata(metadata)
+        .with_created_after(query.timestamp("created_after")?)
+        .with_created_before(query.timestamp("created_before")?))
 }
 
 /// How each line is written (the `format` parameter).
@@ -159,7 +158,7 @@ pub async fn export_trajectories(State(state): State<ApiState>, query: QueryPara
         Some(n) => return Err(invalid("limit", format!("must be 1 or more, got {n}"))),
     };
     let walk = Walk {
-        store: state.store.clone(),
+        store: state.export.clone(),
         filter,
         format,
         page_size: state.config.export_page_size.max(1),
@@ -181,7 +180,7 @@ pub async fn export_trajectories(State(state): State<ApiState>, query: QueryPara
 
 /// One export walk.
 struct Walk {
-    store: Arc<dyn TaskStore>,
+    store: Arc<dyn EpisodeExport>,
     filter: ExportFilter,
     format: Format,
     page_size: u32,
@@ -195,7 +194,9 @@ impl Walk {
             return Ok(Vec::new());
         }
         let limit = u64::from(self.page_size).min(self.remaining) as u32;
-        self.store.export_episodes(&self.filter, after, limit).await
+        self.store
+            .export_episodes(&ExportRequest::new(self.filter.clone(), limit).after(after))
+            .await
     }
 
     /// Walks the pages, sending each encoded; stops at the end, at the

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use aiopslab_core::{Page, Task, TaskFilter, TaskId, TaskSort, TaskStatus};
+use aiopslab_core::{Page, Task, TaskFilter, TaskId, TaskQuery, TaskSort, TaskStatus};
 use axum::extract::State;
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
@@ -37,17 +37,17 @@ pub async fn get_group(
     State(state): State<ApiState>,
     GroupIdPath(group_id): GroupIdPath,
 ) -> ApiResult<Json<GroupSummary>> {
-    let filter = TaskFilter {
-        group_id: Some(group_id),
-        ..TaskFilter::default()
-    };
+    let filter = TaskFilter::default().with_group_id(Some(group_id));
     let mut tasks: Vec<Task> = Vec::new();
     loop {
         let page = Page {
             limit: PAGE,
             offset: tasks.len() as u64,
         };
-        let got = state.store.list_tasks(&filter, TaskSort::CreatedAsc, page).await?;
+        let got = state
+            .tasks
+            .list_tasks(&TaskQuery::new(filter.clone()).sorted(TaskSort::CreatedAsc).page(page))
+            .await?;
         let more = !got.tasks.is_empty() && (tasks.len() + got.tasks.len()) < got.total as usize;
         tasks.extend(got.tasks);
         if !more {
@@ -62,7 +62,7 @@ pub async fn get_group(
         .iter()
         .map(|task| (task.id, task.status == TaskStatus::Pending))
         .collect();
-    let store = state.store.clone();
+    let store = state.tasks.clone();
     let rewards: Vec<Option<f64>> = futures_util::stream::iter(wanted.into_iter().map(|(id, pending)| {
         let store = store.clone();
         async move {

@@ -40,7 +40,7 @@ pub async fn extend_lease(
         task_id,
         attempt: body.attempt,
     };
-    Ok(Json(state.store.extend_lease(lease).await?))
+    Ok(Json(state.queue.extend_lease(lease).await?))
 }
 
 /// Largest number of entries in one batch.
@@ -79,7 +79,7 @@ pub async fn append_logs(
         task_id,
         attempt: body.attempt,
     };
-    state.store.append_logs(lease, body.entries).await?;
+    state.queue.append_logs(lease, body.entries).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -115,7 +115,7 @@ pub async fn save_trajectory(
         task_id,
         attempt: body.attempt,
     };
-    state.store.save_trajectory(lease, trajectory).await?;
+    state.queue.save_trajectory(lease, trajectory).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -150,7 +150,7 @@ pub async fn finish(
     };
     let outcome: TaskOutcome = body.outcome;
     // The duration histogram is fed by the state's ObservedStore.
-    let task = state.store.finish(lease, outcome).await?;
+    let task = state.queue.finish(lease, outcome).await?;
     tracing::info!(task_id = %task_id, attempt = body.attempt, status = %task.status, "task finished");
     Ok(Json(task))
 }

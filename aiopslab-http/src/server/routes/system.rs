@@ -109,7 +109,7 @@ pub async fn list_problems(query: QueryParams) -> ApiResult<Json<ProblemList>> {
     security((), ("client_token" = []))
 )]
 pub async fn stats(State(state): State<ApiState>) -> ApiResult<Json<StoreStats>> {
-    Ok(Json(state.store.stats().await?))
+    Ok(Json(state.fleet.stats().await?))
 }
 
 /// Liveness and store reachability. Never authenticated.
@@ -122,7 +122,7 @@ pub async fn stats(State(state): State<ApiState>) -> ApiResult<Json<StoreStats>>
 )]
 pub async fn health(State(state): State<ApiState>) -> Response {
     // A primary-key read of an id that never exists: cheap on any store.
-    let reachable = match state.store.get_task(Uuid::nil()).await {
+    let reachable = match state.tasks.get_task(Uuid::nil()).await {
         Ok(_) | Err(StoreError::NotFound { .. }) => true,
         Err(error) => {
             tracing::warn!(%error, "health check: store does not answer");

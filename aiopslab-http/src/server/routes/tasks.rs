@@ -5,8 +5,8 @@
 
 use aiopslab_core::batch::BatchSpec;
 use aiopslab_core::{
-    CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskSort, TaskSpec, TaskStatus, Trajectory,
-    ValidationError,
+    CancelOutcome, LogQuery, NewTask, Page, TaskFilter, TaskPage, TaskQuery, TaskSort, TaskSpec, TaskStatus,
+    Trajectory, ValidationError,
 };
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -74,7 +74,7 @@ pub async fn create_task(
     let spec = new.validate().map_err(|e| ApiError::validation(&e))?;
     check_callback_destination(&state, &spec, "callback_url")?;
     let Some(key) = idempotency_key(&headers, &Method::POST, "/tasks", &body)? else {
-        let task = state.store.create_task(spec).await?;
+        let task = state.tasks.create_task(spec).await?;
         tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
         return Ok((StatusCode::CREATED, Json(task)).into_response());
     };
@@ -82,7 +82,7 @@ pub async fn create_task(
         group_id: None,
         specs: vec![spec],
     };
-    let created = state.store.create_batch(batch, Some(key)).await?;
+    let created = state.tasks.create_batch(batch, Some(key)).await?;
     let Some(task) = created.tasks.into_iter().next() else {
         tracing::error!("the store created an empty batch for one task");
         return Err(ApiError::internal());
@@ -94,13 +94,12 @@ pub async fn create_task(
 }
 
 fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
-    Ok(TaskFilter {
-        status: query.parsed::<TaskStatus>("status")?,
-        problem_id: query.bounded_text("problem_id", MAX_FILTER_LEN)?,
-        worker_id: query.bounded_text("worker_id", MAX_FILTER_LEN)?,
-        backend_type: query.bounded_text("backend_type", MAX_FILTER_LEN)?,
-        group_id: query.parsed_uuid("group_id")?,
-    })
+    Ok(TaskFilter::default()
+        .with_status(query.parsed::<TaskStatus>("status")?)
+        .with_problem_id(query.bounded_text("problem_id", MAX_FILTER_LEN)?)
+        .with_worker_id(query.bounded_text("worker_id", MAX_FILTER_LEN)?)
+        .with_backend_type(query.bounded_text("backend_type", MAX_FILTER_LEN)?)
+        .with_group_id(query.parsed_uuid("group_id")?))
 }
 
 /// Lists tasks, filtered, sorted, one page at a time.
@@ -129,7 +128,12 @@ pub async fn list_tasks(State(state): State<ApiState>, query: QueryParams) -> Ap
     let filter = task_filter(&query)?;
     let page = Page::new(query.int("limit")?, query.int("offset")?).map_err(|e| ApiError::invalid_query(&e))?;
     let sort = query.parsed::<TaskSort>("sort")?.unwrap_or_default();
-    Ok(Json(state.store.list_tasks(&filter, sort, page).await?))
+    Ok(Json(
+        state
+            .tasks
+            .list_tasks(&TaskQuery::new(filter.clone()).sorted(sort).page(page))
+            .await?,
+    ))
 }
 
 /// Reads one task; `?include_logs=true` adds its log.
@@ -155,9 +159,9 @@ pub async fn get_task(
     query: QueryParams,
 ) -> ApiResult<Json<TaskView>> {
     let include_logs = query.flag("include_logs", false)?;
-    let task = state.store.get_task(id).await?;
+    let task = state.tasks.get_task(id).await?;
     let logs = if include_logs {
-        Some(state.store.get_logs(id, &LogQuery::default()).await?)
+        Some(state.tasks.get_logs(id, &LogQuery::default()).await?)
     } else {
         None
     };
@@ -181,7 +185,7 @@ pub async fn get_task(
     security((), ("client_token" = []))
 )]
 pub async fn cancel_task(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<CancelResponse>> {
-    let outcome = state.store.cancel_task(id).await?;
+    let outcome = state.tasks.cancel_task(id).await?;
     tracing::info!(task_id = %id, ?outcome, "cancel requested by client");
     Ok(Json(match outcome {
         CancelOutcome::Cancelled => CancelResponse {
@@ -214,20 +218,20 @@ fn log_query(query: &QueryParams) -> ApiResult<LogQuery> {
             )))
         }
     };
-    Ok(LogQuery {
-        min_level: query.parsed("level")?,
-        since: query.timestamp("since")?,
-        after_id: match query.int("after_id")? {
-            Some(n) if n < 0 => {
-                return Err(ApiError::invalid_query(&aiopslab_core::ValidationError::new(
-                    "after_id",
-                    format!("must be 0 or more, got {n}"),
-                )))
-            }
-            other => other,
-        },
-        limit,
-    })
+    let after_id = match query.int("after_id")? {
+        Some(n) if n < 0 => {
+            return Err(ApiError::invalid_query(&aiopslab_core::ValidationError::new(
+                "after_id",
+                format!("must be 0 or more, got {n}"),
+            )))
+        }
+        other => other,
+    };
+    Ok(LogQuery::default()
+        .with_min_level(query.parsed("level")?)
+        .with_since(query.timestamp("since")?)
+        .with_after_id(after_id)
+        .with_limit(limit))
 }
 
 /// Reads a task's log; `?follow=true` streams it as Server-Sent Events until
@@ -270,10 +274,10 @@ pub async fn get_logs(
             log_query.after_id = Some(log_query.after_id.map_or(last, |a| a.max(last)));
         }
         // Unknown task: 404 before the stream starts.
-        state.store.get_task(id).await?;
+        state.tasks.get_task(id).await?;
         return Ok(sse::follow_logs(state, id, log_query).into_response());
     }
-    let logs = state.store.get_logs(id, &log_query).await?;
+    let logs = state.tasks.get_logs(id, &log_query).await?;
     Ok(Json(LogsResponse { task_id: id, logs }).into_response())
 }
 
@@ -292,7 +296,7 @@ pub async fn get_logs(
     security((), ("client_token" = []))
 )]
 pub async fn get_trajectory(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<Trajectory>> {
-    match state.store.get_trajectory(id).await? {
+    match state.tasks.get_trajectory(id).await? {
         Some(trajectory) => Ok(Json(trajectory)),
         None => Err(ApiError::not_found("trajectory", &id.to_string())),
     }

@@ -35,7 +35,7 @@ use crate::webhooks::RedeliverError;
     security((), ("client_token" = []))
 )]
 pub async fn list_webhooks(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<WebhookList>> {
-    let deliveries = state.store.list_webhooks(id).await?;
+    let deliveries = state.outbox.list_webhooks(id).await?;
     Ok(Json(WebhookList {
         task_id: id,
         deliveries,
@@ -73,7 +73,7 @@ pub async fn redeliver_webhook(
     let Some(deliverer) = &state.webhooks else {
         // Still 404 for an unknown task, so the answer does not depend on the
         // server's setup more than it must.
-        state.store.list_webhooks(task_id).await?;
+        state.outbox.list_webhooks(task_id).await?;
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "webhooks_disabled",

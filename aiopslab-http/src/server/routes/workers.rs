@@ -35,11 +35,10 @@ use crate::server::wire::{ClaimResponse, HeartbeatResponse};
     security((), ("client_token" = []))
 )]
 pub async fn list_workers(State(state): State<ApiState>, query: QueryParams) -> ApiResult<Json<WorkerPage>> {
-    let filter = WorkerFilter {
-        status: query.parsed::<WorkerStatus>("status")?,
-        backend_type: query.bounded_text("backend_type", 256)?,
-    };
-    Ok(Json(state.store.list_workers(&filter).await?))
+    let filter = WorkerFilter::default()
+        .with_status(query.parsed::<WorkerStatus>("status")?)
+        .with_backend_type(query.bounded_text("backend_type", 256)?);
+    Ok(Json(state.fleet.list_workers(&filter).await?))
 }
 
 /// Reads one worker.
@@ -56,7 +55,7 @@ pub async fn list_workers(State(state): State<ApiState>, query: QueryParams) -> 
     security((), ("client_token" = []))
 )]
 pub async fn get_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerIdPath) -> ApiResult<Json<Worker>> {
-    Ok(Json(state.store.get_worker(&id).await?))
+    Ok(Json(state.fleet.get_worker(&id).await?))
 }
 
 /// Registers a worker (worker protocol).
@@ -88,7 +87,7 @@ pub async fn register_worker(
             )));
         }
     }
-    let worker = state.store.register_worker(registration).await?;
+    let worker = state.queue.register_worker(registration).await?;
     tracing::info!(worker_id = %worker.id, backend_type = %worker.backend_type, "worker registered");
     Ok((StatusCode::CREATED, Json(worker)).into_response())
 }
@@ -115,15 +114,11 @@ pub async fn heartbeat(
     State(state): State<ApiState>,
     ApiJson(beat): ApiJson<WorkerHeartbeat>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    let mut ack = state.store.heartbeat(&beat).await?;
+    let mut ack = state.queue.heartbeat(&beat).await?;
     if beat.status == WorkerStatus::Idle && ack.next_task.is_none() {
-        let worker = state.store.get_worker(&beat.worker_id).await?;
-        let request = ClaimRequest {
-            worker_id: worker.id.clone(),
-            backend_type: worker.backend_type.clone(),
-            supported_problems: worker.capabilities.supported_problems.clone(),
-            task_id: None,
-        };
+        let worker = state.fleet.get_worker(&beat.worker_id).await?;
+        let request = ClaimRequest::new(worker.id.clone(), worker.backend_type.clone())
+            .for_problems(worker.capabilities.supported_problems.clone());
         if let Some(task) = state.scheduler.next_task(&request).await? {
             tracing::info!(task_id = %task.id, worker_id = %worker.id, "task handed out on heartbeat");
             ack.lease_expires_at = match (ack.lease_expires_at, task.lease_expires_at) {
@@ -196,7 +191,7 @@ pub async fn claim(
     security((), ("worker_token" = []))
 )]
 pub async fn deregister_worker(State(state): State<ApiState>, WorkerIdPath(id): WorkerIdPath) -> ApiResult<StatusCode> {
-    state.store.deregister_worker(&id).await?;
+    state.queue.deregister_worker(&id).await?;
     tracing::info!(worker_id = %id, "worker deregistered");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,175 @@
+//! [`WorkerQueue`]: what a worker needs from the store — and nothing else.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::StoreResult;
+use crate::events::StoreEvent;
+use crate::log::NewLogEntry;
+use crate::task::{LeaseToken, Task, TaskId, TaskOutcome};
+use crate::trajectory::Trajectory;
+use crate::worker::{HeartbeatAck, Worker, WorkerHeartbeat, WorkerRegistration};
+
+/// What a worker asks for when it claims a task: build it with
+/// [`ClaimRequest::new`] and narrow it with [`for_problems`](Self::for_problems)
+/// or [`for_task`](Self::for_task) (non-exhaustive: it may gain fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The claiming worker: registered and live (see
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
+    pub worker_id: String,
+    /// Only tasks of this backend type (the rule of a task's: not blank, at
+    /// most 256 characters, no control characters).
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
+    pub backend_type: String,
+    /// When given, only tasks whose problem id is in this list.
+    #[serde(default)]
+    pub supported_problems: Option<Vec<String>>,
+    /// When given, claim exactly this task (if it is pending and matches);
+    /// lets a custom [`Scheduler`](crate::Scheduler) pick the task itself.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub task_id: Option<TaskId>,
+}
+
+impl ClaimRequest {
+    /// A claim by `worker_id` for any pending task of `backend_type`.
+    pub fn new(worker_id: impl Into<String>, backend_type: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            backend_type: backend_type.into(),
+            supported_problems: None,
+            task_id: None,
+        }
+    }
+
+    /// The same claim, for tasks of these problems only (`None`: any problem).
+    pub fn for_problems(mut self, supported_problems: Option<Vec<String>>) -> Self {
+        self.supported_problems = supported_problems;
+        self
+    }
+
+    /// The same claim, for exactly this task (`None`: the best match).
+    pub fn for_task(mut self, task_id: Option<TaskId>) -> Self {
+        self.task_id = task_id;
+        self
+    }
+
+    /// Checks the worker id (see
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)) and the backend type.
+    pub fn validate(&self) -> Result<(), crate::error::ValidationError> {
+        crate::worker::validate_worker_id("worker_id", &self.worker_id)?;
+        crate::task::identifier("backend_type", &self.backend_type)
+    }
+}
+
+/// The state of a lease after it was extended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct LeaseState {
+    /// The new expiry.
+    pub lease_expires_at: DateTime<Utc>,
+    /// A client asked to cancel the task: the worker should stop and report `cancelled`.
+    pub cancel_requested: bool,
+}
+
+/// The worker side of the store: a worker registers, claims, keeps its
+/// leases alive, streams logs, saves the trajectory and finishes; the
+/// runtime ([`WorkerRuntime`](crate::WorkerRuntime)) asks for this trait
+/// alone, and a remote worker's store (`HttpStore`) implements exactly it.
+///
+/// Rules: every method is one atomic, conditional operation; the writes on
+/// a task carry the [`LeaseToken`] of the claim and are refused with
+/// [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) once the task is
+/// no longer running under that attempt; what is persisted is
+/// [sanitized](crate::sanitize) on the way in. Checked by the worker-queue
+/// conformance suite (`testkit`, `worker_queue_conformance_suite!`).
+#[async_trait]
+pub trait WorkerQueue: Send + Sync + 'static {
+    /// Registers (or re-registers) a worker. The id must match
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)
+    /// ([`StoreError::Invalid`](crate::StoreError::Invalid) naming `id` otherwise).
+    ///
+    /// While a live worker holds the id: a registration naming another
+    /// [`instance_id`](WorkerRegistration::instance_id) than the live one
+    /// takes the id over at once, and every task running under it is taken
+    /// back as if its lease had expired (requeued while retries remain,
+    /// `failed` otherwise, error code `worker_lost`; `cancelled` when a
+    /// client asked); the same instance registering again changes nothing
+    /// it holds; without instance ids on both sides the registration is
+    /// [`StoreError::WorkerAlive`](crate::StoreError::WorkerAlive).
+    async fn register_worker(&self, registration: WorkerRegistration) -> StoreResult<Worker>;
+
+    /// Records a worker's sign of life, extends the leases of its running
+    /// tasks, and tells it which of them were cancelled. An id that fails
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN) is
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid) naming `worker_id`; an unknown worker
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound); an instance that was taken over
+    /// [`StoreError::WorkerSuperseded`](crate::StoreError::WorkerSuperseded) (nothing changes then).
+    ///
+    /// With [`running_task_ids`](WorkerHeartbeat::running_task_ids), only
+    /// those leases are extended; every other task running under the id is
+    /// handed back in the same step (pending again whatever its retries,
+    /// error code `not_held`; `cancelled` when a client asked) and named in
+    /// [`HeartbeatAck::requeued_task_ids`]; listed tasks no longer running
+    /// under the id are named in [`HeartbeatAck::lost_task_ids`].
+    ///
+    /// An idle worker's heartbeat may come back with a task already claimed
+    /// for it in [`HeartbeatAck::next_task`] (as by [`claim`](Self::claim));
+    /// the worker must run it. `MemoryStore` and `PgStore` never do that; a
+    /// server answering `HttpStore` does, through its scheduler.
+    async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> StoreResult<HeartbeatAck>;
+
+    /// Marks a worker offline at once (graceful shutdown).
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()>;
+
+    /// Atomically moves the best matching pending task to `running` for this
+    /// worker: highest priority first, then oldest; `backend_type` must match
+    /// and `supported_problems`, when given, must contain the problem. Sets
+    /// `worker_id`, `started_at`, bumps `attempt` and sets the lease.
+    /// `Ok(None)` when nothing matches. A task is never claimed twice.
+    ///
+    /// Only a registered, live worker claims: an id that fails
+    /// [`ClaimRequest::validate`] is [`StoreError::Invalid`](crate::StoreError::Invalid) (field
+    /// `worker_id`), an unknown worker [`StoreError::NotFound`](crate::StoreError::NotFound) (entity
+    /// `"worker"`), and an offline one (deregistered, or silent for longer
+    /// than the policy's `worker_offline_after`) [`StoreError::Invalid`](crate::StoreError::Invalid)
+    /// naming `worker_id` and saying so; nothing is claimed then.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
+
+    /// Extends the lease of one running task.
+    async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState>;
+
+    /// Appends a batch of log entries to a running task, in order.
+    async fn append_logs(&self, lease: LeaseToken, entries: Vec<NewLogEntry>) -> StoreResult<()>;
+
+    /// Saves (replaces) the trajectory of a running task.
+    async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()>;
+
+    /// Moves a running task to a terminal status with its result. A `failed`
+    /// outcome with retries left (`attempt <= max_retries`) requeues the task
+    /// instead. Replaying the same finish for the same attempt after it landed
+    /// returns the task unchanged (a lost acknowledgement is safe to retry).
+    async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task>;
+
+    /// Wake-ups pushed by the store (new work, cancel requests), when it has
+    /// them. `None`, the default, means workers rely on polling alone. A
+    /// lagging or closed receiver is not an error: polling still covers it.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
+}

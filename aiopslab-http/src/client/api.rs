@@ -1,0 +1,398 @@
+//! [`ApiClient`]: the task API, the operator's reads and the export of an
+//! aiopslab server, over its public API; each call is one HTTP request (the
+//! export: one per page).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aiopslab_core::batch::{BatchSpec, IdempotencyKey, MAX_BATCH_TASKS};
+use aiopslab_core::webhook::WebhookDelivery;
+use aiopslab_core::{
+    CancelOutcome, CreatedBatch, Episode, EpisodeExport, ExportCursor, ExportFilter, ExportRequest, FleetView,
+    LogEntry, LogQuery, NewBatch, StoreError, StoreResult, StoreStats, Task, TaskId, TaskPage, TaskQuery, TaskSort,
+    TaskSpec, Trajectory, ValidationError, Worker, WorkerFilter, WorkerPage,
+};
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use reqwest::{Method, StatusCode, Url};
+
+use super::error::{transport_error, ClientError, Subject};
+use super::wire::{new_task_body, CancelResponse, EpisodeLine, LogsResponse, WebhookListBody};
+use super::{Guard, Http};
+
+/// `Idempotency-Key`, sent with a create when the caller gives a key.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// `Idempotent-Replayed: true` marks a replayed create.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The largest `limit` the server accepts on a log read.
+const MAX_LOG_LIMIT: usize = 100_000;
+
+/// A Rust client of an aiopslab server's public API: the task calls
+/// (create, batch, get, list, cancel, logs, trajectory, webhooks) as
+/// methods, and the [`FleetView`] and [`EpisodeExport`] of the store behind
+/// the server. Cheap to clone (the connection pool is shared).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use aiopslab_core::FleetView;
+/// use aiopslab_http::client::ApiClient;
+///
+/// let api = ApiClient::new("http://127.0.0.1:8000", Some("client-secret".into()))?;
+/// println!("{:?}", api.stats().await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: Http,
+}
+
+impl ApiClient {
+    /// A client of the server at `base_url` (`http://host:8000`, optionally
+    /// with a path prefix). `client_token` is sent as `Authorization: Bearer`
+    /// when the server requires one.
+    pub fn new(base_url: &str, client_token: Option<String>) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: Http::new(base_url, "aiopslab-client", client_token, Guard::Public)?,
+        })
+    }
+
+    /// Sets how long one request may take end to end (default 30 s). A
+    /// request that takes longer fails with `StoreError::Unavailable`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.http.timeout = timeout;
+        self
+    }
+
+    /// The server URL requests go to.
+    pub fn base_url(&self) -> &Url {
+        &self.http.base
+    }
+}
+
+/// The wire spelling of a sort order (`-created_at`, ...).
+fn sort_param(sort: TaskSort) -> &'static str {
+    match sort {
+        TaskSort::CreatedAsc => "created_at",
+        TaskSort::CreatedDesc => "-created_at",
+        TaskSort::PriorityAsc => "priority",
+        TaskSort::PriorityDesc => "-priority",
+    }
+}
+
+/// The `POST /tasks/batch` body listing `specs`, in order.
+fn batch_body(specs: &[TaskSpec]) -> NewBatch {
+    NewBatch {
+        tasks: Some(specs.iter().map(new_task_body).collect()),
+        task: None,
+        count: None,
+    }
+}
+
+/// The wire spelling of an instant in a query string (RFC 3339, UTC `Z`).
+fn wire_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The task API over HTTP. Not a [`TaskApi`](aiopslab_core::TaskApi) store: the
+/// public batch endpoint always makes a group and computes idempotency
+/// fingerprints itself, so `create_tasks` and `create_batch` cannot keep
+/// that trait's rules; these are the same calls as a client makes them.
+impl ApiClient {
+    /// Creates a task (`POST /tasks`).
+    pub async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+        let request = self.http.request(Method::POST, &["tasks"])?.json(&new_task_body(&spec));
+        self.http.send_json(request, &Subject::none()).await
+    }
+
+    /// One `POST /tasks/batch`: atomic on the server (all or none). The
+    /// tasks join a fresh group (their `group_id` is set), which
+    /// `create_tasks` on a local store leaves unset. At most
+    /// [`MAX_BATCH_TASKS`] per call, as the endpoint accepts.
+    pub async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if specs.len() > MAX_BATCH_TASKS {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "tasks",
+                format!(
+                    "at most {MAX_BATCH_TASKS} tasks per call over HTTP, got {}",
+                    specs.len()
+                ),
+            )));
+        }
+        let request = self
+            .http
+            .request(Method::POST, &["tasks", "batch"])?
+            .json(&batch_body(&specs));
+        let created: CreatedBatch = self.http.send_json(request, &Subject::none()).await?;
+        Ok(created.tasks)
+    }
+
+    /// One task with no group: `POST /tasks`; otherwise `POST /tasks/batch`
+    /// (atomic on the server). The key goes in the `Idempotency-Key` header;
+    /// the server fingerprints the request itself (method, path and body), so
+    /// `idempotency.fingerprint` is not sent — the same specs make the same
+    /// body, hence a replay. The server gives a batch its own group id:
+    /// `batch.group_id` is not sent, and a batch of several tasks always
+    /// joins a (fresh) group.
+    pub async fn create_batch(
+        &self,
+        batch: BatchSpec,
+        idempotency: Option<IdempotencyKey>,
+    ) -> StoreResult<CreatedBatch> {
+        let single = batch.group_id.is_none() && batch.specs.len() == 1;
+        let request = if single {
+            self.http
+                .request(Method::POST, &["tasks"])?
+                .json(&new_task_body(&batch.specs[0]))
+        } else {
+            self.http
+                .request(Method::POST, &["tasks", "batch"])?
+                .json(&batch_body(&batch.specs))
+        };
+        let request = match &idempotency {
+            Some(key) => request.header(IDEMPOTENCY_KEY, key.key.as_str()),
+            None => request,
+        };
+        if !single {
+            return self.http.send_json(request, &Subject::none()).await;
+        }
+        let response = self.http.send(request, &Subject::none()).await?;
+        let replayed = response
+            .headers()
+            .get(IDEMPOTENT_REPLAYED)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let task: Task = super::decode(response).await?;
+        Ok(CreatedBatch {
+            group_id: None,
+            tasks: vec![task],
+            replayed,
+        })
+    }
+
+    /// Reads a task (`GET /tasks/{id}`).
+    pub async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        let request = self.http.request(Method::GET, &["tasks", &id.to_string()])?;
+        self.http.send_json(request, &Subject::task(id)).await
+    }
+
+    /// One page of tasks (`GET /tasks`).
+    pub async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+        let TaskQuery { filter, sort, page, .. } = query;
+        let mut params: Vec<(&str, String)> = vec![
+            ("limit", page.limit.to_string()),
+            ("offset", page.offset.to_string()),
+            ("sort", sort_param(*sort).to_string()),
+        ];
+        if let Some(status) = filter.status {
+            params.push(("status", status.as_str().to_string()));
+        }
+        if let Some(group_id) = filter.group_id {
+            params.push(("group_id", group_id.to_string()));
+        }
+        for (key, value) in [
+            ("problem_id", &filter.problem_id),
+            ("worker_id", &filter.worker_id),
+            ("backend_type", &filter.backend_type),
+        ] {
+            if let Some(value) = value {
+                params.push((key, value.clone()));
+            }
+        }
+        let request = self.http.request(Method::GET, &["tasks"])?.query(&params);
+        self.http.send_json(request, &Subject::none()).await
+    }
+
+    /// Cancels a task (`DELETE /tasks/{id}`).
+    pub async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+        let request = self.http.request(Method::DELETE, &["tasks", &id.to_string()])?;
+        let response = self.http.send(request, &Subject::task(id)).await?;
+        let accepted = response.status() == StatusCode::ACCEPTED;
+        let body: CancelResponse = super::decode(response).await.unwrap_or_default();
+        Ok(match body.status.as_deref() {
+            Some("cancelled") if !accepted => CancelOutcome::Cancelled,
+            _ => CancelOutcome::CancelRequested,
+        })
+    }
+
+    /// Every filter is applied by the server (`level`, `since`, `after_id`,
+    /// `limit`, the latter capped at the server's 100 000).
+    pub async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(level) = query.min_level {
+            params.push(("level", level.as_str().to_string()));
+        }
+        if let Some(since) = query.since {
+            params.push(("since", wire_time(since)));
+        }
+        if let Some(after_id) = query.after_id {
+            params.push(("after_id", after_id.to_string()));
+        }
+        match query.limit {
+            Some(0) => return Ok(Vec::new()),
+            Some(limit) => params.push(("limit", limit.min(MAX_LOG_LIMIT).to_string())),
+            None => {}
+        }
+        let request = self
+            .http
+            .request(Method::GET, &["tasks", &task_id.to_string(), "logs"])?
+            .query(&params);
+        let response: LogsResponse = self.http.send_json(request, &Subject::task(task_id)).await?;
+        let envelope_id = response.task_id;
+        let entries = response
+            .logs
+            .into_iter()
+            .map(|entry| entry.into_entry(envelope_id))
+            .filter(|entry| query.after_id.is_none_or(|after| entry.id > after));
+        Ok(match query.limit {
+            Some(limit) => entries.take(limit).collect(),
+            None => entries.collect(),
+        })
+    }
+
+    /// The server answers 404 both for an unknown task and for a task with
+    /// no trajectory yet; the second is `Ok(None)`.
+    pub async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+        let request = self
+            .http
+            .request(Method::GET, &["tasks", &task_id.to_string(), "trajectory"])?;
+        match self.http.send_json(request, &Subject::task(task_id)).await {
+            Ok(trajectory) => Ok(Some(trajectory)),
+            Err(StoreError::NotFound { entity: "task", .. }) => Err(StoreError::task_not_found(task_id)),
+            Err(StoreError::NotFound { .. }) => {
+                // Not the task itself (or the server did not say): the task
+                // exists iff it can be read.
+                self.get_task(task_id).await.map(|_| None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Every webhook delivery of a task, oldest first, with its attempts
+    /// (`GET /tasks/{id}/webhooks`).
+    pub async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+        let request = self
+            .http
+            .request(Method::GET, &["tasks", &task_id.to_string(), "webhooks"])?;
+        let body: WebhookListBody = self.http.send_json(request, &Subject::task(task_id)).await?;
+        Ok(body.deliveries)
+    }
+}
+#[async_trait]
+impl FleetView for ApiClient {
+    async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        let request = self.http.request(Method::GET, &["workers", worker_id])?;
+        self.http.send_json(request, &Subject::worker(worker_id)).await
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = filter.status {
+            query.push(("status", status.as_str().to_string()));
+        }
+        if let Some(backend_type) = &filter.backend_type {
+            query.push(("backend_type", backend_type.clone()));
+        }
+        let request = self.http.request(Method::GET, &["workers"])?.query(&query);
+        self.http.send_json(request, &Subject::none()).await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        let request = self.http.request(Method::GET, &["stats"])?;
+        self.http.send_json(request, &Subject::none()).await
+    }
+}
+
+#[async_trait]
+impl EpisodeExport for ApiClient {
+    /// Pages through `GET /trajectories/export?format=episode`. The endpoint
+    /// filters by one problem id; a longer `problem_ids` list is applied
+    /// here, reading further pages until `limit` episodes match or the
+    /// export ends.
+    async fn export_episodes(&self, request: &ExportRequest) -> StoreResult<Vec<Episode>> {
+        let ExportRequest {
+            filter, after, limit, ..
+        } = request;
+        let (server_problem, local_problems): (Option<&str>, Option<HashSet<&str>>) = match &filter.problem_ids {
+            None => (None, None),
+            Some(ids) if ids.is_empty() => return Ok(Vec::new()),
+            Some(ids) if ids.len() == 1 => (Some(ids[0].as_str()), None),
+            Some(ids) => (None, Some(ids.iter().map(String::as_str).collect())),
+        };
+        let limit = *limit as usize;
+        let mut episodes = Vec::new();
+        let mut cursor = *after;
+        while episodes.len() < limit {
+            let wanted = limit - episodes.len();
+            let page = self.export_page(filter, server_problem, cursor, wanted).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.cursor());
+            // A page shorter than asked for is the end of the export.
+            let ended = page.len() < wanted;
+            episodes.extend(page.into_iter().filter(|e| {
+                local_problems
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(e.task.problem_id.as_str()))
+            }));
+            if local_problems.is_none() || ended {
+                break;
+            }
+        }
+        Ok(episodes)
+    }
+}
+
+impl ApiClient {
+    /// One page of the export in the store's episode form, at most `limit` lines.
+    async fn export_page(
+        &self,
+        filter: &ExportFilter,
+        problem_id: Option<&str>,
+        after: Option<ExportCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Episode>> {
+        let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
+        if let Some(cursor) = after {
+            params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
+        }
+        if let Some(status) = filter.status {
+            params.push(("status", status.as_str().to_string()));
+        }
+        if let Some(problem_id) = problem_id {
+            params.push(("problem_id", problem_id.to_string()));
+        }
+        if let Some(model) = &filter.model {
+            params.push(("model", model.clone()));
+        }
+        if let Some((key, value)) = &filter.metadata {
+            params.push(("metadata", format!("{key}:{value}")));
+        }
+        if let Some(t) = filter.created_after {
+            params.push(("created_after", wire_time(t)));
+        }
+        if let Some(t) = filter.created_before {
+            params.push(("created_before", wire_time(t)));
+        }
+        let request = self
+            .http
+            .request(Method::GET, &["trajectories", "export"])?
+            .query(&params);
+        let response = self.http.send(request, &Subject::none()).await?;
+        let url = response.url().clone();
+        // A stream cut short by a server-side failure fails here: transient.
+        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        body.split(|b| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| {
+                serde_json::from_slice::<EpisodeLine>(line)
+                    .map(|l| Episode {
+                        task: l.task,
+                        trajectory: l.trajectory,
+                    })
+                    .map_err(|e| StoreError::Internal(format!("unexpected export line from {url}: {e}")))
+            })
+            .collect()
+    }
+}
