@@ -4,20 +4,20 @@
 //! [`store_conformance_suite!`](crate::store_conformance_suite) expands every
 //! role's, for a full store.
 //!
-//! | role | trait | checks |
-//! |---|---|---|
-//! | `worker_queue` | [`WorkerQueue`](crate::WorkerQueue) | claims (order, routing, a chosen task, dispatch delay), finishes and their replays, retries, leases and their tokens, heartbeats and hand-backs, registration and takeover, logs and trajectories from a lease, the worker-id rule, NULs and deep JSON from workers, 32 claimers exactly once |
-//! | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
-//! | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats, concurrent sweeps |
-//! | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
-//! | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |
-//!
 //! Every check sets up and inspects through the harness's full store, so a
 //! store that implements some roles only runs their suites over a
 //! [`StoreParts`](crate::store::StoreParts) that puts it in place of those
 //! roles (see `aiopslab-http/tests/remote_worker_conformance.rs`).
 
 /// Expands to one test function per check of each role in `roles`.
+///
+/// | role | trait | checks |
+/// |---|---|---|
+/// | `worker_queue` | [`WorkerQueue`](crate::WorkerQueue) | claims (order, routing, a chosen task, dispatch delay), finishes and their replays, retries, leases and their tokens, heartbeats and hand-backs, registration and takeover, logs and trajectories from a lease, the worker-id rule, NULs and deep JSON from workers, 32 claimers exactly once |
+/// | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
+/// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats, concurrent sweeps |
+/// | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
+/// | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |
 ///
 /// ```no_run
 /// aiopslab_core::conformance_suite! {
@@ -31,7 +31,7 @@
 /// ```
 ///
 /// - `roles`: any of `worker_queue`, `task_api`, `fleet`, `export`,
-///   `webhook_outbox` (see the module docs for what each checks).
+///   `webhook_outbox` (the table above says what each checks).
 /// - `harness`: an expression evaluated at the start of every test (it may
 ///   `.await`), giving a [`StoreHarness`](crate::testkit::StoreHarness).
 /// - `test`: the attribute put on each generated `async fn`, e.g.

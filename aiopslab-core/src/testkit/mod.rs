@@ -1,10 +1,13 @@
-//! The store conformance suite (feature `testkit`).
+//! The store conformance suites (feature `testkit`), one per store role.
 //!
-//! Any [`TaskStore`] proves it keeps the rules of the trait by running these
-//! checks. A store crate provides a [`StoreHarness`] (how to make a fresh,
-//! empty store and how to move its clock forward) and expands
-//! [`store_conformance_suite!`](crate::store_conformance_suite) in one of its
-//! test files, which generates one test per check:
+//! A store proves it keeps the rules of the roles it implements by running
+//! their suites (which checks belong to which role: see
+//! [`conformance_suite!`](crate::conformance_suite)). A
+//! store crate provides a [`StoreHarness`] (how to make a fresh, empty store
+//! and how to move its clock forward) and expands
+//! [`conformance_suite!`](crate::conformance_suite) with its roles — or
+//! [`store_conformance_suite!`](crate::store_conformance_suite) for a full
+//! store — in one of its test files, which generates one test per check:
 //!
 //! ```text
 //! aiopslab_core::store_conformance_suite! {
@@ -13,6 +16,11 @@
 //!     concurrency = (32, 10_000),
 //! }
 //! ```
+//!
+//! The checks set up and inspect through a full store, so a store that
+//! implements only some roles runs their suites over a
+//! [`StoreParts`](crate::store::StoreParts) that puts it in place of those
+//! roles, the rest served by the full store it works against.
 //!
 //! Each check is also a public `async fn` taking the harness, so a store can
 //! run a single one by hand. Checks panic with a message naming the broken
