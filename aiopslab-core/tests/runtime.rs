@@ -158,17 +158,56 @@ async fn cancelling_a_running_task_stops_it_at_the_next_heartbeat() {
 #[tokio::test(start_paused = true)]
 async fn store_events_wake_the_worker_and_deliver_cancels_at_once() {
     let store = Arc::new(FakeFlakyStore::with_events(MemoryStore::new()));
+    woken_and_cancelled_at_once(
+        store.clone(),
+        &store.inner,
+        async || {
+            store
+                .create_and_announce(NewTask::new("auth_miss_mongodb-analysis-1"))
+                .await
+        },
+        async |id| {
+            store.cancel_and_announce(id).await;
+        },
+    )
+    .await;
+}
+
+/// The embedded store pushes its wake-ups too: an in-process worker that
+/// polls every 10 minutes claims a new task, and stops a cancelled run, at
+/// once.
+#[tokio::test(start_paused = true)]
+async fn the_memory_store_wakes_an_in_process_worker_and_delivers_cancels_at_once() {
+    let store = memory();
+    woken_and_cancelled_at_once(
+        store.clone(),
+        &*store,
+        async || submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await,
+        async |id| {
+            store.cancel_task(id).await.unwrap();
+        },
+    )
+    .await;
+}
+
+/// A worker polling every 10 minutes, on `queue`: the task `create` makes
+/// runs within 100 ms, and stops within 100 ms of `cancel` (`reads` shows
+/// the task).
+async fn woken_and_cancelled_at_once(
+    queue: Arc<dyn WorkerQueue>,
+    reads: &dyn TaskApi,
+    create: impl AsyncFnOnce() -> Task,
+    cancel: impl AsyncFnOnce(TaskId),
+) {
     let backend = simulated(SimulatedConfig::default().with_steps(30));
     let mut config = config("w");
     config.poll_interval = Duration::from_secs(600);
-    let worker = start_default(store.clone(), backend, config);
+    let worker = start_default(queue, backend, config);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let task = store
-        .create_and_announce(NewTask::new("auth_miss_mongodb-analysis-1"))
-        .await;
+    let task = create().await;
     let created = Instant::now();
-    wait_for(&store.inner, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
+    wait_for(reads, task.id, MINUTE, |t| t.status == TaskStatus::Running).await;
     assert!(
         created.elapsed() < Duration::from_millis(100),
         "claimed after {:?}",
@@ -176,9 +215,9 @@ async fn store_events_wake_the_worker_and_deliver_cancels_at_once() {
     );
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    store.cancel_and_announce(task.id).await;
+    cancel(task.id).await;
     let asked = Instant::now();
-    let done = wait_terminal(&store.inner, task.id, MINUTE).await;
+    let done = wait_terminal(reads, task.id, MINUTE).await;
     assert_eq!(done.status, TaskStatus::Cancelled);
     assert!(
         asked.elapsed() < Duration::from_millis(100),

@@ -23,8 +23,11 @@
 //! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
 //! every store does, so it answers exactly what a durable store would.
 //!
-//! [`WorkerQueue::subscribe`] returns `None`: workers of an embedded store poll,
-//! which costs nothing in memory.
+//! [`WorkerQueue::subscribe`] pushes the wake-ups of every transition (a task
+//! became claimable, a client asked to cancel a running task), sent under the
+//! lock right after the transition, so an idle in-process worker claims a
+//! new task, and stops a cancelled run, at once rather than at its next poll
+//! or heartbeat.
 
 mod clock;
 mod outbox;
@@ -32,10 +35,14 @@ mod state;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use crate::events::StoreEvent;
 use crate::export::Episode;
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
@@ -63,6 +70,41 @@ struct Inner {
     state: Mutex<State>,
     clock: StoreClock,
     policy: LeasePolicy,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+/// How many wake-ups a slow subscriber may fall behind before it is told it
+/// lagged (and checks the queue itself).
+const EVENT_BUFFER: usize = 1024;
+
+/// The locked state. Dropping it pushes the wake-ups its transition
+/// produced, still under the lock, so subscribers see them in order.
+struct Locked<'a> {
+    state: MutexGuard<'a, State>,
+    events: &'a broadcast::Sender<StoreEvent>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        for event in self.state.take_events() {
+            // No subscriber is not an error: the event is simply not needed.
+            let _ = self.events.send(event);
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -84,6 +126,7 @@ impl MemoryStore {
                 state: Mutex::new(State::default()),
                 clock: StoreClock::new(),
                 policy,
+                events: broadcast::channel(EVENT_BUFFER).0,
             }),
         }
     }
@@ -109,12 +152,16 @@ impl MemoryStore {
 
     /// Locks the state and reads the clock under the lock, so timestamps
     /// follow the order in which calls take effect.
-    fn lock(&self) -> (MutexGuard<'_, State>, DateTime<Utc>) {
+    fn lock(&self) -> (Locked<'_>, DateTime<Utc>) {
         // A panic cannot interrupt a transition half-way (they only touch
         // memory), so a poisoned lock still guards consistent state.
-        let guard = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.inner.clock.now();
-        (guard, now)
+        let locked = Locked {
+            state,
+            events: &self.inner.events,
+        };
+        (locked, now)
     }
 }
 
@@ -181,6 +228,10 @@ impl WorkerQueue for MemoryStore {
             "task finished"
         );
         Ok(task)
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        Some(self.inner.events.subscribe())
     }
 }
 
@@ -330,11 +381,61 @@ mod tests {
     }
 
     #[test]
-    fn has_no_push_events_and_clones_share_state() {
+    fn clones_share_state() {
         let store = MemoryStore::new();
-        assert!(store.subscribe().is_none());
         assert_eq!(store.policy(), LeasePolicy::default());
         let clone = store.clone();
         assert!(Arc::ptr_eq(&store.inner, &clone.inner));
+    }
+
+    #[tokio::test]
+    async fn pushes_new_work_requeues_and_cancels_of_running_tasks() {
+        let store = MemoryStore::new();
+        let mut events = store.subscribe().expect("the memory store pushes events");
+        let available = |backend: &str| StoreEvent::TaskAvailable {
+            backend_type: backend.to_string(),
+        };
+        let spec = |backend: &str| {
+            NewTask {
+                backend_type: Some(backend.into()),
+                max_retries: Some(1),
+                ..NewTask::new("p")
+            }
+            .validate()
+            .unwrap()
+        };
+        // A batch of two backend types: one event per type, not per task.
+        store
+            .create_tasks(vec![spec("default"), spec("default"), spec("gpu")])
+            .await
+            .unwrap();
+        assert_eq!(events.try_recv().unwrap(), available("default"));
+        assert_eq!(events.try_recv().unwrap(), available("gpu"));
+        assert!(events.try_recv().is_err(), "one event per backend type");
+
+        store
+            .register_worker(WorkerRegistration::new("w", "default"))
+            .await
+            .unwrap();
+        let claimed = store.claim(&ClaimRequest::new("w", "default")).await.unwrap().unwrap();
+        assert!(events.try_recv().is_err(), "a claim announces nothing");
+        store.cancel_task(claimed.id).await.unwrap();
+        assert_eq!(
+            events.try_recv().unwrap(),
+            StoreEvent::CancelRequested { task_id: claimed.id }
+        );
+
+        // A failed run with a retry left is claimable again.
+        let retried = store.claim(&ClaimRequest::new("w", "default")).await.unwrap().unwrap();
+        let failed = crate::task::TaskOutcome {
+            status: crate::task::TerminalStatus::Failed,
+            result: None,
+            error: None,
+        };
+        assert_eq!(
+            store.finish(retried.lease_token(), failed).await.unwrap().status,
+            crate::task::TaskStatus::Pending
+        );
+        assert_eq!(events.try_recv().unwrap(), available("default"));
     }
 }

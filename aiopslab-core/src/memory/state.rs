@@ -15,6 +15,7 @@ use super::clock::{earlier, later};
 use super::outbox::Outbox;
 use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
 use crate::error::StoreError;
+use crate::events::StoreEvent;
 use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
@@ -68,6 +69,9 @@ pub(crate) struct State {
     idempotency: HashMap<String, IdempotentBatch>,
     /// Webhook deliveries of terminal tasks.
     pub(crate) outbox: Outbox,
+    /// Wake-ups the last transition produced, for the store to push once it
+    /// has applied it (see [`State::take_events`]).
+    events: Vec<StoreEvent>,
 }
 
 /// What a batch created under an idempotency key.
@@ -80,6 +84,9 @@ struct IdempotentBatch {
 
 impl State {
     fn index_pending(&mut self, task: &Task) {
+        self.announce(StoreEvent::TaskAvailable {
+            backend_type: task.parameters.backend_type.clone(),
+        });
         self.pending
             .entry(task.parameters.backend_type.clone())
             .or_default()
@@ -224,10 +231,24 @@ impl State {
                 let task = &mut self.record_mut(id)?.task;
                 task.cancel_requested = true;
                 task.updated_at = now;
+                self.announce(StoreEvent::CancelRequested { task_id: id });
                 Ok(CancelOutcome::CancelRequested)
             }
             status => Err(StoreError::AlreadyTerminal { task_id: id, status }),
         }
+    }
+
+    /// Records a wake-up once per transition (a batch of 1,000 tasks of one
+    /// backend type is one `TaskAvailable`).
+    fn announce(&mut self, event: StoreEvent) {
+        if !self.events.contains(&event) {
+            self.events.push(event);
+        }
+    }
+
+    /// The wake-ups of the transitions applied since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<StoreEvent> {
+        std::mem::take(&mut self.events)
     }
 
     fn record_mut(&mut self, id: TaskId) -> StoreResult<&mut TaskRecord> {

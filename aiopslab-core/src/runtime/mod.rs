@@ -153,7 +153,11 @@ impl WorkerRuntime {
                 source,
             })?;
             // Subscribe before registering, so no wake-up is missed.
-            let events = shared.store.subscribe();
+            let events = if shared.config.store_events {
+                shared.store.subscribe()
+            } else {
+                None
+            };
             let registered = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => None,

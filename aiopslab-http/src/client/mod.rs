@@ -28,6 +28,7 @@
 
 mod api;
 mod error;
+mod events;
 mod store;
 mod wire;
 
@@ -76,12 +77,16 @@ enum Guard {
 /// # Ok(()) }
 /// ```
 ///
-/// Store events ([`subscribe`](aiopslab_core::WorkerQueue::subscribe)) are
-/// not carried over HTTP; the runtime falls back to polling, and an idle
-/// worker's heartbeat hands it its next task.
+/// Store events ([`subscribe`](aiopslab_core::WorkerQueue::subscribe)) come
+/// over `GET /workers/{id}/events` (Server-Sent Events) for the worker this
+/// store registered, so an idle worker claims new work and stops a cancelled
+/// run at once; when the stream is down the runtime's polling and
+/// heartbeats cover it (see the `events` module).
 #[derive(Clone, Debug)]
 pub struct HttpStore {
     http: Http,
+    /// The worker it registered last: whose events a subscription reads.
+    registered: std::sync::Arc<tokio::sync::watch::Sender<Option<events::Listener>>>,
 }
 
 impl HttpStore {
@@ -91,6 +96,7 @@ impl HttpStore {
     pub fn new(base_url: &str, worker_token: Option<String>) -> Result<Self, ClientError> {
         Ok(Self {
             http: Http::new(base_url, "aiopslab-worker", worker_token, Guard::Worker)?,
+            registered: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 
@@ -175,6 +181,17 @@ impl Http {
             .pop_if_empty()
             .extend(segments);
         Ok(url)
+    }
+
+    /// A request to `segments` with the token and no overall timeout, for a
+    /// stream that stays open (its reader watches for silence itself).
+    fn stream_request(&self, method: Method, segments: &[&str]) -> StoreResult<RequestBuilder> {
+        let url = self.url(segments)?;
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Ok(request)
     }
 
     /// A request to `segments`, with the token and the timeout.

@@ -1,13 +1,14 @@
 //! [`WorkerQueue`] for [`HttpStore`]: each call is one request of the worker protocol.
 
 use aiopslab_core::{
-    ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreError, StoreResult, Task, TaskOutcome,
-    Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
+    ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreError, StoreEvent, StoreResult, Task,
+    TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
 };
 use async_trait::async_trait;
 use reqwest::Method;
 
 use super::error::Subject;
+use super::events::Listener;
 use super::wire::{AppendLogsBody, ClaimResponse, FinishBody, LeaseBody, SaveTrajectoryBody};
 use super::HttpStore;
 
@@ -19,7 +20,13 @@ impl WorkerQueue for HttpStore {
             .http
             .request(Method::POST, &["workers", "register"])?
             .json(&registration);
-        self.http.send_json(request, &Subject::worker(&registration.id)).await
+        let worker: Worker = self.http.send_json(request, &Subject::worker(&registration.id)).await?;
+        // Subscriptions read this worker's events from now on.
+        self.registered.send_replace(Some(Listener {
+            worker_id: worker.id.clone(),
+            backend_type: worker.backend_type.clone(),
+        }));
+        Ok(worker)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %heartbeat.worker_id))]
@@ -113,6 +120,13 @@ impl WorkerQueue for HttpStore {
         self.http
             .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
             .await
+    }
+
+    /// The worker's events over `GET /workers/{id}/events`, once this store
+    /// has registered a worker (see the `events` module); `None` outside a
+    /// tokio runtime.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        super::events::subscribe(self.http.clone(), self.registered.subscribe())
     }
 }
 

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use super::docs;
 use super::error::ErrorBody;
 use super::patterns;
-use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
+use super::routes::{batches, events, export, groups, leases, system, tasks, webhooks, workers};
 use super::wire;
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
@@ -46,6 +46,7 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         workers::heartbeat,
         workers::claim,
         workers::deregister_worker,
+        events::worker_events,
         leases::extend_lease,
         leases::append_logs,
         leases::save_trajectory,

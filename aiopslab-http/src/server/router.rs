@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::metrics;
 use super::openapi::ApiDoc;
 use super::query_guard::{reject_unknown_query, AllowedQueries};
-use super::routes::{batches, export, groups, leases, system, tasks, webhooks, workers};
+use super::routes::{batches, events, export, groups, leases, system, tasks, webhooks, workers};
 use super::state::ApiState;
 
 /// Builds the router over `state`. Serve it with `axum::serve`, on a
@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/workers/heartbeat", post(workers::heartbeat))
         .route("/workers/claim", post(workers::claim))
         .route("/workers/{id}/deregister", post(workers::deregister_worker))
+        .route("/workers/{id}/events", get(events::worker_events))
         .route("/tasks/{id}/lease", post(leases::extend_lease))
         .route("/tasks/{id}/logs", post(leases::append_logs))
         .route("/tasks/{id}/finish", post(leases::finish))

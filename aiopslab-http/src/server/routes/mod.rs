@@ -2,6 +2,7 @@
 //! `#[utoipa::path]` so `/openapi.json` is generated from the code.
 
 pub mod batches;
+pub mod events;
 pub mod export;
 pub mod groups;
 pub mod leases;
