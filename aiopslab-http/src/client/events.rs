@@ -151,33 +151,28 @@ enum Block {
 }
 
 /// Splits a byte stream into SSE events (blank-line separated `event:` and
-/// `data:` lines; `:` comments are keep-alives).
+/// `data:` lines; `:` comments are keep-alives). Bytes are kept until an
+/// event is complete, so a character split across chunks decodes whole.
 #[derive(Default)]
 struct Parser {
-    buffer: String,
+    buffer: Vec<u8>,
 }
 
 impl Parser {
     fn push(&mut self, bytes: &[u8]) -> Vec<Block> {
-        self.buffer.push_str(&String::from_utf8_lossy(bytes));
+        self.buffer.extend_from_slice(bytes);
         let mut blocks = Vec::new();
-        while let Some(end) = self.buffer.find("\n\n") {
-            let raw: String = self.buffer.drain(..end + 2).collect();
-            let (mut kind, mut data) = ("message", String::new());
-            for line in raw.lines() {
+        while let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+            let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let (mut kind, mut data) = (String::new(), String::new());
+            for line in String::from_utf8_lossy(&raw).lines() {
                 if let Some(value) = line.strip_prefix("event:") {
-                    kind = if value.trim() == "store" {
-                        "store"
-                    } else if value.trim() == "lagged" {
-                        "lagged"
-                    } else {
-                        "other"
-                    };
+                    kind = value.trim().to_string();
                 } else if let Some(value) = line.strip_prefix("data:") {
                     data.push_str(value.trim_start());
                 }
             }
-            match kind {
+            match kind.as_str() {
                 "store" => match serde_json::from_str::<StoreEvent>(&data) {
                     Ok(event) => blocks.push(Block::Store(event)),
                     // An event this client does not know: check the queue.
@@ -199,6 +194,15 @@ mod tests {
     fn parses_events_across_chunks_and_skips_keep_alives() {
         let mut parser = Parser::default();
         assert!(parser.push(b":\n\nevent: store\ndata: {\"event\":\"task_av").is_empty());
+        // "é" split across two chunks.
+        assert!(parser.push(b"ailable\",\"backend_type\":\"caf\xc3").is_empty());
+        assert_eq!(
+            parser.push(b"\xa9\"}\n\n"),
+            vec![Block::Store(StoreEvent::TaskAvailable {
+                backend_type: "caf\u{e9}".into()
+            })]
+        );
+        assert!(parser.push(b"event: store\ndata: {\"event\":\"task_av").is_empty());
         let task_id = uuid::Uuid::nil();
         let blocks = parser.push(
             format!(
