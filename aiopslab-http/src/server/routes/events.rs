@@ -33,7 +33,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Streams the store's wake-ups to a worker.
 #[utoipa::path(
     get, path = "/workers/{id}/events", tag = "worker protocol",
-    params(("id" = String, Path, description = "The listening worker's id")),
+    params(("id" = String, Path, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$",
+        description = "The listening worker's id (the worker-id pattern)")),
     responses(
         (status = 200, description = "text/event-stream: one `store` event per wake-up (data = `{\"event\":\"task_available\",\"backend_type\":...}` or `{\"event\":\"cancel_requested\",\"task_id\":...}`), a `lagged` event (data = how many were missed) when the reader fell behind, keep-alive comments every 15 s", content_type = "text/event-stream"),
         (status = 400, description = "Invalid worker id", body = ErrorBody),
