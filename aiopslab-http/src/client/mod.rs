@@ -196,12 +196,7 @@ impl Http {
 
     /// A request to `segments`, with the token and the timeout.
     fn request(&self, method: Method, segments: &[&str]) -> StoreResult<RequestBuilder> {
-        let url = self.url(segments)?;
-        let mut request = self.http.request(method, url).timeout(self.timeout);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        Ok(request)
+        Ok(self.stream_request(method, segments)?.timeout(self.timeout))
     }
 
     /// Sends `request`; a success status returns the response, anything
