@@ -27,7 +27,6 @@ use aiopslab_core::{
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::{Backoff, WebhookConfig};
-use aiopslab_kind::{preflight, KindBackend, KindConfig};
 use aiopslab_postgres::PgStore;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
@@ -42,7 +41,7 @@ mod support;
 enum Cluster {
     /// Scripted AIOpsLab-shaped episodes, no cluster needed.
     Simulated,
-    /// One Kind cluster per worker (needs docker, kind, kubectl and AIOpsLab).
+    /// One Kind cluster per worker (needs docker, kind, kubectl and AIOpsLab, and a build with `--features kind`).
     Kind,
 }
 
@@ -302,15 +301,8 @@ fn start_workers(
         let (id, backend) = match args.cluster {
             Cluster::Simulated => (format!("worker-{i:03}-simulated"), simulated.clone()),
             Cluster::Kind => {
-                // One Kind cluster per worker, named after it, with the
-                // defaults (kind, kubectl, helm and python3 on PATH); the
-                // worker program exposes every Kind option.
                 let id = format!("worker-{i:03}-kind");
-                let config = KindConfig::builder(id.clone())
-                    .create_cluster(args.create_clusters)
-                    .build();
-                preflight(&config).with_context(|| format!("worker {id} cannot use Kind on this machine"))?;
-                let backend: Arc<dyn ClusterBackend> = Arc::new(KindBackend::new(config));
+                let backend = kind_backend(&id, args.create_clusters)?;
                 (id, backend)
             }
         };
@@ -342,6 +334,27 @@ fn start_workers(
     }
     tracing::info!(workers = args.workers, cluster = ?args.cluster, "in-process workers started");
     Ok(set)
+}
+
+/// One Kind cluster per in-process worker, named after it, with the defaults (kind, kubectl, helm and python3
+/// on PATH); the worker program exposes every Kind option.
+#[cfg(feature = "kind")]
+fn kind_backend(id: &str, create_cluster: bool) -> anyhow::Result<Arc<dyn ClusterBackend>> {
+    use aiopslab_kind::{preflight, KindBackend, KindConfig};
+    let config = KindConfig::builder(id.to_owned())
+        .create_cluster(create_cluster)
+        .build();
+    preflight(&config).with_context(|| format!("worker {id} cannot use Kind on this machine"))?;
+    Ok(Arc::new(KindBackend::new(config)))
+}
+
+/// Without the `kind` feature the server has no Kind backend (and does not compile kube): say how to get one.
+#[cfg(not(feature = "kind"))]
+fn kind_backend(_id: &str, _create_cluster: bool) -> anyhow::Result<Arc<dyn ClusterBackend>> {
+    bail!(
+        "this server was built without the Kind backend: build it with `--features kind` \
+         (cargo run --release --example server --features kind -- ...), or use --cluster simulated"
+    )
 }
 
 /// Waits for every in-process worker to stop, logging the ones that failed.
