@@ -60,8 +60,8 @@ pub use runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
 pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
 pub use simulated::{FailureMode, SimulatedBackend, SimulatedConfig};
 pub use store::{
-    ClaimRequest, EpisodeExport, ExportRequest, FleetView, Housekeeping, LeaseState, StoreParts, StoreResult, TaskApi,
-    TaskQuery, TaskStore, WebhookOutbox, WorkerQueue,
+    ClaimRequest, EpisodeExport, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping, LeaseState,
+    StoreParts, StoreResult, TaskApi, TaskQuery, TaskStore, WebhookOutbox, WorkerQueue, MAX_CLAIM_BATCH,
 };
 pub use task::{
     CancelOutcome, ErrorDetails, JsonObject, LeaseToken, NewTask, Task, TaskId, TaskOutcome, TaskParameters,

@@ -345,6 +345,21 @@ impl Sanitize for WorkerCapabilities {
     }
 }
 
+impl Sanitize for crate::store::FinalReport {
+    fn sanitize(&mut self) {
+        let crate::store::FinalReport {
+            logs,
+            trajectory,
+            outcome,
+        } = self;
+        logs.sanitize();
+        if let Some(trajectory) = trajectory {
+            trajectory.sanitize();
+        }
+        outcome.sanitize();
+    }
+}
+
 impl Sanitize for ClaimRequest {
     fn sanitize(&mut self) {
         let ClaimRequest {
@@ -352,6 +367,7 @@ impl Sanitize for ClaimRequest {
             backend_type,
             supported_problems,
             task_id: _,
+            max_tasks: _,
         } = self;
         worker_id.sanitize();
         backend_type.sanitize();

@@ -17,6 +17,13 @@ use crate::task::Task;
 pub trait Scheduler: Send + Sync + 'static {
     /// Claims the next task for this worker, or `Ok(None)` when none fits.
     async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
+
+    /// Claims up to [`request.max_tasks`](ClaimRequest::max_tasks) tasks for this worker (a worker with several
+    /// free slots asks for them at once). The default asks [`next_task`](Self::next_task) once, so a scheduler
+    /// that picks tasks itself keeps working, one task per call.
+    async fn next_tasks(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        Ok(self.next_task(&request.clone().up_to(1)).await?.into_iter().collect())
+    }
 }
 
 /// Priority high-to-low, then oldest first; `backend_type` must match; a
@@ -39,6 +46,10 @@ impl DefaultScheduler {
 impl Scheduler for DefaultScheduler {
     async fn next_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
         self.queue.claim(request).await
+    }
+
+    async fn next_tasks(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        self.queue.claim_many(request).await
     }
 }
 

@@ -13,6 +13,13 @@ mod paused_clock {
         test = #[tokio::test(start_paused = true)],
         concurrency = (32, 2000),
     }
+    // A capability the embedded store offers.
+    aiopslab_core::conformance_suite! {
+        roles = [final_reports],
+        harness = aiopslab_core::testkit::MemoryHarness::tokio_clock(),
+        test = #[tokio::test(start_paused = true)],
+        concurrency = (32, 2000),
+    }
 }
 
 mod multi_thread {

@@ -1007,3 +1007,60 @@ async fn a_worker_whose_id_was_taken_over_stops_without_reporting_or_deregisteri
     );
     assert_ne!(holder.status, aiopslab_core::WorkerStatus::Offline);
 }
+
+/// A run on a store that takes final reports ends in one call: the log's tail, the trajectory and the outcome
+/// together, and nothing else is written at the end.
+#[tokio::test(start_paused = true)]
+async fn a_run_ends_in_one_final_report_when_the_store_takes_them() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    store.offer_final_reports.store(true, Ordering::SeqCst);
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(3)), config("w"));
+    let done = wait_terminal(&store.inner, task.id, MINUTE).await;
+    worker.stop().await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
+    assert_eq!(store.final_report_calls.load(Ordering::SeqCst), 1);
+    let journal = store.journal.lock().unwrap().clone();
+    assert_eq!(
+        journal,
+        ["final_report"],
+        "an instant run's whole log rides with the outcome"
+    );
+    assert!(store.finishes.lock().unwrap().is_empty(), "no separate finish");
+    let messages = stored_messages(&store.inner, task.id).await;
+    assert!(messages.len() >= 3, "the log is stored: {messages:?}");
+    assert!(
+        store.inner.get_trajectory(task.id).await.unwrap().is_some(),
+        "the trajectory is stored"
+    );
+}
+
+/// A final report the store refuses as a whole (it writes nothing) is sent again in parts: the log's tail,
+/// the trajectory and the finish, each once, so nothing is lost or doubled.
+#[tokio::test(start_paused = true)]
+async fn a_refused_final_report_is_sent_in_parts_without_losing_or_doubling_anything() {
+    let store = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    store.offer_final_reports.store(true, Ordering::SeqCst);
+    store.refuse_final_reports.store(true, Ordering::SeqCst);
+    let task = submit(&store.inner, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(3)), config("w"));
+    let done = wait_terminal(&store.inner, task.id, MINUTE).await;
+    worker.stop().await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error_details);
+    assert_eq!(
+        store.final_report_calls.load(Ordering::SeqCst),
+        1,
+        "a refusal is not retried"
+    );
+    let journal = store.journal.lock().unwrap().clone();
+    assert_eq!(journal, ["append", "finish"], "{journal:?}");
+    let messages = stored_messages(&store.inner, task.id).await;
+    let mut unique = messages.clone();
+    unique.dedup();
+    assert_eq!(unique, messages, "no entry is stored twice");
+    assert!(messages.len() >= 3, "the log is stored: {messages:?}");
+    assert!(
+        store.inner.get_trajectory(task.id).await.unwrap().is_some(),
+        "the trajectory is stored"
+    );
+}

@@ -65,7 +65,7 @@ impl StoreHarness for HttpHarness {
 }
 
 aiopslab_core::conformance_suite! {
-    roles = [worker_queue, fleet, export],
+    roles = [worker_queue, fleet, export, final_reports],
     harness = HttpHarness::default(),
     test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
     concurrency = (16, 200),

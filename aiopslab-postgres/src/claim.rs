@@ -3,8 +3,8 @@
 //! A CTE picks the best matching pending tasks (priority desc, then oldest, then id) with `FOR UPDATE SKIP LOCKED`,
 //! so concurrent claimers never wait on each other and never get the same row; the `UPDATE` then sets the worker,
 //! a new attempt and the lease, and returns the rows. Claims that arrive together (see the `coalesce` module) share
-//! one statement per backend type and problem set: it takes as many tasks as there are claimers and hands one to
-//! each.
+//! one statement per backend type and problem set: it takes as many tasks as the claimers asked for in all (a
+//! claimer with several free slots asks for several, `ClaimRequest::max_tasks`) and hands each its share.
 //!
 //! Only registered, live workers claim: the statements hand tasks to live claimers only, and a claimer that got
 //! nothing is then looked up, so an unknown worker gets `NotFound` and an offline one its refusal rather than an
@@ -24,13 +24,13 @@ use crate::PgStore;
 type ClaimKind<'a> = (&'a str, Option<&'a Vec<String>>);
 
 impl PgStore {
-    /// Claims the best matching pending task for `request.worker_id`, or `None`.
+    /// Claims up to `request.max_tasks` of the best matching pending tasks for `request.worker_id`, best first.
     #[tracing::instrument(skip_all, fields(worker_id = %request.worker_id, backend_type = %request.backend_type))]
-    pub(crate) async fn claim_task(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
+    pub(crate) async fn claim_tasks(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
         request.validate()?;
         let request = &*sanitized_ref(request);
-        let task = match request.task_id {
-            Some(task_id) => self.claim_by_id(request, task_id).await?,
+        let tasks = match request.task_id {
+            Some(task_id) => self.claim_by_id(request, task_id).await?.into_iter().collect(),
             None => {
                 self.coalesced(
                     &self.inner.claims,
@@ -41,10 +41,10 @@ impl PgStore {
                 .await?
             }
         };
-        if let Some(task) = &task {
+        for task in &tasks {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, "task claimed");
         }
-        Ok(task)
+        Ok(tasks)
     }
 
     /// Claims one given task if it is pending and matches.
@@ -93,10 +93,14 @@ impl PgStore {
 
     /// Hands back a task claimed for a caller that gave up before the claim reached it: back to pending under its
     /// previous attempt number (the lease was never handed out, so no retry is spent), in the background.
-    fn release(&self, task: Option<Task>) {
-        let Some(task) = task else {
-            return;
-        };
+    fn release(&self, tasks: Vec<Task>) {
+        for task in tasks {
+            self.release_one(task);
+        }
+    }
+
+    /// Hands back one such task (see [`PgStore::release`]).
+    fn release_one(&self, task: Task) {
         let store = self.clone();
         tokio::spawn(async move {
             let lease = task.lease_token();
@@ -122,9 +126,9 @@ impl PgStore {
     }
 
     /// Writes one batch of claims: one statement per distinct (backend type, problem set), each claimer getting at
-    /// most one task.
-    async fn flush_claims(self, requests: Vec<ClaimRequest>) -> Vec<StoreResult<Option<Task>>> {
-        let mut results: Vec<StoreResult<Option<Task>>> = requests.iter().map(|_| Ok(None)).collect();
+    /// most the `max_tasks` it asked for.
+    async fn flush_claims(self, requests: Vec<ClaimRequest>) -> Vec<StoreResult<Vec<Task>>> {
+        let mut results: Vec<StoreResult<Vec<Task>>> = requests.iter().map(|_| Ok(Vec::new())).collect();
         // Claimers that want the same tasks: (backend type, problem set) → indices of their requests.
         let mut groups: Vec<(ClaimKind, Vec<usize>)> = Vec::new();
         for (i, request) in requests.iter().enumerate() {
@@ -135,9 +139,14 @@ impl PgStore {
             }
         }
         for ((backend_type, problems), members) in groups {
-            let workers: Vec<&str> = members.iter().map(|&i| requests[i].worker_id.as_str()).collect();
+            // One claimer slot per task asked for: the statement hands one task to each slot, in this order.
+            let workers: Vec<&str> = members
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(requests[i].worker_id.as_str(), requests[i].max_tasks as usize))
+                .collect();
             match self.claim_next(backend_type, problems, &workers).await {
                 Ok(tasks) => {
+                    // Best first for each worker: the statement returns rows in no set order.
                     let mut by_worker: HashMap<String, Vec<Task>> = HashMap::new();
                     for task in tasks {
                         by_worker
@@ -145,28 +154,46 @@ impl PgStore {
                             .or_default()
                             .push(task);
                     }
+                    for tasks in by_worker.values_mut() {
+                        tasks.sort_by(|a, b| {
+                            b.parameters
+                                .priority
+                                .cmp(&a.parameters.priority)
+                                .then(a.created_at.cmp(&b.created_at))
+                                .then(a.id.cmp(&b.id))
+                        });
+                    }
                     for &i in &members {
-                        results[i] = Ok(by_worker.get_mut(&requests[i].worker_id).and_then(Vec::pop));
+                        let wanted = requests[i].max_tasks as usize;
+                        let share = by_worker
+                            .get_mut(&requests[i].worker_id)
+                            .map_or_else(Vec::new, |tasks| {
+                                let take = wanted.min(tasks.len());
+                                tasks.drain(..take).collect()
+                            });
+                        results[i] = Ok(share);
                     }
                     // Claimers that got nothing: not live, or nothing matched.
                     let empty: Vec<&str> = members
                         .iter()
-                        .filter(|&&i| matches!(results[i], Ok(None)))
+                        .filter(|&&i| matches!(&results[i], Ok(tasks) if tasks.is_empty()))
                         .map(|&i| requests[i].worker_id.as_str())
                         .collect();
                     if !empty.is_empty() {
                         match self.refusals(&empty).await {
                             Ok(refused) => {
                                 for &i in &members {
-                                    if let (Ok(None), Some(error)) = (&results[i], refused.get(&requests[i].worker_id))
+                                    if let (Ok(tasks), Some(error)) = (&results[i], refused.get(&requests[i].worker_id))
                                     {
-                                        results[i] = Err(error.clone());
+                                        if tasks.is_empty() {
+                                            results[i] = Err(error.clone());
+                                        }
                                     }
                                 }
                             }
                             Err(error) => {
                                 for &i in &members {
-                                    if matches!(results[i], Ok(None)) {
+                                    if matches!(&results[i], Ok(tasks) if tasks.is_empty()) {
                                         results[i] = Err(error.clone());
                                     }
                                 }
@@ -184,7 +211,7 @@ impl PgStore {
         results
     }
 
-    /// One claim statement: up to one task for each of `workers`.
+    /// One claim statement: up to one task for each entry of `workers` (a worker named n times gets up to n).
     #[tracing::instrument(skip(self, problems), fields(claimers = workers.len()))]
     async fn claim_next(
         &self,

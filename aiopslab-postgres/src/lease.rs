@@ -11,6 +11,7 @@ use aiopslab_core::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::final_report::write_in_rounds;
 use crate::jsonb::Jsonb;
 use crate::rows::TaskRow;
 use crate::sql;
@@ -27,6 +28,29 @@ fn lease_lost(lease: LeaseToken) -> StoreError {
         task_id: lease.task_id,
         attempt: lease.attempt,
     }
+}
+
+/// The statement finishing each `(lease, outcome)` (in the order given: task id order keeps concurrent statements
+/// locking rows alike); it returns the tasks that changed.
+pub(crate) fn finish_many_query<'a>(
+    reports: impl ExactSizeIterator<Item = (LeaseToken, &'a TaskOutcome)>,
+) -> sqlx::query::QueryAs<'a, sqlx::Postgres, TaskRow, sqlx::postgres::PgArguments> {
+    let n = reports.len();
+    let (mut ids, mut attempts, mut statuses) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut results, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (lease, outcome) in reports {
+        ids.push(lease.task_id);
+        attempts.push(attempt(lease));
+        statuses.push(TaskStatus::from(outcome.status).as_str());
+        results.push(outcome.result.as_ref().map(Jsonb));
+        errors.push(outcome.error.as_ref().map(Jsonb));
+    }
+    sqlx::query_as::<_, TaskRow>(sql::FINISH_MANY)
+        .bind(ids)
+        .bind(attempts)
+        .bind(statuses)
+        .bind(results)
+        .bind(errors)
 }
 
 impl PgStore {
@@ -79,7 +103,6 @@ impl PgStore {
     /// the statement with concurrent finishes.
     #[tracing::instrument(skip(self, outcome), fields(task_id = %lease.task_id, attempt = lease.attempt, status = ?outcome.status))]
     pub(crate) async fn finish_task(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
-        let status = TaskStatus::from(outcome.status);
         let reported_status = outcome.status;
         let error = outcome.error.clone();
         let changed = self
@@ -94,13 +117,24 @@ impl PgStore {
             tracing::debug!(status = %task.status, "task finished");
             return Ok(task);
         }
-        // Nothing changed: unknown task, a replay of a finish that already landed, or a lost lease.
+        self.finish_not_applied(lease, reported_status, error.as_ref()).await
+    }
+
+    /// Why a finish changed nothing: an unknown task (`NotFound`), a replay of a finish that already landed (the
+    /// task, unchanged), or a lost lease (`LeaseLost`).
+    pub(crate) async fn finish_not_applied(
+        &self,
+        lease: LeaseToken,
+        reported_status: TerminalStatus,
+        error: Option<&aiopslab_core::ErrorDetails>,
+    ) -> StoreResult<Task> {
+        let status = TaskStatus::from(reported_status);
         let task = self.select_task(lease.task_id).await?;
         let replay = task.attempt == lease.attempt
             && (task.status == status
                 || (reported_status == TerminalStatus::Failed
                     && task.status == TaskStatus::Pending
-                    && task.error_details == error));
+                    && task.error_details.as_ref() == error));
         if replay {
             tracing::debug!(status = %task.status, "finish replayed; already recorded");
             Ok(task)
@@ -114,65 +148,15 @@ impl PgStore {
     /// statement names a task once; a refusal by the database is retried report by report, so one bad report does
     /// not sink the others.
     async fn flush_finishes(self, finishes: Vec<Finish>) -> Vec<StoreResult<Option<Task>>> {
-        let mut results: Vec<StoreResult<Option<Task>>> = finishes.iter().map(|_| Ok(None)).collect();
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        for (i, (lease, _)) in finishes.iter().enumerate() {
-            let free = rounds
-                .iter()
-                .position(|round| round.iter().all(|&j| finishes[j].0.task_id != lease.task_id));
-            match free {
-                Some(r) => rounds[r].push(i),
-                None => rounds.push(vec![i]),
-            }
-        }
-        for round in rounds {
-            match self.finish_round(&finishes, &round).await {
-                Ok(mut changed) => {
-                    for &i in &round {
-                        results[i] = Ok(changed.remove(&finishes[i].0.task_id));
-                    }
-                }
-                Err(StoreError::Invalid(_)) if round.len() > 1 => {
-                    for &i in &round {
-                        results[i] = self
-                            .finish_round(&finishes, &[i])
-                            .await
-                            .map(|mut changed| changed.remove(&finishes[i].0.task_id));
-                    }
-                }
-                Err(error) => {
-                    for &i in &round {
-                        results[i] = Err(error.clone());
-                    }
-                }
-            }
-        }
-        results
+        let ids: Vec<TaskId> = finishes.iter().map(|(lease, _)| lease.task_id).collect();
+        write_in_rounds(&ids, |indices| self.finish_round(&finishes, indices)).await
     }
 
     /// One finish statement for the reports at `indices` (no task twice), written in task id order so concurrent
     /// statements lock rows in the same order. Returns the tasks that changed.
-    async fn finish_round(&self, finishes: &[Finish], indices: &[usize]) -> StoreResult<HashMap<TaskId, Task>> {
-        let mut order = indices.to_vec();
+    async fn finish_round(&self, finishes: &[Finish], mut order: Vec<usize>) -> StoreResult<HashMap<TaskId, Task>> {
         order.sort_by_key(|&i| finishes[i].0.task_id);
-        let n = order.len();
-        let (mut ids, mut attempts, mut statuses) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut results, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for &i in &order {
-            let (lease, outcome) = &finishes[i];
-            ids.push(lease.task_id);
-            attempts.push(attempt(*lease));
-            statuses.push(TaskStatus::from(outcome.status).as_str());
-            results.push(outcome.result.as_ref().map(Jsonb));
-            errors.push(outcome.error.as_ref().map(Jsonb));
-        }
-        let query = sqlx::query_as::<_, TaskRow>(sql::FINISH_MANY)
-            .bind(&ids)
-            .bind(attempts)
-            .bind(statuses)
-            .bind(results)
-            .bind(errors);
+        let query = finish_many_query(order.iter().map(|&i| (finishes[i].0, &finishes[i].1)));
         let mut conn = self.conn_planning_per_run("finish").await?;
         let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("finish", result)?;

@@ -29,6 +29,7 @@ mod config;
 mod connections;
 mod error;
 mod export;
+mod final_report;
 mod jsonb;
 mod lease;
 mod listener;

@@ -8,6 +8,27 @@ use crate::rows::{levels_at_least, LogRow};
 use crate::sql;
 use crate::PgStore;
 
+/// The statement appending `entries` to the task under `lease`; it inserts nothing unless the lease is held.
+pub(crate) fn append_logs_query<'a>(lease: LeaseToken, entries: Vec<NewLogEntry>) -> PgQuery<'a> {
+    let mut levels = Vec::with_capacity(entries.len());
+    let mut messages = Vec::with_capacity(entries.len());
+    let mut contexts = Vec::with_capacity(entries.len());
+    for entry in entries {
+        levels.push(entry.level.as_str());
+        messages.push(entry.message);
+        contexts.push(Jsonb(entry.context));
+    }
+    sqlx::query(sql::APPEND_LOGS)
+        .bind(lease.task_id)
+        .bind(attempt(lease))
+        .bind(levels)
+        .bind(messages)
+        .bind(contexts)
+}
+
+/// A statement with its bound arguments.
+pub(crate) type PgQuery<'a> = sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 impl PgStore {
     /// Appends a batch of entries to a running task, in order, in one statement that also checks the lease.
     #[tracing::instrument(skip(self, entries), fields(task_id = %lease.task_id, attempt = lease.attempt, count = entries.len()))]
@@ -15,23 +36,8 @@ impl PgStore {
         if entries.is_empty() {
             return self.check_lease(lease, "append_logs").await;
         }
-        let mut levels = Vec::with_capacity(entries.len());
-        let mut messages = Vec::with_capacity(entries.len());
-        let mut contexts = Vec::with_capacity(entries.len());
-        for entry in entries {
-            levels.push(entry.level.as_str());
-            messages.push(entry.message);
-            contexts.push(Jsonb(entry.context));
-        }
         let mut conn = self.conn("append_logs").await?;
-        let result = sqlx::query(sql::APPEND_LOGS)
-            .bind(lease.task_id)
-            .bind(attempt(lease))
-            .bind(levels)
-            .bind(messages)
-            .bind(contexts)
-            .execute(conn.raw())
-            .await;
+        let result = append_logs_query(lease, entries).execute(conn.raw()).await;
         let inserted = conn.done("append_logs", result)?.rows_affected();
         if inserted == 0 {
             return Err(self.why_not_held(lease, "append_logs").await);

@@ -299,6 +299,14 @@ pub(crate) const APPEND_LOGS: &str = "WITH lease AS (\
      ORDER BY entry.n";
 
 /// Whether a lease token is current. `$1` task id, `$2` attempt.
+/// Locks, in id order, the tasks still running under the given leases, and returns their ids: the first step of
+/// a batch of final reports, so what follows in the transaction sees the leases held throughout. `$1` task ids,
+/// `$2` attempts (same order).
+pub(crate) const LOCK_HELD_LEASES: &str = "SELECT tasks.id FROM tasks \
+     JOIN UNNEST($1::uuid[], $2::int4[]) AS lease(lease_id, lease_attempt) ON tasks.id = lease.lease_id \
+     WHERE tasks.attempt = lease.lease_attempt AND tasks.status = 'running' \
+     ORDER BY tasks.id FOR UPDATE OF tasks";
+
 pub(crate) const LEASE_HELD: &str =
     "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE)";
 

@@ -59,8 +59,9 @@ pub(crate) struct Inner {
     announcer: Announcer,
     coalesce_writes: bool,
     pub(crate) creates: Arc<Coalescer<TaskSpec, Task>>,
-    pub(crate) claims: Arc<Coalescer<ClaimRequest, Option<Task>>>,
+    pub(crate) claims: Arc<Coalescer<ClaimRequest, Vec<Task>>>,
     pub(crate) finishes: Arc<Coalescer<Finish, Option<Task>>>,
+    pub(crate) final_reports: Arc<Coalescer<(LeaseToken, aiopslab_core::FinalReport), Option<Task>>>,
 }
 
 /// One finish report: the lease it is fenced by and the outcome.
@@ -75,6 +76,8 @@ pub struct WriteBatches {
     pub claims: BatchCounts,
     /// `finish` calls.
     pub finishes: BatchCounts,
+    /// `finish_run` calls (final reports: logs, trajectory and finish of a run).
+    pub final_reports: BatchCounts,
 }
 
 /// The policy's durations as SQL intervals, converted once.
@@ -145,6 +148,7 @@ impl PgStore {
                 creates: Coalescer::new(options.max_batch),
                 claims: Coalescer::new(options.max_batch),
                 finishes: Coalescer::new(options.max_batch),
+                final_reports: Coalescer::new(options.max_batch),
             }),
         })
     }
@@ -226,6 +230,7 @@ impl PgStore {
             creates: self.inner.creates.counts(),
             claims: self.inner.claims.counts(),
             finishes: self.inner.finishes.counts(),
+            final_reports: self.inner.final_reports.counts(),
         }
     }
 
@@ -297,7 +302,15 @@ impl WorkerQueue for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        self.claim_task(request).await
+        Ok(self.claim_tasks(&request.clone().up_to(1)).await?.pop())
+    }
+
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        self.claim_tasks(request).await
+    }
+
+    fn final_reports(&self) -> Option<&dyn aiopslab_core::FinalReports> {
+        Some(self)
     }
 
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {

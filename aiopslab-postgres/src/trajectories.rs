@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use crate::jsonb::Jsonb;
 use crate::lease::attempt;
+use crate::logs::PgQuery;
 use crate::rows::TrajectoryRest;
 use crate::sql;
 use crate::PgStore;
@@ -23,23 +24,28 @@ fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<St
         .map_err(|e| StoreError::Internal(format!("the trajectory's {what} did not serialize: {e}")))
 }
 
+/// The statement saving (replacing) the trajectory of the task under `lease` (whose id the trajectory must
+/// carry); it writes nothing unless the lease is held.
+pub(crate) fn save_trajectory_query(lease: LeaseToken, trajectory: &Trajectory) -> StoreResult<PgQuery<'_>> {
+    let messages = encode("messages", &trajectory.messages)?;
+    let llm_calls = encode("LLM calls", &trajectory.llm_calls)?;
+    Ok(sqlx::query(sql::SAVE_TRAJECTORY)
+        .bind(lease.task_id)
+        .bind(attempt(lease))
+        .bind(Jsonb(TrajectoryRest::of(trajectory)))
+        .bind(trajectory.reward)
+        .bind(messages)
+        .bind(llm_calls))
+}
+
 impl PgStore {
     /// Saves (replaces) the trajectory of a running task.
     #[tracing::instrument(skip(self, trajectory), fields(task_id = %lease.task_id, attempt = lease.attempt))]
     pub(crate) async fn upsert_trajectory(&self, lease: LeaseToken, mut trajectory: Trajectory) -> StoreResult<()> {
         trajectory.task_id = lease.task_id;
-        let messages = encode("messages", &trajectory.messages)?;
-        let llm_calls = encode("LLM calls", &trajectory.llm_calls)?;
+        let query = save_trajectory_query(lease, &trajectory)?;
         let mut conn = self.conn("save_trajectory").await?;
-        let result = sqlx::query(sql::SAVE_TRAJECTORY)
-            .bind(lease.task_id)
-            .bind(attempt(lease))
-            .bind(Jsonb(TrajectoryRest::of(&trajectory)))
-            .bind(trajectory.reward)
-            .bind(messages)
-            .bind(llm_calls)
-            .execute(conn.raw())
-            .await;
+        let result = query.execute(conn.raw()).await;
         let saved = conn.done("save_trajectory", result)?.rows_affected();
         if saved == 0 {
             return Err(self.why_not_held(lease, "save_trajectory").await);

@@ -238,3 +238,69 @@ async fn a_claim_whose_caller_gave_up_goes_back_to_pending() {
     let counts = status_counts(&store).await;
     assert_eq!(counts.get("running").copied(), Some(2), "{counts:?}");
 }
+
+/// One worker with 32 slots claims them in one call and reports all 32 runs at once: the claims share one
+/// statement, the reports share transactions (fewer than the reports), and every run lands whole — its tail of
+/// log entries after the live one, its trajectory, its completion — counted once for the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_many_at_once_and_its_final_reports_share_transactions() {
+    let db = TestDatabase::create().await;
+    let store = db.store(policy()).await;
+    create_tasks(&store, 40).await;
+    store
+        .register_worker(WorkerRegistration::new("drainer", "default"))
+        .await
+        .unwrap();
+    let claimed = store.claim_many(&request("drainer").up_to(32)).await.unwrap();
+    assert_eq!(claimed.len(), 32, "32 free slots, 40 pending tasks");
+    assert_eq!(
+        store.write_batches().claims,
+        aiopslab_postgres::BatchCounts { batches: 1, items: 1 }
+    );
+    let mut unique: Vec<_> = claimed.iter().map(|t| t.id).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 32, "no task handed out twice");
+
+    let reports: Vec<_> = claimed
+        .iter()
+        .map(|task| {
+            let store = store.clone();
+            let lease = task.lease_token();
+            tokio::spawn(async move {
+                store
+                    .append_logs(
+                        lease,
+                        vec![aiopslab_core::NewLogEntry::new(aiopslab_core::LogLevel::Info, "live")],
+                    )
+                    .await
+                    .unwrap();
+                let report = aiopslab_core::FinalReport::new(completed())
+                    .with_logs(vec![aiopslab_core::NewLogEntry::new(
+                        aiopslab_core::LogLevel::Info,
+                        "tail",
+                    )])
+                    .with_trajectory(Some(aiopslab_core::Trajectory {
+                        task_id: lease.task_id,
+                        ..Default::default()
+                    }));
+                let reports = store.final_reports().expect("PgStore takes final reports");
+                reports.finish_run(lease, report).await
+            })
+        })
+        .collect();
+    for report in reports {
+        assert_eq!(report.await.unwrap().unwrap().status, TaskStatus::Completed);
+    }
+    for task in &claimed {
+        let logs = store.get_logs(task.id, &Default::default()).await.unwrap();
+        let messages: Vec<&str> = logs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["live", "tail"], "task {}", task.id);
+        assert!(store.get_trajectory(task.id).await.unwrap().is_some());
+    }
+    let worker = store.get_worker("drainer").await.unwrap();
+    assert_eq!(worker.tasks_completed, 32, "each report counted once");
+    let batches = store.write_batches().final_reports;
+    assert_eq!(batches.items, 32);
+    assert!(batches.batches < 32, "reports shared transactions: {batches:?}");
+}

@@ -12,3 +12,11 @@ aiopslab_core::store_conformance_suite! {
     concurrency = (32, 10_000),
     concurrency_test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
 }
+
+// A capability PgStore offers: a run's end in one transaction.
+aiopslab_core::conformance_suite! {
+    roles = [final_reports],
+    harness = PgHarness::with_connections(4),
+    test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+    concurrency = (4, 100),
+}

@@ -49,8 +49,8 @@ use crate::policy::LeasePolicy;
 use crate::query::{StoreStats, SweepReport, TaskPage, WorkerFilter, WorkerPage};
 use crate::sanitize::{nul_free, sanitized, sanitized_ref};
 use crate::store::{
-    ClaimRequest, EpisodeExport, ExportRequest, FleetView, Housekeeping, LeaseState, StoreResult, TaskApi, TaskQuery,
-    WebhookOutbox, WorkerQueue,
+    ClaimRequest, EpisodeExport, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping, LeaseState,
+    StoreResult, TaskApi, TaskQuery, WebhookOutbox, WorkerQueue,
 };
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
@@ -199,6 +199,29 @@ impl WorkerQueue for MemoryStore {
         Ok(claimed)
     }
 
+    /// Up to `max_tasks` claims under one lock.
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        request.validate()?;
+        let request = sanitized_ref(request);
+        let (mut state, now) = self.lock();
+        let mut claimed = Vec::new();
+        while claimed.len() < request.max_tasks as usize {
+            let Some(task) = state.claim(&request, &self.inner.policy, now)? else {
+                break;
+            };
+            tracing::debug!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
+            claimed.push(task);
+            if request.task_id.is_some() {
+                break;
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn final_reports(&self) -> Option<&dyn FinalReports> {
+        Some(self)
+    }
+
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
         let (mut state, now) = self.lock();
         state.extend_lease(lease, &self.inner.policy, now)
@@ -232,6 +255,29 @@ impl WorkerQueue for MemoryStore {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
         Some(self.inner.events.subscribe())
+    }
+}
+
+/// Logs, trajectory and finish under one lock: nothing else sees a state in between.
+#[async_trait]
+impl FinalReports for MemoryStore {
+    async fn finish_run(&self, lease: LeaseToken, report: FinalReport) -> StoreResult<Task> {
+        let FinalReport {
+            logs,
+            trajectory,
+            outcome,
+        } = sanitized(report);
+        let (mut state, now) = self.lock();
+        // Not held: `finish` tells a replay (acknowledged again, nothing appended) from a lost lease.
+        if state.holds(lease) {
+            state.append_logs(lease, logs, now)?;
+            if let Some(trajectory) = trajectory {
+                state.save_trajectory(lease, trajectory, now)?;
+            }
+        }
+        let task = state.finish(lease, outcome, now)?;
+        tracing::debug!(task_id = %task.id, attempt = lease.attempt, status = %task.status, "run reported");
+        Ok(task)
     }
 }
 

@@ -308,6 +308,11 @@ impl State {
     }
 
     /// The record a lease token proves the caller holds: running under that attempt.
+    /// True while the task runs under this lease.
+    pub(crate) fn holds(&mut self, lease: LeaseToken) -> bool {
+        self.leased(lease).is_ok()
+    }
+
     fn leased(&mut self, lease: LeaseToken) -> StoreResult<&mut TaskRecord> {
         let record = self.record_mut(lease.task_id)?;
         if record.task.status == TaskStatus::Running && record.task.attempt == lease.attempt {
@@ -438,8 +443,12 @@ impl State {
         let reported = TaskStatus::from(outcome.status);
         let current = &record.task;
         if current.status != TaskStatus::Running || current.attempt != lease.attempt {
-            // A replay of a finish that already landed is acknowledged again, unchanged.
-            if current.attempt == lease.attempt && current.status == reported {
+            // A replay of a finish that already landed is acknowledged again, unchanged: the same
+            // terminal status, or the requeue of the same failure (as PgStore tells it).
+            let requeued_by_it = outcome.status == TerminalStatus::Failed
+                && current.status == TaskStatus::Pending
+                && current.error_details == outcome.error;
+            if current.attempt == lease.attempt && (current.status == reported || requeued_by_it) {
                 return Ok(current.clone());
             }
             return Err(StoreError::LeaseLost {

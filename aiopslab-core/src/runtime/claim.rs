@@ -1,9 +1,11 @@
 //! The claim loops: take work while a slot is free.
 //!
 //! A worker runs one claim loop per slot (at most four), so claims overlap
-//! under load. With a free slot a loop asks the scheduler for a task; when it gets
-//! one it starts it and asks again at once, so a full queue is drained with
-//! no waiting. Only an empty queue (or a failed claim) makes it wait: for
+//! under load. With a free slot a loop takes every other slot free at that
+//! moment too and asks the scheduler for that many tasks in one call
+//! (`Scheduler::next_tasks`, one statement or one request for the lot); it
+//! starts what it gets and asks again at once, so a full queue is drained with
+//! no waiting and a worker of many slots fills them in few round trips. Only an empty queue (or a failed claim) makes it wait: for
 //! `poll_interval`, or less when a store event says work arrived. A claim in
 //! flight is never abandoned, even at shutdown: the store could have handed
 //! the task over already, and dropping it would leave it stranded until its
@@ -17,7 +19,7 @@ use tracing::Instrument;
 use super::task_run::run_task;
 use super::Shared;
 use crate::retry::retry_transient;
-use crate::store::ClaimRequest;
+use crate::store::{ClaimRequest, MAX_CLAIM_BATCH};
 
 /// Most claims in flight at once. A claim is a round trip (over HTTP, a
 /// few milliseconds); with one at a time a worker of many slots started at
@@ -46,28 +48,54 @@ async fn claim_loop(shared: Arc<Shared>) {
     let request = ClaimRequest::new(config.worker_id.clone(), config.backend_type.clone())
         .for_problems(config.capabilities.supported_problems.clone());
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => return,
             permit = shared.slots.acquire() => permit,
         };
+        // Every slot free right now goes into the same claim.
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM_BATCH as usize {
+            match shared.slots.try_acquire() {
+                Some(permit) => permits.push(permit),
+                None => break,
+            }
+        }
+        let wanted = request.clone().up_to(permits.len() as u32);
         let claimed = retry_transient(&config.retry, "claim", || async {
             // A heartbeat lists the tasks we hold and the store hands back any
-            // other: no beat may pass between the store handing this task over
-            // and our tracking it (see `Shared::claim_gate`).
+            // other: no beat may pass between the store handing these tasks over
+            // and our tracking them (see `Shared::claim_gate`).
             let _gate = shared.claim_gate.read().await;
-            let task = shared.scheduler.next_task(&request).await?;
-            Ok(task.map(|task| (shared.slots.track(task.id), task)))
+            let tasks = if wanted.max_tasks > 1 {
+                shared.scheduler.next_tasks(&wanted).await?
+            } else {
+                shared.scheduler.next_task(&wanted).await?.into_iter().collect()
+            };
+            Ok(tasks
+                .into_iter()
+                .map(|task| (shared.slots.track(task.id), task))
+                .collect::<Vec<_>>())
         })
         .await;
         match claimed {
-            Ok(Some((guard, task))) => {
-                tokio::spawn(run_task(Arc::clone(&shared), task, Some(permit), guard));
+            Ok(tasks) if !tasks.is_empty() => {
+                // A scheduler that handed out more than asked for still has every task run: the
+                // extra ones wait for a slot like a task a heartbeat hands over.
+                for (guard, task) in tasks {
+                    let permit = match permits.pop() {
+                        Some(permit) => permit,
+                        None => shared.slots.acquire().await,
+                    };
+                    tokio::spawn(run_task(Arc::clone(&shared), task, Some(permit), guard));
+                }
+                // Slots the store had no task for are free again at once.
+                drop(permits);
                 continue;
             }
-            Ok(None) => drop(permit),
+            Ok(_) => drop(permits),
             Err(error) => {
-                drop(permit);
+                drop(permits);
                 tracing::warn!(%error, "claim failed; trying again after the poll interval");
             }
         }

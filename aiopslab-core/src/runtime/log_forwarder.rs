@@ -24,6 +24,12 @@
 //! warning and the outcome is reported), and it gives up at once when
 //! shutdown's report grace runs out.
 //!
+//! **The tail rides with the outcome.** When the store takes a run's end in
+//! one write ([`FinalReports`](crate::FinalReports)), the entries still held
+//! at the end (at most one batch, nothing in flight or failing) are handed
+//! back instead of sent, and go with the outcome: one store call fewer per
+//! run. If that write is refused, the runtime sends them on their own first.
+//!
 //! **Refusals.** A batch the store refuses for good (invalid input) is
 //! dropped with a warning and the next one is sent. A lost lease stops the
 //! run, since nothing it writes can be stored any more: everything held or
@@ -69,6 +75,19 @@ pub(crate) struct ForwarderSettings {
     /// Once the final flush was asked for, how long held entries may wait
     /// for the store before they are dropped.
     pub flush_timeout: Duration,
+    /// Hand the entries still held at the end back (see the module docs)
+    /// instead of sending them.
+    pub hand_back_tail: bool,
+}
+
+/// How the forwarder ended: what it did, and the entries it handed back.
+#[derive(Debug, Default)]
+pub(crate) struct ForwarderEnd {
+    /// What the forwarder did.
+    pub stats: ForwarderStats,
+    /// Entries held at the end, in order, for the caller to send with the
+    /// outcome (only with `hand_back_tail`).
+    pub tail: Vec<NewLogEntry>,
 }
 
 /// What the forwarder did, for the run's final log line and for tests.
@@ -142,7 +161,7 @@ pub(crate) async fn forward_logs(
     settings: ForwarderSettings,
     finish: CancellationToken,
     abandon: CancellationToken,
-) -> ForwarderStats {
+) -> ForwarderEnd {
     let mut forwarder = Forwarder {
         store,
         handle,
@@ -165,9 +184,12 @@ pub(crate) async fn forward_logs(
             forwarder.lose_lease(None);
         }
         let closing = flush_deadline.is_some() || !receiving;
+        if closing && forwarder.settings.hand_back_tail && forwarder.can_hand_back() {
+            return forwarder.hand_back();
+        }
         forwarder.start_send_if_due(closing);
         if !receiving && forwarder.is_idle() {
-            return forwarder.stats;
+            return forwarder.end();
         }
         let wake_at = forwarder.next_wake(closing).into_iter().chain(flush_deadline).min();
         // While a batch is in flight the held entries cannot be trimmed
@@ -178,7 +200,7 @@ pub(crate) async fn forward_logs(
             biased;
             _ = abandon.cancelled() => {
                 forwarder.give_up("shutting down: gave up storing the rest of the log");
-                return forwarder.stats;
+                return forwarder.end();
             }
             result = async { (&mut forwarder.in_flight.as_mut().expect("guarded").call).await },
                 if forwarder.in_flight.is_some() => forwarder.landed(result),
@@ -203,7 +225,7 @@ pub(crate) async fn forward_logs(
                          dropped it to report the outcome",
                         timeout.as_secs_f64()
                     ));
-                    return forwarder.stats;
+                    return forwarder.end();
                 }
             }
         }
@@ -218,6 +240,33 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 impl Forwarder {
+    /// The end, with nothing handed back.
+    fn end(self) -> ForwarderEnd {
+        ForwarderEnd {
+            stats: self.stats,
+            tail: Vec::new(),
+        }
+    }
+
+    /// True when what is held can go with the outcome: one batch at most,
+    /// nothing on its way or waiting out a failure, no gap to note, the lease held.
+    fn can_hand_back(&self) -> bool {
+        self.in_flight.is_none()
+            && self.retry_at.is_none()
+            && self.gap == 0
+            && !self.lease_lost
+            && self.queue.len() <= self.settings.batch_size.max(1)
+    }
+
+    /// Ends, handing the held entries back.
+    fn hand_back(mut self) -> ForwarderEnd {
+        let tail = self.queue.drain(..).map(|held| held.entry).collect();
+        ForwarderEnd {
+            stats: self.stats,
+            tail,
+        }
+    }
+
     fn is_full(&self) -> bool {
         let limits = self.settings.limits;
         self.queue.len() >= limits.max_entries || self.queued_bytes >= limits.max_bytes

@@ -63,8 +63,9 @@ pub(crate) struct Shared {
     slots: Slots,
     /// Wakes the claim loop early (a store event said work arrived).
     wake: Notify,
-    /// Asks for a heartbeat now: a run started or ended, so `GET /workers`
-    /// shows the change at once rather than up to a heartbeat interval later.
+    /// Asks for a heartbeat soon: a run started or ended, so `GET /workers`
+    /// shows the change within a second rather than up to a heartbeat
+    /// interval later (`heartbeat::STATUS_BEAT_SPACING`).
     beat_now: Notify,
     /// Shutdown was requested: claim nothing more.
     stopping: CancellationToken,

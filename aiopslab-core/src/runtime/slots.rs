@@ -135,6 +135,11 @@ impl Slots {
         }
     }
 
+    /// A free slot right now, without waiting; `None` when every slot is taken.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
     /// True when a slot is free right now.
     pub fn has_free_slot(&self) -> bool {
         self.permits.available_permits() > 0

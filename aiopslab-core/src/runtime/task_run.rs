@@ -10,6 +10,11 @@
 //! it turns terminal: entries held during a store outage wait for it like
 //! the report does (bounded, see `log_forwarder.rs`).
 //!
+//! A store that takes a run's end in one write ([`FinalReports`]) gets the
+//! log's tail, the trajectory and the outcome in one call, all or nothing;
+//! if it refuses that write, the parts are sent one by one as below, which
+//! tells which part was refused and keeps the rules that follow.
+//!
 //! Reporting never drops a finished result while the lease is valid: the
 //! trajectory save and the finish are retried on transient errors without a
 //! limit on tries, with capped backoff, until the store acknowledges them or
@@ -42,7 +47,9 @@ use super::slots::{RunGuard, RunHandle, StopReason};
 use super::Shared;
 use crate::backend::{LogSink, RunContext, RunReport};
 use crate::error::StoreError;
+use crate::log::NewLogEntry;
 use crate::retry::retry_transient;
+use crate::store::{FinalReport, FinalReports};
 use crate::task::{ErrorDetails, Task, TaskOutcome, TaskStatus, TerminalStatus};
 
 /// Runs `task` (already `running` under our name) and reports it. `permit`
@@ -75,15 +82,15 @@ pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<Own
                     shared.config.worker_id
                 ),
             );
-            deliver(&shared, &task, &handle, report).await;
+            deliver(&shared, &task, &handle, report, Vec::new()).await;
             shared.slots.remove(task.id);
             return;
         }
         tracing::info!("run starting");
         shared.beat_now.notify_one();
-        let report = execute(&shared, &task, &handle).await;
+        let (report, log_tail) = execute(&shared, &task, &handle).await;
         tracing::info!(status = ?report.status, "run ended");
-        deliver(&shared, &task, &handle, report).await;
+        deliver(&shared, &task, &handle, report, log_tail).await;
         shared.slots.remove(task.id);
         reset(&shared).await;
         drop(permit);
@@ -95,8 +102,10 @@ pub(crate) async fn run_task(shared: Arc<Shared>, task: Task, permit: Option<Own
 }
 
 /// Runs the backend under the deadline and the stop signal; returns the
-/// report to deliver, reconciled with the reason the run was stopped.
-async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> RunReport {
+/// report to deliver, reconciled with the reason the run was stopped, and
+/// the log entries still to send with it (only when the store takes final
+/// reports; otherwise the whole log is stored by then).
+async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> (RunReport, Vec<NewLogEntry>) {
     let config = &shared.config;
     let (sink, receiver) = LogSink::channel(config.log_batch_size.saturating_mul(4));
     let flush = tokio_util::sync::CancellationToken::new();
@@ -114,6 +123,7 @@ async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> RunRe
                     max_bytes: config.log_buffer_bytes,
                 },
                 flush_timeout: config.log_flush_timeout,
+                hand_back_tail: shared.store.final_reports().is_some(),
             },
             flush.clone(),
             shared.hard_stop.clone(),
@@ -180,18 +190,27 @@ async fn execute(shared: &Arc<Shared>, task: &Task, handle: &RunHandle) -> RunRe
 
     // The whole log lands before the outcome is reported (see log_forwarder.rs).
     flush.cancel();
-    match forwarder.await {
+    let tail = match forwarder.await {
         // Each loss was warned about when it happened.
-        Ok(stats) if stats.dropped > 0 => tracing::info!(
-            stored = stats.stored,
-            dropped = stats.dropped,
-            overflowed = stats.overflowed,
-            "log flushed; some entries were lost"
-        ),
-        Ok(stats) => tracing::debug!(stored = stats.stored, "log flushed"),
-        Err(error) => tracing::error!(%error, "log forwarder failed"),
-    }
-    reconcile(report, handle, shared, task)
+        Ok(end) if end.stats.dropped > 0 => {
+            tracing::info!(
+                stored = end.stats.stored,
+                dropped = end.stats.dropped,
+                overflowed = end.stats.overflowed,
+                "log flushed; some entries were lost"
+            );
+            end.tail
+        }
+        Ok(end) => {
+            tracing::debug!(stored = end.stats.stored, tail = end.tail.len(), "log flushed");
+            end.tail
+        }
+        Err(error) => {
+            tracing::error!(%error, "log forwarder failed");
+            Vec::new()
+        }
+    };
+    (reconcile(report, handle, shared, task), tail)
 }
 
 /// Adjusts the backend's report to why the run was stopped. A run that
@@ -264,8 +283,10 @@ where
     }
 }
 
-/// Saves the trajectory and finishes the task (see the module docs).
-async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunReport) {
+/// Reports the run: the log's tail, the trajectory and the outcome, in one
+/// write when the store takes final reports, else (or when it refuses that
+/// write) one by one (see the module docs).
+async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunReport, log_tail: Vec<NewLogEntry>) {
     // Another instance holds our worker id now: nothing we hold is ours to
     // report, not even a run claimed after the takeover but before our
     // heartbeat learnt of it (the new instance's heartbeat hands it back).
@@ -280,10 +301,72 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
         );
         return;
     }
-    let lease = handle.lease;
-    let mut report = report;
-    if let Some(mut trajectory) = report.trajectory.take() {
+    let trajectory = report.trajectory.map(|mut trajectory| {
         trajectory.task_id = task.id;
+        trajectory
+    });
+    let outcome = TaskOutcome {
+        status: report.status,
+        result: report.result,
+        error: report.error,
+    };
+    let parts = FinalReport::new(outcome)
+        .with_logs(log_tail)
+        .with_trajectory(trajectory);
+    if let Some(reports) = shared.store.final_reports() {
+        match deliver_at_once(shared, reports, handle, &parts).await {
+            Persisted::Refused(error) => {
+                tracing::debug!(%error, "the store refused the final report as a whole; sending its parts one by one")
+            }
+            finished => return log_finish(finished, &parts.outcome),
+        }
+    }
+    deliver_parts(shared, handle, parts).await;
+}
+
+/// The run's end in one all-or-nothing write.
+async fn deliver_at_once(
+    shared: &Shared,
+    reports: &dyn FinalReports,
+    handle: &RunHandle,
+    parts: &FinalReport,
+) -> Persisted<Task> {
+    // The finish is part of this write: from here on the lease ends by our
+    // own hand, so a lease check that finds it gone is not news (heartbeat.rs).
+    handle.mark_reporting();
+    persist(shared, "final_report", || {
+        reports.finish_run(handle.lease, parts.clone())
+    })
+    .await
+}
+
+/// The log's tail, the trajectory and the finish, each on its own.
+async fn deliver_parts(shared: &Shared, handle: &RunHandle, parts: FinalReport) {
+    let lease = handle.lease;
+    let FinalReport {
+        logs,
+        trajectory,
+        mut outcome,
+        ..
+    } = parts;
+    if !logs.is_empty() {
+        let count = logs.len();
+        match persist(shared, "append_logs", || shared.store.append_logs(lease, logs.clone())).await {
+            Persisted::Done(()) => {}
+            Persisted::LeaseGone(error) => {
+                tracing::warn!(%error, "lease gone before the log was stored: the outcome is not reported");
+                return;
+            }
+            Persisted::Refused(error) => {
+                tracing::warn!(%error, dropped = count, "store refused the last log entries; they are dropped")
+            }
+            Persisted::GaveUp => {
+                tracing::error!("shutting down: gave up storing the log; the store's sweep will resolve the task");
+                return;
+            }
+        }
+    }
+    if let Some(trajectory) = trajectory {
         match persist(shared, "save_trajectory", || {
             shared.store.save_trajectory(lease, trajectory.clone())
         })
@@ -296,7 +379,7 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
             }
             Persisted::Refused(error) => {
                 tracing::error!(%error, "store refused the trajectory; the run is reported failed, not completed");
-                refused_trajectory(&mut report, &error);
+                refused_trajectory(&mut outcome, &error);
             }
             Persisted::GaveUp => {
                 tracing::error!(
@@ -306,15 +389,16 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
             }
         }
     }
-    let outcome = TaskOutcome {
-        status: report.status,
-        result: report.result,
-        error: report.error,
-    };
     // From here on the lease ends by our own hand: a lease check that finds
     // it gone is not news (heartbeat.rs).
     handle.mark_reporting();
-    match persist(shared, "finish", || shared.store.finish(lease, outcome.clone())).await {
+    let finished = persist(shared, "finish", || shared.store.finish(lease, outcome.clone())).await;
+    log_finish(finished, &outcome);
+}
+
+/// Says how reporting the outcome ended.
+fn log_finish(finished: Persisted<Task>, outcome: &TaskOutcome) {
+    match finished {
         Persisted::Done(stored) if stored.status == TaskStatus::Pending => tracing::info!(
             error = ?outcome.error,
             "run failed; the store requeued the task for another attempt"
@@ -337,11 +421,11 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
 /// completed is reported `failed` with code `trajectory_refused` (naming the
 /// store's answer) instead, so nobody reads it as a complete episode. Its
 /// result (evaluation, metrics) is kept.
-fn refused_trajectory(report: &mut RunReport, error: &StoreError) {
-    if report.status == TerminalStatus::Completed {
-        report.status = TerminalStatus::Failed;
+fn refused_trajectory(outcome: &mut TaskOutcome, error: &StoreError) {
+    if outcome.status == TerminalStatus::Completed {
+        outcome.status = TerminalStatus::Failed;
     }
-    report.error = Some(ErrorDetails::new(
+    outcome.error = Some(ErrorDetails::new(
         "trajectory_refused",
         format!("the store refused the run's trajectory, so the episode is incomplete: {error}"),
     ));

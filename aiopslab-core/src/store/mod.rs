@@ -15,6 +15,9 @@
 //! them (`Arc<dyn WorkerQueue>`, ...). A store implements only the roles it
 //! offers: a remote worker's `HttpStore` is a `WorkerQueue` and nothing else.
 //! [`StoreParts`] joins one implementation per role into a full store.
+//! Capabilities a store may or may not have are traits of their own, offered
+//! through a method of the role that returns `Option` (apalis-style): a
+//! [`WorkerQueue`] may offer [`FinalReports`] (a run's end in one write).
 //!
 //! The rules every role keeps:
 //!
@@ -31,6 +34,7 @@
 //! The conformance suite (feature `testkit`) has one suite per role.
 
 mod export;
+mod final_report;
 mod fleet;
 mod outbox;
 mod parts;
@@ -38,11 +42,12 @@ mod task_api;
 mod worker_queue;
 
 pub use export::{EpisodeExport, ExportRequest};
+pub use final_report::{FinalReport, FinalReports};
 pub use fleet::{FleetView, Housekeeping};
 pub use outbox::WebhookOutbox;
 pub use parts::StoreParts;
 pub use task_api::{TaskApi, TaskQuery};
-pub use worker_queue::{ClaimRequest, LeaseState, WorkerQueue};
+pub use worker_queue::{ClaimRequest, LeaseState, WorkerQueue, MAX_CLAIM_BATCH};
 
 use crate::error::StoreError;
 

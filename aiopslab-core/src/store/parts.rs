@@ -105,6 +105,10 @@ impl WorkerQueue for StoreParts {
         self.queue.claim(request).await
     }
 
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        self.queue.claim_many(request).await
+    }
+
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
         self.queue.extend_lease(lease).await
     }
@@ -119,6 +123,10 @@ impl WorkerQueue for StoreParts {
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
         self.queue.finish(lease, outcome).await
+    }
+
+    fn final_reports(&self) -> Option<&dyn super::FinalReports> {
+        self.queue.final_reports()
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {

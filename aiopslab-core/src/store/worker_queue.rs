@@ -44,6 +44,19 @@ pub struct ClaimRequest {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub task_id: Option<TaskId>,
+    /// At most this many tasks for one [`claim_many`](WorkerQueue::claim_many) (default 1, at most
+    /// [`MAX_CLAIM_BATCH`]): a worker with several free slots fills them in one round trip. [`claim`]
+    /// (WorkerQueue::claim) always claims one.
+    #[serde(default = "one_task")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64, default = 1))]
+    pub max_tasks: u32,
+}
+
+/// The most tasks one [`claim_many`](WorkerQueue::claim_many) hands out.
+pub const MAX_CLAIM_BATCH: u32 = 64;
+
+fn one_task() -> u32 {
+    1
 }
 
 impl ClaimRequest {
@@ -54,7 +67,14 @@ impl ClaimRequest {
             backend_type: backend_type.into(),
             supported_problems: None,
             task_id: None,
+            max_tasks: 1,
         }
+    }
+
+    /// The same claim, for up to `max_tasks` tasks at once (see [`WorkerQueue::claim_many`]).
+    pub fn up_to(mut self, max_tasks: u32) -> Self {
+        self.max_tasks = max_tasks;
+        self
     }
 
     /// The same claim, for tasks of these problems only (`None`: any problem).
@@ -70,10 +90,17 @@ impl ClaimRequest {
     }
 
     /// Checks the worker id (see
-    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)) and the backend type.
+    /// [`WORKER_ID_PATTERN`](crate::worker::WORKER_ID_PATTERN)), the backend type and `max_tasks`.
     pub fn validate(&self) -> Result<(), crate::error::ValidationError> {
         crate::worker::validate_worker_id("worker_id", &self.worker_id)?;
-        crate::task::identifier("backend_type", &self.backend_type)
+        crate::task::identifier("backend_type", &self.backend_type)?;
+        if !(1..=MAX_CLAIM_BATCH).contains(&self.max_tasks) {
+            return Err(crate::error::ValidationError::new(
+                "max_tasks",
+                format!("must be between 1 and {MAX_CLAIM_BATCH}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +178,33 @@ pub trait WorkerQueue: Send + Sync + 'static {
     /// naming `worker_id` and saying so; nothing is claimed then.
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
 
+    /// Claims up to [`request.max_tasks`](ClaimRequest::max_tasks) tasks, each as by [`claim`](Self::claim)
+    /// (same order, same refusals), best first; an empty list when nothing matches. A worker with several free
+    /// slots fills them in one call. The default claims one at a time and stops at the first empty answer; a
+    /// store that can claim several in one statement (as `PgStore` does) or one round trip (`HttpStore`)
+    /// overrides it. An error after some tasks were claimed returns those tasks (they run under the worker's
+    /// name and must not be stranded), and the error is logged.
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        request.validate()?;
+        let mut claimed = Vec::new();
+        let one = request.clone().up_to(1);
+        while claimed.len() < request.max_tasks as usize {
+            match self.claim(&one).await {
+                Ok(Some(task)) => claimed.push(task),
+                Ok(None) => break,
+                Err(error) if claimed.is_empty() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, claimed = claimed.len(), "claim failed after some tasks were claimed");
+                    break;
+                }
+            }
+            if request.task_id.is_some() {
+                break;
+            }
+        }
+        Ok(claimed)
+    }
+
     /// Extends the lease of one running task.
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState>;
 
@@ -165,6 +219,12 @@ pub trait WorkerQueue: Send + Sync + 'static {
     /// instead. Replaying the same finish for the same attempt after it landed
     /// returns the task unchanged (a lost acknowledgement is safe to retry).
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task>;
+
+    /// The [`FinalReports`](super::FinalReports) capability (a run's last logs, trajectory and outcome in one
+    /// all-or-nothing write), when this store has it. `None`, the default: the runtime sends the three calls.
+    fn final_reports(&self) -> Option<&dyn super::FinalReports> {
+        None
+    }
 
     /// Wake-ups pushed by the store (new work, cancel requests), when it has
     /// them. `None`, the default, means workers rely on polling alone. A

@@ -47,6 +47,40 @@ pub async fn claim_ties_break_on_id<H: StoreHarness>(h: &H) {
     assert_eq!(order, expected, "equal priority and age: claims go in id order");
 }
 
+/// `claim_many` hands out up to `max_tasks` tasks at once, best first (the order of single claims), each
+/// running for the claimer; a limit outside 1..=64 is refused naming `max_tasks`; an empty queue gives none.
+pub async fn claim_many_takes_the_best_up_to_its_limit<H: StoreHarness>(h: &H) {
+    let store = h.store(suite_policy()).await;
+    register_all(&store, &["w1", "w2"]).await;
+    for (name, priority) in [("a", 5), ("b", 9), ("c", 5), ("d", 9), ("e", 0)] {
+        create(&store, prioritized(name, priority)).await;
+        h.advance_clock(&store, secs(1)).await;
+    }
+    let first = store.claim_many(&request("w1").up_to(3)).await.expect("claim_many");
+    let names: Vec<&str> = first.iter().map(|t| t.problem_id.as_str()).collect();
+    assert_eq!(names, ["b", "d", "a"], "the three best, best first");
+    for task in &first {
+        assert_eq!(task.status, TaskStatus::Running);
+        assert_eq!(task.worker_id.as_deref(), Some("w1"));
+        assert_eq!(task.attempt, 1);
+        let stored = store.get_task(task.id).await.expect("get_task");
+        assert_eq!(stored.status, TaskStatus::Running, "stored as running too");
+    }
+    let rest = store.claim_many(&request("w2").up_to(10)).await.expect("claim_many");
+    let names: Vec<&str> = rest.iter().map(|t| t.problem_id.as_str()).collect();
+    assert_eq!(names, ["c", "e"], "what is left, fewer than asked for");
+    let none = store.claim_many(&request("w2").up_to(4)).await.expect("claim_many");
+    assert!(none.is_empty(), "an empty queue gives no task, not an error: {none:?}");
+    for limit in [0, crate::store::MAX_CLAIM_BATCH + 1] {
+        match store.claim_many(&request("w1").up_to(limit)).await {
+            Err(error @ crate::StoreError::Invalid(_)) => {
+                assert!(error.to_string().contains("max_tasks"), "names max_tasks: {error}")
+            }
+            other => panic!("max_tasks {limit}: expected StoreError::Invalid, got {other:?}"),
+        }
+    }
+}
+
 /// Only workers of the task's backend type get it.
 pub async fn claim_routes_by_backend_type<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;

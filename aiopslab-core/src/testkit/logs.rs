@@ -175,7 +175,7 @@ pub async fn log_writes_need_a_lease<H: StoreHarness>(h: &H) {
     );
 }
 
-fn sample_trajectory(task_id: TaskId, reward: f64, turns: usize) -> Trajectory {
+pub(super) fn sample_trajectory(task_id: TaskId, reward: f64, turns: usize) -> Trajectory {
     let mut messages = vec![
         TrajectoryMessage::new("system", "You are an SRE agent."),
         TrajectoryMessage::new("user", "Detect anomalies in the hotel reservation app."),

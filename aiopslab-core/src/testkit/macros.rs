@@ -17,6 +17,7 @@
 /// | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
 /// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats, concurrent sweeps |
 /// | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
+/// | `final_reports` | [`FinalReports`](crate::FinalReports) (a capability: the harness's store must offer it) | logs, trajectory and finish in one step, replays, a lost lease writes nothing, a failure with retries requeues |
 /// | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |
 ///
 /// ```no_run
@@ -31,7 +32,7 @@
 /// ```
 ///
 /// - `roles`: any of `worker_queue`, `task_api`, `fleet`, `export`,
-///   `webhook_outbox` (the table above says what each checks).
+///   `webhook_outbox`, `final_reports` (the table above says what each checks).
 /// - `harness`: an expression evaluated at the start of every test (it may
 ///   `.await`), giving a [`StoreHarness`](crate::testkit::StoreHarness).
 /// - `test`: the attribute put on each generated `async fn`, e.g.
@@ -74,6 +75,7 @@ macro_rules! conformance_suite {
             failed_finish_requeues_while_retries_remain,
             claim_order_priority_then_age,
             claim_ties_break_on_id,
+            claim_many_takes_the_best_up_to_its_limit,
             claim_routes_by_backend_type,
             claim_respects_supported_problems,
             claim_specific_task,
@@ -138,6 +140,13 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@checks $harness, $test;
             export_walks_episodes_in_order,
             export_filters,
+        );
+    };
+    (@role final_reports; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
+            final_report_writes_logs_trajectory_and_outcome,
+            final_report_of_a_lost_lease_writes_nothing,
+            final_report_of_a_failure_with_retries_requeues,
         );
     };
     (@role webhook_outbox; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {

@@ -44,6 +44,7 @@ mod cancel;
 mod claims;
 mod concurrency;
 mod export;
+mod final_reports;
 mod instances;
 mod json;
 mod leases;
@@ -63,11 +64,15 @@ pub use batches::{
 };
 pub use cancel::{cancel_pending_task, cancel_running_task, failed_run_of_cancelled_task_is_not_retried};
 pub use claims::{
-    claim_order_priority_then_age, claim_respects_supported_problems, claim_routes_by_backend_type,
-    claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
+    claim_many_takes_the_best_up_to_its_limit, claim_order_priority_then_age, claim_respects_supported_problems,
+    claim_routes_by_backend_type, claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
 pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use final_reports::{
+    final_report_of_a_failure_with_retries_requeues, final_report_of_a_lost_lease_writes_nothing,
+    final_report_writes_logs_trajectory_and_outcome,
+};
 pub use instances::{heartbeat_hands_back_tasks_it_does_not_list, new_instance_takes_a_live_id_over};
 pub use json::{
     deep_json_from_workers_is_cut_alike, edge_numbers, edge_numbers_read_back_identically, random_json_round_trips,

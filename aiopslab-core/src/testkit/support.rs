@@ -81,6 +81,7 @@ pub fn request(worker_id: &str) -> ClaimRequest {
         backend_type: "default".to_string(),
         supported_problems: None,
         task_id: None,
+        max_tasks: 1,
     }
 }
 

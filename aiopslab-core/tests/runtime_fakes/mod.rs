@@ -39,6 +39,14 @@ pub struct FakeFlakyStore {
     pub heartbeat_delay: Mutex<Duration>,
     /// Pushed events, when built with [`FakeFlakyStore::with_events`].
     events: Option<broadcast::Sender<StoreEvent>>,
+    /// Offer the final-report capability (as `MemoryStore` does); off by default, so the other tests see the
+    /// three calls of a run's end.
+    pub offer_final_reports: AtomicBool,
+    /// Refuse every final report as a whole (`Invalid`), writing nothing, as a server whose store lacks the
+    /// capability does.
+    pub refuse_final_reports: AtomicBool,
+    /// `finish_run` calls seen.
+    pub final_report_calls: AtomicUsize,
 }
 
 impl FakeFlakyStore {
@@ -54,6 +62,9 @@ impl FakeFlakyStore {
             journal: Mutex::new(Vec::new()),
             heartbeat_delay: Mutex::new(Duration::ZERO),
             events: None,
+            offer_final_reports: AtomicBool::new(false),
+            refuse_final_reports: AtomicBool::new(false),
+            final_report_calls: AtomicUsize::new(0),
         }
     }
 
@@ -181,6 +192,30 @@ impl WorkerQueue for FakeFlakyStore {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
         self.events.as_ref().map(broadcast::Sender::subscribe)
+    }
+
+    fn final_reports(&self) -> Option<&dyn FinalReports> {
+        self.offer_final_reports
+            .load(Ordering::SeqCst)
+            .then_some(self as &dyn FinalReports)
+    }
+}
+
+#[async_trait]
+impl FinalReports for FakeFlakyStore {
+    async fn finish_run(&self, lease: LeaseToken, report: FinalReport) -> StoreResult<Task> {
+        self.final_report_calls.fetch_add(1, Ordering::SeqCst);
+        self.reachable()?;
+        if self.refuse_final_reports.load(Ordering::SeqCst) {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "final_report",
+                "fake: this store refuses final reports",
+            )));
+        }
+        let reports = self.inner.final_reports().expect("MemoryStore offers final reports");
+        let finished = reports.finish_run(lease, report).await?;
+        self.journal.lock().unwrap().push("final_report");
+        Ok(finished)
     }
 }
 

@@ -146,6 +146,13 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8], subject: &Subject) -
         | StatusCode::TOO_MANY_REQUESTS
         | StatusCode::REQUEST_TIMEOUT => StoreError::Unavailable(message),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StoreError::Unauthorized(message),
+        // A path no route serves (an older server): not a missing task or worker, which would read as a lease
+        // gone and drop what the worker was reporting.
+        StatusCode::NOT_FOUND if detail_str(&details, "entity").is_none() && detail_str(&details, "path").is_some() => {
+            StoreError::Internal(format!(
+                "the server has no such route (is it older than this worker?): {message}"
+            ))
+        }
         StatusCode::NOT_FOUND => StoreError::NotFound {
             entity: static_entity(detail_str(&details, "entity"), subject.entity),
             id: detail_str(&details, "id").map_or_else(|| subject.id.clone(), str::to_string),

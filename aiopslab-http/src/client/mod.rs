@@ -87,6 +87,9 @@ pub struct HttpStore {
     http: Http,
     /// The worker it registered last: whose events a subscription reads.
     registered: std::sync::Arc<tokio::sync::watch::Sender<Option<events::Listener>>>,
+    /// Set once the server answered that it cannot take a final report (an older server without the route, or
+    /// a store without the capability): from then on the worker sends the parts.
+    no_final_reports: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HttpStore {
@@ -97,6 +100,7 @@ impl HttpStore {
         Ok(Self {
             http: Http::new(base_url, "aiopslab-worker", worker_token, Guard::Worker)?,
             registered: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
+            no_final_reports: std::sync::Arc::default(),
         })
     }
 

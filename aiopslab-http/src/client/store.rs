@@ -1,16 +1,79 @@
 //! [`WorkerQueue`] for [`HttpStore`]: each call is one request of the worker protocol.
 
+use std::sync::atomic::Ordering;
+
 use aiopslab_core::{
-    ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreError, StoreEvent, StoreResult, Task,
-    TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
+    ClaimRequest, FinalReport, FinalReports, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreError, StoreEvent,
+    StoreResult, Task, TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
 };
 use async_trait::async_trait;
 use reqwest::Method;
 
 use super::error::Subject;
 use super::events::Listener;
-use super::wire::{AppendLogsBody, ClaimResponse, FinishBody, LeaseBody, SaveTrajectoryBody};
+use super::wire::{AppendLogsBody, ClaimResponse, FinalReportBody, FinishBody, LeaseBody, SaveTrajectoryBody};
 use super::HttpStore;
+
+/// `POST /tasks/{id}/final-report`: the run's last logs, trajectory and outcome in one request (gzipped when
+/// large, like a trajectory). A server that cannot take it (older, or its store lacks the capability) is
+/// remembered, and the error makes the runtime send the parts.
+#[async_trait]
+impl FinalReports for HttpStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt, status = ?report.outcome.status))]
+    async fn finish_run(&self, lease: LeaseToken, report: FinalReport) -> StoreResult<Task> {
+        let attempt = lease.attempt;
+        let body = encode_off_thread(move || {
+            encode_trajectory(&FinalReportBody {
+                attempt,
+                logs: &report.logs,
+                trajectory: report.trajectory.as_ref(),
+                outcome: &report.outcome,
+            })
+        })
+        .await?;
+        let request = self.upload(Method::POST, lease, "final-report", body)?;
+        let answer = self
+            .http
+            .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
+            .await;
+        if let Err(StoreError::Internal(message)) = &answer {
+            tracing::info!(%message, "the server takes no final reports; this worker sends the parts from now on");
+            self.no_final_reports.store(true, Ordering::Relaxed);
+        }
+        answer
+    }
+}
+
+impl HttpStore {
+    /// A request to `tasks/{id}/{what}` carrying an encoded body, with the trajectory timeout.
+    fn upload(
+        &self,
+        method: Method,
+        lease: LeaseToken,
+        what: &str,
+        body: EncodedBody,
+    ) -> StoreResult<reqwest::RequestBuilder> {
+        let mut request = self
+            .http
+            .request(method, &["tasks", &lease.task_id.to_string(), what])?
+            .timeout(self.http.timeout.max(TRAJECTORY_TIMEOUT))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if body.gzipped {
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        Ok(request.body(body.bytes))
+    }
+}
+
+/// Encodes a body off the async threads (a trajectory can be hundreds of megabytes).
+async fn encode_off_thread<F>(encode: F) -> StoreResult<EncodedBody>
+where
+    F: FnOnce() -> StoreResult<EncodedBody> + Send + 'static,
+{
+    tokio::task::spawn_blocking(encode)
+        .await
+        .map_err(|e| StoreError::Internal(format!("encoding the body failed: {e}")))?
+}
 
 #[async_trait]
 impl WorkerQueue for HttpStore {
@@ -49,9 +112,20 @@ impl WorkerQueue for HttpStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %request.worker_id))]
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>> {
-        let http = self.http.request(Method::POST, &["workers", "claim"])?.json(request);
+        // One task, whatever the request says: more would run under our name unseen.
+        let one = request.clone().up_to(1);
+        let http = self.http.request(Method::POST, &["workers", "claim"])?.json(&one);
         let response: ClaimResponse = self.http.send_json(http, &Subject::worker(&request.worker_id)).await?;
         Ok(response.task)
+    }
+
+    /// One request for up to `max_tasks` tasks (an older server answers with one).
+    #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %request.worker_id, max_tasks = request.max_tasks))]
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        request.validate()?;
+        let http = self.http.request(Method::POST, &["workers", "claim"])?.json(request);
+        let response: ClaimResponse = self.http.send_json(http, &Subject::worker(&request.worker_id)).await?;
+        Ok(response.task.into_iter().chain(response.more_tasks).collect())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt))]
@@ -86,24 +160,16 @@ impl WorkerQueue for HttpStore {
     /// gzip-encoded, and it gets [`TRAJECTORY_TIMEOUT`] at least.
     async fn save_trajectory(&self, lease: LeaseToken, trajectory: Trajectory) -> StoreResult<()> {
         let attempt = lease.attempt;
-        let body = tokio::task::spawn_blocking(move || {
+        let body = encode_off_thread(move || {
             encode_trajectory(&SaveTrajectoryBody {
                 attempt,
                 trajectory: &trajectory,
             })
         })
-        .await
-        .map_err(|e| StoreError::Internal(format!("encoding the trajectory failed: {e}")))??;
-        let mut request = self
-            .http
-            .request(Method::PUT, &["tasks", &lease.task_id.to_string(), "trajectory"])?
-            .timeout(self.http.timeout.max(TRAJECTORY_TIMEOUT))
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if body.gzipped {
-            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
+        .await?;
+        let request = self.upload(Method::PUT, lease, "trajectory", body)?;
         self.http
-            .send_empty(request.body(body.bytes), &Subject::lease(lease.task_id, lease.attempt))
+            .send_empty(request, &Subject::lease(lease.task_id, lease.attempt))
             .await?;
         Ok(())
     }
@@ -120,6 +186,10 @@ impl WorkerQueue for HttpStore {
         self.http
             .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
             .await
+    }
+
+    fn final_reports(&self) -> Option<&dyn FinalReports> {
+        (!self.no_final_reports.load(Ordering::Relaxed)).then_some(self as &dyn FinalReports)
     }
 
     /// The worker's events over `GET /workers/{id}/events`, once this store

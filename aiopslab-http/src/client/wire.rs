@@ -39,11 +39,23 @@ pub(crate) struct FinishBody<'a> {
     pub outcome: &'a TaskOutcome,
 }
 
+/// The body of `POST /tasks/{id}/final-report`.
+#[derive(Serialize)]
+pub(crate) struct FinalReportBody<'a> {
+    pub attempt: u32,
+    pub logs: &'a [NewLogEntry],
+    pub trajectory: Option<&'a Trajectory>,
+    pub outcome: &'a TaskOutcome,
+}
+
 /// The answer of `POST /workers/claim`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClaimResponse {
     #[serde(default)]
     pub task: Option<Task>,
+    /// Only from a server that knows `max_tasks`; an older one claims one task whatever was asked.
+    #[serde(default)]
+    pub more_tasks: Vec<Task>,
 }
 
 /// The answer of `DELETE /tasks/{id}`: only the fields the client reads.

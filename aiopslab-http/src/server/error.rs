@@ -111,6 +111,11 @@ impl ApiError {
         )
     }
 
+    /// 501 `not_implemented`: the server cannot do what was asked (a capability its store lacks).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message, json!({}))
+    }
+
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
         Self::new(

@@ -5,6 +5,8 @@
 //! and delegates the rest of the worker side unchanged. (It wraps the one
 //! trait that has `finish`: the task API and the rest never pass through it.)
 //!
+//! A run's final report ([`FinalReports`]) is observed the same way.
+//!
 //! A replayed finish (the store acknowledges it unchanged) is not counted
 //! twice: the last few thousand observed `(task, attempt)` pairs are kept.
 
@@ -12,8 +14,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aiopslab_core::{
-    ClaimRequest, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreEvent, StoreResult, Task, TaskOutcome,
-    Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
+    ClaimRequest, FinalReport, FinalReports, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, StoreError, StoreEvent,
+    StoreResult, Task, TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue, WorkerRegistration,
 };
 use async_trait::async_trait;
 
@@ -45,6 +47,13 @@ impl ObservedStore {
         }
     }
 
+    /// Observes a finish (or a final report) that moved the task to a terminal status, once.
+    fn observe_finish(&self, lease: LeaseToken, task: &Task) {
+        if task.status.is_terminal() && task.attempt == lease.attempt && self.first_time(lease) {
+            self.metrics.observe_task(task);
+        }
+    }
+
     /// True the first time this finish is seen.
     fn first_time(&self, lease: LeaseToken) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -58,6 +67,20 @@ impl ObservedStore {
             }
         }
         true
+    }
+}
+
+/// A run's end in one write, observed like a finish.
+#[async_trait]
+impl FinalReports for ObservedStore {
+    async fn finish_run(&self, lease: LeaseToken, report: FinalReport) -> StoreResult<Task> {
+        let reports = self
+            .inner
+            .final_reports()
+            .ok_or_else(|| StoreError::Internal("the store stopped offering final reports".into()))?;
+        let task = reports.finish_run(lease, report).await?;
+        self.observe_finish(lease, &task);
+        Ok(task)
     }
 }
 
@@ -79,6 +102,10 @@ impl WorkerQueue for ObservedStore {
         self.inner.claim(request).await
     }
 
+    async fn claim_many(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        self.inner.claim_many(request).await
+    }
+
     async fn extend_lease(&self, lease: LeaseToken) -> StoreResult<LeaseState> {
         self.inner.extend_lease(lease).await
     }
@@ -93,10 +120,12 @@ impl WorkerQueue for ObservedStore {
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
         let task = self.inner.finish(lease, outcome).await?;
-        if task.status.is_terminal() && task.attempt == lease.attempt && self.first_time(lease) {
-            self.metrics.observe_task(&task);
-        }
+        self.observe_finish(lease, &task);
         Ok(task)
+    }
+
+    fn final_reports(&self) -> Option<&dyn FinalReports> {
+        self.inner.final_reports().map(|_| self as &dyn FinalReports)
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {

@@ -77,6 +77,10 @@ pub fn router(state: ApiState) -> Router {
             "/tasks/{id}/trajectory",
             put(leases::save_trajectory).layer(DefaultBodyLimit::max(config.trajectory_body_limit)),
         )
+        .route(
+            "/tasks/{id}/final-report",
+            post(leases::final_report).layer(DefaultBodyLimit::max(config.trajectory_body_limit)),
+        )
         .route_layer(from_fn_with_state(queries, reject_unknown_query))
         .route_layer(from_fn_with_state(state.clone(), require_worker));
 

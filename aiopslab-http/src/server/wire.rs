@@ -76,8 +76,13 @@ pub struct HeartbeatResponse {
 /// The answer to `POST /workers/claim`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClaimResponse {
-    /// The claimed task (now `running` for the worker), or null when none fits.
+    /// The claimed task (now `running` for the worker), or null when none fits; with `max_tasks` above 1, the
+    /// first (best) of the tasks claimed.
     pub task: Option<Task>,
+    /// With `max_tasks` above 1: the other tasks claimed in the same step, best first (each `running` for the
+    /// worker, which must run them all). Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_tasks: Vec<Task>,
 }
 
 /// The body of `POST /tasks/{id}/lease`: the lease token's attempt.
@@ -107,6 +112,23 @@ pub struct SaveTrajectoryBody {
     /// The trajectory (replaces any saved before). It is stored under the
     /// path's task id, whatever its `task_id` says.
     pub trajectory: Trajectory,
+}
+
+/// The body of `POST /tasks/{id}/final-report`: a run's last log entries, its trajectory and its outcome, written
+/// all or nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinalReportBody {
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+    /// The run's last log entries, in order (at most 1,000), appended before the task turns terminal.
+    #[serde(default)]
+    pub logs: Vec<NewLogEntry>,
+    /// The run's trajectory, when it has one (replaces any saved before; stored under the path's task id).
+    #[serde(default)]
+    pub trajectory: Option<Trajectory>,
+    /// The terminal status and result.
+    pub outcome: TaskOutcome,
 }
 
 /// The body of `POST /tasks/{id}/finish`.

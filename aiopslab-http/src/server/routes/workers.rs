@@ -139,12 +139,13 @@ pub async fn heartbeat(
     }))
 }
 
-/// Claims the next task for a worker (worker protocol).
+/// Claims the next task for a worker (worker protocol); with `max_tasks` above 1, up to that many in one step
+/// (the first in `task`, the others in `more_tasks`), so a worker with several free slots fills them at once.
 #[utoipa::path(
     post, path = "/workers/claim", tag = "worker protocol",
     request_body = ClaimRequest,
     responses(
-        (status = 200, description = "The claimed task, now running, or null", body = ClaimResponse),
+        (status = 200, description = "The claimed task, now running, or null (and, with `max_tasks` above 1, the others claimed in `more_tasks`)", body = ClaimResponse),
         (status = 400, description = "Malformed JSON, wrong types, an invalid value (names the field), or a worker that is offline (names `worker_id`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
@@ -170,11 +171,20 @@ pub async fn claim(
             )));
         }
     }
-    let task = state.scheduler.next_task(&request).await?;
-    if let Some(task) = &task {
+    let mut tasks = if request.max_tasks > 1 {
+        request.validate().map_err(|error| ApiError::validation(&error))?;
+        state.scheduler.next_tasks(&request).await?
+    } else {
+        state.scheduler.next_task(&request).await?.into_iter().collect()
+    };
+    for task in &tasks {
         tracing::info!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
     }
-    Ok(Json(ClaimResponse { task }))
+    let task = (!tasks.is_empty()).then(|| tasks.remove(0));
+    Ok(Json(ClaimResponse {
+        task,
+        more_tasks: tasks,
+    }))
 }
 
 /// Marks a worker offline (graceful shutdown; worker protocol).
