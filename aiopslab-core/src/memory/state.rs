@@ -208,6 +208,8 @@ impl State {
         TaskPage {
             tasks,
             total,
+            // Every match was counted.
+            total_is_estimate: false,
             limit: page.limit,
             offset: page.offset,
         }
