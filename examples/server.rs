@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryStore, Scheduler, SimulatedBackend, SimulatedConfig,
-    TaskStore, WorkerQueue,
+    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryOptions, MemoryStore, Scheduler, SimulatedBackend,
+    SimulatedConfig, TaskStore, WorkerQueue,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
@@ -131,6 +131,15 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     sweep_interval_secs: u64,
 
+    /// Embedded store only (no --database-url): most finished tasks it
+    /// keeps. Past it, the tasks that finished first are dropped with their
+    /// logs and trajectories (reads of them answer 404; listings and /stats
+    /// no longer count them); pending and running tasks are never dropped.
+    /// 0 keeps every task (memory then grows with each one, ~20 KB per
+    /// finished simulated episode).
+    #[arg(long, default_value_t = MemoryOptions::DEFAULT_MAX_FINISHED_TASKS)]
+    memory_max_finished_tasks: usize,
+
     /// At shutdown, how long in-process workers may finish running tasks.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
@@ -237,7 +246,9 @@ async fn main() -> anyhow::Result<()> {
                 "NO DATABASE CONFIGURED: using the embedded in-memory store. Every task, log and trajectory is LOST \
                  when this process exits. Pass --database-url or set DATABASE_URL for a durable queue."
             );
-            (Arc::new(MemoryStore::with_policy(policy)), "memory")
+            let bound = (args.memory_max_finished_tasks > 0).then_some(args.memory_max_finished_tasks);
+            let options = MemoryOptions::default().with_max_finished_tasks(bound);
+            (Arc::new(MemoryStore::with_options(policy, options)), "memory")
         }
     };
     let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));

@@ -53,7 +53,7 @@ pub use error::{BackendError, StoreError, ValidationError};
 pub use events::StoreEvent;
 pub use export::{Episode, ExportCursor, ExportFilter, ExportRecord};
 pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
-pub use memory::MemoryStore;
+pub use memory::{MemoryOptions, MemoryStore};
 pub use policy::LeasePolicy;
 pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
 pub use runtime::{RuntimeError, WorkerConfig, WorkerRuntime};

@@ -142,13 +142,23 @@ impl Default for Page {
 }
 
 /// One page of tasks and the total that matched.
+///
+/// `total` is exact when `total_is_estimate` is false. A store may estimate it instead of counting rows when many
+/// tasks match (PostgreSQL: filters beyond status and backend type that match more than
+/// `PgStoreOptions::exact_count_limit`, 10,000 by default, tasks), so a page costs the same however large the
+/// table; an estimate is never below the tasks known to match (`offset` + the tasks on this page, and the limit
+/// counted exactly).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskPage {
     /// The tasks on this page.
     pub tasks: Vec<Task>,
-    /// How many tasks matched the filter in all.
+    /// How many tasks matched the filter in all: exact, or an estimate when `total_is_estimate` is true.
     pub total: u64,
+    /// Whether `total` is an estimate (many tasks matched, and the store did not count them all) rather than an
+    /// exact count. Absent from older servers' answers, which were always exact.
+    #[serde(default)]
+    pub total_is_estimate: bool,
     /// The page size asked for.
     pub limit: u32,
     /// The offset asked for.

@@ -12,6 +12,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// The embedded migrations (`migrations/` at the workspace root), run by [`crate::PgStore::migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The default of [`PgStoreOptions::exact_count_limit`]: counting this many index entries takes a few
+/// milliseconds, so a listing's `total` stays exact wherever it is cheap.
+pub const DEFAULT_EXACT_COUNT_LIMIT: u64 = 10_000;
+
 /// How a [`crate::PgStore`] connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgStoreOptions {
@@ -29,6 +33,11 @@ pub struct PgStoreOptions {
     pub coalesce_writes: bool,
     /// Most calls one coalesced statement carries. Default 64.
     pub max_batch: usize,
+    /// The `total` of a listing filtered by more than status and backend type (which are read exactly from the
+    /// maintained counts) is counted exactly up to this many matches; above it the store reports the planner's
+    /// estimate (at least this limit + 1) with `total_is_estimate: true`, so a page of a popular problem does not
+    /// count a million rows. Default [`DEFAULT_EXACT_COUNT_LIMIT`].
+    pub exact_count_limit: u64,
 }
 
 impl Default for PgStoreOptions {
@@ -40,6 +49,7 @@ impl Default for PgStoreOptions {
             statement_timeout: Some(Duration::from_secs(30)),
             coalesce_writes: true,
             max_batch: 64,
+            exact_count_limit: DEFAULT_EXACT_COUNT_LIMIT,
         }
     }
 }
@@ -60,6 +70,12 @@ impl PgStoreOptions {
     /// Sets [`Self::max_batch`] (at least 1).
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
+        self
+    }
+
+    /// Sets [`Self::exact_count_limit`].
+    pub fn exact_count_limit(mut self, n: u64) -> Self {
+        self.exact_count_limit = n;
         self
     }
 

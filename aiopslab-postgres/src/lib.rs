@@ -40,6 +40,7 @@ mod stats;
 mod store;
 mod sweep;
 mod tasks;
+mod totals;
 mod trajectories;
 mod webhooks;
 mod workers;
@@ -48,6 +49,6 @@ mod workers;
 pub mod testing;
 
 pub use coalesce::BatchCounts;
-pub use config::{PgStoreOptions, MIGRATOR};
+pub use config::{PgStoreOptions, DEFAULT_EXACT_COUNT_LIMIT, MIGRATOR};
 pub use sql::{CANCEL_CHANNEL, TASK_AVAILABLE_CHANNEL};
 pub use store::{PgStore, WriteBatches};

@@ -107,10 +107,23 @@ pub(crate) const CANCEL_TASK: &str = "WITH changed AS (\
 /// The status of a task. `$1` id.
 pub(crate) const SELECT_TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = $1";
 
-/// Builds the page query and the count query of `GET /tasks`. The status, from a closed set, is written into the
-/// SQL as a literal so the planner can use the partial index of that status; the other filters appear in the order
-/// problem_id, worker_id, backend_type, group_id, each bound as the next parameter when present; the page query then
-/// binds `limit` and `offset`.
+/// The statements of one `GET /tasks` listing (see [`list_tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListSql {
+    /// The page: the filters' parameters, then `limit` and `offset`.
+    pub(crate) page: String,
+    /// How many rows match, counted up to a cap: the filters' parameters, then the cap. Reads at most the cap's
+    /// rows, however many match.
+    pub(crate) capped_count: String,
+    /// The planner's estimate of the matching rows, as `EXPLAIN (FORMAT JSON)`: the filters' parameters.
+    pub(crate) estimate: String,
+}
+
+/// Builds the statements of `GET /tasks`. The status, from a closed set, is written into the SQL as a literal so
+/// the planner can use the partial index of that status; the other filters appear in the order problem_id,
+/// worker_id, backend_type, group_id, each bound as the next parameter when present; the page query then binds
+/// `limit` and `offset`, the capped count its cap. (Filters on status and backend type alone are counted from
+/// [`COUNT_MAINTAINED`] instead.)
 pub(crate) fn list_tasks(
     status: Option<TaskStatus>,
     problem_id: bool,
@@ -118,7 +131,7 @@ pub(crate) fn list_tasks(
     backend_type: bool,
     group_id: bool,
     sort: TaskSort,
-) -> (String, String) {
+) -> ListSql {
     let mut conditions = Vec::new();
     let mut n = 0;
     for (present, column) in [
@@ -152,9 +165,25 @@ pub(crate) fn list_tasks(
         n + 1,
         n + 2
     );
-    let count = format!("SELECT count(*) FROM tasks{where_clause}");
-    (page, count)
+    let capped_count = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks{where_clause} LIMIT ${}) AS capped",
+        n + 1
+    );
+    let estimate = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM tasks{where_clause}");
+    ListSql {
+        page,
+        capped_count,
+        estimate,
+    }
 }
+
+/// How many tasks match a status and a backend type, from the maintained counts (migration 005): exact, and a
+/// read of a few rows whatever the table's size. `$1` status (NULL: any), `$2` backend type (NULL: any).
+pub(crate) const COUNT_MAINTAINED: &str = "SELECT COALESCE(sum(n), 0)::int8 FROM (\
+        SELECT status, backend_type, n FROM task_counts \
+        UNION ALL SELECT status, backend_type, n FROM task_count_deltas\
+     ) AS counted \
+     WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR backend_type = $2::text)";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Claim
@@ -659,12 +688,28 @@ pub(crate) const EXPORT_WINDOW_END: &str = "SELECT created_at, id FROM tasks \
 // Stats
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Tasks per status.
-pub(crate) const TASKS_BY_STATUS: &str = "SELECT status, count(*) FROM tasks GROUP BY status";
+/// Tasks per status and backend type, from the maintained counts (migration 005): the folded counts plus the
+/// deltas appended since the last fold, in one snapshot. Pairs that net to zero are left out.
+pub(crate) const TASK_COUNTS: &str = "SELECT status, backend_type, sum(n)::int8 FROM (\
+        SELECT status, backend_type, n FROM task_counts \
+        UNION ALL SELECT status, backend_type, n FROM task_count_deltas\
+     ) AS counted \
+     GROUP BY status, backend_type HAVING sum(n) <> 0";
 
-/// Pending tasks per backend type.
-pub(crate) const QUEUE_DEPTH: &str =
-    "SELECT backend_type, count(*) FROM tasks WHERE status = 'pending' GROUP BY backend_type";
+/// Folds the appended count deltas into `task_counts`, at most `$1` of them, in one statement. Deltas another fold
+/// is moving are skipped (`SKIP LOCKED`), so concurrent folds (one per server replica) never wait for each other
+/// and move each delta once; the counters are written in key order, so two folds cannot deadlock. Returns how
+/// many deltas it moved.
+pub(crate) const FOLD_TASK_COUNTS: &str = "WITH moved AS (\
+        DELETE FROM task_count_deltas \
+        WHERE ctid = ANY(ARRAY(SELECT ctid FROM task_count_deltas LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+        RETURNING status, backend_type, n\
+     ), folded AS (\
+        INSERT INTO task_counts AS c (status, backend_type, n) \
+        SELECT status, backend_type, sum(n) FROM moved GROUP BY status, backend_type ORDER BY status, backend_type \
+        ON CONFLICT (status, backend_type) DO UPDATE SET n = c.n + EXCLUDED.n\
+     ) \
+     SELECT count(*) FROM moved";
 
 /// Workers per status.
 pub(crate) const WORKERS_BY_STATUS: &str = "SELECT status, count(*) FROM workers GROUP BY status";
@@ -717,7 +762,7 @@ mod tests {
 
     #[test]
     fn list_query_numbers_its_parameters() {
-        let (page, count) = list_tasks(
+        let sql = list_tasks(
             Some(TaskStatus::Failed),
             false,
             true,
@@ -725,20 +770,35 @@ mod tests {
             false,
             TaskSort::PriorityDesc,
         );
-        assert!(page.contains("WHERE worker_id = $1 AND status = 'failed'"), "{page}");
         assert!(
-            page.ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $2 OFFSET $3"),
-            "{page}"
+            sql.page.contains("WHERE worker_id = $1 AND status = 'failed'"),
+            "{}",
+            sql.page
+        );
+        assert!(
+            sql.page
+                .ends_with("ORDER BY priority DESC, created_at ASC, id ASC LIMIT $2 OFFSET $3"),
+            "{}",
+            sql.page
         );
         assert_eq!(
-            count,
-            "SELECT count(*) FROM tasks WHERE worker_id = $1 AND status = 'failed'"
+            sql.capped_count,
+            "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE worker_id = $1 AND status = 'failed' LIMIT $2) AS capped"
         );
-        let (page, count) = list_tasks(None, false, false, false, false, TaskSort::CreatedDesc);
+        assert_eq!(
+            sql.estimate,
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM tasks WHERE worker_id = $1 AND status = 'failed'"
+        );
+        let sql = list_tasks(None, false, false, false, false, TaskSort::CreatedDesc);
         assert!(
-            page.ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),
-            "{page}"
+            sql.page
+                .ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),
+            "{}",
+            sql.page
         );
-        assert_eq!(count, "SELECT count(*) FROM tasks");
+        assert_eq!(
+            sql.capped_count,
+            "SELECT count(*) FROM (SELECT 1 FROM tasks LIMIT $1) AS capped"
+        );
     }
 }

@@ -1,4 +1,8 @@
 //! Counts for `/stats` and `/metrics`: tasks per status, queue depth per backend type, workers per status.
+//!
+//! Task counts come from the counts migration 005 maintains (a few rows, whatever the table's size); the fold that
+//! keeps their ledger short runs with each sweep ([`PgStore::fold_task_counts`]). Workers are counted from their
+//! table, which holds one row per worker.
 
 use aiopslab_core::{StoreResult, StoreStats, TaskStatus, WorkerStatus};
 
@@ -17,18 +21,16 @@ impl PgStore {
             stats.workers_by_status.insert(status, 0);
         }
         let mut conn = self.conn("stats").await?;
-        let result: Result<Vec<(String, i64)>, sqlx::Error> =
-            sqlx::query_as(sql::TASKS_BY_STATUS).fetch_all(conn.raw()).await;
-        let tasks = conn.done("stats", result)?;
-        for (status, count) in tasks {
-            stats.tasks_by_status.insert(task_status(&status)?, count.max(0) as u64);
-        }
-        let mut conn = self.conn("stats").await?;
-        let result: Result<Vec<(String, i64)>, sqlx::Error> =
-            sqlx::query_as(sql::QUEUE_DEPTH).fetch_all(conn.raw()).await;
-        let depth = conn.done("stats", result)?;
-        for (backend_type, count) in depth {
-            stats.queue_depth_by_backend.insert(backend_type, count.max(0) as u64);
+        let result: Result<Vec<(String, String, i64)>, sqlx::Error> =
+            sqlx::query_as(sql::TASK_COUNTS).fetch_all(conn.raw()).await;
+        let counts = conn.done("stats", result)?;
+        for (status, backend_type, count) in counts {
+            let status = task_status(&status)?;
+            let count = count.max(0) as u64;
+            *stats.tasks_by_status.entry(status).or_default() += count;
+            if status == TaskStatus::Pending && count > 0 {
+                stats.queue_depth_by_backend.insert(backend_type, count);
+            }
         }
         let mut conn = self.conn("stats").await?;
         let result: Result<Vec<(String, i64)>, sqlx::Error> =
@@ -41,4 +43,20 @@ impl PgStore {
         }
         Ok(stats)
     }
+
+    /// Folds the task-count deltas appended since the last fold into the counts (at most `FOLD_BATCH` per call),
+    /// so reading the counts stays a read of a few rows; returns how many deltas it folded. Each sweep runs it;
+    /// counts read the same before and after.
+    pub async fn fold_task_counts(&self) -> StoreResult<u64> {
+        let mut conn = self.conn("fold_task_counts").await?;
+        let result: Result<i64, sqlx::Error> = sqlx::query_scalar(sql::FOLD_TASK_COUNTS)
+            .bind(FOLD_BATCH)
+            .fetch_one(conn.raw())
+            .await;
+        let folded = conn.done("fold_task_counts", result)?;
+        Ok(u64::try_from(folded).unwrap_or(0))
+    }
 }
+
+/// Most deltas one fold moves: a bound on the statement's work (a backlog is folded over several sweeps).
+const FOLD_BATCH: i64 = 100_000;

@@ -1,4 +1,4 @@
-//! The sweep: timeouts, expired leases (requeue or fail), silent workers.
+//! The sweep: timeouts, expired leases (requeue or fail), silent workers; and the fold of the task counts.
 //!
 //! Each step is one conditional bulk `UPDATE`. Rows are locked with `FOR UPDATE SKIP LOCKED` and re-checked
 //! against the condition, so when several server replicas sweep at once every row changes exactly once and each
@@ -41,6 +41,10 @@ impl PgStore {
             .fetch_all(conn.raw())
             .await;
         report.workers_offline = conn.done("sweep", result)?;
+        // Housekeeping of the maintained task counts; a failure here changes no task, so it is logged, not raised.
+        if let Err(error) = self.fold_task_counts().await {
+            tracing::warn!(%error, "folding the task counts failed; the next sweep tries again");
+        }
         report.timed_out.sort();
         report.requeued.sort();
         report.failed.sort();

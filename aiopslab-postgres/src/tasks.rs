@@ -69,9 +69,9 @@ impl PgStore {
         row.ok_or_else(|| StoreError::task_not_found(id))?.try_into()
     }
 
-    /// Lists one page of tasks and the total that matched.
+    /// Lists one page of tasks and the total that matched (see the `totals` module for how it is counted).
     pub(crate) async fn select_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        let (page_sql, count_sql) = sql::list_tasks(
+        let sql = sql::list_tasks(
             filter.status,
             filter.problem_id.is_some(),
             filter.worker_id.is_some(),
@@ -88,14 +88,11 @@ impl PgStore {
         .flatten()
         .collect();
 
-        let mut count_query = sqlx::query_scalar::<_, i64>(&count_sql);
-        let mut page_query = sqlx::query_as::<_, TaskRow>(&page_sql);
+        let mut page_query = sqlx::query_as::<_, TaskRow>(&sql.page);
         for value in &values {
-            count_query = count_query.bind(*value);
             page_query = page_query.bind(*value);
         }
         if let Some(group_id) = filter.group_id {
-            count_query = count_query.bind(group_id);
             page_query = page_query.bind(group_id);
         }
         let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
@@ -109,11 +106,18 @@ impl PgStore {
             Ok(rows) => rows,
             Err(error) => return conn.done("list_tasks", Err(error)),
         };
-        let total = count_query.fetch_one(conn.raw()).await;
+        // Tasks on a page prove that at least offset + their number match.
+        let seen = if rows.is_empty() {
+            0
+        } else {
+            page.offset.saturating_add(rows.len() as u64)
+        };
+        let total = self.count_total(&mut conn, filter, &sql, &values, seen).await;
         let total = conn.done("list_tasks", total)?;
         Ok(TaskPage {
             tasks: rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?,
-            total: u64::try_from(total).unwrap_or(0),
+            total: total.n,
+            total_is_estimate: total.estimate,
             limit: page.limit,
             offset: page.offset,
         })

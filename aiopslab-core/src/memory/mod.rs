@@ -23,6 +23,10 @@
 //! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
 //! every store does, so it answers exactly what a durable store would.
 //!
+//! Memory is bounded by [`MemoryOptions::max_finished_tasks`] (10,000 by
+//! default): past it, the tasks that finished first are dropped with what
+//! their runs wrote; pending and running tasks are always kept.
+//!
 //! [`WorkerQueue::subscribe`] pushes the wake-ups of every transition (a task
 //! became claimable, a client asked to cancel a running task), sent under the
 //! lock right after the transition, so an idle in-process worker claims a
@@ -30,8 +34,11 @@
 //! or heartbeat.
 
 mod clock;
+mod options;
 mod outbox;
 mod state;
+
+pub use options::MemoryOptions;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -119,11 +126,16 @@ impl MemoryStore {
         Self::with_policy(LeasePolicy::default())
     }
 
-    /// An empty store enforcing `policy`.
+    /// An empty store enforcing `policy`, with the default [`MemoryOptions`].
     pub fn with_policy(policy: LeasePolicy) -> Self {
+        Self::with_options(policy, MemoryOptions::default())
+    }
+
+    /// An empty store enforcing `policy`, keeping what `options` allow.
+    pub fn with_options(policy: LeasePolicy, options: MemoryOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(options.max_finished_tasks)),
                 clock: StoreClock::new(),
                 policy,
                 events: broadcast::channel(EVENT_BUFFER).0,

@@ -128,12 +128,27 @@ impl Outbox {
                 }
             }
         }
+        let delivery = delivery.clone();
         if delivery.status == WebhookStatus::Pending {
             self.pending.insert(id);
         } else {
             self.pending.remove(&id);
+            // A delivery of a task dropped by the retention bound ends here.
+            if !self.by_task.contains_key(&delivery.task_id) {
+                self.deliveries.remove(&id);
+            }
         }
-        Ok(delivery.clone())
+        Ok(delivery)
+    }
+
+    /// Drops the deliveries of a task the store no longer keeps: the delivered and failed ones at once; one still
+    /// pending stays until its last attempt is recorded (the delivery carries its own payload), then goes.
+    pub(crate) fn forget(&mut self, task_id: TaskId) {
+        for id in self.by_task.remove(&task_id).into_iter().flatten() {
+            if !self.pending.contains(&id) {
+                self.deliveries.remove(&id);
+            }
+        }
     }
 
     /// Every delivery of a task, oldest first.

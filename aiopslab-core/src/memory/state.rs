@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::clock::{earlier, later};
 use super::outbox::Outbox;
@@ -72,6 +72,11 @@ pub(crate) struct State {
     /// Wake-ups the last transition produced, for the store to push once it
     /// has applied it (see [`State::take_events`]).
     events: Vec<StoreEvent>,
+    /// Terminal tasks in the order they ended, the first to be dropped first.
+    finished: VecDeque<TaskId>,
+    /// Most terminal tasks kept (`None`: all), see
+    /// [`MemoryOptions::max_finished_tasks`](super::MemoryOptions::max_finished_tasks).
+    max_finished: Option<usize>,
 }
 
 /// What a batch created under an idempotency key.
@@ -83,6 +88,40 @@ struct IdempotentBatch {
 }
 
 impl State {
+    /// An empty state keeping at most `max_finished` terminal tasks.
+    pub(crate) fn new(max_finished: Option<usize>) -> Self {
+        Self {
+            max_finished,
+            ..Self::default()
+        }
+    }
+
+    /// What every transition to a terminal status does once the task is
+    /// updated: its webhook delivery, and the retention bound.
+    fn ended(&mut self, task: &Task, now: DateTime<Utc>) {
+        self.outbox.enqueue(task, now);
+        self.finished.push_back(task.id);
+        let Some(max) = self.max_finished else {
+            return;
+        };
+        while self.finished.len() > max {
+            let Some(id) = self.finished.pop_front() else {
+                break;
+            };
+            self.evict(id);
+        }
+    }
+
+    /// Drops a terminal task and everything its runs wrote.
+    fn evict(&mut self, id: TaskId) {
+        let Some(record) = self.tasks.remove(&id) else {
+            return;
+        };
+        self.exportable.remove(&(record.task.created_at, id));
+        self.outbox.forget(id);
+        tracing::debug!(task_id = %id, "finished task dropped (memory store retention)");
+    }
+
     fn index_pending(&mut self, task: &Task) {
         self.announce(StoreEvent::TaskAvailable {
             backend_type: task.parameters.backend_type.clone(),
@@ -115,11 +154,8 @@ impl State {
                 if earlier.fingerprint != key.fingerprint {
                     return Err(StoreError::IdempotencyConflict { key: key.key.clone() });
                 }
-                let tasks = earlier
-                    .task_ids
-                    .iter()
-                    .map(|id| self.get(*id))
-                    .collect::<StoreResult<Vec<Task>>>()?;
+                // Tasks dropped by the retention bound since are gone from the replay too.
+                let tasks = earlier.task_ids.iter().filter_map(|id| self.get(*id).ok()).collect();
                 return Ok(CreatedBatch {
                     group_id: earlier.group_id,
                     tasks,
@@ -208,6 +244,8 @@ impl State {
         TaskPage {
             tasks,
             total,
+            // Every match was counted.
+            total_is_estimate: false,
             limit: page.limit,
             offset: page.offset,
         }
@@ -224,7 +262,7 @@ impl State {
                 task.completed_at = Some(now);
                 task.updated_at = now;
                 let task = task.clone();
-                self.outbox.enqueue(&task, now);
+                self.ended(&task, now);
                 Ok(CancelOutcome::Cancelled)
             }
             TaskStatus::Running => {
@@ -479,7 +517,7 @@ impl State {
         if requeue {
             self.index_pending(&task);
         } else {
-            self.outbox.enqueue(&task, now);
+            self.ended(&task, now);
         }
         if let Some(worker) = worker_id.and_then(|id| self.workers.get_mut(&id)) {
             match outcome.status {
@@ -625,7 +663,7 @@ impl State {
         if task.status == TaskStatus::Pending {
             self.index_pending(&task);
         } else {
-            self.outbox.enqueue(&task, now);
+            self.ended(&task, now);
         }
         Some(task.status)
     }
@@ -728,7 +766,7 @@ impl State {
             task.updated_at = now;
             let task = task.clone();
             self.running.remove(&id);
-            self.outbox.enqueue(&task, now);
+            self.ended(&task, now);
         }
         let silent_since = earlier(now, policy.worker_offline_after);
         for worker in self.workers.values_mut() {

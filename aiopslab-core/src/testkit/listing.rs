@@ -18,6 +18,10 @@ async fn listed<S: TaskStore>(store: &S, filter: TaskFilter, sort: TaskSort, pag
         .expect("list_tasks");
     assert_eq!(result.limit, page.limit, "the page echoes its limit");
     assert_eq!(result.offset, page.offset, "the page echoes its offset");
+    assert!(
+        !result.total_is_estimate,
+        "a total of a handful of tasks is counted exactly, and says so (total_is_estimate false)"
+    );
     (ids(&result.tasks), result.total)
 }
 
@@ -195,7 +199,8 @@ pub async fn list_tasks_pages<H: StoreHarness>(h: &H) {
 }
 
 /// `stats` counts tasks and workers per status (every status present, zero
-/// when none) and pending tasks per backend type.
+/// when none) and pending tasks per backend type; the listing totals of each
+/// status and backend type agree with those counts, exactly.
 pub async fn stats_counts<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
     let empty = store.stats().await.expect("stats");
@@ -273,4 +278,32 @@ pub async fn stats_counts<H: StoreHarness>(h: &H) {
     .into_iter()
     .collect();
     assert_eq!(stats.workers_by_status, expected, "workers per status");
+
+    // The listings' totals are the same counts (a store that maintains its counts keeps both in step).
+    for status in TaskStatus::ALL {
+        let (_, total) = listed(
+            &store,
+            TaskFilter::default().with_status(Some(status)),
+            TaskSort::default(),
+            Page::default(),
+        )
+        .await;
+        assert_eq!(
+            total, stats.tasks_by_status[&status],
+            "total of status={status} and its stats count"
+        );
+    }
+    let pending_on = |backend: &str| {
+        TaskFilter::default()
+            .with_status(Some(TaskStatus::Pending))
+            .with_backend_type(Some(backend.to_string()))
+    };
+    let (_, total) = listed(&store, pending_on("kind"), TaskSort::default(), Page::default()).await;
+    assert_eq!(total, depth("kind"), "total of pending kind tasks and the queue depth");
+    let (_, total) = listed(&store, TaskFilter::default(), TaskSort::default(), Page::default()).await;
+    assert_eq!(
+        total,
+        stats.tasks_by_status.values().sum::<u64>(),
+        "total of every task"
+    );
 }

@@ -15,7 +15,7 @@
 /// |---|---|---|
 /// | `worker_queue` | [`WorkerQueue`](crate::WorkerQueue) | claims (order, routing, a chosen task, dispatch delay), finishes and their replays, retries, leases and their tokens, heartbeats and hand-backs, registration and takeover, logs and trajectories from a lease, the worker-id rule, NULs and deep JSON from workers, 32 claimers exactly once |
 /// | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
-/// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats, concurrent sweeps |
+/// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats (and listing totals that agree with them), concurrent sweeps |
 /// | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
 /// | `final_reports` | [`FinalReports`](crate::FinalReports) (a capability: the harness's store must offer it) | logs, trajectory and finish in one step, replays, a lost lease writes nothing, a failure with retries requeues |
 /// | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |

@@ -223,6 +223,7 @@ pub async fn list_tasks_filters_sorts_and_pages(store: Arc<dyn TaskStore>) {
 
     let all = api.get("/tasks").await.ok(200);
     assert_eq!(all["total"], 6);
+    assert_eq!(all["total_is_estimate"], false, "six tasks are counted exactly: {all}");
     assert_eq!((all["limit"].as_u64(), all["offset"].as_u64()), (Some(20), Some(0)));
 
     let page = api.get("/tasks?status=pending&limit=10").await.ok(200);
@@ -1086,6 +1087,14 @@ pub async fn openapi_lists_every_route(store: Arc<dyn TaskStore>) {
     let api = api(store);
     let doc = api.get("/openapi.json").await.ok(200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let page = &doc["components"]["schemas"]["TaskPage"]["properties"];
+    assert_eq!(page["total_is_estimate"]["type"], "boolean", "{page}");
+    assert!(
+        page["total_is_estimate"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("estimate")),
+        "the document says what total_is_estimate means: {page}"
+    );
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/tasks", "post"),

@@ -116,7 +116,7 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         ("sort" = Option<TaskSort>, Query, description = "created_at, -created_at (default), priority or -priority"),
     ),
     responses(
-        (status = 200, description = "One page and the total", body = TaskPage),
+        (status = 200, description = "One page and the total that matched (exact unless total_is_estimate: with problem_id, worker_id or group_id, PostgreSQL estimates past 10,000 matches)", body = TaskPage),
         (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
