@@ -32,7 +32,9 @@
 //!
 //! - `heartbeats`: count, per second, `latency` (p50/p90/p99/max/mean in ms, and `in_flight_mean`: how many were
 //!   awaiting their answer at any moment, by Little's law), errors (with a few samples), how many handed the
-//!   worker a task (`next_task`), and the server-side mean from its `/metrics` (time inside the server);
+//!   worker a task (`next_task`), the same latencies for the heartbeats that reported `idle` (the server claims a
+//!   task for those before it answers) and `busy`, and the server-side mean from its `/metrics` (time inside the
+//!   server);
 //! - `claims`: the same for `POST /workers/claim`, with how many returned a task and how many found none;
 //! - `tasks`: created (and create errors, create p99), finished by the workers, pending and running at the start
 //!   and end of the window (a growing backlog means the fleet does not keep up);
@@ -80,7 +82,7 @@ use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
     ClaimRequest, DefaultScheduler, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, SimulatedBackend,
     SimulatedConfig, StoreEvent, StoreResult, Task, TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue,
-    WorkerRegistration,
+    WorkerRegistration, WorkerStatus,
 };
 use aiopslab_http::client::HttpStore;
 use anyhow::{ensure, Context};
@@ -507,6 +509,10 @@ struct Stats {
     registered: AtomicUsize,
     register_errors: AtomicUsize,
     heartbeats: Timings,
+    /// The same heartbeats split by the status they reported: the server answers an idle worker's heartbeat with
+    /// a claim on its behalf (`next_task`), a busy one's without.
+    idle_heartbeats: Timings,
+    busy_heartbeats: Timings,
     /// Heartbeats whose answer handed the worker a task.
     handed: AtomicU64,
     claims: Timings,
@@ -555,6 +561,11 @@ impl WorkerQueue for Timed {
         let started = Instant::now();
         let result = self.inner.heartbeat(heartbeat).await;
         let error = result.as_ref().err().map(ToString::to_string);
+        let by_status = match heartbeat.status {
+            WorkerStatus::Idle => &self.stats.idle_heartbeats,
+            _ => &self.stats.busy_heartbeats,
+        };
+        by_status.record(measuring, started, error.clone());
         self.stats.heartbeats.record(measuring, started, error);
         if measuring && result.as_ref().is_ok_and(|ack| ack.next_task.is_some()) {
             self.stats.handed.fetch_add(1, Ordering::Relaxed);
@@ -937,6 +948,8 @@ fn rung_report(input: RungInput<'_>) -> Value {
     };
     let (beats, hb99, heartbeat_latency) = latency(&stats.heartbeats);
     let (claims, _, claim_latency) = latency(&stats.claims);
+    let (idle_beats, _, idle_latency) = latency(&stats.idle_heartbeats);
+    let (busy_beats, _, busy_latency) = latency(&stats.busy_heartbeats);
     let heartbeat_errors = stats.heartbeats.errors.load(Ordering::Relaxed);
     let claimed = stats.claimed.load(Ordering::Relaxed);
     let finished = stats.finished.load(Ordering::Relaxed);
@@ -978,6 +991,8 @@ fn rung_report(input: RungInput<'_>) -> Value {
             "errors": heartbeat_errors,
             "error_samples": *stats.heartbeats.error_samples.lock().unwrap(),
             "handed_a_task": stats.handed.load(Ordering::Relaxed),
+            "idle": {"count": idle_beats, "latency": idle_latency},
+            "busy": {"count": busy_beats, "latency": busy_latency},
             "server_side": server_side(&delta, "/workers/heartbeat"),
         },
         "claims": {
