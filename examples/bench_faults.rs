@@ -42,6 +42,8 @@
 //! Knobs (environment): `BENCH_REPEATS` (3), `BENCH_SIM_STEPS` (4), `BENCH_SIM_STEP_MS` (1000),
 //! `BENCH_KILL_AFTER_MS` (1000).
 
+// The measurement helpers (`bench_support::measure`) are not used here.
+#[allow(dead_code)]
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 

@@ -38,12 +38,13 @@
 //! `BENCH_PROBLEM` (`k8s_target_port-misconfig-detection-1`), `BENCH_DRAIN_TIMEOUT_SECS` (1800: the run is
 //! reported as not drained past it).
 
+// The memory, connection and file-limit helpers of `bench_support::measure` are not used here.
+#[allow(dead_code)]
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +53,10 @@ use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
+use bench_support::measure::{
+    clock_ticks_per_second, machine_ticks, parse_metrics, percentile, postgres_ticks, process_ticks, round, DbCounters,
+    RouteStatus,
+};
 use bench_support::{env_or, get_json, get_text, post_task, task_body, until_interrupted, Binaries, Fleet, Scratch};
 
 /// The operator's figures for the 20,000-task load, before the fixes of issue 11.
@@ -416,30 +421,6 @@ async fn monitor(
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements
 
-/// PostgreSQL's counters for the scratch database.
-struct DbCounters {
-    deadlocks: i64,
-    commits: i64,
-    rollbacks: i64,
-}
-
-impl DbCounters {
-    async fn read(db: &mut PgConnection, database: &str) -> anyhow::Result<Self> {
-        sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *db).await?;
-        let (deadlocks, commits, rollbacks): (i64, i64, i64) =
-            sqlx::query_as("SELECT deadlocks, xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1")
-                .bind(database)
-                .fetch_one(&mut *db)
-                .await
-                .context("reading pg_stat_database")?;
-        Ok(Self {
-            deadlocks,
-            commits,
-            rollbacks,
-        })
-    }
-}
-
 /// What the tasks table says after the run.
 struct TaskFigures {
     by_status: BTreeMap<String, i64>,
@@ -495,79 +476,6 @@ impl TaskFigures {
     }
 }
 
-/// One `aiopslab_http_requests_total` series with the matching duration sum.
-#[derive(Debug, Clone, Default)]
-struct RouteStatus {
-    method: String,
-    route: String,
-    status: u16,
-    count: u64,
-    seconds: f64,
-}
-
-/// The HTTP series of the server's `/metrics`.
-fn parse_metrics(text: &str) -> Vec<RouteStatus> {
-    let mut series: BTreeMap<(String, String, u16), RouteStatus> = BTreeMap::new();
-    for line in text.lines() {
-        let (is_count, rest) = if let Some(rest) = line.strip_prefix("aiopslab_http_requests_total{") {
-            (true, rest)
-        } else if let Some(rest) = line.strip_prefix("aiopslab_http_request_duration_seconds_sum{") {
-            (false, rest)
-        } else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let labels = parse_labels(labels);
-        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
-        let key = (label("method"), label("route"), label("status").parse().unwrap_or(0));
-        let entry = series.entry(key.clone()).or_insert_with(|| RouteStatus {
-            method: key.0,
-            route: key.1,
-            status: key.2,
-            ..RouteStatus::default()
-        });
-        if is_count {
-            entry.count = value as u64;
-        } else {
-            entry.seconds = value;
-        }
-    }
-    series.into_values().collect()
-}
-
-/// `a="x",b="y"` → {a: x, b: y} (the text format's escapes undone).
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some((name, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, other)) => value.push(other),
-                    None => {}
-                },
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                other => value.push(other),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').to_string(), value);
-        rest = &after[end..];
-    }
-    labels
-}
-
 /// Warnings and errors in a process's log.
 #[derive(Debug, Default)]
 struct LogScan {
@@ -617,48 +525,19 @@ struct CpuSnapshot {
     machine_total: u64,
 }
 
-/// `utime + stime + cutime + cstime` of a process, in clock ticks.
-fn process_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-    fields.get(11..15)?.iter().map(|f| f.parse::<u64>().ok()).sum()
-}
-
 impl CpuSnapshot {
     fn take(fleet: &Fleet) -> Self {
         let ticks = |pid: u32| process_ticks(&pid.to_string());
-        let mut snapshot = Self {
+        let (machine_busy, machine_total) = machine_ticks();
+        Self {
             at: Some(Instant::now()),
             server: fleet.server.as_ref().and_then(|s| ticks(s.pid())).unwrap_or(0),
             workers: fleet.workers.iter().filter_map(|w| ticks(w.pid())).sum(),
             bench: process_ticks("self").unwrap_or(0),
-            ..Self::default()
-        };
-        // Every PostgreSQL process: live backends, and (in the postmaster's cutime) those that exited.
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                if comm.trim() == "postgres" {
-                    snapshot.postgres += process_ticks(pid).unwrap_or(0);
-                }
-            }
+            postgres: postgres_ticks(),
+            machine_busy,
+            machine_total,
         }
-        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
-            if let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) {
-                let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-                // user nice system idle iowait irq softirq steal (guest time is inside user).
-                let total: u64 = values.iter().take(8).sum();
-                let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-                snapshot.machine_total = total;
-                snapshot.machine_busy = total.saturating_sub(idle);
-            }
-        }
-        snapshot
     }
 
     /// CPU seconds used since `before`, in all and per task (milliseconds), and what other processes used.
@@ -701,30 +580,8 @@ impl CpuSnapshot {
     }
 }
 
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // The report
-
-fn round(x: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn ratio(a: f64, b: f64) -> Value {
     if b == 0.0 {

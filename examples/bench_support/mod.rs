@@ -1,8 +1,11 @@
-//! What the fleet benchmarks (`bench_fleet`, `bench_faults`) both do around their measurements: reading knobs from
-//! the environment, a scratch PostgreSQL database with a directory for the processes' logs, the `server` and
-//! `worker` examples started from this program's own directory (and always stopped: on return, error, interrupt or
-//! drop), waiting for the server's health, free ports and the few HTTP calls they share. Included by each benchmark
-//! with `#[path]` (they stand alone as examples; this is not part of any library API).
+//! What the fleet benchmarks (`bench_fleet`, `bench_faults`, `bench_workers`) do around their measurements:
+//! reading knobs from the environment, a scratch PostgreSQL database with a directory for the processes' logs, the
+//! `server` and `worker` examples started from this program's own directory (and always stopped: on return, error,
+//! interrupt or drop), waiting for the server's health, free ports and the few HTTP calls they share; what they
+//! measure with (`/proc`, `/metrics`, PostgreSQL's counters) is in [`measure`]. Included by each benchmark with
+//! `#[path]` (they stand alone as examples; this is not part of any library API).
+
+pub mod measure;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
