@@ -27,7 +27,7 @@ use aiopslab_core::{
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::{Backoff, WebhookConfig};
-use aiopslab_postgres::PgStore;
+use aiopslab_postgres::{PgStore, PgStoreOptions};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use tokio::task::JoinSet;
@@ -62,6 +62,11 @@ struct Args {
     /// embedded in-memory store is used and everything is lost on exit.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+
+    /// With --database-url: the most connections the server holds to PostgreSQL. Each request that touches the
+    /// store waits for one (503 after 5 s); a large fleet of remote workers may want more than the default.
+    #[arg(long, default_value_t = PgStoreOptions::default().max_connections)]
+    database_max_connections: u32,
 
     /// In-process workers to run next to the API (0: rely on remote workers).
     #[arg(long, default_value_t = 0)]
@@ -234,7 +239,11 @@ async fn main() -> anyhow::Result<()> {
 
     let (store, store_kind): (Arc<dyn TaskStore>, &str) = match &args.database_url {
         Some(url) => {
-            let store = PgStore::connect(url, policy)
+            if args.database_max_connections == 0 {
+                bail!("--database-max-connections must be at least 1");
+            }
+            let options = PgStoreOptions::default().max_connections(args.database_max_connections);
+            let store = PgStore::connect_with(url, policy, &options)
                 .await
                 .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
             store.migrate().await.context("cannot apply the database migrations")?;

@@ -20,4 +20,11 @@ pub enum StoreEvent {
         /// The task.
         task_id: TaskId,
     },
+    /// Wake-ups may have been missed (the store's channel dropped, or is down): check the queue now. Sent after a
+    /// reconnection and, while the channel is down, every [`RESYNC_WHILE_DOWN`], so a worker that polls slowly
+    /// because it is pushed to still polls at the usual pace while it is not.
+    Resync,
 }
+
+/// How often a store whose push channel is down sends [`StoreEvent::Resync`]: the usual poll interval.
+pub const RESYNC_WHILE_DOWN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -50,7 +50,7 @@ pub use backend::{ClusterBackend, LogSink, RunContext, RunReport};
 pub use batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey, NewBatch};
 pub use catalog::{Application, Problem, TaskType};
 pub use error::{BackendError, StoreError, ValidationError};
-pub use events::StoreEvent;
+pub use events::{StoreEvent, RESYNC_WHILE_DOWN};
 pub use export::{Episode, ExportCursor, ExportFilter, ExportRecord};
 pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::{MemoryOptions, MemoryStore};

@@ -1064,3 +1064,37 @@ async fn a_refused_final_report_is_sent_in_parts_without_losing_or_doubling_anyt
         "the trajectory is stored"
     );
 }
+
+/// While the store pushes wake-ups, an idle worker polls only every `pushed_poll_interval` (30 s): a task that
+/// arrives unannounced waits for that poll, and a `Resync` (the store's channel dropped) makes the worker look at
+/// once. A store that pushes nothing is polled every `poll_interval` (2 s).
+#[tokio::test(start_paused = true)]
+async fn a_pushed_worker_polls_slowly_and_a_resync_makes_it_look_at_once() {
+    let store = Arc::new(FakeFlakyStore::with_events(MemoryStore::new()));
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(1)), config("w"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Created without an announcement: only a poll finds it.
+    let unannounced = submit(&store.inner, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        store.inner.get_task(unannounced.id).await.unwrap().status,
+        TaskStatus::Pending,
+        "no 2 s poll while the store pushes"
+    );
+    store.emit(StoreEvent::Resync);
+    let done = wait_terminal(&store.inner, unannounced.id, Duration::from_millis(200)).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+
+    // And the slow poll still comes: another unannounced task is found within 30 s.
+    let later = submit(&store.inner, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    wait_terminal(&store.inner, later.id, Duration::from_secs(31)).await;
+    worker.stop().await.unwrap();
+
+    // Without pushed events, the usual 2 s poll.
+    let plain = Arc::new(FakeFlakyStore::new(MemoryStore::new()));
+    let worker = start_default(plain.clone(), simulated(SimulatedConfig::instant(1)), config("w2"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let task = submit(&plain.inner, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    wait_terminal(&plain.inner, task.id, Duration::from_millis(2_100)).await;
+    worker.stop().await.unwrap();
+}

@@ -6,7 +6,9 @@
 //! forwards each notification to a broadcast channel as a [`StoreEvent`].
 //!
 //! When that connection drops, the task logs it and reconnects with exponential backoff; notifications sent in
-//! the gap are lost, which is fine because workers keep polling as the fallback.
+//! the gap are lost, so it sends [`StoreEvent::Resync`] when the connection drops, after each failed attempt
+//! (at most 5 s apart) and once it listens again: workers, which poll slowly while they are pushed to, check the
+//! queue then.
 
 use std::time::Duration;
 
@@ -60,15 +62,23 @@ impl Listener {
 /// Connects, listens and forwards until aborted, reconnecting with backoff.
 async fn run(pool: PgPool, sender: broadcast::Sender<StoreEvent>) {
     let mut backoff = BACKOFF.0;
+    let mut first = true;
     loop {
         match listen(&pool).await {
             Ok(mut listener) => {
                 tracing::info!("listening for task and cancel notifications");
+                if !first {
+                    // Notifications of the gap are lost: have workers check the queue.
+                    let _ = sender.send(StoreEvent::Resync);
+                }
+                first = false;
                 backoff = BACKOFF.0;
                 let error = forward(&mut listener, &sender).await;
+                let _ = sender.send(StoreEvent::Resync);
                 tracing::warn!(%error, "notification listener failed; reconnecting (workers poll meanwhile)");
             }
             Err(error) => {
+                let _ = sender.send(StoreEvent::Resync);
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "notification listener cannot connect; workers poll meanwhile");
             }
         }
@@ -93,8 +103,12 @@ async fn forward(listener: &mut PgListener, sender: &broadcast::Sender<StoreEven
                     let _ = sender.send(event);
                 }
             }
-            // The connection dropped and sqlx reconnected (and re-ran LISTEN) before returning.
-            Ok(None) => tracing::warn!("notification listener connection was lost and re-established"),
+            // The connection dropped and sqlx reconnected (and re-ran LISTEN) before returning: notifications of the
+            // gap are lost.
+            Ok(None) => {
+                tracing::warn!("notification listener connection was lost and re-established");
+                let _ = sender.send(StoreEvent::Resync);
+            }
             Err(error) => return error,
         }
     }

@@ -103,7 +103,17 @@ async fn claim_loop(shared: Arc<Shared>) {
             biased;
             _ = shared.stopping.cancelled() => return,
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = tokio::time::sleep(poll_interval(&shared)) => {}
         }
+    }
+}
+
+/// How long an empty queue waits: long while the store pushes wake-ups (polling is only the safety net then),
+/// the usual interval otherwise.
+fn poll_interval(shared: &Shared) -> std::time::Duration {
+    if shared.pushed.load(std::sync::atomic::Ordering::SeqCst) {
+        shared.config.pushed_poll_interval.max(shared.config.poll_interval)
+    } else {
+        shared.config.poll_interval
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     slots: Slots,
     /// Wakes the claim loop early (a store event said work arrived).
     wake: Notify,
+    /// The store pushes events to us now: the claim loop polls at `pushed_poll_interval`.
+    pushed: std::sync::atomic::AtomicBool,
     /// Asks for a heartbeat soon: a run started or ended, so `GET /workers`
     /// shows the change within a second rather than up to a heartbeat
     /// interval later (`heartbeat::STATUS_BEAT_SPACING`).
@@ -123,6 +125,7 @@ impl WorkerRuntime {
                 config,
                 slots,
                 wake: Notify::new(),
+                pushed: std::sync::atomic::AtomicBool::new(false),
                 beat_now: Notify::new(),
                 stopping: CancellationToken::new(),
                 grace_over: CancellationToken::new(),

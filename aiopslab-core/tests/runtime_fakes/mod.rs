@@ -104,7 +104,8 @@ impl FakeFlakyStore {
         outcome
     }
 
-    fn emit(&self, event: StoreEvent) {
+    /// Pushes `event` to the subscribers, as a store with push events does.
+    pub fn emit(&self, event: StoreEvent) {
         if let Some(sender) = &self.events {
             let _ = sender.send(event);
         }

@@ -8,16 +8,18 @@
 //! than failing the worker:
 //!
 //! - a dropped or silent connection (no byte for three keep-alive
-//!   intervals) is reopened with backoff (1 s doubling to 30 s), and after
-//!   each reopening the worker is woken once to check the queue, since
-//!   wake-ups may have been missed meanwhile (a `lagged` event does the same);
+//!   intervals) is reopened with backoff (1 s doubling to 30 s); while it is
+//!   down the worker gets [`StoreEvent::Resync`] every
+//!   [`RESYNC_WHILE_DOWN`] (it polls slowly while pushed to, so this keeps its
+//!   usual pace), and once more after each reopening, since wake-ups may have
+//!   been missed (a `lagged` event does the same);
 //! - a server without the route (404) or refusing the token ends the reader,
 //!   which closes the channel: the runtime then relies on polling alone;
 //! - the reader ends when its subscriber is gone.
 
 use std::time::Duration;
 
-use aiopslab_core::StoreEvent;
+use aiopslab_core::{StoreEvent, RESYNC_WHILE_DOWN};
 use reqwest::{Method, StatusCode};
 use tokio::sync::{broadcast, watch};
 
@@ -71,17 +73,32 @@ async fn read(http: Http, mut registered: watch::Receiver<Option<Listener>>, sen
         let Some(listener) = listener else { return };
         if !first {
             // Wake-ups may have been missed while disconnected: check the queue.
-            let _ = sender.send(wake(&listener));
+            let _ = sender.send(StoreEvent::Resync);
         }
         first = false;
         match connection(&http, &listener, &sender, &mut retry).await {
             End::Stop => return,
             End::Retry if sender.receiver_count() == 0 => return,
             End::Retry => {
-                tokio::time::sleep(retry).await;
+                resync_while_down(&sender, retry).await;
                 retry = (retry * 2).min(LAST_RETRY);
             }
         }
+    }
+}
+
+/// Waits `pause` before the next connection, telling the worker to check the queue every
+/// [`RESYNC_WHILE_DOWN`] meanwhile (nothing is pushed to it while the stream is down).
+async fn resync_while_down(sender: &broadcast::Sender<StoreEvent>, pause: Duration) {
+    let until = tokio::time::Instant::now() + pause;
+    loop {
+        let _ = sender.send(StoreEvent::Resync);
+        let next = tokio::time::Instant::now() + RESYNC_WHILE_DOWN;
+        if next >= until {
+            tokio::time::sleep_until(until).await;
+            return;
+        }
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -124,7 +141,7 @@ async fn connection(
         for block in parser.push(&chunk) {
             let event = match block {
                 Block::Store(event) => event,
-                Block::Lagged => wake(listener),
+                Block::Lagged => StoreEvent::Resync,
             };
             if sender.send(event).is_err() {
                 return End::Stop;
@@ -133,13 +150,6 @@ async fn connection(
         if sender.receiver_count() == 0 {
             return End::Stop;
         }
-    }
-}
-
-/// The wake-up that makes a worker check the queue.
-fn wake(listener: &Listener) -> StoreEvent {
-    StoreEvent::TaskAvailable {
-        backend_type: listener.backend_type.clone(),
     }
 }
 

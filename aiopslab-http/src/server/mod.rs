@@ -41,6 +41,7 @@ mod routes;
 mod sse;
 mod state;
 mod upload;
+mod wakeups;
 pub mod wire;
 
 pub use auth::constant_time_eq;
@@ -53,3 +54,4 @@ pub use observed::ObservedStore;
 pub use openapi::ApiDoc;
 pub use router::router;
 pub use state::ApiState;
+pub use wakeups::{Wakeups, FANOUT};

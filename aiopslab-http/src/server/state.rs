@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ApiConfig;
 use super::metrics::Metrics;
 use super::observed::ObservedStore;
+use super::wakeups::Wakeups;
 use crate::webhooks::WebhookDeliverer;
 
 /// Shared state of the router. Cheap to clone. Every handle is a role of
@@ -43,6 +44,9 @@ pub struct ApiState {
     /// Fired when the server stops: open log streams (`?follow=true`) end
     /// at once, so a graceful shutdown does not wait for running tasks.
     pub shutdown: CancellationToken,
+    /// Deals the store's wake-ups to the workers' event streams (`GET /workers/{id}/events`): a new task wakes a
+    /// few workers, not the fleet.
+    pub wakeups: Arc<Wakeups>,
     /// The deliverer that `POST /tasks/{id}/webhooks/{delivery_id}/redeliver`
     /// tries a failed delivery with (its secret, timeout and destination
     /// rules). [`serve_with`](crate::app::serve_with) sets the one it runs;
@@ -54,8 +58,10 @@ impl ApiState {
     /// State over a full store and a scheduler.
     pub fn new(store: Arc<dyn TaskStore>, scheduler: Arc<dyn Scheduler>, config: ApiConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let queue: Arc<dyn WorkerQueue> = Arc::new(ObservedStore::new(store.clone(), metrics.clone()));
         Self {
-            queue: Arc::new(ObservedStore::new(store.clone(), metrics.clone())),
+            wakeups: Arc::new(Wakeups::new(queue.clone())),
+            queue,
             tasks: store.clone(),
             fleet: store.clone(),
             export: store.clone(),

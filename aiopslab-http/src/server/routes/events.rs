@@ -3,12 +3,15 @@
 //! run, at once rather than at its next poll or heartbeat.
 //!
 //! Server-Sent Events, one `store` event per wake-up (data = the
-//! [`StoreEvent`] as JSON: `{"event":"task_available","backend_type":...}` or
-//! `{"event":"cancel_requested","task_id":...}`), and a comment every
+//! [`StoreEvent`] as JSON: `{"event":"task_available","backend_type":...}`,
+//! `{"event":"cancel_requested","task_id":...}` or `{"event":"resync"}`,
+//! which says wake-ups may have been missed), and a comment every
 //! [`KEEP_ALIVE`] so both ends notice a dead connection. SSE rather than
 //! WebSocket or long-poll: the events flow one way, it is plain HTTP through
 //! every proxy, and the server already serves SSE (`?follow=true` logs).
 //!
+//! A new task wakes only a few streams (see `wakeups.rs`: dealt, idle workers
+//! first, so a fleet does not claim all at once); cancels go to every stream.
 //! A lagging reader gets a `lagged` event (data = how many it missed) and
 //! should check the queue itself. A store that pushes nothing (it has no
 //! `subscribe`) keeps the stream open with keep-alives only: the worker's
@@ -21,11 +24,11 @@ use aiopslab_core::StoreEvent;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::server::error::{ApiError, ApiResult, ErrorBody};
 use crate::server::extract::WorkerIdPath;
 use crate::server::state::ApiState;
+use crate::server::wakeups::Wake;
 
 /// How often an idle stream carries a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -36,7 +39,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
     params(("id" = String, Path, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$",
         description = "The listening worker's id (the worker-id pattern)")),
     responses(
-        (status = 200, description = "text/event-stream: one `store` event per wake-up (data = `{\"event\":\"task_available\",\"backend_type\":...}` or `{\"event\":\"cancel_requested\",\"task_id\":...}`), a `lagged` event (data = how many were missed) when the reader fell behind, keep-alive comments every 15 s", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: one `store` event per wake-up (data = `{\"event\":\"task_available\",\"backend_type\":...}`, dealt to a few idle workers' streams, `{\"event\":\"cancel_requested\",\"task_id\":...}` or `{\"event\":\"resync\"}`: check the queue), a `lagged` event (data = how many were missed) when the reader fell behind, keep-alive comments every 15 s", content_type = "text/event-stream"),
         (status = 400, description = "Invalid worker id", body = ErrorBody),
         (status = 401, description = "Missing or invalid worker token", body = ErrorBody),
         (status = 403, description = "Client token used on a worker route", body = ErrorBody),
@@ -49,24 +52,25 @@ pub async fn worker_events(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     aiopslab_core::worker::validate_worker_id("id", &id).map_err(|e| ApiError::validation(&e))?;
     tracing::debug!(worker_id = %id, "worker listening for store events");
-    let receiver = state.queue.subscribe();
+    // The backend type decides which new tasks may wake this stream; a worker not (yet) known hears of all.
+    let backend_type = state.fleet.get_worker(&id).await.ok().map(|worker| worker.backend_type);
     let shutdown = state.shutdown.clone();
-    let events = stream::unfold((receiver, shutdown), |(mut receiver, shutdown)| async move {
-        let Some(events) = receiver.as_mut() else {
+    let subscription = state.wakeups.listen(&id, backend_type, &shutdown);
+    let events = stream::unfold((subscription, shutdown), |(mut subscription, shutdown)| async move {
+        let Some(wakeups) = subscription.as_mut() else {
             // Nothing to push: keep-alives until the server stops.
             shutdown.cancelled().await;
             return None;
         };
-        let event = tokio::select! {
+        let wake = tokio::select! {
             _ = shutdown.cancelled() => return None,
-            event = events.recv() => event,
+            wake = wakeups.receiver.recv() => wake?,
         };
-        let sse = match event {
-            Ok(event) => store_event(&event),
-            Err(RecvError::Lagged(missed)) => Event::default().event("lagged").data(missed.to_string()),
-            Err(RecvError::Closed) => return None,
+        let sse = match wake {
+            Wake::Store(event) => store_event(&event),
+            Wake::Lagged(missed) => Event::default().event("lagged").data(missed.to_string()),
         };
-        Some((Ok(sse), (receiver, shutdown)))
+        Some((Ok(sse), (subscription, shutdown)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }

@@ -128,6 +128,8 @@ pub async fn heartbeat(
             ack.next_task = Some(task);
         }
     }
+    let idle = beat.status == WorkerStatus::Idle && ack.next_task.is_none();
+    state.wakeups.set_idle(&beat.worker_id, idle);
     Ok(Json(HeartbeatResponse {
         acknowledged: ack.acknowledged,
         next_task_id: ack.next_task.as_ref().map(|t| t.id),
@@ -180,6 +182,8 @@ pub async fn claim(
     for task in &tasks {
         tracing::info!(task_id = %task.id, worker_id = %request.worker_id, attempt = task.attempt, "task claimed");
     }
+    // A claim that found nothing says the worker would take work: the next new task may wake it.
+    state.wakeups.set_idle(&request.worker_id, tasks.is_empty());
     let task = (!tasks.is_empty()).then(|| tasks.remove(0));
     Ok(Json(ClaimResponse {
         task,
