@@ -40,10 +40,11 @@
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
+#[path = "bench_support/measure.rs"]
+mod measure;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
 use bench_support::{env_or, get_json, get_text, post_task, task_body, until_interrupted, Binaries, Fleet, Scratch};
+use measure::{latency_summary, percentile, round, CpuSnapshot};
 
 /// The operator's figures for the 20,000-task load, before the fixes of issue 11.
 const PREVIOUS_CREATES_PER_SEC: f64 = 474.0;
@@ -230,7 +232,7 @@ async fn run(settings: &Settings, binaries: Binaries, scratch: &Scratch) -> anyh
         metrics: &metrics,
         worker_logs: &worker_logs,
         server_log: &server_log,
-        cpu: cpu_after.since(&cpu_before, creates.ok as u64),
+        cpu: cpu_after.since(&cpu_before, creates.ok as u64, "bench_clients"),
         total_seconds: started.elapsed().as_secs_f64(),
     }))
 }
@@ -605,126 +607,8 @@ impl LogScan {
     }
 }
 
-/// CPU ticks used so far by the fleet, PostgreSQL, this program and the machine.
-#[derive(Debug, Clone, Default)]
-struct CpuSnapshot {
-    at: Option<Instant>,
-    server: u64,
-    workers: u64,
-    postgres: u64,
-    bench: u64,
-    machine_busy: u64,
-    machine_total: u64,
-}
-
-/// `utime + stime + cutime + cstime` of a process, in clock ticks.
-fn process_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-    fields.get(11..15)?.iter().map(|f| f.parse::<u64>().ok()).sum()
-}
-
-impl CpuSnapshot {
-    fn take(fleet: &Fleet) -> Self {
-        let ticks = |pid: u32| process_ticks(&pid.to_string());
-        let mut snapshot = Self {
-            at: Some(Instant::now()),
-            server: fleet.server.as_ref().and_then(|s| ticks(s.pid())).unwrap_or(0),
-            workers: fleet.workers.iter().filter_map(|w| ticks(w.pid())).sum(),
-            bench: process_ticks("self").unwrap_or(0),
-            ..Self::default()
-        };
-        // Every PostgreSQL process: live backends, and (in the postmaster's cutime) those that exited.
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                if comm.trim() == "postgres" {
-                    snapshot.postgres += process_ticks(pid).unwrap_or(0);
-                }
-            }
-        }
-        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
-            if let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) {
-                let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-                // user nice system idle iowait irq softirq steal (guest time is inside user).
-                let total: u64 = values.iter().take(8).sum();
-                let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-                snapshot.machine_total = total;
-                snapshot.machine_busy = total.saturating_sub(idle);
-            }
-        }
-        snapshot
-    }
-
-    /// CPU seconds used since `before`, in all and per task (milliseconds), and what other processes used.
-    fn since(&self, before: &Self, tasks: u64) -> Value {
-        let hz = clock_ticks_per_second();
-        let ticks = |after: u64, before: u64| after.saturating_sub(before);
-        let window = match (self.at, before.at) {
-            (Some(after), Some(before)) => after.duration_since(before).as_secs_f64(),
-            _ => 0.0,
-        };
-        let parts = [
-            ("server", ticks(self.server, before.server)),
-            ("workers", ticks(self.workers, before.workers)),
-            ("postgres", ticks(self.postgres, before.postgres)),
-            ("bench_clients", ticks(self.bench, before.bench)),
-        ];
-        let busy = ticks(self.machine_busy, before.machine_busy);
-        let ours: u64 = parts.iter().map(|(_, t)| t).sum();
-        let total = ticks(self.machine_total, before.machine_total).max(1);
-        let mut seconds = serde_json::Map::new();
-        let mut per_task = serde_json::Map::new();
-        for (name, t) in parts {
-            seconds.insert(name.into(), json!(round(t as f64 / hz, 1)));
-            per_task.insert(
-                name.into(),
-                json!(round(t as f64 / hz * 1000.0 / tasks.max(1) as f64, 2)),
-            );
-        }
-        seconds.insert(
-            "other_processes".into(),
-            json!(round(busy.saturating_sub(ours) as f64 / hz, 1)),
-        );
-        json!({
-            "window_seconds": round(window, 1),
-            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "seconds": seconds,
-            "ms_per_task": per_task,
-            "machine_busy_fraction": round(busy as f64 / total as f64, 3),
-        })
-    }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // The report
-
-fn round(x: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn ratio(a: f64, b: f64) -> Value {
     if b == 0.0 {
@@ -776,7 +660,6 @@ fn report(input: ReportInput<'_>) -> Value {
     } = input;
     let created = creates.ok as u64;
     let create_rate = created as f64 / creates.seconds.max(1e-9);
-    let p = |q: f64| round(percentile(&creates.latencies_ms, q), 1);
     let terminal = drain.samples.last().map_or(0, |s| s.terminal);
     let drain_rate = terminal as f64 / drain.seconds.max(1e-9);
     let steady = steady_rate(&drain.samples, created);
@@ -863,7 +746,7 @@ fn report(input: ReportInput<'_>) -> Value {
             "first_error": creates.first_error,
             "seconds": round(creates.seconds, 2),
             "creates_per_sec": round(create_rate, 1),
-            "latency_ms": {"p50": p(0.50), "p90": p(0.90), "p99": p(0.99), "max": p(1.0)},
+            "latency_ms": latency_summary(&creates.latencies_ms),
         },
         "drain": {
             "drained": drain.drained,
