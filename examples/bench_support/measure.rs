@@ -2,6 +2,7 @@
 //! processes, PostgreSQL, this program, the machine), percentiles and rounding. Included with `#[path]` by the
 //! benchmarks that use it, after `bench_support` (it names `crate::bench_support::Fleet`).
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ pub struct CpuSnapshot {
     server: u64,
     workers: u64,
     postgres: u64,
+    /// With a database named: the ticks of each live backend connected to it, by process id.
+    backends: Option<BTreeMap<u32, u64>>,
     bench: u64,
     machine_busy: u64,
     machine_total: u64,
@@ -33,12 +36,20 @@ impl CpuSnapshot {
     /// The ticks of the fleet's processes (those still running), of every `postgres` process, of this program
     /// (with its reaped children) and of the whole machine.
     pub fn take(fleet: &Fleet) -> Self {
+        Self::take_on(fleet, None)
+    }
+
+    /// [`Self::take`], and with `database` also each live PostgreSQL backend connected to that database (its
+    /// process title, `postgres: [CLUSTER:] USER DATABASE HOST(PORT) STATE`, names it): PostgreSQL's CPU for this database
+    /// alone, without the other databases of a shared server (backends that exit between two snapshots are lost).
+    pub fn take_on(fleet: &Fleet, database: Option<&str>) -> Self {
         let ticks = |pid: u32| process_ticks(&pid.to_string());
         let mut snapshot = Self {
             at: Some(Instant::now()),
             server: fleet.server.as_ref().and_then(|s| ticks(s.pid())).unwrap_or(0),
             workers: fleet.workers.iter().filter_map(|w| ticks(w.pid())).sum(),
             bench: process_ticks("self").unwrap_or(0),
+            backends: database.map(|_| BTreeMap::new()),
             ..Self::default()
         };
         // Every PostgreSQL process: live backends, and (in the postmaster's cutime) those that exited.
@@ -50,7 +61,19 @@ impl CpuSnapshot {
                 };
                 let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
                 if comm.trim() == "postgres" {
-                    snapshot.postgres += process_ticks(pid).unwrap_or(0);
+                    let used = process_ticks(pid).unwrap_or(0);
+                    snapshot.postgres += used;
+                    if let Some(database) = database {
+                        let title = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+                        let words: Vec<&str> = title.split(['\0', ' ']).filter(|w| !w.is_empty()).collect();
+                        // After `postgres:` comes the cluster name when one is set (`15/main:`), then user and database.
+                        let named = usize::from(words.get(1).is_some_and(|w| w.ends_with(':')));
+                        if words.first() == Some(&"postgres:") && words.get(2 + named) == Some(&database) {
+                            if let Ok(pid) = pid.parse() {
+                                snapshot.backends.get_or_insert_with(BTreeMap::new).insert(pid, used);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -98,6 +121,21 @@ impl CpuSnapshot {
             "other_processes".into(),
             json!(round(busy.saturating_sub(ours) as f64 / hz, 1)),
         );
+        // Part of `postgres`: the backends of the named database live at the end (their use since `before`).
+        if let Some(after) = &self.backends {
+            let empty = BTreeMap::new();
+            let earlier = before.backends.as_ref().unwrap_or(&empty);
+            let t: u64 = after
+                .iter()
+                .map(|(pid, used)| used.saturating_sub(earlier.get(pid).copied().unwrap_or(0)))
+                .sum();
+            let name = "postgres_backends_of_this_database";
+            seconds.insert(name.into(), json!(round(t as f64 / hz, 1)));
+            per_task.insert(
+                name.into(),
+                json!(round(t as f64 / hz * 1000.0 / tasks.max(1) as f64, 2)),
+            );
+        }
         json!({
             "window_seconds": round(window, 1),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
