@@ -219,7 +219,7 @@ async fn run(settings: &Settings, binaries: Binaries, bench_push: &Path, scratch
         skipped()
     };
     let list = if settings.runs("list") {
-        list(settings, &client, &base, &mut fleet).await?
+        list(settings, &client, &base, &mut fleet, &scratch.name).await?
     } else {
         skipped()
     };
@@ -230,7 +230,7 @@ async fn run(settings: &Settings, binaries: Binaries, bench_push: &Path, scratch
         ("drain_http", ("--server", base.as_str())),
     ] {
         let figures = if settings.runs(section) {
-            drain(settings, section, store, &mut fleet, &mut db).await?
+            drain(settings, section, store, &mut fleet, &mut db, &scratch.name).await?
         } else {
             skipped()
         };
@@ -511,15 +511,16 @@ async fn post_tasks(
     libpq_url: &str,
 ) -> anyhow::Result<Value> {
     eprintln!("post_tasks: {} clients for {} s", settings.clients, settings.secs);
+    let database = scratch.name.as_str();
     let body = task_body(PROBLEMS[0], None).to_string();
     let (client2, url) = (client.clone(), format!("{base}/tasks"));
-    let cpu_before = CpuSnapshot::take(fleet);
+    let cpu_before = CpuSnapshot::take_on(fleet, Some(database));
     let load = closed_loop(settings.clients, Duration::from_secs(settings.secs), move |_| {
         let (client, url, body) = (client2.clone(), url.clone(), body.clone());
         async move { post_task(&client, &url, body).await.map(|_| ()) }
     })
     .await;
-    let cpu = CpuSnapshot::take(fleet).since(&cpu_before, load.ok as u64, "bench_clients");
+    let cpu = CpuSnapshot::take_on(fleet, Some(database)).since(&cpu_before, load.ok as u64, "bench_clients");
     fleet.check()?;
     ensure!(
         load.ok > 0,
@@ -630,15 +631,16 @@ async fn get_task(
     .await?;
     let ids = Arc::new(ids);
     eprintln!("get_task: {} clients for {} s", settings.clients, settings.secs);
+    let database = scratch.name.as_str();
     let (client2, base2) = (client.clone(), base.to_string());
-    let cpu_before = CpuSnapshot::take(fleet);
+    let cpu_before = CpuSnapshot::take_on(fleet, Some(database));
     let load = closed_loop(settings.clients, Duration::from_secs(settings.secs), move |random| {
         let url = format!("{base2}/tasks/{}", ids[(random % ids.len() as u64) as usize]);
         let client = client2.clone();
         async move { get_text(&client, &url).await.map(|_| ()) }
     })
     .await;
-    let cpu = CpuSnapshot::take(fleet).since(&cpu_before, load.ok as u64, "bench_clients");
+    let cpu = CpuSnapshot::take_on(fleet, Some(database)).since(&cpu_before, load.ok as u64, "bench_clients");
     fleet.check()?;
     ensure!(
         load.ok > 0,
@@ -671,7 +673,13 @@ async fn get_task(
 // ---------------------------------------------------------------------------------------------------------------
 // Lists
 
-async fn list(settings: &Settings, client: &reqwest::Client, base: &str, fleet: &mut Fleet) -> anyhow::Result<Value> {
+async fn list(
+    settings: &Settings,
+    client: &reqwest::Client,
+    base: &str,
+    fleet: &mut Fleet,
+    database: &str,
+) -> anyhow::Result<Value> {
     let popular = PROBLEMS[0];
     let queries = [
         (
@@ -718,7 +726,7 @@ async fn list(settings: &Settings, client: &reqwest::Client, base: &str, fleet: 
         for _ in 0..3 {
             get_text(client, &url).await?;
         }
-        let cpu_before = CpuSnapshot::take(fleet);
+        let cpu_before = CpuSnapshot::take_on(fleet, Some(database));
         let mut latencies = Vec::with_capacity(samples);
         let mut last = String::new();
         for _ in 0..samples {
@@ -726,7 +734,7 @@ async fn list(settings: &Settings, client: &reqwest::Client, base: &str, fleet: 
             last = get_text(client, &url).await?;
             latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
         }
-        let cpu = CpuSnapshot::take(fleet).since(&cpu_before, samples as u64, "bench_clients");
+        let cpu = CpuSnapshot::take_on(fleet, Some(database)).since(&cpu_before, samples as u64, "bench_clients");
         latencies.sort_by(f64::total_cmp);
         let p99 = percentile(&latencies, 0.99);
         eprintln!("{name}: p50 {:.1} ms, p99 {p99:.1} ms", percentile(&latencies, 0.5));
@@ -763,6 +771,17 @@ async fn list(settings: &Settings, client: &reqwest::Client, base: &str, fleet: 
 // ---------------------------------------------------------------------------------------------------------------
 // Drains
 
+/// `pg_stat_database.xact_commit` of `database`.
+async fn commits(db: &mut PgConnection, database: &str) -> anyhow::Result<i64> {
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *db).await?;
+    Ok(
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(database)
+            .fetch_one(&mut *db)
+            .await?,
+    )
+}
+
 async fn pending_and_running(db: &mut PgConnection) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running') \
@@ -780,6 +799,7 @@ async fn drain(
     store: (&str, &str),
     fleet: &mut Fleet,
     db: &mut PgConnection,
+    database: &str,
 ) -> anyhow::Result<Value> {
     let (pending, running) = pending_and_running(db).await?;
     ensure!(running == 0, "{section}: {running} tasks are running before the drain");
@@ -806,7 +826,8 @@ async fn drain(
         "{section}: one worker ({} {}) draining {pending} tasks",
         store.0, settings.slots
     );
-    let cpu_before = CpuSnapshot::take(fleet);
+    let commits_before = commits(db, database).await?;
+    let cpu_before = CpuSnapshot::take_on(fleet, Some(database));
     let spawned = Instant::now();
     fleet.spawn_worker(&id, &args)?;
     let mut last_report = Instant::now();
@@ -845,8 +866,11 @@ async fn drain(
     let span: Option<f64> = row.try_get(2)?;
     let max_attempt: Option<i32> = row.try_get(3)?;
     let to_first_claim: Option<f64> = row.try_get(4)?;
-    let cpu = CpuSnapshot::take(fleet).since(&cpu_before, drained as u64, "this_program");
+    let cpu = CpuSnapshot::take_on(fleet, Some(database)).since(&cpu_before, drained as u64, "this_program");
     fleet.stop_workers(Duration::from_secs(30)).await;
+    // PostgreSQL publishes a backend's counters within a second or so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let commits = commits(db, database).await? - commits_before;
     let rate = span.map(|s| drained as f64 / s.max(1e-9));
     eprintln!(
         "{section}: {drained} tasks in {:.2} s: {:.0} tasks/s",
@@ -868,6 +892,9 @@ async fn drain(
         "tasks_per_sec": rate.map(|r| round(r, 1)),
         "seconds_spawn_to_first_claim": to_first_claim.map(|s| round(s, 3)),
         "seconds_spawn_to_drained_wall": round(wall, 2),
+        "database_commits_per_task": round(commits as f64 / drained.max(1) as f64, 2),
+        "database_commits_note": "xact_commit of the scratch database from spawn to a second after the worker stopped, \
+                                  this program's polling (every 100 ms) included",
         "cpu": cpu,
     }))
 }
