@@ -240,10 +240,16 @@ async fn run(settings: &Settings, binaries: Binaries, bench_push: &Path, scratch
 
     let pgqueuer = if settings.runs("pgqueuer") {
         let cpu_before = CpuSnapshot::take(&fleet);
+        let commits_before = commits(&mut db, &scratch.name).await?;
         match pgqueuer_drain(settings, &libpq_url).await {
             Ok(mut figures) => {
                 let jobs = figures["successful"].as_u64().unwrap_or(0);
                 figures["cpu"] = CpuSnapshot::take(&fleet).since(&cpu_before, jobs, "python_and_this_program");
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let commits = commits(&mut db, &scratch.name).await? - commits_before;
+                figures["database_commits_per_job"] = json!(round(commits as f64 / jobs.max(1) as f64, 2));
+                figures["database_commits_note"] =
+                    json!("xact_commit of the scratch database over the whole Python run (schema, enqueue, drain)");
                 figures
             }
             Err(error) => {

@@ -41,7 +41,8 @@ impl CpuSnapshot {
 
     /// [`Self::take`], and with `database` also each live PostgreSQL backend connected to that database (its
     /// process title, `postgres: [CLUSTER:] USER DATABASE HOST(PORT) STATE`, names it): PostgreSQL's CPU for this database
-    /// alone, without the other databases of a shared server (backends that exit between two snapshots are lost).
+    /// alone, without the other databases of a shared server (backends that exit between two snapshots, and parallel
+    /// query workers, whose titles name no database, are not in it).
     pub fn take_on(fleet: &Fleet, database: Option<&str>) -> Self {
         let ticks = |pid: u32| process_ticks(&pid.to_string());
         let mut snapshot = Self {
