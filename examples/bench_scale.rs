@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p aiopslab-examples --examples
-//! target/release/examples/bench_scale                       # the full run (about 10 minutes)
+//! target/release/examples/bench_scale                       # the full run (11 to 13 minutes)
 //! BENCH_TASKS_STORED=20000 BENCH_DRAIN_TASKS=1000 BENCH_SECS=3 BENCH_SKIP=push target/release/examples/bench_scale
 //! ```
 //!
