@@ -1,13 +1,18 @@
 //! Measurements the benchmarks share: CPU ticks and memory of processes from `/proc` (one process, every
 //! PostgreSQL process, the whole machine), established TCP connections of a port, the process's file-descriptor
 //! limit, the server's `/metrics` HTTP series, PostgreSQL's counters of a database, and rounding and percentiles
-//! for the reports. Linux only (it reads `/proc`).
+//! for the reports, and [`CpuSnapshot`]: the CPU of a benchmark's own fleet, PostgreSQL (and one database's
+//! backends), this program and the machine between two instants. Linux only (it reads `/proc`).
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::Context;
+use serde_json::{json, Value};
 use sqlx::PgConnection;
+
+use super::Fleet;
 
 // ---------------------------------------------------------------------------------------------------------------
 // CPU and memory from /proc
@@ -245,6 +250,129 @@ impl DbCounters {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The CPU of a fleet of the benchmark's own processes
+
+/// CPU ticks used so far by the fleet, PostgreSQL, this program and the machine.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    at: Option<Instant>,
+    server: u64,
+    workers: u64,
+    postgres: u64,
+    /// With a database named: the ticks of each live backend connected to it, by process id.
+    backends: Option<BTreeMap<u32, u64>>,
+    bench: u64,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+impl CpuSnapshot {
+    /// The ticks of the fleet's processes (those still running), of every `postgres` process, of this program
+    /// (with its reaped children) and of the whole machine.
+    pub fn take(fleet: &Fleet) -> Self {
+        Self::take_on(fleet, None)
+    }
+
+    /// [`Self::take`], and with `database` also each live PostgreSQL backend connected to that database (its
+    /// process title, `postgres: [CLUSTER:] USER DATABASE HOST(PORT) STATE`, names it): PostgreSQL's CPU for this database
+    /// alone, without the other databases of a shared server (backends that exit between two snapshots, and parallel
+    /// query workers, whose titles name no database, are not in it).
+    pub fn take_on(fleet: &Fleet, database: Option<&str>) -> Self {
+        let ticks = |pid: u32| process_ticks(&pid.to_string());
+        let mut snapshot = Self {
+            at: Some(Instant::now()),
+            server: fleet.server.as_ref().and_then(|s| ticks(s.pid())).unwrap_or(0),
+            workers: fleet.workers.iter().filter_map(|w| ticks(w.pid())).sum(),
+            bench: process_ticks("self").unwrap_or(0),
+            backends: database.map(|_| BTreeMap::new()),
+            ..Self::default()
+        };
+        // Every PostgreSQL process: live backends, and (in the postmaster's cutime) those that exited.
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                if comm.trim() == "postgres" {
+                    let used = process_ticks(pid).unwrap_or(0);
+                    snapshot.postgres += used;
+                    if let Some(database) = database {
+                        let title = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+                        let words: Vec<&str> = title.split(['\0', ' ']).filter(|w| !w.is_empty()).collect();
+                        // After `postgres:` comes the cluster name when one is set (`15/main:`), then user and database.
+                        let named = usize::from(words.get(1).is_some_and(|w| w.ends_with(':')));
+                        if words.first() == Some(&"postgres:") && words.get(2 + named) == Some(&database) {
+                            if let Ok(pid) = pid.parse() {
+                                snapshot.backends.get_or_insert_with(BTreeMap::new).insert(pid, used);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (snapshot.machine_busy, snapshot.machine_total) = machine_ticks();
+        snapshot
+    }
+
+    /// CPU seconds used since `before`, in all and per task (milliseconds), and what other processes used; this
+    /// program's share (with the children it reaped meanwhile) is named `bench_label`.
+    pub fn since(&self, before: &Self, tasks: u64, bench_label: &str) -> Value {
+        let hz = clock_ticks_per_second();
+        let ticks = |after: u64, before: u64| after.saturating_sub(before);
+        let window = match (self.at, before.at) {
+            (Some(after), Some(before)) => after.duration_since(before).as_secs_f64(),
+            _ => 0.0,
+        };
+        let parts = [
+            ("server", ticks(self.server, before.server)),
+            ("workers", ticks(self.workers, before.workers)),
+            ("postgres", ticks(self.postgres, before.postgres)),
+            (bench_label, ticks(self.bench, before.bench)),
+        ];
+        let busy = ticks(self.machine_busy, before.machine_busy);
+        let ours: u64 = parts.iter().map(|(_, t)| t).sum();
+        let total = ticks(self.machine_total, before.machine_total).max(1);
+        let mut seconds = serde_json::Map::new();
+        let mut per_task = serde_json::Map::new();
+        for (name, t) in parts {
+            seconds.insert(name.into(), json!(round(t as f64 / hz, 1)));
+            per_task.insert(
+                name.into(),
+                json!(round(t as f64 / hz * 1000.0 / tasks.max(1) as f64, 2)),
+            );
+        }
+        seconds.insert(
+            "other_processes".into(),
+            json!(round(busy.saturating_sub(ours) as f64 / hz, 1)),
+        );
+        // Part of `postgres`: the backends of the named database live at the end (their use since `before`).
+        if let Some(after) = &self.backends {
+            let empty = BTreeMap::new();
+            let earlier = before.backends.as_ref().unwrap_or(&empty);
+            let t: u64 = after
+                .iter()
+                .map(|(pid, used)| used.saturating_sub(earlier.get(pid).copied().unwrap_or(0)))
+                .sum();
+            let name = "postgres_backends_of_this_database";
+            seconds.insert(name.into(), json!(round(t as f64 / hz, 1)));
+            per_task.insert(
+                name.into(),
+                json!(round(t as f64 / hz * 1000.0 / tasks.max(1) as f64, 2)),
+            );
+        }
+        json!({
+            "window_seconds": round(window, 1),
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "seconds": seconds,
+            "ms_per_task": per_task,
+            "machine_busy_fraction": round(busy as f64 / total as f64, 3),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Reports
 
 /// `x` rounded to `digits` decimals.
@@ -259,4 +387,10 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// `{"p50", "p90", "p99", "max"}` of sorted latencies, rounded to 0.1 (milliseconds, as the benchmarks use them).
+pub fn latency_summary(sorted: &[f64]) -> Value {
+    let p = |q: f64| round(percentile(sorted, q), 1);
+    json!({"p50": p(0.50), "p90": p(0.90), "p99": p(0.99), "max": p(1.0)})
 }

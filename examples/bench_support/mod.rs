@@ -370,12 +370,25 @@ impl Drop for Fleet {
 /// A `worker` on the simulated backend: `--id id --server server --cluster simulated --backend-type default`, runs
 /// of `sim_steps` steps of `step_delay_ms` each, then `extra`.
 pub fn worker_args(id: &str, server: &str, sim_steps: u32, step_delay_ms: u64, extra: &[&str]) -> Vec<String> {
+    simulated_worker_args(id, ("--server", server), sim_steps, step_delay_ms, extra)
+}
+
+/// A `worker` on the simulated backend reaching its store with `store`, `("--server", url)` or
+/// `("--database-url", url)`: `--id id --cluster simulated --backend-type default`, runs of `sim_steps` steps of
+/// `step_delay_ms` each, then `extra`.
+pub fn simulated_worker_args(
+    id: &str,
+    store: (&str, &str),
+    sim_steps: u32,
+    step_delay_ms: u64,
+    extra: &[&str],
+) -> Vec<String> {
     let (steps, delay) = (sim_steps.to_string(), step_delay_ms.to_string());
     [
         "--id",
         id,
-        "--server",
-        server,
+        store.0,
+        store.1,
         "--cluster",
         "simulated",
         "--backend-type",
