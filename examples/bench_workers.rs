@@ -80,9 +80,9 @@ use std::time::{Duration, Instant};
 
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
-    ClaimRequest, DefaultScheduler, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry, SimulatedBackend,
-    SimulatedConfig, StoreEvent, StoreResult, Task, TaskOutcome, Trajectory, Worker, WorkerHeartbeat, WorkerQueue,
-    WorkerRegistration, WorkerStatus,
+    ClaimRequest, DefaultScheduler, FinalReport, FinalReports, HeartbeatAck, LeaseState, LeaseToken, NewLogEntry,
+    SimulatedBackend, SimulatedConfig, StoreError, StoreEvent, StoreResult, Task, TaskOutcome, Trajectory, Worker,
+    WorkerHeartbeat, WorkerQueue, WorkerRegistration, WorkerStatus,
 };
 use aiopslab_http::client::HttpStore;
 use anyhow::{ensure, Context};
@@ -609,17 +609,41 @@ impl WorkerQueue for Timed {
 
     async fn finish(&self, lease: LeaseToken, outcome: TaskOutcome) -> StoreResult<Task> {
         let result = self.inner.finish(lease, outcome).await;
-        if self.stats.on() {
-            match &result {
-                Ok(_) => self.stats.finished.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.stats.finish_errors.fetch_add(1, Ordering::Relaxed),
-            };
-        }
+        self.count_finish(&result);
         result
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
         self.inner.subscribe()
+    }
+
+    // The shipped worker ends its runs with a final report when the server takes them: pass it through too.
+    fn final_reports(&self) -> Option<&dyn FinalReports> {
+        self.inner.final_reports().map(|_| self as &dyn FinalReports)
+    }
+}
+
+#[async_trait]
+impl FinalReports for Timed {
+    async fn finish_run(&self, lease: LeaseToken, report: FinalReport) -> StoreResult<Task> {
+        let reports = self
+            .inner
+            .final_reports()
+            .ok_or_else(|| StoreError::Internal("the server stopped taking final reports".into()))?;
+        let result = reports.finish_run(lease, report).await;
+        self.count_finish(&result);
+        result
+    }
+}
+
+impl Timed {
+    fn count_finish(&self, result: &StoreResult<Task>) {
+        if self.stats.on() {
+            match result {
+                Ok(_) => self.stats.finished.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.stats.finish_errors.fetch_add(1, Ordering::Relaxed),
+            };
+        }
     }
 }
 

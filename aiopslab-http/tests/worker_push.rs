@@ -144,3 +144,53 @@ async fn the_event_stream_is_the_worker_protocols() {
     drop(stream);
     server.stop().await;
 }
+
+/// An idle heartbeat is handed a task only by a worker without an open event stream: one that holds it open is
+/// woken when work arrives and claims by itself, so its heartbeat stays a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_heartbeat_hands_out_work_only_to_a_worker_without_an_event_stream() {
+    let store = Arc::new(MemoryStore::new());
+    let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), ApiConfig::default()).await;
+    let http = reqwest::Client::new();
+    for id in ["listening", "plain"] {
+        let registered = http
+            .post(format!("{}/workers/register", server.url()))
+            .json(&serde_json::json!({"id": id, "backend_type": "default"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 201);
+    }
+    let stream = http
+        .get(format!("{}/workers/listening/events", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    store
+        .create_task(NewTask::new(PROBLEM).validate().unwrap())
+        .await
+        .unwrap();
+    let beat = |id: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/workers/heartbeat", server.url());
+        async move {
+            let answer: serde_json::Value = http
+                .post(url)
+                .json(&serde_json::json!({"worker_id": id, "status": "idle"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        }
+    };
+    let listening = beat("listening").await;
+    assert!(listening["next_task"].is_null(), "{listening}");
+    let plain = beat("plain").await;
+    assert_eq!(plain["next_task"]["problem_id"], PROBLEM, "{plain}");
+    drop(stream);
+    server.stop().await;
+}

@@ -3,25 +3,25 @@
 //! tasks on many slots pays one commit, and one update of its worker row, for the lot instead of three commits
 //! per run ([`FinalReports`]).
 //!
-//! The transaction first locks, in id order, the tasks still running under the reports' leases; only those get
-//! their statements (the logs, the trajectory, then one finish statement for all), so a report is written whole
-//! or not at all. A report whose lease is not held writes nothing, and the finish's follow-up read tells a replay
+//! The transaction first locks, in id order, the tasks still running under the reports' leases; only those are
+//! written — every log entry of the batch in one statement, every trajectory in another, then one finish
+//! statement for all — so a report is written whole or not at all, in five round trips whatever the batch. A report whose lease is not held writes nothing, and the finish's follow-up read tells a replay
 //! (the report already landed: the task is returned, nothing is appended twice) from a lost lease or an unknown
 //! task. A batch the database refuses is rolled back and written report by report, so one bad report does not
 //! sink the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aiopslab_core::sanitize::sanitized;
 use aiopslab_core::{FinalReport, FinalReports, LeaseToken, StoreError, StoreResult, Task, TaskId};
 use async_trait::async_trait;
 use sqlx::Connection;
 
+use crate::jsonb::Jsonb;
 use crate::lease::{attempt, finish_many_query};
-use crate::logs::append_logs_query;
 use crate::rows::TaskRow;
 use crate::sql;
-use crate::trajectories::save_trajectory_query;
+use crate::trajectories::EncodedTrajectory;
 use crate::PgStore;
 
 /// One report on its way: its lease and the report, sanitized.
@@ -62,8 +62,9 @@ impl PgStore {
         write_in_rounds(&ids, |indices| self.write_final_reports(&reports, indices)).await
     }
 
-    /// One transaction for the reports at `indices` (no task twice): lock the held leases, then each held
-    /// report's logs and trajectory, then one finish statement for all of them. Returns the tasks finished.
+    /// One transaction for the reports at `order` (no task twice): lock the held leases, then the held reports'
+    /// log entries in one statement, their trajectories in another, and one finish statement for all of them.
+    /// Returns the tasks finished.
     async fn write_final_reports(
         &self,
         reports: &[Report],
@@ -72,44 +73,61 @@ impl PgStore {
         order.sort_by_key(|&i| reports[i].0.task_id);
         let ids: Vec<TaskId> = order.iter().map(|&i| reports[i].0.task_id).collect();
         let attempts: Vec<i32> = order.iter().map(|&i| attempt(reports[i].0)).collect();
-        // Every statement is built (and every trajectory encoded) before the transaction starts.
-        let mut writes = Vec::with_capacity(order.len());
+        // Every trajectory is encoded before the transaction starts.
+        let mut trajectories = Vec::new();
         for &i in &order {
-            let (lease, report) = &reports[i];
-            let logs = (!report.logs.is_empty()).then(|| append_logs_query(*lease, report.logs.clone()));
-            let trajectory = report
-                .trajectory
-                .as_ref()
-                .map(|trajectory| save_trajectory_query(*lease, trajectory))
-                .transpose()?;
-            writes.push((i, logs, trajectory));
+            if let Some(trajectory) = &reports[i].1.trajectory {
+                trajectories.push((i, EncodedTrajectory::of(trajectory)?));
+            }
         }
 
         let mut conn = self.conn_planning_per_run("final_report").await?;
         let result = async {
             let mut tx = conn.raw().begin().await?;
-            let held: Vec<TaskId> = sqlx::query_scalar(sql::LOCK_HELD_LEASES)
+            let held: HashSet<TaskId> = sqlx::query_scalar(sql::LOCK_HELD_LEASES)
                 .bind(&ids)
                 .bind(&attempts)
                 .fetch_all(&mut *tx)
-                .await?;
-            let mut finishing = Vec::with_capacity(held.len());
-            for (i, logs, trajectory) in writes {
-                if !held.contains(&reports[i].0.task_id) {
-                    continue;
-                }
-                for statement in logs.into_iter().chain(trajectory) {
-                    statement.execute(&mut *tx).await?;
-                }
-                finishing.push(i);
+                .await?
+                .into_iter()
+                .collect();
+            let finishing: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| held.contains(&reports[i].0.task_id))
+                .collect();
+            if finishing.is_empty() {
+                tx.rollback().await?;
+                return Ok(Vec::new());
             }
-            let rows: Vec<TaskRow> = if finishing.is_empty() {
-                Vec::new()
-            } else {
+            let logs = ReportedLogs::of(finishing.iter().map(|&i| &reports[i]));
+            if !logs.task_ids.is_empty() {
+                sqlx::query(sql::APPEND_REPORTED_LOGS)
+                    .bind(&logs.task_ids)
+                    .bind(&logs.levels)
+                    .bind(&logs.messages)
+                    .bind(&logs.contexts)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let saved: Vec<&(usize, EncodedTrajectory)> = trajectories
+                .iter()
+                .filter(|(i, _)| held.contains(&reports[*i].0.task_id))
+                .collect();
+            if !saved.is_empty() {
+                sqlx::query(sql::SAVE_REPORTED_TRAJECTORIES)
+                    .bind(saved.iter().map(|(i, _)| reports[*i].0.task_id).collect::<Vec<_>>())
+                    .bind(saved.iter().map(|(_, t)| &t.rest).collect::<Vec<_>>())
+                    .bind(saved.iter().map(|(_, t)| t.reward).collect::<Vec<_>>())
+                    .bind(saved.iter().map(|(_, t)| t.messages.as_str()).collect::<Vec<_>>())
+                    .bind(saved.iter().map(|(_, t)| t.llm_calls.as_str()).collect::<Vec<_>>())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let rows: Vec<TaskRow> =
                 finish_many_query(finishing.iter().map(|&i| (reports[i].0, &reports[i].1.outcome)))
                     .fetch_all(&mut *tx)
-                    .await?
-            };
+                    .await?;
             tx.commit().await?;
             Ok(rows)
         }
@@ -118,6 +136,30 @@ impl PgStore {
         rows.into_iter()
             .map(|row| Task::try_from(row).map(|task| (task.id, task)))
             .collect::<Result<_, StoreError>>()
+    }
+}
+
+/// The log entries of several reports as the columns of one insert, in order.
+#[derive(Default)]
+struct ReportedLogs<'a> {
+    task_ids: Vec<TaskId>,
+    levels: Vec<&'a str>,
+    messages: Vec<&'a str>,
+    contexts: Vec<Jsonb<&'a aiopslab_core::LogContext>>,
+}
+
+impl<'a> ReportedLogs<'a> {
+    fn of(reports: impl Iterator<Item = &'a Report>) -> Self {
+        let mut logs = Self::default();
+        for (lease, report) in reports {
+            for entry in &report.logs {
+                logs.task_ids.push(lease.task_id);
+                logs.levels.push(entry.level.as_str());
+                logs.messages.push(&entry.message);
+                logs.contexts.push(Jsonb(&entry.context));
+            }
+        }
+        logs
     }
 }
 

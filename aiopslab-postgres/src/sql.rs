@@ -327,7 +327,6 @@ pub(crate) const APPEND_LOGS: &str = "WITH lease AS (\
      FROM lease, UNNEST($3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS entry(level, message, context, n) \
      ORDER BY entry.n";
 
-/// Whether a lease token is current. `$1` task id, `$2` attempt.
 /// Locks, in id order, the tasks still running under the given leases, and returns their ids: the first step of
 /// a batch of final reports, so what follows in the transaction sees the leases held throughout. `$1` task ids,
 /// `$2` attempts (same order).
@@ -336,6 +335,27 @@ pub(crate) const LOCK_HELD_LEASES: &str = "SELECT tasks.id FROM tasks \
      WHERE tasks.attempt = lease.lease_attempt AND tasks.status = 'running' \
      ORDER BY tasks.id FOR UPDATE OF tasks";
 
+/// The log entries of several final reports, in order, in one statement; their tasks' leases are locked by
+/// [`LOCK_HELD_LEASES`] in the same transaction. `$1` task ids, `$2` levels, `$3` messages, `$4` contexts (one
+/// element per entry).
+pub(crate) const APPEND_REPORTED_LOGS: &str = "INSERT INTO task_logs (task_id, level, message, context) \
+     SELECT entry.task_id, entry.level, entry.message, entry.context \
+     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY \
+        AS entry(task_id, level, message, context, n) \
+     ORDER BY entry.n";
+
+/// The trajectories of several final reports in one statement (replacing earlier saves); their tasks' leases are
+/// locked by [`LOCK_HELD_LEASES`] in the same transaction. `$1` task ids, `$2` the rests (jsonb), `$3` rewards,
+/// `$4` messages and `$5` LLM calls (JSON text).
+pub(crate) const SAVE_REPORTED_TRAJECTORIES: &str = "INSERT INTO trajectories \
+        (task_id, trajectory, reward, messages, llm_calls) \
+     SELECT t.task_id, t.trajectory, t.reward, t.messages::json, t.llm_calls::json \
+     FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::text[], $5::text[]) \
+        AS t(task_id, trajectory, reward, messages, llm_calls) \
+     ON CONFLICT (task_id) DO UPDATE SET trajectory = EXCLUDED.trajectory, reward = EXCLUDED.reward, \
+        messages = EXCLUDED.messages, llm_calls = EXCLUDED.llm_calls, updated_at = now()";
+
+/// Whether a lease token is current. `$1` task id, `$2` attempt.
 pub(crate) const LEASE_HELD: &str =
     "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE)";
 

@@ -24,18 +24,42 @@ fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<St
         .map_err(|e| StoreError::Internal(format!("the trajectory's {what} did not serialize: {e}")))
 }
 
-/// The statement saving (replacing) the trajectory of the task under `lease` (whose id the trajectory must
-/// carry); it writes nothing unless the lease is held.
-pub(crate) fn save_trajectory_query(lease: LeaseToken, trajectory: &Trajectory) -> StoreResult<PgQuery<'_>> {
-    let messages = encode("messages", &trajectory.messages)?;
-    let llm_calls = encode("LLM calls", &trajectory.llm_calls)?;
-    Ok(sqlx::query(sql::SAVE_TRAJECTORY)
+/// A trajectory encoded for its columns: the small rest (jsonb), the reward, and the messages and LLM calls as
+/// JSON text.
+pub(crate) struct EncodedTrajectory {
+    pub(crate) rest: Jsonb<TrajectoryRestOwned>,
+    pub(crate) reward: Option<f64>,
+    pub(crate) messages: String,
+    pub(crate) llm_calls: String,
+}
+
+/// The owned JSON of the rest, so an encoded trajectory outlives the trajectory.
+pub(crate) type TrajectoryRestOwned = serde_json::Value;
+
+impl EncodedTrajectory {
+    /// Encodes `trajectory` (which must carry its task's id).
+    pub(crate) fn of(trajectory: &Trajectory) -> StoreResult<Self> {
+        let rest = serde_json::to_value(TrajectoryRest::of(trajectory))
+            .map_err(|e| StoreError::Internal(format!("the trajectory did not serialize: {e}")))?;
+        Ok(Self {
+            rest: Jsonb(rest),
+            reward: trajectory.reward,
+            messages: encode("messages", &trajectory.messages)?,
+            llm_calls: encode("LLM calls", &trajectory.llm_calls)?,
+        })
+    }
+}
+
+/// The statement saving (replacing) the trajectory of the task under `lease`; it writes nothing unless the lease
+/// is held.
+pub(crate) fn save_trajectory_query(lease: LeaseToken, trajectory: EncodedTrajectory) -> PgQuery<'static> {
+    sqlx::query(sql::SAVE_TRAJECTORY)
         .bind(lease.task_id)
         .bind(attempt(lease))
-        .bind(Jsonb(TrajectoryRest::of(trajectory)))
+        .bind(trajectory.rest)
         .bind(trajectory.reward)
-        .bind(messages)
-        .bind(llm_calls))
+        .bind(trajectory.messages)
+        .bind(trajectory.llm_calls)
 }
 
 impl PgStore {
@@ -43,7 +67,7 @@ impl PgStore {
     #[tracing::instrument(skip(self, trajectory), fields(task_id = %lease.task_id, attempt = lease.attempt))]
     pub(crate) async fn upsert_trajectory(&self, lease: LeaseToken, mut trajectory: Trajectory) -> StoreResult<()> {
         trajectory.task_id = lease.task_id;
-        let query = save_trajectory_query(lease, &trajectory)?;
+        let query = save_trajectory_query(lease, EncodedTrajectory::of(&trajectory)?);
         let mut conn = self.conn("save_trajectory").await?;
         let result = query.execute(conn.raw()).await;
         let saved = conn.done("save_trajectory", result)?.rows_affected();

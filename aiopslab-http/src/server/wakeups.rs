@@ -127,6 +127,14 @@ impl Wakeups {
         })
     }
 
+    /// True while `worker_id` holds an event stream open: it is woken when work arrives and claims by itself.
+    pub fn is_listening(&self, worker_id: &str) -> bool {
+        self.lock()
+            .listeners
+            .iter()
+            .any(|listener| listener.worker_id == worker_id)
+    }
+
     /// Records what a worker's claim or heartbeat said: idle (it would take work) or busy.
     pub fn set_idle(&self, worker_id: &str, idle: bool) {
         let mut dispatch = self.lock();

@@ -93,7 +93,8 @@ pub async fn register_worker(
 }
 
 /// A worker's sign of life (worker protocol). An idle worker gets its next
-/// task, already claimed for it, in `next_task`.
+/// task, already claimed for it, in `next_task` — unless it holds its event
+/// stream (`GET /workers/{id}/events`) open, which wakes it to claim by itself.
 #[utoipa::path(
     post, path = "/workers/heartbeat", tag = "worker protocol",
     request_body = WorkerHeartbeat,
@@ -115,7 +116,10 @@ pub async fn heartbeat(
     ApiJson(beat): ApiJson<WorkerHeartbeat>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let mut ack = state.queue.heartbeat(&beat).await?;
-    if beat.status == WorkerStatus::Idle && ack.next_task.is_none() {
+    // A worker holding its event stream open is woken when work arrives and claims by itself: its heartbeat
+    // stays the heartbeat's own write (a claim in every idle heartbeat of a large fleet was most of its latency).
+    let listening = state.wakeups.is_listening(&beat.worker_id);
+    if beat.status == WorkerStatus::Idle && ack.next_task.is_none() && !listening {
         let worker = state.fleet.get_worker(&beat.worker_id).await?;
         let request = ClaimRequest::new(worker.id.clone(), worker.backend_type.clone())
             .for_problems(worker.capabilities.supported_problems.clone());
