@@ -194,3 +194,52 @@ async fn an_idle_heartbeat_hands_out_work_only_to_a_worker_without_an_event_stre
     drop(stream);
     server.stop().await;
 }
+
+/// A batch of tasks is one wake-up, dealt to two workers; each claim that gets all it asked for passes it on, so
+/// the whole idle fleet starts on the batch at once, not the two woken workers one task after another (their
+/// polling is set to minutes here, so only passed-on wake-ups can start the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_spreads_over_the_idle_fleet_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    let server = RunningServer::start(store.clone(), "127.0.0.1:0".parse().unwrap(), ApiConfig::default()).await;
+    let ids: Vec<String> = (1..=6).map(|i| format!("fleet-{i}")).collect();
+    let mut workers = Vec::new();
+    for id in &ids {
+        let store = HttpStore::new(&server.url(), None).unwrap();
+        let mut config = slow_polling_config(id);
+        config.pushed_poll_interval = Duration::from_secs(600);
+        // Runs of 3 s: a worker woken late could not catch up within the bound below.
+        workers.push(start_worker(
+            store,
+            SimulatedConfig::default()
+                .with_steps(1)
+                .with_step_delay(Duration::from_secs(3)),
+            config,
+        ));
+    }
+    for id in &ids {
+        wait_idle(&store, id).await;
+    }
+    // One create call: one wake-up for the six tasks.
+    let specs = (0..6).map(|_| NewTask::new(PROBLEM).validate().unwrap()).collect();
+    let created = store.create_tasks(specs).await.unwrap();
+    let started = Instant::now();
+    let running_query =
+        aiopslab_core::TaskQuery::new(aiopslab_core::TaskFilter::default().with_status(Some(TaskStatus::Running)));
+    loop {
+        let running = store.list_tasks(&running_query).await.unwrap().total;
+        if running == created.len() as u64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "all six tasks should run at once within 2 s; {running} do"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (stop, handle) in workers {
+        stop.cancel();
+        handle.await.expect("worker task").expect("worker stops cleanly");
+    }
+    server.stop().await;
+}

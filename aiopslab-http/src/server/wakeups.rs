@@ -9,6 +9,10 @@
 //! says otherwise, so the next task wakes someone else. Cancel requests and `lagged` still go to every stream
 //! (they are rare, and only the worker running the task acts on a cancel).
 //!
+//! One wake-up may stand for many tasks (a batch of creates is one notification), so a claim that got all it
+//! asked for passes the wake-up on ([`Wakeups::pass_on`]): two more workers look, and so on until claims come
+//! back short. A burst of work spreads over the idle fleet in a few round trips, at most two wake-ups per task.
+//!
 //! Nothing depends on a wake-up arriving: a worker that was not woken finds the task at its next poll, so
 //! dealing fewer wake-ups trades no correctness, only the wasted claims.
 
@@ -125,6 +129,15 @@ impl Wakeups {
             wakeups: Arc::clone(self),
             id,
         })
+    }
+
+    /// A claim for `backend_type` got every task it asked for, so more may be pending: wake the next streams
+    /// (see the module docs).
+    pub fn pass_on(&self, backend_type: &str) {
+        let wake = Wake::Store(StoreEvent::TaskAvailable {
+            backend_type: backend_type.to_owned(),
+        });
+        self.wake_some(backend_type, &wake);
     }
 
     /// True while `worker_id` holds an event stream open: it is woken when work arrives and claims by itself.

@@ -188,6 +188,10 @@ pub async fn claim(
     }
     // A claim that found nothing says the worker would take work: the next new task may wake it.
     state.wakeups.set_idle(&request.worker_id, tasks.is_empty());
+    // One that got all it asked for may have left more behind (one wake-up can stand for a batch): pass it on.
+    if tasks.len() >= request.max_tasks.max(1) as usize {
+        state.wakeups.pass_on(&request.backend_type);
+    }
     let task = (!tasks.is_empty()).then(|| tasks.remove(0));
     Ok(Json(ClaimResponse {
         task,
