@@ -1098,3 +1098,19 @@ async fn a_pushed_worker_polls_slowly_and_a_resync_makes_it_look_at_once() {
     wait_terminal(&plain.inner, task.id, Duration::from_millis(2_100)).await;
     worker.stop().await.unwrap();
 }
+
+/// A pushed worker woken for a task the store still holds back (its dispatch delay) looks again after the usual
+/// poll interval, not the long one: the quickstart's task runs within seconds of its creation.
+#[tokio::test(start_paused = true)]
+async fn a_woken_worker_that_finds_a_task_held_back_looks_again_soon() {
+    let store = Arc::new(MemoryStore::with_policy(
+        LeasePolicy::default().with_dispatch_delay(Duration::from_secs(1)),
+    ));
+    let worker = start_default(store.clone(), simulated(SimulatedConfig::instant(1)), config("w"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let task = submit(&*store, NewTask::new("auth_miss_mongodb-analysis-1")).await;
+    // The wake-up comes at once and finds nothing (held back for 1 s); the next look is one poll (2 s) later.
+    let done = wait_terminal(&*store, task.id, Duration::from_millis(2_500)).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    worker.stop().await.unwrap();
+}

@@ -47,6 +47,10 @@ async fn claim_loop(shared: Arc<Shared>) {
     let config = &shared.config;
     let request = ClaimRequest::new(config.worker_id.clone(), config.backend_type.clone())
         .for_problems(config.capabilities.supported_problems.clone());
+    // Set when the last wait ended on a wake-up: a woken claim that finds nothing looks again after the usual
+    // poll interval, not the long one of a pushed worker, since the task it was woken for may not be claimable
+    // yet (the store's dispatch delay holds new tasks back for a moment).
+    let mut woken = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -91,6 +95,7 @@ async fn claim_loop(shared: Arc<Shared>) {
                 }
                 // Slots the store had no task for are free again at once.
                 drop(permits);
+                woken = false;
                 continue;
             }
             Ok(_) => drop(permits),
@@ -99,12 +104,17 @@ async fn claim_loop(shared: Arc<Shared>) {
                 tracing::warn!(%error, "claim failed; trying again after the poll interval");
             }
         }
-        tokio::select! {
+        let wait = if woken {
+            config.poll_interval
+        } else {
+            poll_interval(&shared)
+        };
+        woken = tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => return,
-            _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(poll_interval(&shared)) => {}
-        }
+            _ = shared.wake.notified() => true,
+            _ = tokio::time::sleep(wait) => false,
+        };
     }
 }
 
