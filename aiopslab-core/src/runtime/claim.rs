@@ -49,8 +49,8 @@ async fn claim_loop(shared: Arc<Shared>) {
         .for_problems(config.capabilities.supported_problems.clone());
     // Set when the last wait ended on a wake-up: a woken claim that finds nothing looks again after the usual
     // poll interval, not the long one of a pushed worker, since the task it was woken for may not be claimable
-    // yet (the store's dispatch delay holds new tasks back for a moment).
-    let mut woken = false;
+    // yet (the store's dispatch delay holds new tasks back for a moment). A failed claim is retried as soon.
+    let mut look_again_soon = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -95,21 +95,22 @@ async fn claim_loop(shared: Arc<Shared>) {
                 }
                 // Slots the store had no task for are free again at once.
                 drop(permits);
-                woken = false;
+                look_again_soon = false;
                 continue;
             }
             Ok(_) => drop(permits),
             Err(error) => {
                 drop(permits);
                 tracing::warn!(%error, "claim failed; trying again after the poll interval");
+                look_again_soon = true;
             }
         }
-        let wait = if woken {
+        let wait = if look_again_soon {
             config.poll_interval
         } else {
             poll_interval(&shared)
         };
-        woken = tokio::select! {
+        look_again_soon = tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => return,
             _ = shared.wake.notified() => true,
