@@ -53,10 +53,7 @@ use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
-use bench_support::measure::{
-    clock_ticks_per_second, machine_ticks, parse_metrics, percentile, postgres_ticks, process_ticks, round, DbCounters,
-    RouteStatus,
-};
+use bench_support::measure::{parse_metrics, percentile, round, CpuSnapshot, DbCounters, RouteStatus};
 use bench_support::{env_or, get_json, get_text, post_task, task_body, until_interrupted, Binaries, Fleet, Scratch};
 
 /// The operator's figures for the 20,000-task load, before the fixes of issue 11.
@@ -235,7 +232,7 @@ async fn run(settings: &Settings, binaries: Binaries, scratch: &Scratch) -> anyh
         metrics: &metrics,
         worker_logs: &worker_logs,
         server_log: &server_log,
-        cpu: cpu_after.since(&cpu_before, creates.ok as u64),
+        cpu: cpu_after.since(&cpu_before, creates.ok as u64, "bench_clients"),
         total_seconds: started.elapsed().as_secs_f64(),
     }))
 }
@@ -510,73 +507,6 @@ impl LogScan {
             }
         }
         scan
-    }
-}
-
-/// CPU ticks used so far by the fleet, PostgreSQL, this program and the machine.
-#[derive(Debug, Clone, Default)]
-struct CpuSnapshot {
-    at: Option<Instant>,
-    server: u64,
-    workers: u64,
-    postgres: u64,
-    bench: u64,
-    machine_busy: u64,
-    machine_total: u64,
-}
-
-impl CpuSnapshot {
-    fn take(fleet: &Fleet) -> Self {
-        let ticks = |pid: u32| process_ticks(&pid.to_string());
-        let (machine_busy, machine_total) = machine_ticks();
-        Self {
-            at: Some(Instant::now()),
-            server: fleet.server.as_ref().and_then(|s| ticks(s.pid())).unwrap_or(0),
-            workers: fleet.workers.iter().filter_map(|w| ticks(w.pid())).sum(),
-            bench: process_ticks("self").unwrap_or(0),
-            postgres: postgres_ticks(),
-            machine_busy,
-            machine_total,
-        }
-    }
-
-    /// CPU seconds used since `before`, in all and per task (milliseconds), and what other processes used.
-    fn since(&self, before: &Self, tasks: u64) -> Value {
-        let hz = clock_ticks_per_second();
-        let ticks = |after: u64, before: u64| after.saturating_sub(before);
-        let window = match (self.at, before.at) {
-            (Some(after), Some(before)) => after.duration_since(before).as_secs_f64(),
-            _ => 0.0,
-        };
-        let parts = [
-            ("server", ticks(self.server, before.server)),
-            ("workers", ticks(self.workers, before.workers)),
-            ("postgres", ticks(self.postgres, before.postgres)),
-            ("bench_clients", ticks(self.bench, before.bench)),
-        ];
-        let busy = ticks(self.machine_busy, before.machine_busy);
-        let ours: u64 = parts.iter().map(|(_, t)| t).sum();
-        let total = ticks(self.machine_total, before.machine_total).max(1);
-        let mut seconds = serde_json::Map::new();
-        let mut per_task = serde_json::Map::new();
-        for (name, t) in parts {
-            seconds.insert(name.into(), json!(round(t as f64 / hz, 1)));
-            per_task.insert(
-                name.into(),
-                json!(round(t as f64 / hz * 1000.0 / tasks.max(1) as f64, 2)),
-            );
-        }
-        seconds.insert(
-            "other_processes".into(),
-            json!(round(busy.saturating_sub(ours) as f64 / hz, 1)),
-        );
-        json!({
-            "window_seconds": round(window, 1),
-            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "seconds": seconds,
-            "ms_per_task": per_task,
-            "machine_busy_fraction": round(busy as f64 / total as f64, 3),
-        })
     }
 }
 

@@ -967,29 +967,14 @@ async fn pgqueuer_drain(settings: &Settings, url: &str) -> anyhow::Result<Value>
     let python = pgqueuer_python(settings).await?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench_support/pgqueuer_drain.py");
     eprintln!("pgqueuer: draining {} jobs", settings.drain_tasks);
-    let output = tokio::process::Command::new(&python)
+    let mut command = tokio::process::Command::new(&python);
+    command
         .arg(&script)
         .args(["--dsn", url])
         .args(["--jobs", &settings.drain_tasks.to_string()])
         .args(["--batch-size", &settings.pgq_batch.to_string()])
-        .args(["--max-concurrent", &settings.pgq_max_concurrent.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot run {}", python.display()))?
-        .wait_with_output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "{} failed ({}): {stdout}",
-        script.display(),
-        output.status
-    );
-    let mut figures: Value = serde_json::from_str(stdout.trim())
-        .with_context(|| format!("{} did not print JSON: {stdout}", script.display()))?;
+        .args(["--max-concurrent", &settings.pgq_max_concurrent.to_string()]);
+    let mut figures = json_of(command, &script.display().to_string()).await?;
     eprintln!("pgqueuer: {} jobs/s", figures["jobs_per_sec"]);
     figures["what"] = json!(
         "PgQueuer (PyPI, its schema in the scratch database), one QueueManager in one Python process, a no-op async \
@@ -1013,22 +998,23 @@ async fn push(bench_push: &Path) -> anyhow::Result<Value> {
         }
     }
     eprintln!("push: running {}", bench_push.display());
+    json_of(command, "bench_push").await
+}
+
+/// Runs a child that prints one JSON document on its standard output (its progress on ours) and reads it.
+async fn json_of(mut command: tokio::process::Command, name: &str) -> anyhow::Result<Value> {
     let output = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("cannot run {}", bench_push.display()))?
+        .with_context(|| format!("cannot run {name}"))?
         .wait_with_output()
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "bench_push failed ({}): {stdout}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim()).with_context(|| format!("bench_push did not print JSON: {stdout}"))
+    ensure!(output.status.success(), "{name} failed ({}): {stdout}", output.status);
+    serde_json::from_str(stdout.trim()).with_context(|| format!("{name} did not print JSON: {stdout}"))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -28,20 +28,25 @@ pub fn process_ticks(pid: &str) -> Option<u64> {
 /// The CPU ticks of every PostgreSQL process (`comm` is `postgres`): live backends, and (in the postmaster's
 /// `cutime`) those that exited.
 pub fn postgres_ticks() -> u64 {
-    let mut ticks = 0;
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-                continue;
-            };
-            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            if comm.trim() == "postgres" {
-                ticks += process_ticks(pid).unwrap_or(0);
+    postgres_processes()
+        .map(|(pid, _)| process_ticks(&pid).unwrap_or(0))
+        .sum()
+}
+
+/// Every PostgreSQL process (`comm` is `postgres`): its pid and its `/proc` directory.
+fn postgres_processes() -> impl Iterator<Item = (String, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
             }
-        }
-    }
-    ticks
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "postgres").then(|| (pid, entry.path()))
+        })
 }
 
 /// The machine's busy and total CPU ticks so far (all cores, from `/proc/stat`).
@@ -288,27 +293,17 @@ impl CpuSnapshot {
             ..Self::default()
         };
         // Every PostgreSQL process: live backends, and (in the postmaster's cutime) those that exited.
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                if comm.trim() == "postgres" {
-                    let used = process_ticks(pid).unwrap_or(0);
-                    snapshot.postgres += used;
-                    if let Some(database) = database {
-                        let title = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-                        let words: Vec<&str> = title.split(['\0', ' ']).filter(|w| !w.is_empty()).collect();
-                        // After `postgres:` comes the cluster name when one is set (`15/main:`), then user and database.
-                        let named = usize::from(words.get(1).is_some_and(|w| w.ends_with(':')));
-                        if words.first() == Some(&"postgres:") && words.get(2 + named) == Some(&database) {
-                            if let Ok(pid) = pid.parse() {
-                                snapshot.backends.get_or_insert_with(BTreeMap::new).insert(pid, used);
-                            }
-                        }
-                    }
+        for (pid, dir) in postgres_processes() {
+            let used = process_ticks(&pid).unwrap_or(0);
+            snapshot.postgres += used;
+            let Some(database) = database else { continue };
+            let title = std::fs::read_to_string(dir.join("cmdline")).unwrap_or_default();
+            let words: Vec<&str> = title.split(['\0', ' ']).filter(|w| !w.is_empty()).collect();
+            // After `postgres:` comes the cluster name when one is set (`15/main:`), then user and database.
+            let named = usize::from(words.get(1).is_some_and(|w| w.ends_with(':')));
+            if words.first() == Some(&"postgres:") && words.get(2 + named) == Some(&database) {
+                if let Ok(pid) = pid.parse() {
+                    snapshot.backends.get_or_insert_with(BTreeMap::new).insert(pid, used);
                 }
             }
         }
