@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The README's table of `bench_scale`, made from its JSON (so the table is regenerated, never typed).
 
-    target/release/examples/bench_scale > bench_scale.json
+    target/release/bench_scale > bench_scale.json
     python3 scripts/bench_table.py bench_scale.json        # or: ... | python3 scripts/bench_table.py
 
 Prints a markdown table: one row per entry of the report's `targets`, then a line naming the machine. A skipped

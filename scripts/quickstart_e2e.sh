@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The quickstart, end to end, against the README's first command:
 #
-#   1. builds and starts `server --workers 2` (embedded store, simulated workers)
-#      on port 8000, as the quickstart writes it (or $PORT);
+#   1. builds and starts `aiopslab serve --workers 2` (embedded store, simulated
+#      workers) on port 8000, as the quickstart writes it (or $PORT);
 #   2. runs the quickstart's Python end-to-end script, taken verbatim from
-#      quickstart.md, $RUNS times in a row (default 20);
+#      docs/quickstart.md (the user's document, kept verbatim in the
+#      repository), $RUNS times in a row (default 20);
 #   3. runs the quickstart's curl commands (submit, status, list, results,
 #      workers), the load test's ten concurrent submissions and the jq grouping;
 #   4. stops the server with SIGTERM and checks that it exits cleanly.
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS="${1:-${RUNS:-20}}"
-QUICKSTART="${QUICKSTART:-../shared/seed/quickstart.md}"
+QUICKSTART="${QUICKSTART:-docs/quickstart.md}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 
@@ -51,10 +52,10 @@ if curl -s -o /dev/null "http://localhost:$PORT/health"; then
 fi
 BASE="http://localhost:$PORT"
 
-log "cargo build --release --example server"
-cargo build --release --example server
-log "starting: server --workers 2 --port $PORT"
-target/release/examples/server --workers 2 --port "$PORT" >"$WORK/server.log" 2>&1 &
+log "cargo build --release -p aiopslab-cli"
+cargo build --release -p aiopslab-cli
+log "starting: aiopslab serve --workers 2 --port $PORT"
+target/release/aiopslab serve --workers 2 --port "$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   curl -sf "$BASE/health" >/dev/null && break

@@ -60,11 +60,11 @@ for port in "$MEM_PORT" "$PG_PORT"; do
 done
 
 if [[ "$PROFILE" == release ]]; then
-  cargo build --release --example server
+  cargo build --release -p aiopslab-cli
 else
-  cargo build --example server
+  cargo build -p aiopslab-cli
 fi
-SERVER="target/$PROFILE/examples/server"
+SERVER="target/$PROFILE/aiopslab"
 
 psql "$ADMIN_URL" -qc "CREATE DATABASE $DB" >/dev/null
 DB_CREATED=1
@@ -74,7 +74,7 @@ DB_URL="$(printf '%s' "$ADMIN_URL" | sed -E "s#^(postgres(ql)?://[^/]*)(/[^?]*)?
 start() { # name port [server flags...]
   local name="$1" port="$2"
   shift 2
-  AIOPSLAB_WEBHOOK_ALLOW_PRIVATE=1 "$SERVER" --port "$port" --dispatch-delay-ms 0 "$@" \
+  AIOPSLAB_WEBHOOK_ALLOW_PRIVATE=1 "$SERVER" serve --port "$port" --dispatch-delay-ms 0 "$@" \
     >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 200); do

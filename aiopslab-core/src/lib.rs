@@ -18,7 +18,8 @@
 //! - [`MemoryStore`], the embedded default store, and [`SimulatedBackend`],
 //!   which runs episodes without a cluster.
 //! - The AIOpsLab problem [`catalog`].
-//! - With feature `testkit`, a conformance suite per store role.
+//! - With feature `testkit`, a conformance suite per store role; with feature
+//!   `process`, what a hosting program does at start ([`process`]).
 
 #![warn(missing_docs)]
 
@@ -31,6 +32,8 @@ pub mod export;
 pub mod log;
 pub mod memory;
 pub mod policy;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod query;
 pub mod retry;
 pub mod runtime;
@@ -56,7 +59,7 @@ pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use policy::LeasePolicy;
 pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
-pub use runtime::{RuntimeError, WorkerConfig, WorkerRuntime};
+pub use runtime::{RuntimeError, WorkerConfig, WorkerPool, WorkerRuntime};
 pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
 pub use simulated::{FailureMode, SimulatedBackend, SimulatedConfig};
 pub use store::{

@@ -17,6 +17,9 @@
 //!   files also run by hand with `psql`, and the migrator runs cleanly afterwards.
 //! - **Time** is always the database's `now()`.
 //!
+//! - **Choosing a store.** [`open_store`] opens PostgreSQL (migrated) or the embedded store, as a server's
+//!   `--database-url` says.
+//!
 //! With feature `testing`, the `testing` module provisions throwaway databases for tests.
 
 #![warn(missing_docs)]
@@ -35,6 +38,7 @@ mod lease;
 mod listener;
 mod logs;
 mod rows;
+mod select;
 mod sql;
 mod stats;
 mod store;
@@ -50,5 +54,6 @@ pub mod testing;
 
 pub use coalesce::BatchCounts;
 pub use config::{PgStoreOptions, DEFAULT_EXACT_COUNT_LIMIT, MIGRATOR};
+pub use select::{open_store, OpenedStore, StoreChoice};
 pub use sql::{CANCEL_CHANNEL, TASK_AVAILABLE_CHANNEL};
 pub use store::{PgStore, WriteBatches};

@@ -40,4 +40,8 @@ pub enum RuntimeError {
         /// What went wrong.
         source: BackendError,
     },
+    /// The worker's task panicked (a bug: the runtime reports errors, it does not panic); only
+    /// [`WorkerPool::join`](super::WorkerPool::join) reports this.
+    #[error("worker panicked: {0}")]
+    Panicked(String),
 }

@@ -34,12 +34,14 @@ mod error;
 mod events;
 mod heartbeat;
 mod log_forwarder;
+mod pool;
 mod slots;
 mod task_run;
 
 pub use crate::retry::RetryPolicy;
 pub use config::WorkerConfig;
 pub use error::RuntimeError;
+pub use pool::WorkerPool;
 
 use std::sync::Arc;
 

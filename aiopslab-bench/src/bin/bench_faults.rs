@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo build --release --examples
-//! target/release/examples/bench_faults                      # 3 runs of each fault (about 2 minutes)
-//! BENCH_REPEATS=1 target/release/examples/bench_faults      # a quick run
+//! target/release/bench_faults                      # 3 runs of each fault (about 2 minutes)
+//! BENCH_REPEATS=1 target/release/bench_faults      # a quick run
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch
@@ -41,11 +41,6 @@
 //!
 //! Knobs (environment): `BENCH_REPEATS` (3), `BENCH_SIM_STEPS` (4), `BENCH_SIM_STEP_MS` (1000),
 //! `BENCH_KILL_AFTER_MS` (1000).
-
-// The measurement helpers (`bench_support::measure`) are not used here.
-#[allow(dead_code)]
-#[path = "bench_support/mod.rs"]
-mod bench_support;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //!
 //! `JobTable` stands for your table (a `Vec` under a mutex here; rows in your
 //! database in real life). It serves one worker, so it needs no lease expiry
-//! of its own. Run it with `cargo run --example custom_store`: it exits
+//! of its own. Run it with `cargo run -p aiopslab-core --example custom_store`: it exits
 //! non-zero unless every job completes with its trajectory and logs.
 
 use std::collections::HashMap;

@@ -1,9 +1,9 @@
 //! What the fleet benchmarks (`bench_fleet`, `bench_faults`, `bench_workers`) do around their measurements:
 //! reading knobs from the environment, a scratch PostgreSQL database with a directory for the processes' logs, the
-//! `server` and `worker` examples started from this program's own directory (and always stopped: on return, error,
-//! interrupt or drop), waiting for the server's health, free ports and the few HTTP calls they share; what they
-//! measure with (`/proc`, `/metrics`, PostgreSQL's counters) is in [`measure`]. Included by each benchmark with
-//! `#[path]` (they stand alone as examples; this is not part of any library API).
+//! `aiopslab` program's `serve` and `worker` started from this program's own directory (and always stopped: on
+//! return, error, interrupt or drop), waiting for the server's health, free ports and the few HTTP calls they share;
+//! what they measure with (`/proc`, `/metrics`, PostgreSQL's counters) is in [`measure`]. The library of the
+//! benchmark programs in `src/bin/`, not an API of the project.
 
 pub mod measure;
 
@@ -142,34 +142,31 @@ async fn interrupted() {
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 
-/// The `server` and `worker` examples, beside this program.
+/// The `aiopslab` program (its `serve` and `worker` commands), beside this program.
 pub struct Binaries {
-    /// The `server` example.
-    pub server: PathBuf,
-    /// The `worker` example.
-    pub worker: PathBuf,
+    /// The `aiopslab` program.
+    pub aiopslab: PathBuf,
 }
 
 impl Binaries {
-    /// The `server` and `worker` next to this program's executable; fails when either is missing.
+    /// The `aiopslab` program next to this program's executable; fails when it is missing.
     pub fn beside_this_program() -> anyhow::Result<Self> {
-        let dir = std::env::current_exe()?
-            .parent()
-            .context("no directory for this program")?
-            .to_path_buf();
-        let binaries = Self {
-            server: dir.join("server"),
-            worker: dir.join("worker"),
-        };
-        for binary in [&binaries.server, &binaries.worker] {
-            ensure!(
-                binary.exists(),
-                "{} not found: build the examples first (cargo build --release --examples)",
-                binary.display()
-            );
-        }
-        Ok(binaries)
+        let aiopslab = beside_this_program("aiopslab")?;
+        ensure!(
+            aiopslab.exists(),
+            "{} not found: build it first (cargo build --release -p aiopslab-cli -p aiopslab-bench)",
+            aiopslab.display()
+        );
+        Ok(Self { aiopslab })
     }
+}
+
+/// The path of the program `name` in this program's own directory (whether or not it exists).
+pub fn beside_this_program(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?
+        .parent()
+        .context("no directory for this program")?
+        .join(name))
 }
 
 /// A child process whose output (stdout and stderr) goes to a file.
@@ -290,6 +287,7 @@ impl Fleet {
         let base = format!("http://127.0.0.1:{port}");
         let port_arg = port.to_string();
         let args: Vec<String> = [
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",
@@ -304,7 +302,7 @@ impl Fleet {
         .map(|s| s.to_string())
         .collect();
         let log = self.logs.join("server.log");
-        self.server = Some(Proc::spawn("server", &self.binaries.server, &args, &log)?);
+        self.server = Some(Proc::spawn("server", &self.binaries.aiopslab, &args, &log)?);
         self.wait_healthy(client, &base).await?;
         Ok((port, base))
     }
@@ -330,7 +328,11 @@ impl Fleet {
     /// Starts a worker named `name` (logging to `name.log`) with `args`; returns its index in `workers`.
     pub fn spawn_worker(&mut self, name: &str, args: &[String]) -> anyhow::Result<usize> {
         let log = self.logs.join(format!("{name}.log"));
-        self.workers.push(Proc::spawn(name, &self.binaries.worker, args, &log)?);
+        let args: Vec<String> = std::iter::once("worker".to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        self.workers
+            .push(Proc::spawn(name, &self.binaries.aiopslab, &args, &log)?);
         Ok(self.workers.len() - 1)
     }
 

@@ -38,11 +38,6 @@
 //! `BENCH_PROBLEM` (`k8s_target_port-misconfig-detection-1`), `BENCH_DRAIN_TIMEOUT_SECS` (1800: the run is
 //! reported as not drained past it).
 
-// The memory, connection and file-limit helpers of `bench_support::measure` are not used here.
-#[allow(dead_code)]
-#[path = "bench_support/mod.rs"]
-mod bench_support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! `ClusterBackend` of its own, with the embedded store and the stock
 //! worker runtime. This is what `cargo add aiopslab-core` gets you.
 //!
-//! Run it with `cargo run --example custom_backend`.
+//! Run it with `cargo run -p aiopslab-core --example custom_backend`.
 
 use std::sync::Arc;
 use std::time::Duration;

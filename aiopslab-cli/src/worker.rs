@@ -1,12 +1,13 @@
-//! An aiopslab worker: one process per cluster, running tasks from the queue.
+//! `aiopslab worker`: one process per cluster, running tasks from the queue.
 //!
 //! As in the quickstart, one worker per Kind cluster:
 //!
 //! ```text
 //! kind create cluster --name worker-001-kind
-//! cargo run --release --example worker --features kind -- --id worker-001-kind --backend-type default \
-//!     --server http://localhost:8000
+//! aiopslab worker --id worker-001-kind --backend-type default --server http://localhost:8000
 //! ```
+//!
+//! (from a build with the `kind` feature: `cargo install --path aiopslab-cli --features kind`).
 //!
 //! It talks to the server over HTTP (`--server`, the worker protocol, no
 //! database credentials needed) or straight to PostgreSQL (`--database-url`
@@ -14,17 +15,14 @@
 //! cluster at all, and is all a build without the `kind` feature can run: that build compiles no Kubernetes
 //! client.
 
-#[path = "support/mod.rs"]
-mod support;
-
 #[cfg(feature = "kind")]
-#[path = "worker/kind.rs"]
 mod kind;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiopslab_core::process::{cancel_on_signals, host_name, init_logging};
 use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
 use aiopslab_core::{
     ClusterBackend, DefaultScheduler, LeasePolicy, Scheduler, SimulatedBackend, SimulatedConfig, WorkerQueue,
@@ -33,7 +31,7 @@ use aiopslab_http::client::HttpStore;
 use aiopslab_postgres::PgStore;
 use anyhow::Context;
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 /// Where this worker runs its tasks.
@@ -46,10 +44,9 @@ enum Cluster {
     Simulated,
 }
 
-/// An aiopslab worker: claims tasks and runs them on its cluster.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
+/// The worker's flags: `aiopslab worker --help`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
     /// The worker id, e.g. worker-001-kind (for Kind, also the default cluster name).
     #[arg(long)]
     id: String,
@@ -122,12 +119,11 @@ struct Args {
     kind: kind::KindArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let matches = Args::command().get_matches();
-    let args = Args::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    support::init_logging(args.log_file.as_deref())?;
-    warn_of_secrets_on_the_command_line(&matches);
+/// Runs the worker until SIGINT/SIGTERM (a second signal exits at once). `matches` are the subcommand's parsed
+/// arguments, to tell a secret given as a flag from one taken from the environment.
+pub async fn run(args: WorkerArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    init_logging(args.log_file.as_deref())?;
+    warn_of_secrets_on_the_command_line(matches);
 
     // Settings are checked first, so a bad combination fails before any connection or preflight.
     let mut config =
@@ -135,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     config.capabilities.supported_problems = args.supported_problems.clone();
     heartbeat_settings(&mut config, &args)?;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
-    if let Some(host) = support::host_name() {
+    if let Some(host) = host_name() {
         config.metadata.insert("host".into(), serde_json::Value::String(host));
     }
     #[cfg(feature = "kind")]
@@ -152,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let backend = backend(&args).await?;
 
     let shutdown = CancellationToken::new();
-    support::cancel_on_signals(shutdown.clone());
+    cancel_on_signals(shutdown.clone());
     tracing::info!(worker_id = %args.id, backend = backend.name(), "worker starting");
     WorkerRuntime::new(store, scheduler, backend, config)
         .run(shutdown)
@@ -166,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
 /// --heartbeat-secs must be at most a third of --lease-secs, else the
 /// worker refuses to start (its heartbeats would not keep its leases);
 /// without one it is derived from the lease.
-fn heartbeat_settings(config: &mut WorkerConfig, args: &Args) -> anyhow::Result<()> {
+fn heartbeat_settings(config: &mut WorkerConfig, args: &WorkerArgs) -> anyhow::Result<()> {
     let lease = Duration::from_secs(args.lease_secs.max(1));
     let Some(heartbeat_secs) = args.heartbeat_secs else {
         *config = config.clone().with_lease_duration(lease);
@@ -207,7 +203,7 @@ fn warn_of_secrets_on_the_command_line(matches: &clap::ArgMatches) {
 }
 
 /// The store the worker uses: the server over HTTP, or PostgreSQL directly.
-async fn connect(args: &Args) -> anyhow::Result<Arc<dyn WorkerQueue>> {
+async fn connect(args: &WorkerArgs) -> anyhow::Result<Arc<dyn WorkerQueue>> {
     match (&args.server, &args.database_url) {
         (None, Some(url)) => {
             // Claims made straight in the database follow this process's
@@ -231,7 +227,7 @@ async fn connect(args: &Args) -> anyhow::Result<Arc<dyn WorkerQueue>> {
 }
 
 /// The cluster backend, checked to be usable before the worker registers.
-async fn backend(args: &Args) -> anyhow::Result<Arc<dyn ClusterBackend>> {
+async fn backend(args: &WorkerArgs) -> anyhow::Result<Arc<dyn ClusterBackend>> {
     match args.cluster {
         Cluster::Simulated => Ok(Arc::new(SimulatedBackend::new(
             SimulatedConfig::default()
@@ -243,7 +239,7 @@ async fn backend(args: &Args) -> anyhow::Result<Arc<dyn ClusterBackend>> {
         #[cfg(not(feature = "kind"))]
         Cluster::Kind => anyhow::bail!(
             "this worker was built without the Kind backend: build it with `--features kind` \
-             (cargo run --release --example worker --features kind -- ...), or use --cluster simulated"
+             (cargo run --release -p aiopslab-cli --features kind -- worker ...), or use --cluster simulated"
         ),
     }
 }

@@ -22,11 +22,6 @@
 //! one JSON document: p50/p90/p99/max per case and mode, the push/poll ratio of the p99s, and the targets
 //! (claim p99 < 50 ms over HTTP, cancel p99 < 1000 ms everywhere).
 
-// Only the scratch database and the knobs are used here.
-#[allow(dead_code)]
-#[path = "bench_support/mod.rs"]
-mod bench_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 

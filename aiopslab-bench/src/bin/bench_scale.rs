@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo build --release -p aiopslab-examples --examples
-//! target/release/examples/bench_scale                       # the full run (11 to 13 minutes)
-//! BENCH_TASKS_STORED=20000 BENCH_DRAIN_TASKS=1000 BENCH_SECS=3 BENCH_SKIP=push target/release/examples/bench_scale
+//! target/release/bench_scale                       # the full run (11 to 13 minutes)
+//! BENCH_TASKS_STORED=20000 BENCH_DRAIN_TASKS=1000 BENCH_SECS=3 BENCH_SKIP=push target/release/bench_scale
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch database
@@ -30,7 +30,7 @@
 //!   (`--server`): tasks/s from the first `started_at` to the last `completed_at`, and the CPU used.
 //! - `pgqueuer`: the benchmark's setup makes a Python venv (`BENCH_VENV`, default `.bench/venv` in the repository),
 //!   installs pinned `pgqueuer` and `asyncpg` from PyPI when they are missing, and runs
-//!   `examples/bench_support/pgqueuer_drain.py` on the scratch database: PgQueuer's schema installed, as many jobs
+//!   `aiopslab-bench/pgqueuer_drain.py` on the scratch database: PgQueuer's schema installed, as many jobs
 //!   enqueued in one batch, drained by one queue manager with a no-op entrypoint (batch 8, at most 16 picked:
 //!   `BENCH_PGQ_BATCH`, `BENCH_PGQ_MAX_CONCURRENT`), first pick → last ack from its log table. The drains' ratios to
 //!   it are in `drain_database`/`drain_http` (target ≥ 1).
@@ -48,11 +48,6 @@
 //! `measured`, `baseline`, `ratio`, `target` and `met` (`null` when there is no target or no figure), which
 //! `scripts/bench_table.py` turns into the README's table. Other knobs: `BENCH_PGBENCH` (`pgbench`),
 //! `BENCH_PGBENCH_THREADS` (2), `BENCH_PYTHON` (`python3`, for the venv), `BENCH_DRAIN_TIMEOUT_SECS` (600).
-
-// Not every helper of the fleet benchmarks is used here.
-#[allow(dead_code)]
-#[path = "bench_support/mod.rs"]
-mod bench_support;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -168,7 +163,7 @@ impl Settings {
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let binaries = Binaries::beside_this_program()?;
-    let bench_push = binaries.server.with_file_name("bench_push");
+    let bench_push = binaries.aiopslab.with_file_name("bench_push");
     if settings.runs("push") {
         ensure!(
             bench_push.exists(),
@@ -965,7 +960,7 @@ async fn run_setup(program: &str, args: &[String]) -> anyhow::Result<()> {
 
 async fn pgqueuer_drain(settings: &Settings, url: &str) -> anyhow::Result<Value> {
     let python = pgqueuer_python(settings).await?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench_support/pgqueuer_drain.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgqueuer_drain.py");
     eprintln!("pgqueuer: draining {} jobs", settings.drain_tasks);
     let mut command = tokio::process::Command::new(&python);
     command

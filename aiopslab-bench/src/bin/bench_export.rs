@@ -3,9 +3,9 @@
 //! while it streams them.
 //!
 //! ```text
-//! cargo build --release --example server --example bench_export
-//! target/release/examples/bench_export            # 100 000 episodes of 30 steps
-//! target/release/examples/bench_export --episodes 20000 --steps 10
+//! cargo build --release -p aiopslab-cli -p aiopslab-bench
+//! target/release/bench_export            # 100 000 episodes of 30 steps
+//! target/release/bench_export --episodes 20000 --steps 10
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch
@@ -63,9 +63,9 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     templates: usize,
 
-    /// The server binary (default: `server` in this program's directory).
+    /// The `aiopslab` program whose `serve` is measured (default: `aiopslab` in this program's directory).
     #[arg(long)]
-    server: Option<PathBuf>,
+    aiopslab: Option<PathBuf>,
 
     /// Port for the server.
     #[arg(long, default_value_t = 18_431)]
@@ -88,16 +88,13 @@ async fn main() -> anyhow::Result<()> {
         args.episodes >= 1 && args.steps >= 1 && args.templates >= 1,
         "counts must be at least 1"
     );
-    let server = match &args.server {
+    let server = match &args.aiopslab {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory for this program")?
-            .join("server"),
+        None => bench_support::beside_this_program("aiopslab")?,
     };
     ensure!(
         server.exists(),
-        "server binary {} not found: cargo build --release --example server",
+        "{} not found: cargo build --release -p aiopslab-cli",
         server.display()
     );
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -399,6 +396,7 @@ impl ServerProcess {
     fn start(binary: &std::path::Path, port: u16, database_url: &str) -> anyhow::Result<Self> {
         let child = Command::new(binary)
             .args([
+                "serve",
                 "--port",
                 &port.to_string(),
                 "--workers",

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo build --release -p aiopslab-examples --examples
-//! target/release/examples/bench_workers                                  # 100, 300 and 1,000 workers (~6 min)
-//! BENCH_WORKERS=50 BENCH_WINDOW_SECS=20 target/release/examples/bench_workers   # a quick run
+//! target/release/bench_workers                                  # 100, 300 and 1,000 workers (~6 min)
+//! BENCH_WORKERS=50 BENCH_WINDOW_SECS=20 target/release/bench_workers   # a quick run
 //! ```
 //!
 //! For each fleet size of the ladder it starts, from this program's own directory, the real `server` example on a
@@ -66,12 +66,6 @@
 //! `BENCH_SIM_MS` (1000), `BENCH_SIM_STEPS` (5), `BENCH_PROBLEM` (`k8s_target_port-misconfig-detection-1`),
 //! `BENCH_TARGET_P99_MS` (50), `BENCH_STORE_EVENTS` (1; 0 turns the workers' events stream off,
 //! `WorkerConfig::store_events = false`, to compare with polling alone).
-
-// The worker processes of `bench_support` (`Fleet::spawn_worker`, ...) are not used here: the workers live in
-// this process.
-#[allow(dead_code)]
-#[path = "bench_support/mod.rs"]
-mod bench_support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -217,7 +211,7 @@ async fn run(settings: &Settings, scratch: &Scratch, nofile: (u64, u64)) -> anyh
                 "slots": 1,
                 "store_events": settings.store_events,
             },
-            "server": "examples/server --workers 0 --dispatch-delay-ms 0 (other flags default)",
+            "server": "aiopslab serve --workers 0 --dispatch-delay-ms 0 (other flags default)",
         },
         "open_files_limit": {"soft": nofile.0, "hard": nofile.1},
         "rungs": rungs,

@@ -1,40 +1,34 @@
-//! The aiopslab server: the HTTP API (public API, worker protocol, OpenAPI,
-//! docs pages, metrics), the sweeper, the completion-webhook deliverer, and
-//! optionally in-process workers.
+//! `aiopslab serve`: the HTTP API (public API, worker protocol, OpenAPI, docs pages, metrics), the sweeper, the
+//! completion-webhook deliverer, and optionally in-process workers.
 //!
 //! A working system on a fresh machine, no database and no cluster:
 //!
 //! ```text
-//! cargo run --release --example server -- --workers 2
+//! cargo run --release -p aiopslab-cli -- serve --workers 2
 //! ```
 //!
-//! serves the quickstart's API on http://localhost:8000 with the embedded
-//! in-memory store (nothing survives a restart) and two simulated workers.
-//! Production: `--database-url` (or `DATABASE_URL`) for PostgreSQL, no
-//! in-process workers, and one `worker` per Kind cluster (see
-//! `examples/worker.rs`).
+//! serves the quickstart's API on http://localhost:8000 with the embedded in-memory store (nothing survives a
+//! restart) and two simulated workers. Production: `--database-url` (or `DATABASE_URL`) for PostgreSQL, no
+//! in-process workers, and one `aiopslab worker` per Kind cluster.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiopslab_core::runtime::{WorkerConfig, WorkerRuntime};
+use aiopslab_core::process::{cancel_on_signals, host_name, init_logging};
+use aiopslab_core::runtime::{WorkerConfig, WorkerPool, WorkerRuntime};
 use aiopslab_core::{
-    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryOptions, MemoryStore, Scheduler, SimulatedBackend,
-    SimulatedConfig, TaskStore, WorkerQueue,
+    ClusterBackend, DefaultScheduler, LeasePolicy, MemoryOptions, Scheduler, SimulatedBackend, SimulatedConfig,
+    WorkerQueue,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::{Backoff, WebhookConfig};
-use aiopslab_postgres::{PgStore, PgStoreOptions};
+use aiopslab_postgres::{open_store, PgStoreOptions, StoreChoice};
 use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
-use tokio::task::JoinSet;
+use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
-
-#[path = "support/mod.rs"]
-mod support;
 
 /// Where the in-process workers run their tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,10 +39,9 @@ enum Cluster {
     Kind,
 }
 
-/// The aiopslab server: HTTP API, sweeper, optional in-process workers.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
+/// The server's flags: `aiopslab serve --help`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// Address to bind. The default keeps the API on this machine; use
     /// 0.0.0.0 to serve other hosts (and set tokens).
     #[arg(long, default_value = "127.0.0.1")]
@@ -188,10 +181,10 @@ struct Args {
     webhook_allow_private_destinations: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    support::init_logging(args.log_file.as_deref())?;
+/// Runs the server until SIGINT/SIGTERM (a second signal exits at once), then stops the in-process workers
+/// gracefully.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_file.as_deref())?;
     if args.sweep_interval_secs == 0 || args.lease_secs == 0 || args.worker_offline_secs == 0 {
         bail!("--sweep-interval-secs, --lease-secs and --worker-offline-secs must be at least 1");
     }
@@ -237,29 +230,19 @@ async fn main() -> anyhow::Result<()> {
         .with_worker_offline_after(Duration::from_secs(args.worker_offline_secs))
         .with_dispatch_delay(Duration::from_millis(args.dispatch_delay_ms));
 
-    let (store, store_kind): (Arc<dyn TaskStore>, &str) = match &args.database_url {
-        Some(url) => {
-            if args.database_max_connections == 0 {
-                bail!("--database-max-connections must be at least 1");
-            }
-            let options = PgStoreOptions::default().max_connections(args.database_max_connections);
-            let store = PgStore::connect_with(url, policy, &options)
-                .await
-                .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
-            store.migrate().await.context("cannot apply the database migrations")?;
-            tracing::info!("using PostgreSQL; migrations applied");
-            (Arc::new(store), "postgres")
-        }
-        None => {
-            tracing::warn!(
-                "NO DATABASE CONFIGURED: using the embedded in-memory store. Every task, log and trajectory is LOST \
-                 when this process exits. Pass --database-url or set DATABASE_URL for a durable queue."
-            );
-            let bound = (args.memory_max_finished_tasks > 0).then_some(args.memory_max_finished_tasks);
-            let options = MemoryOptions::default().with_max_finished_tasks(bound);
-            (Arc::new(MemoryStore::with_options(policy, options)), "memory")
-        }
-    };
+    if args.database_max_connections == 0 {
+        bail!("--database-max-connections must be at least 1");
+    }
+    let bound = (args.memory_max_finished_tasks > 0).then_some(args.memory_max_finished_tasks);
+    let choice = StoreChoice::from_url(
+        args.database_url.as_deref(),
+        PgStoreOptions::default().max_connections(args.database_max_connections),
+        MemoryOptions::default().with_max_finished_tasks(bound),
+    );
+    let opened = open_store(&choice, policy)
+        .await
+        .context("cannot open PostgreSQL (check --database-url / DATABASE_URL)")?;
+    let (store, store_kind) = (opened.store, opened.kind);
     let scheduler: Arc<dyn Scheduler> = Arc::new(DefaultScheduler::new(store.clone()));
 
     let mut api = ApiConfig::for_store(store_kind);
@@ -273,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
     let state = ApiState::new(store.clone(), scheduler.clone(), api);
 
     let shutdown = CancellationToken::new();
-    support::cancel_on_signals(shutdown.clone());
+    cancel_on_signals(shutdown.clone());
 
     // In-process workers write through the API state's store so their
     // finishes feed the task-duration histogram like remote workers' do.
@@ -294,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
     let served = serve_with(listener, state, options, shutdown.clone()).await;
     // However the API stopped, stop the workers too and wait for them.
     shutdown.cancel();
-    stop_workers(workers).await;
+    workers.join().await;
     served.context("the HTTP server failed")?;
     tracing::info!("aiopslab server stopped");
     Ok(())
@@ -302,15 +285,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// Starts `args.workers` in-process workers against the store itself.
 fn start_workers(
-    args: &Args,
+    args: &ServeArgs,
     store: Arc<dyn WorkerQueue>,
     scheduler: Arc<dyn Scheduler>,
     shutdown: CancellationToken,
-) -> anyhow::Result<JoinSet<(String, anyhow::Result<()>)>> {
-    let mut set = JoinSet::new();
+) -> anyhow::Result<WorkerPool> {
+    let mut pool = WorkerPool::new(shutdown);
     if args.workers == 0 {
-        tracing::info!("no in-process workers: tasks wait for remote workers (examples/worker.rs)");
-        return Ok(set);
+        tracing::info!("no in-process workers: tasks wait for remote workers (aiopslab worker)");
+        return Ok(pool);
     }
     let simulated: Arc<dyn ClusterBackend> = Arc::new(SimulatedBackend::new(
         SimulatedConfig::default()
@@ -334,7 +317,7 @@ fn start_workers(
         config
             .metadata
             .insert("in_process".into(), serde_json::Value::Bool(true));
-        if let Some(host) = support::host_name() {
+        if let Some(host) = host_name() {
             config.metadata.insert("host".into(), serde_json::Value::String(host));
         }
         if args.cluster == Cluster::Kind {
@@ -345,15 +328,10 @@ fn start_workers(
         config
             .validate()
             .with_context(|| format!("invalid settings for worker {id}"))?;
-        let runtime = WorkerRuntime::new(store.clone(), scheduler.clone(), backend, config);
-        let token = shutdown.clone();
-        set.spawn(async move {
-            let result = runtime.run(token).await.map_err(anyhow::Error::from);
-            (id, result)
-        });
+        pool.spawn(WorkerRuntime::new(store.clone(), scheduler.clone(), backend, config));
     }
     tracing::info!(workers = args.workers, cluster = ?args.cluster, "in-process workers started");
-    Ok(set)
+    Ok(pool)
 }
 
 /// One Kind cluster per in-process worker, named after it, with the defaults (kind, kubectl, helm and python3
@@ -373,17 +351,6 @@ fn kind_backend(id: &str, create_cluster: bool) -> anyhow::Result<Arc<dyn Cluste
 fn kind_backend(_id: &str, _create_cluster: bool) -> anyhow::Result<Arc<dyn ClusterBackend>> {
     bail!(
         "this server was built without the Kind backend: build it with `--features kind` \
-         (cargo run --release --example server --features kind -- ...), or use --cluster simulated"
+         (cargo run --release -p aiopslab-cli --features kind -- serve ...), or use --cluster simulated"
     )
-}
-
-/// Waits for every in-process worker to stop, logging the ones that failed.
-async fn stop_workers(mut workers: JoinSet<(String, anyhow::Result<()>)>) {
-    while let Some(joined) = workers.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => {}
-            Ok((id, Err(error))) => tracing::error!(worker_id = %id, "worker stopped with an error: {error:#}"),
-            Err(error) => tracing::error!(%error, "a worker task panicked"),
-        }
-    }
 }

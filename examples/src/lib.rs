@@ -1,1 +1,0 @@
-//! Shared nothing: each program in this package stands alone.
