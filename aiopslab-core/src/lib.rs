@@ -11,6 +11,8 @@
 //!   [`Housekeeping`] (the operator's side), [`EpisodeExport`] (the RL
 //!   export), [`WebhookOutbox`] (the deliverer); [`TaskStore`] is all of
 //!   them. Durable state, atomic conditional transitions, lease tokens.
+//! - Fair share between [`experiment`]s: per-experiment concurrency limits
+//!   and round-robin service among tasks of equal priority.
 //! - [`Scheduler`] (who gets which task), [`run_sweeper`] (the periodic
 //!   sweep) and [`ClusterBackend`] (where a task runs).
 //! - The worker runtime ([`runtime`]): register, heartbeat, claim, run, stream
@@ -28,6 +30,7 @@ pub mod batch;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod experiment;
 pub mod export;
 pub mod log;
 pub mod memory;
@@ -54,6 +57,7 @@ pub use batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey, NewBatch};
 pub use catalog::{Application, Problem, TaskType};
 pub use error::{BackendError, StoreError, ValidationError};
 pub use events::{StoreEvent, RESYNC_WHILE_DOWN};
+pub use experiment::{Experiment, ExperimentSettings, NewExperimentSettings};
 pub use export::{Episode, ExportCursor, ExportFilter, ExportRecord};
 pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::{MemoryOptions, MemoryStore};
@@ -63,8 +67,8 @@ pub use runtime::{RuntimeError, WorkerConfig, WorkerPool, WorkerRuntime};
 pub use scheduler::{run_sweeper, DefaultScheduler, Scheduler};
 pub use simulated::{FailureMode, SimulatedBackend, SimulatedConfig};
 pub use store::{
-    ClaimRequest, EpisodeExport, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping, LeaseState,
-    StoreParts, StoreResult, TaskApi, TaskQuery, TaskStore, WebhookOutbox, WorkerQueue, MAX_CLAIM_BATCH,
+    ClaimRequest, EpisodeExport, Experiments, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping,
+    LeaseState, StoreParts, StoreResult, TaskApi, TaskQuery, TaskStore, WebhookOutbox, WorkerQueue, MAX_CLAIM_BATCH,
 };
 pub use task::{
     CancelOutcome, ErrorDetails, JsonObject, LeaseToken, NewTask, Task, TaskId, TaskOutcome, TaskParameters,

@@ -23,6 +23,8 @@ pub struct TaskFilter {
     pub backend_type: Option<String>,
     /// Only tasks of this batch group.
     pub group_id: Option<GroupId>,
+    /// Only tasks of this experiment.
+    pub experiment: Option<String>,
 }
 
 /// Builders: each field, one call (the struct is non-exhaustive).
@@ -54,6 +56,12 @@ impl TaskFilter {
     /// The same value with `group_id` set (only tasks of this batch group).
     pub fn with_group_id(mut self, group_id: Option<GroupId>) -> Self {
         self.group_id = group_id;
+        self
+    }
+
+    /// The same value with `experiment` set (only tasks of this experiment).
+    pub fn with_experiment(mut self, experiment: Option<String>) -> Self {
+        self.experiment = experiment;
         self
     }
 }

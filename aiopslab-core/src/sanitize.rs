@@ -174,9 +174,14 @@ fn sanitize_map(map: &mut Map<String, Value>, level: usize, limit: usize) {
 
 impl Sanitize for TaskSpec {
     fn sanitize(&mut self) {
-        let TaskSpec { problem_id, parameters } = self;
+        let TaskSpec {
+            problem_id,
+            parameters,
+            experiment,
+        } = self;
         problem_id.sanitize();
         parameters.sanitize();
+        experiment.sanitize();
     }
 }
 
@@ -395,10 +400,12 @@ impl Sanitize for TaskFilter {
             worker_id,
             backend_type,
             group_id: _,
+            experiment,
         } = self;
         problem_id.sanitize();
         worker_id.sanitize();
         backend_type.sanitize();
+        experiment.sanitize();
     }
 }
 

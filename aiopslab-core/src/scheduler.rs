@@ -26,10 +26,12 @@ pub trait Scheduler: Send + Sync + 'static {
     }
 }
 
-/// Priority high-to-low, then oldest first; `backend_type` must match; a
-/// worker's `supported_problems`, when given, must contain the problem. The
-/// store's atomic claim implements exactly this order, so the default
-/// scheduler delegates to it.
+/// Priority high-to-low; among tasks of one priority the experiments in turn
+/// (least recently served first, within each the oldest task), never beyond an
+/// experiment's `max_running`; `backend_type` must match; a worker's
+/// `supported_problems`, when given, must contain the problem. The store's
+/// atomic claim implements exactly this order (see
+/// [`WorkerQueue::claim`]), so the default scheduler delegates to it.
 #[derive(Clone)]
 pub struct DefaultScheduler {
     queue: Arc<dyn WorkerQueue>,

@@ -220,6 +220,13 @@ pub struct NewTask {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(minimum = 0, maximum = 10))]
     pub max_retries: Option<i64>,
+    /// See [`Task::experiment`]: 1–128 ASCII letters, digits, `-`, `_` or `.`; absent or `null`: none.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")
+    )]
+    pub experiment: Option<String>,
 }
 
 /// A validated task request, ready for [`TaskApi::create_task`](crate::TaskApi::create_task).
@@ -229,6 +236,9 @@ pub struct TaskSpec {
     pub problem_id: String,
     /// Its parameters, defaults applied.
     pub parameters: TaskParameters,
+    /// The experiment it belongs to (see [`Task::experiment`]).
+    #[serde(default)]
+    pub experiment: Option<String>,
 }
 
 fn bounded(field: &str, value: Option<i64>, (min, max, default): (i64, i64, u32)) -> Result<u32, ValidationError> {
@@ -323,6 +333,9 @@ impl NewTask {
         if let Some(url) = &self.callback_url {
             validate_callback_url(url)?;
         }
+        if let Some(experiment) = &self.experiment {
+            crate::experiment::validate_experiment_name("experiment", experiment)?;
+        }
         for (field, object) in [("agent_config", &self.agent_config), ("metadata", &self.metadata)] {
             if let Some(object) = object {
                 json_object_fits(field, object)?;
@@ -342,6 +355,7 @@ impl NewTask {
                 backend_type,
                 max_retries: bounded("max_retries", self.max_retries, limits::MAX_RETRIES)?,
             },
+            experiment: self.experiment,
         })
     }
 }
@@ -434,6 +448,11 @@ pub struct Task {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub group_id: Option<GroupId>,
+    /// The experiment it belongs to (`null`: none). Among pending tasks of the same priority the claim serves
+    /// experiments in turn, and never runs more of an experiment's tasks at once than its `max_running` (see
+    /// [`experiment`](crate::experiment)); tasks without one take their turn together.
+    #[serde(default)]
+    pub experiment: Option<String>,
 }
 
 impl Task {
@@ -457,6 +476,7 @@ impl Task {
             result: None,
             error_details: None,
             group_id,
+            experiment: spec.experiment,
         }
     }
 
@@ -539,6 +559,9 @@ mod tests {
             (with(|t| t.backend_type = Some(String::new())), "backend_type"),
             (with(|t| t.callback_url = Some("ftp://x".into())), "callback_url"),
             (with(|t| t.callback_url = Some("http://".into())), "callback_url"),
+            (with(|t| t.experiment = Some(String::new())), "experiment"),
+            (with(|t| t.experiment = Some("a b".into())), "experiment"),
+            (with(|t| t.experiment = Some("x".repeat(129))), "experiment"),
         ] {
             let err = task.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");

@@ -13,9 +13,9 @@ mod paused_clock {
         test = #[tokio::test(start_paused = true)],
         concurrency = (32, 2000),
     }
-    // A capability the embedded store offers.
+    // Capabilities the embedded store offers.
     aiopslab_core::conformance_suite! {
-        roles = [final_reports],
+        roles = [final_reports, fair_share],
         harness = aiopslab_core::testkit::MemoryHarness::tokio_clock(),
         test = #[tokio::test(start_paused = true)],
         concurrency = (32, 2000),
@@ -24,6 +24,12 @@ mod paused_clock {
 
 mod multi_thread {
     aiopslab_core::store_conformance_suite! {
+        harness = aiopslab_core::testkit::MemoryHarness::default(),
+        test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+        concurrency = (32, 2000),
+    }
+    aiopslab_core::conformance_suite! {
+        roles = [fair_share],
         harness = aiopslab_core::testkit::MemoryHarness::default(),
         test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
         concurrency = (32, 2000),

@@ -20,6 +20,10 @@
 //! recorded with the tasks it created, and a delivery is written in the same
 //! step as the terminal status it reports.
 //!
+//! Experiments ([`Experiments`]) live under the same lock too: a claim reads an
+//! experiment's limit and its running count and starts the task in one step, so
+//! racing claimers can never overshoot a limit.
+//!
 //! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
 //! every store does, so it answers exactly what a durable store would.
 //!
@@ -50,14 +54,15 @@ use tokio::sync::broadcast;
 
 use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
 use crate::events::StoreEvent;
+use crate::experiment::{validate_experiment_name, Experiment, ExperimentSettings};
 use crate::export::Episode;
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{StoreStats, SweepReport, TaskPage, WorkerFilter, WorkerPage};
 use crate::sanitize::{nul_free, sanitized, sanitized_ref};
 use crate::store::{
-    ClaimRequest, EpisodeExport, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping, LeaseState,
-    StoreResult, TaskApi, TaskQuery, WebhookOutbox, WorkerQueue,
+    ClaimRequest, EpisodeExport, Experiments, ExportRequest, FinalReport, FinalReports, FleetView, Housekeeping,
+    LeaseState, StoreResult, TaskApi, TaskQuery, WebhookOutbox, WorkerQueue,
 };
 use crate::task::{CancelOutcome, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec};
 use crate::trajectory::Trajectory;
@@ -349,6 +354,30 @@ impl TaskApi for MemoryStore {
 
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.lock().0.get_trajectory(task_id)
+    }
+
+    fn experiments(&self) -> Option<&dyn Experiments> {
+        Some(self)
+    }
+}
+
+/// Limits and counts under the store's one lock, read by every claim in the same step as it starts a task.
+#[async_trait]
+impl Experiments for MemoryStore {
+    async fn set_experiment(&self, name: &str, settings: ExperimentSettings) -> StoreResult<Experiment> {
+        validate_experiment_name("name", name)?;
+        let experiment = self.lock().0.set_experiment(name, settings);
+        tracing::debug!(experiment = name, max_running = ?settings.max_running, "experiment set");
+        Ok(experiment)
+    }
+
+    async fn get_experiment(&self, name: &str) -> StoreResult<Experiment> {
+        validate_experiment_name("name", name)?;
+        self.lock().0.get_experiment(name)
+    }
+
+    async fn list_experiments(&self) -> StoreResult<Vec<Experiment>> {
+        Ok(self.lock().0.list_experiments())
     }
 }
 

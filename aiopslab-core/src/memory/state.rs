@@ -3,9 +3,10 @@
 //! Everything here is synchronous and takes the current time as an argument:
 //! the store locks the state, reads its clock once, and calls one method, so
 //! each [`TaskStore`](crate::TaskStore) call is a single atomic step. Pending
-//! tasks are also kept in an ordered index per backend type (priority desc,
-//! then created_at, then id), so a claim reads the queue head instead of
-//! scanning every task.
+//! tasks are also kept in an ordered index per backend type and experiment
+//! (priority desc, then created_at, then id), so a claim reads the head of each
+//! experiment's queue instead of scanning every task, and picks among those
+//! heads by priority, then by whose turn it is (see [`Rotation`]).
 
 use chrono::{DateTime, Utc};
 use std::cmp::{Ordering, Reverse};
@@ -16,6 +17,7 @@ use super::outbox::Outbox;
 use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
 use crate::error::StoreError;
 use crate::events::StoreEvent;
+use crate::experiment::{Experiment, ExperimentSettings};
 use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
@@ -53,14 +55,45 @@ impl PendingKey {
     }
 }
 
+/// The pending tasks of one backend type: one queue per experiment (`None`: the tasks without one), each in
+/// claim order.
+type Classes = HashMap<Option<String>, BTreeSet<PendingKey>>;
+
+/// Whose turn it is among the experiments: the claim serves, among the heads of equal priority, the class
+/// served least recently (a class never served first).
+#[derive(Debug, Default)]
+struct Rotation {
+    /// Claims so far: the clock of the rotation.
+    served: u64,
+    /// When each class was last served (by `served`); absent: never.
+    last: HashMap<Option<String>, u64>,
+}
+
+impl Rotation {
+    fn turn(&self, class: &Option<String>) -> u64 {
+        self.last.get(class).copied().unwrap_or(0)
+    }
+
+    fn serve(&mut self, class: &Option<String>) {
+        self.served += 1;
+        self.last.insert(class.clone(), self.served);
+    }
+}
+
 /// Every task, log, trajectory and worker of one store.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     tasks: HashMap<TaskId, TaskRecord>,
-    /// Pending tasks per backend type, in claim order.
-    pending: HashMap<String, BTreeSet<PendingKey>>,
+    /// Pending tasks per backend type and experiment, in claim order.
+    pending: HashMap<String, Classes>,
     /// Ids of running tasks (for heartbeats and sweeps).
     running: BTreeSet<TaskId>,
+    /// Running tasks per experiment (those without one are not counted).
+    running_by_experiment: HashMap<String, u64>,
+    /// The experiments an operator configured, and their limits.
+    experiments: BTreeMap<String, ExperimentSettings>,
+    /// Whose turn it is among the experiments.
+    rotation: Rotation,
     workers: BTreeMap<String, Worker>,
     last_log_id: i64,
     /// Tasks that have a trajectory, in export order.
@@ -129,14 +162,59 @@ impl State {
         self.pending
             .entry(task.parameters.backend_type.clone())
             .or_default()
+            .entry(task.experiment.clone())
+            .or_default()
             .insert(PendingKey::of(task));
     }
 
     fn unindex_pending(&mut self, task: &Task) {
-        if let Some(queue) = self.pending.get_mut(&task.parameters.backend_type) {
+        let Some(classes) = self.pending.get_mut(&task.parameters.backend_type) else {
+            return;
+        };
+        if let Some(queue) = classes.get_mut(&task.experiment) {
             queue.remove(&PendingKey::of(task));
             if queue.is_empty() {
-                self.pending.remove(&task.parameters.backend_type);
+                classes.remove(&task.experiment);
+            }
+        }
+        if classes.is_empty() {
+            self.pending.remove(&task.parameters.backend_type);
+        }
+    }
+
+    /// Whether a task of `experiment` may start now: it has no experiment, or its experiment runs fewer tasks
+    /// than its limit (an experiment no one configured is unlimited).
+    fn has_room(&self, experiment: &Option<String>) -> bool {
+        let Some(name) = experiment else {
+            return true;
+        };
+        match self.experiments.get(name).and_then(|settings| settings.max_running) {
+            None => true,
+            Some(max) => self.running_by_experiment.get(name).copied().unwrap_or(0) < u64::from(max),
+        }
+    }
+
+    /// Marks a task running (it was pending and unindexed).
+    fn start_running(&mut self, id: TaskId, experiment: &Option<String>) {
+        self.running.insert(id);
+        if let Some(name) = experiment {
+            *self.running_by_experiment.entry(name.clone()).or_default() += 1;
+        }
+        self.rotation.serve(experiment);
+    }
+
+    /// Forgets a task as running (it finished, was requeued or timed out).
+    fn stop_running(&mut self, id: TaskId) {
+        if !self.running.remove(&id) {
+            return;
+        }
+        let Some(name) = self.tasks.get(&id).and_then(|record| record.task.experiment.clone()) else {
+            return;
+        };
+        if let Some(count) = self.running_by_experiment.get_mut(&name) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.running_by_experiment.remove(&name);
             }
         }
     }
@@ -227,6 +305,10 @@ impl State {
                         .as_ref()
                         .is_none_or(|b| &task.parameters.backend_type == b)
                     && filter.group_id.is_none_or(|g| task.group_id == Some(g))
+                    && filter
+                        .experiment
+                        .as_ref()
+                        .is_none_or(|e| task.experiment.as_ref() == Some(e))
             })
             .collect();
         let total = matched.len() as u64;
@@ -328,18 +410,31 @@ impl State {
                     .is_none_or(|problems| problems.iter().any(|p| p == &task.problem_id))
         };
         let id = match request.task_id {
-            Some(id) => self.tasks.get(&id).filter(|record| fits(&record.task)).map(|_| id)?,
+            Some(id) => self
+                .tasks
+                .get(&id)
+                .filter(|record| fits(&record.task) && self.has_room(&record.task.experiment))
+                .map(|_| id)?,
             None => {
+                // The head of each experiment's queue that may start, then the best of those heads: highest
+                // priority, then the class served least recently, then the oldest.
                 self.pending
                     .get(&request.backend_type)?
                     .iter()
-                    .find(|key| self.tasks.get(&key.id).is_some_and(|record| fits(&record.task)))?
-                    .id
+                    .filter(|(class, _)| self.has_room(class))
+                    .filter_map(|(class, queue)| {
+                        let head = queue
+                            .iter()
+                            .find(|key| self.tasks.get(&key.id).is_some_and(|record| fits(&record.task)))?;
+                        Some((head.priority, self.rotation.turn(class), head.created_at, head.id))
+                    })
+                    .min()?
+                    .3
             }
         };
         let snapshot = self.tasks.get(&id)?.task.clone();
         self.unindex_pending(&snapshot);
-        self.running.insert(id);
+        self.start_running(id, &snapshot.experiment);
         let task = &mut self.tasks.get_mut(&id)?.task;
         task.start(&request.worker_id, now, later(now, policy.lease_duration));
         Some(task.clone())
@@ -498,7 +593,7 @@ impl State {
         let requeue = outcome.status == TerminalStatus::Failed
             && current.attempt <= current.parameters.max_retries
             && !current.cancel_requested;
-        self.running.remove(&lease.task_id);
+        self.stop_running(lease.task_id);
         let task = &mut self.record_mut(lease.task_id)?.task;
         task.lease_expires_at = None;
         task.updated_at = now;
@@ -659,7 +754,7 @@ impl State {
         task.lease_expires_at = None;
         task.updated_at = now;
         let task = task.clone();
-        self.running.remove(&id);
+        self.stop_running(id);
         if task.status == TaskStatus::Pending {
             self.index_pending(&task);
         } else {
@@ -765,7 +860,7 @@ impl State {
             task.lease_expires_at = None;
             task.updated_at = now;
             let task = task.clone();
-            self.running.remove(&id);
+            self.stop_running(id);
             self.ended(&task, now);
         }
         let silent_since = earlier(now, policy.worker_offline_after);
@@ -788,15 +883,64 @@ impl State {
         for record in self.tasks.values() {
             *stats.tasks_by_status.entry(record.task.status).or_default() += 1;
         }
-        for (backend_type, queue) in &self.pending {
-            stats
-                .queue_depth_by_backend
-                .insert(backend_type.clone(), queue.len() as u64);
+        for (backend_type, classes) in &self.pending {
+            stats.queue_depth_by_backend.insert(
+                backend_type.clone(),
+                classes.values().map(|queue| queue.len() as u64).sum(),
+            );
         }
         for worker in self.workers.values() {
             *stats.workers_by_status.entry(worker.status).or_default() += 1;
         }
         stats
+    }
+}
+
+/// Experiments: their limits and counts.
+impl State {
+    /// Sets an experiment's limit (it takes effect at the next claim).
+    pub(crate) fn set_experiment(&mut self, name: &str, settings: ExperimentSettings) -> Experiment {
+        self.experiments.insert(name.to_string(), settings);
+        self.experiment(name)
+    }
+
+    /// One experiment: configured, or with pending or running tasks.
+    pub(crate) fn get_experiment(&self, name: &str) -> StoreResult<Experiment> {
+        let experiment = self.experiment(name);
+        if self.experiments.contains_key(name) || experiment.running > 0 || experiment.pending > 0 {
+            Ok(experiment)
+        } else {
+            Err(StoreError::NotFound {
+                entity: "experiment",
+                id: name.to_string(),
+            })
+        }
+    }
+
+    /// Every experiment configured or with pending or running tasks, by name.
+    pub(crate) fn list_experiments(&self) -> Vec<Experiment> {
+        let mut names: BTreeSet<&str> = self.experiments.keys().map(String::as_str).collect();
+        names.extend(self.running_by_experiment.keys().map(String::as_str));
+        for classes in self.pending.values() {
+            names.extend(classes.keys().flatten().map(String::as_str));
+        }
+        names.into_iter().map(|name| self.experiment(name)).collect()
+    }
+
+    /// An experiment's limit and counts now.
+    fn experiment(&self, name: &str) -> Experiment {
+        let class = Some(name.to_string());
+        Experiment {
+            name: name.to_string(),
+            max_running: self.experiments.get(name).and_then(|settings| settings.max_running),
+            running: self.running_by_experiment.get(name).copied().unwrap_or(0),
+            pending: self
+                .pending
+                .values()
+                .filter_map(|classes| classes.get(&class))
+                .map(|queue| queue.len() as u64)
+                .sum(),
+        }
     }
 }
 

@@ -17,7 +17,8 @@
 //! [`StoreParts`] joins one implementation per role into a full store.
 //! Capabilities a store may or may not have are traits of their own, offered
 //! through a method of the role that returns `Option` (apalis-style): a
-//! [`WorkerQueue`] may offer [`FinalReports`] (a run's end in one write).
+//! [`WorkerQueue`] may offer [`FinalReports`] (a run's end in one write), a
+//! [`TaskApi`] may offer [`Experiments`] (experiments' concurrency limits).
 //!
 //! The rules every role keeps:
 //!
@@ -33,6 +34,7 @@
 //!
 //! The conformance suite (feature `testkit`) has one suite per role.
 
+mod experiments;
 mod export;
 mod final_report;
 mod fleet;
@@ -41,6 +43,7 @@ mod parts;
 mod task_api;
 mod worker_queue;
 
+pub use experiments::Experiments;
 pub use export::{EpisodeExport, ExportRequest};
 pub use final_report::{FinalReport, FinalReports};
 pub use fleet::{FleetView, Housekeeping};
@@ -72,7 +75,7 @@ impl<T> TaskStore for T where
 /// scope (through `dyn TaskStore` or an `S: TaskStore` bound it does not).
 pub mod prelude {
     pub use super::{
-        ClaimRequest, EpisodeExport, ExportRequest, FleetView, Housekeeping, StoreResult, TaskApi, TaskQuery,
-        TaskStore, WebhookOutbox, WorkerQueue,
+        ClaimRequest, EpisodeExport, Experiments, ExportRequest, FleetView, Housekeeping, StoreResult, TaskApi,
+        TaskQuery, TaskStore, WebhookOutbox, WorkerQueue,
     };
 }

@@ -167,6 +167,10 @@ impl TaskApi for StoreParts {
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.task_api.get_trajectory(task_id).await
     }
+
+    fn experiments(&self) -> Option<&dyn super::Experiments> {
+        self.task_api.experiments()
+    }
 }
 
 #[async_trait]

@@ -94,4 +94,10 @@ pub trait TaskApi: Send + Sync + 'static {
 
     /// Reads a task's trajectory; `Ok(None)` when the task exists but has none.
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>>;
+
+    /// The [`Experiments`](super::Experiments) capability (experiments' limits and counts), when this store has
+    /// it. `None`, the default: every experiment is unlimited.
+    fn experiments(&self) -> Option<&dyn super::Experiments> {
+        None
+    }
 }

@@ -165,10 +165,24 @@ pub trait WorkerQueue: Send + Sync + 'static {
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()>;
 
     /// Atomically moves the best matching pending task to `running` for this
-    /// worker: highest priority first, then oldest; `backend_type` must match
-    /// and `supported_problems`, when given, must contain the problem. Sets
-    /// `worker_id`, `started_at`, bumps `attempt` and sets the lease.
-    /// `Ok(None)` when nothing matches. A task is never claimed twice.
+    /// worker; `backend_type` must match and `supported_problems`, when given,
+    /// must contain the problem. Sets `worker_id`, `started_at`, bumps
+    /// `attempt` and sets the lease. `Ok(None)` when nothing matches. A task is
+    /// never claimed twice.
+    ///
+    /// The best task (fair share between [experiments](crate::experiment)):
+    ///
+    /// 1. Highest priority first: fairness never starts a lower-priority task
+    ///    before a higher-priority one that may start.
+    /// 2. Never a task of an experiment that already runs its `max_running`
+    ///    tasks (counted across backend types, atomically: racing claimers
+    ///    never overshoot); an experiment no one configured is unlimited.
+    /// 3. Among the tasks of that priority, the experiment served least
+    ///    recently (round-robin; tasks without an experiment take their turn as
+    ///    one class, and classes never served go first, oldest head first).
+    /// 4. Within the experiment, the oldest task (then the lowest id).
+    ///
+    /// Without experiments this is exactly priority, then oldest.
     ///
     /// Only a registered, live worker claims: an id that fails
     /// [`ClaimRequest::validate`] is [`StoreError::Invalid`](crate::StoreError::Invalid) (field
@@ -179,7 +193,8 @@ pub trait WorkerQueue: Send + Sync + 'static {
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Task>>;
 
     /// Claims up to [`request.max_tasks`](ClaimRequest::max_tasks) tasks, each as by [`claim`](Self::claim)
-    /// (same order, same refusals), best first; an empty list when nothing matches. A worker with several free
+    /// (same order, same limits, same refusals: several slots filled at once interleave the experiments as
+    /// successive claims would), best first; an empty list when nothing matches. A worker with several free
     /// slots fills them in one call. The default claims one at a time and stops at the first empty answer; a
     /// store that can claim several in one statement (as `PgStore` does) or one round trip (`HttpStore`)
     /// overrides it. An error after some tasks were claimed returns those tasks (they run under the worker's

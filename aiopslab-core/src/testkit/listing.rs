@@ -25,15 +25,24 @@ async fn listed<S: TaskStore>(store: &S, filter: TaskFilter, sort: TaskSort, pag
     (ids(&result.tasks), result.total)
 }
 
-/// `list_tasks` filters by status, problem, worker and backend type, alone
-/// and together, and counts the matches.
+/// `list_tasks` filters by status, problem, worker, backend type and
+/// experiment, alone and together, and counts the matches.
 pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
     let store = h.store(suite_policy()).await;
     register_all(&store, &["wk", "wd"]).await;
     let t1 = create(&store, on_backend("pa", "default")).await;
-    let t2 = create(&store, on_backend("pb", "kind")).await;
+    let in_exp = |problem: &str, backend_type: &str| {
+        spec(crate::task::NewTask {
+            backend_type: Some(backend_type.into()),
+            experiment: Some("exp-a".into()),
+            ..crate::task::NewTask::new(problem)
+        })
+    };
+    let t2 = create(&store, in_exp("pb", "kind")).await;
     let t3 = create(&store, on_backend("pa", "kind")).await;
-    let t4 = create(&store, on_backend("pb", "default")).await;
+    let t4 = create(&store, in_exp("pb", "default")).await;
+    assert_eq!(t2.experiment.as_deref(), Some("exp-a"), "a task keeps its experiment");
+    assert_eq!(t1.experiment, None, "no experiment by default");
     claim_some(
         &store,
         &crate::store::ClaimRequest {
@@ -118,6 +127,7 @@ pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
                 status: Some(TaskStatus::Running),
                 worker_id: Some("wk".into()),
                 group_id: None,
+                experiment: None,
             },
             vec![&t3],
             "all four filters",
@@ -130,6 +140,23 @@ pub async fn list_tasks_filters<H: StoreHarness>(h: &H) {
             },
             vec![],
             "problem pa and status completed",
+        ),
+        (
+            TaskFilter::default().with_experiment(Some("exp-a".into())),
+            vec![&t2, &t4],
+            "experiment exp-a",
+        ),
+        (
+            TaskFilter::default()
+                .with_experiment(Some("exp-a".into()))
+                .with_status(Some(TaskStatus::Completed)),
+            vec![&t4],
+            "experiment exp-a and status completed",
+        ),
+        (
+            TaskFilter::default().with_experiment(Some("exp-b".into())),
+            vec![],
+            "experiment exp-b (no task)",
         ),
     ];
     for (filter, expected, what) in cases {

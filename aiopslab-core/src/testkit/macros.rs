@@ -18,6 +18,7 @@
 /// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats (and listing totals that agree with them), concurrent sweeps |
 /// | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
 /// | `final_reports` | [`FinalReports`](crate::FinalReports) (a capability: the harness's store must offer it) | logs, trajectory and finish in one step, replays, a lost lease writes nothing, a failure with retries requeues |
+/// | `fair_share` | the claim's fair share between experiments, with [`Experiments`](crate::Experiments) (a capability: the harness's store must offer it) | round-robin between experiments of one priority, priority beats fairness, limits changed at runtime, unknown experiments unlimited, `max_running` never exceeded by racing claimers (on the harness's replicas when it has them) |
 /// | `webhook_outbox` | [`WebhookOutbox`](crate::WebhookOutbox) | deliveries written with terminal statuses (not on requeue), leases on claims, attempts, late reports, NULs, concurrent claims |
 ///
 /// ```no_run
@@ -32,7 +33,8 @@
 /// ```
 ///
 /// - `roles`: any of `worker_queue`, `task_api`, `fleet`, `export`,
-///   `webhook_outbox`, `final_reports` (the table above says what each checks).
+///   `webhook_outbox`, `final_reports`, `fair_share` (the table above says what
+///   each checks).
 /// - `harness`: an expression evaluated at the start of every test (it may
 ///   `.await`), giving a [`StoreHarness`](crate::testkit::StoreHarness).
 /// - `test`: the attribute put on each generated `async fn`, e.g.
@@ -147,6 +149,17 @@ macro_rules! conformance_suite {
             final_report_writes_logs_trajectory_and_outcome,
             final_report_of_a_lost_lease_writes_nothing,
             final_report_of_a_failure_with_retries_requeues,
+        );
+    };
+    (@role fair_share; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
+        $crate::conformance_suite!(@checks $harness, $test;
+            fair_share_round_robin_between_experiments,
+            fair_share_priority_beats_fairness,
+            fair_share_limit_changes_take_effect,
+            fair_share_unknown_experiment_is_unlimited,
+        );
+        $crate::conformance_suite!(@sized $harness, $racing, $claimers, $tasks;
+            fair_share_limits_hold_under_racing_claimers,
         );
     };
     (@role webhook_outbox; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {

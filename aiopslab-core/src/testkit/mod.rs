@@ -44,6 +44,7 @@ mod cancel;
 mod claims;
 mod concurrency;
 mod export;
+mod fair_share;
 mod final_reports;
 mod instances;
 mod json;
@@ -69,6 +70,11 @@ pub use claims::{
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
 pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use fair_share::{
+    fair_share_limit_changes_take_effect, fair_share_limits_hold_under_racing_claimers,
+    fair_share_priority_beats_fairness, fair_share_round_robin_between_experiments,
+    fair_share_unknown_experiment_is_unlimited, in_experiment,
+};
 pub use final_reports::{
     final_report_of_a_failure_with_retries_requeues, final_report_of_a_lost_lease_writes_nothing,
     final_report_writes_logs_trajectory_and_outcome,
@@ -116,4 +122,14 @@ pub trait StoreHarness: Send + Sync + 'static {
     /// rules can be tested without waiting. (MemoryStore: tokio's paused
     /// clock; PostgreSQL: shift the stored timestamps back.)
     async fn advance_clock(&self, store: &Self::Store, by: Duration);
+
+    /// Up to `n` more handles on `store`'s state, each as a separate server
+    /// replica (or a worker with a database connection of its own) would hold
+    /// it, for the checks that race claimers across replicas
+    /// (`fair_share_limits_hold_under_racing_claimers`). The default: none,
+    /// and those checks race on `store` alone. (PostgreSQL: a store of its own,
+    /// with one connection, on the same database.)
+    async fn replicas(&self, _store: &Self::Store, _n: usize) -> Vec<Self::Store> {
+        Vec::new()
+    }
 }
