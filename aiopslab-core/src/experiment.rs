@@ -84,6 +84,18 @@ impl ExperimentSettings {
             max_running: Some(max_running.max(1)),
         }
     }
+
+    /// Checks what a store is asked to keep (settings deserialized rather than built may hold a limit of 0, or
+    /// one above [`MAX_RUNNING_LIMIT`]); the error names `max_running`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self.max_running {
+            Some(n) if n == 0 || i64::from(n) > MAX_RUNNING_LIMIT => Err(ValidationError::new(
+                "max_running",
+                format!("must be between 1 and {MAX_RUNNING_LIMIT}, or null for unlimited, got {n}"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An experiment as served: its limit and how many of its tasks run and wait now.

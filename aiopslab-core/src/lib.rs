@@ -39,6 +39,7 @@ pub mod policy;
 pub mod process;
 pub mod query;
 pub mod retry;
+pub mod rotation;
 pub mod runtime;
 pub mod sanitize;
 pub mod scheduler;

@@ -84,6 +84,7 @@ impl PgStore {
         let mut metadata = Vec::with_capacity(n);
         let mut backends = Vec::with_capacity(n);
         let mut retries = Vec::with_capacity(n);
+        let mut experiments = Vec::with_capacity(n);
         for spec in &batch.specs {
             let p = &spec.parameters;
             ids.push(Uuid::now_v7());
@@ -96,6 +97,7 @@ impl PgStore {
             metadata.push(Jsonb(&p.metadata));
             backends.push(p.backend_type.as_str());
             retries.push(to_i32(p.max_retries));
+            experiments.push(spec.experiment.as_deref());
         }
         let statement = if key.is_some() {
             sql::INSERT_TASKS_WITH_KEY
@@ -113,7 +115,8 @@ impl PgStore {
             .bind(metadata)
             .bind(backends)
             .bind(retries)
-            .bind(batch.group_id);
+            .bind(batch.group_id)
+            .bind(experiments);
         if let Some(key) = key {
             query = query.bind(&key.key).bind(&key.fingerprint);
         }

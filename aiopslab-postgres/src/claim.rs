@@ -1,17 +1,48 @@
-//! The claim: pending → running for a worker, in one statement.
+//! The claim: pending → running for a worker, in one statement, with fair share between experiments.
 //!
-//! A CTE picks the best matching pending tasks (priority desc, then oldest, then id) with `FOR UPDATE SKIP LOCKED`,
-//! so concurrent claimers never wait on each other and never get the same row; the `UPDATE` then sets the worker,
-//! a new attempt and the lease, and returns the rows. Claims that arrive together (see the `coalesce` module) share
-//! one statement per backend type and problem set: it takes as many tasks as the claimers asked for in all (a
-//! claimer with several free slots asks for several, `ClaimRequest::max_tasks`) and hands each its share.
+//! The statement ([`sql::CLAIM_MANY`]) picks the best matching pending tasks and locks them with `FOR UPDATE SKIP
+//! LOCKED`, so concurrent claimers never wait on each other for a task and never get the same row; the `UPDATE`
+//! then sets the worker, a new attempt and the lease, and returns the rows. Claims that arrive together (see the
+//! `coalesce` module) share one statement per backend type and problem set: it takes as many tasks as the claimers
+//! asked for in all (a claimer with several free slots asks for several, `ClaimRequest::max_tasks`) and hands each
+//! its share.
+//!
+//! **The best tasks.** Highest priority first; among tasks of one priority, the experiments in turn (least recently
+//! served first, by the store's [`Rotation`], which it passes to the statement; tasks without an experiment are one
+//! class of it), within each the oldest; never beyond an experiment's `max_running`. Without pending tasks of an
+//! experiment the statement is the plain claim of before (one index walk of `tasks_pending_plain_idx`).
+//!
+//! **Why a limit holds under racing claimers (READ COMMITTED, `SKIP LOCKED`).** Counting an experiment's running
+//! tasks in the claim's own snapshot is not enough: two claims whose snapshots were taken before either committed
+//! would both see room for the last slot. So:
+//!
+//! 1. Every claim that may start a task of a limited experiment first locks the experiment's row (`FOR NO KEY
+//!    UPDATE SKIP LOCKED`); a claim that finds the row held by another starts no task of that experiment (the
+//!    other claim serves it) and goes on with the rest. So claims that start tasks of one limited experiment are
+//!    serialized, from their lock to their commit, without ever waiting for each other. The lock returns the row
+//!    as last committed, not as the statement's snapshot saw it.
+//! 2. The row carries `started`, which every such claim increases, in the same statement, by the tasks it started.
+//!    So the claims that started tasks of the experiment after this statement's snapshot was taken — invisible to
+//!    the snapshot's count of running tasks — are exactly `started` as locked less `started` as in the snapshot.
+//!    The statement reads both (the locking read and a plain read of the same row) and allows
+//!    `max_running - running_in_snapshot - (started_now - started_in_snapshot)` more. Runs that ended after the
+//!    snapshot are not seen, which can only make it start fewer: never more than the limit.
+//! 3. A limit itself changes only under `LOCK TABLE experiments IN EXCLUSIVE MODE` (`PUT /experiments/{name}`),
+//!    which conflicts with the lock every claim statement takes on the table when it starts (it always names the
+//!    table). A relation lock is taken before the statement's snapshot, so the change waits for the claims in
+//!    flight, and the claims that follow see it: no claim runs under a limit that a concurrent claim does not see.
+//!
+//! Claims of unlimited experiments and of tasks without one lock nothing but their tasks (`SKIP LOCKED`), as
+//! before; no claim ever waits for another. The statement is planned once per connection (`connections`, [`Plans::Generic`](crate::connections)).
 //!
 //! Only registered, live workers claim: the statements hand tasks to live claimers only, and a claimer that got
 //! nothing is then looked up, so an unknown worker gets `NotFound` and an offline one its refusal rather than an
 //! empty answer.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 
+use aiopslab_core::rotation::Rotation;
 use aiopslab_core::sanitize::sanitized_ref;
 use aiopslab_core::{ClaimRequest, StoreError, StoreResult, Task, TaskId};
 
@@ -22,6 +53,38 @@ use crate::PgStore;
 
 /// What a claimer wants: a backend type and, optionally, a set of problems.
 type ClaimKind<'a> = (&'a str, Option<&'a Vec<String>>);
+
+/// How many experiments of the rotation a claim passes to the statement (the most recently served; the others
+/// count as never served, which is nearly what they are).
+const ROTATION_SENT: usize = 256;
+
+/// The rotation as the claim statement binds it: experiments and their turns, and the turn of the tasks without one.
+struct Turns {
+    experiments: Vec<String>,
+    turns: Vec<i64>,
+    plain: i64,
+}
+
+fn turn(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Turns {
+    fn of(rotation: &Rotation) -> Self {
+        let mut turns = Self {
+            experiments: Vec::new(),
+            turns: Vec::new(),
+            plain: turn(rotation.turn(&None)),
+        };
+        for (class, served) in rotation.recent(ROTATION_SENT) {
+            if let Some(name) = class {
+                turns.experiments.push(name);
+                turns.turns.push(turn(served));
+            }
+        }
+        turns
+    }
+}
 
 impl PgStore {
     /// Claims up to `request.max_tasks` of the best matching pending tasks for `request.worker_id`, best first.
@@ -58,11 +121,15 @@ impl PgStore {
             .bind(intervals.lease)
             .bind(task_id)
             .bind(intervals.worker_offline_after);
-        let mut conn = self.conn("claim").await?;
+        let mut conn = self.conn_planning_once("claim").await?;
         let result = query.fetch_optional(conn.raw()).await;
         let row = conn.done("claim", result)?;
         match row {
-            Some(row) => Task::try_from(row).map(Some),
+            Some(row) => {
+                let task = Task::try_from(row)?;
+                self.served(std::slice::from_ref(&task));
+                Ok(Some(task))
+            }
             None => {
                 let mut refused = self.refusals(&[request.worker_id.as_str()]).await?;
                 refused.remove(request.worker_id.as_str()).map_or(Ok(None), Err)
@@ -220,16 +287,50 @@ impl PgStore {
         workers: &[&str],
     ) -> StoreResult<Vec<Task>> {
         let intervals = self.intervals();
+        let turns = Turns::of(&self.rotation());
         let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_MANY)
             .bind(backend_type)
             .bind(problems)
             .bind(intervals.dispatch_delay)
             .bind(workers)
             .bind(intervals.lease)
-            .bind(intervals.worker_offline_after);
-        let mut conn = self.conn_planning_per_run("claim").await?;
+            .bind(intervals.worker_offline_after)
+            .bind(&turns.experiments)
+            .bind(&turns.turns)
+            .bind(turns.plain);
+        let mut conn = self.conn_planning_once("claim").await?;
         let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("claim", result)?;
-        rows.into_iter().map(Task::try_from).collect()
+        let tasks = rows
+            .into_iter()
+            .map(Task::try_from)
+            .collect::<StoreResult<Vec<Task>>>()?;
+        self.served(&tasks);
+        Ok(tasks)
+    }
+
+    /// The store's rotation, locked (a poisoned lock still holds a usable rotation: it is only a preference).
+    fn rotation(&self) -> std::sync::MutexGuard<'_, Rotation> {
+        self.inner.rotation.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the rotation on by the tasks a statement started, in claim order (priority, then age), so the class
+    /// served last in the statement is the most recently served.
+    fn served(&self, tasks: &[Task]) {
+        if tasks.is_empty() {
+            return;
+        }
+        let mut order: Vec<&Task> = tasks.iter().collect();
+        order.sort_by(|a, b| {
+            b.parameters
+                .priority
+                .cmp(&a.parameters.priority)
+                .then(a.created_at.cmp(&b.created_at))
+                .then(a.id.cmp(&b.id))
+        });
+        let mut rotation = self.rotation();
+        for task in order {
+            rotation.serve(&task.experiment);
+        }
     }
 }

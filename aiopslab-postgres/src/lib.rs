@@ -31,6 +31,7 @@ mod coalesce;
 mod config;
 mod connections;
 mod error;
+mod experiments;
 mod export;
 mod final_report;
 mod jsonb;

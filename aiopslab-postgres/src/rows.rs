@@ -5,8 +5,9 @@
 //! [`StoreError::Internal`] rather than a panic.
 
 use aiopslab_core::{
-    ErrorDetails, JsonObject, LlmCall, LogContext, LogEntry, LogLevel, StoreError, Task, TaskParameters, TaskResult,
-    TaskStatus, Trajectory, TrajectoryMessage, WebhookAttempt, WebhookStatus, Worker, WorkerCapabilities, WorkerStatus,
+    ErrorDetails, Experiment, JsonObject, LlmCall, LogContext, LogEntry, LogLevel, StoreError, Task, TaskParameters,
+    TaskResult, TaskStatus, Trajectory, TrajectoryMessage, WebhookAttempt, WebhookStatus, Worker, WorkerCapabilities,
+    WorkerStatus,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -37,6 +38,7 @@ pub(crate) struct TaskRow {
     result: Option<Json<TaskResult>>,
     error_details: Option<Json<ErrorDetails>>,
     group_id: Option<Uuid>,
+    experiment: Option<String>,
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
@@ -78,6 +80,29 @@ impl TryFrom<TaskRow> for Task {
             result: row.result.map(|r| r.0),
             error_details: row.error_details.map(|e| e.0),
             group_id: row.group_id,
+            experiment: row.experiment,
+        })
+    }
+}
+
+/// An experiment and its counts, as [`crate::sql::SELECT_EXPERIMENTS`] reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ExperimentRow {
+    name: String,
+    max_running: Option<i32>,
+    running: i64,
+    pending: i64,
+}
+
+impl TryFrom<ExperimentRow> for Experiment {
+    type Error = StoreError;
+
+    fn try_from(row: ExperimentRow) -> Result<Self, StoreError> {
+        Ok(Experiment {
+            name: row.name,
+            max_running: row.max_running.map(|n| unsigned("max_running", n.into())).transpose()?,
+            running: unsigned("running", row.running)?,
+            pending: unsigned("pending", row.pending)?,
         })
     }
 }

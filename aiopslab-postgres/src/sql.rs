@@ -12,14 +12,14 @@
 //! The only dynamic SQL is the task listing ([`list_tasks`]): its filters and sort are assembled here from fixed
 //! fragments, and every value is a bind parameter.
 
-use aiopslab_core::{TaskSort, TaskStatus};
+use aiopslab_core::{TaskFilter, TaskSort};
 
 /// The columns of `tasks`, in the order [`crate::rows::TaskRow`] reads them.
 macro_rules! task_columns {
     () => {
         "id, problem_id, status, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
          backend_type, max_retries, worker_id, attempt, cancel_requested, created_at, updated_at, started_at, \
-         completed_at, lease_expires_at, result, error_details, group_id"
+         completed_at, lease_expires_at, result, error_details, group_id, experiment"
     };
 }
 
@@ -37,27 +37,28 @@ macro_rules! worker_columns {
 
 /// Inserts many pending tasks in one statement, from parallel arrays, all in group `$11` (NULL: no group): `$1` ids,
 /// `$2` problem_ids, `$3` agent_configs, `$4` max_steps, `$5` timeout_minutes, `$6` priorities, `$7` callback_urls,
-/// `$8` metadata, `$9` backend_types, `$10` max_retries. Single creates arrive here too, coalesced.
+/// `$8` metadata, `$9` backend_types, `$10` max_retries, `$12` experiments. Single creates arrive here too,
+/// coalesced.
 pub(crate) const INSERT_TASKS: &str = concat!(
     "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
-     backend_type, max_retries, group_id) \
+     backend_type, max_retries, experiment, group_id) \
      SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
-     $7::text[], $8::jsonb[], $9::text[], $10::int4[]) AS u RETURNING ",
+     $7::text[], $8::jsonb[], $9::text[], $10::int4[], $12::text[]) AS u RETURNING ",
     task_columns!()
 );
 
-/// [`INSERT_TASKS`] under an idempotency key, one statement: the key is recorded (`$12` key, `$13` fingerprint)
+/// [`INSERT_TASKS`] under an idempotency key, one statement: the key is recorded (`$13` key, `$14` fingerprint)
 /// and the tasks inserted only if the key was new. No row when the key already existed (a concurrent request with
 /// the key waits for the first to commit, then finds it).
 pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
     "WITH new_key AS (\
-        INSERT INTO idempotency_keys (key, fingerprint, group_id, task_ids) VALUES ($12, $13, $11::uuid, $1::uuid[]) \
+        INSERT INTO idempotency_keys (key, fingerprint, group_id, task_ids) VALUES ($13, $14, $11::uuid, $1::uuid[]) \
         ON CONFLICT (key) DO NOTHING RETURNING key\
      ) \
      INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
-     backend_type, max_retries, group_id) \
+     backend_type, max_retries, experiment, group_id) \
      SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
-     $7::text[], $8::jsonb[], $9::text[], $10::int4[]) AS u \
+     $7::text[], $8::jsonb[], $9::text[], $10::int4[], $12::text[]) AS u \
      WHERE EXISTS (SELECT 1 FROM new_key) RETURNING ",
     task_columns!()
 );
@@ -119,33 +120,27 @@ pub(crate) struct ListSql {
     pub(crate) estimate: String,
 }
 
-/// Builds the statements of `GET /tasks`. The status, from a closed set, is written into the SQL as a literal so
-/// the planner can use the partial index of that status; the other filters appear in the order problem_id,
-/// worker_id, backend_type, group_id, each bound as the next parameter when present; the page query then binds
-/// `limit` and `offset`, the capped count its cap. (Filters on status and backend type alone are counted from
-/// [`COUNT_MAINTAINED`] instead.)
-pub(crate) fn list_tasks(
-    status: Option<TaskStatus>,
-    problem_id: bool,
-    worker_id: bool,
-    backend_type: bool,
-    group_id: bool,
-    sort: TaskSort,
-) -> ListSql {
+/// Builds the statements of `GET /tasks` for `filter`. The status, from a closed set, is written into the SQL as a
+/// literal so the planner can use the partial index of that status; the other filters appear in the order
+/// problem_id, worker_id, backend_type, experiment, group_id, each bound as the next parameter when present; the
+/// page query then binds `limit` and `offset`, the capped count its cap. (Filters on status and backend type alone
+/// are counted from [`COUNT_MAINTAINED`] instead.)
+pub(crate) fn list_tasks(filter: &TaskFilter, sort: TaskSort) -> ListSql {
     let mut conditions = Vec::new();
     let mut n = 0;
     for (present, column) in [
-        (problem_id, "problem_id"),
-        (worker_id, "worker_id"),
-        (backend_type, "backend_type"),
-        (group_id, "group_id"),
+        (filter.problem_id.is_some(), "problem_id"),
+        (filter.worker_id.is_some(), "worker_id"),
+        (filter.backend_type.is_some(), "backend_type"),
+        (filter.experiment.is_some(), "experiment"),
+        (filter.group_id.is_some(), "group_id"),
     ] {
         if present {
             n += 1;
             conditions.push(format!("{column} = ${n}"));
         }
     }
-    if let Some(status) = status {
+    if let Some(status) = filter.status {
         conditions.push(format!("status = '{}'", status.as_str()));
     }
     let where_clause = if conditions.is_empty() {
@@ -189,22 +184,143 @@ pub(crate) const COUNT_MAINTAINED: &str = "SELECT COALESCE(sum(n), 0)::int8 FROM
 // Claim
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The claim, one statement for any number of claimers of one backend type and problem set: lock the best
-/// matching pending tasks, one per claimer (skipping rows other claimers hold), then move each to running for its
-/// claimer under a new attempt and lease. Only live claimers get one: registered, not offline, and heard from
-/// within the offline threshold. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4`
-/// claimer worker ids (one per wanted task; a worker may appear more than once), `$5` lease duration, `$6` offline
-/// threshold. Returns the claimed rows (fewer than the claimers when the queue runs short or a claimer is not live);
-/// each row's `worker_id` says whose. Run on a session that plans per run (see `connections`).
+/// The claim's fence: the rows of the limited experiments among `$cond` that no other claim holds, locked `FOR NO
+/// KEY UPDATE SKIP LOCKED`, read as they are now — a lock returns the row's latest committed version, not the
+/// statement's snapshot (a row another claim holds is skipped: this claim starts none of that experiment's tasks,
+/// the other one serves it). `fenced_name`, `fenced_max`, and `started_now`, the row's `started` counter now.
+macro_rules! fence {
+    ($cond:literal) => {
+        concat!(
+            "SELECT name AS fenced_name, max_running AS fenced_max, started AS started_now FROM experiments \
+             WHERE max_running IS NOT NULL AND ",
+            $cond,
+            " FOR NO KEY UPDATE SKIP LOCKED"
+        )
+    };
+}
+
+/// The limited experiments among `$cond`, as the statement's snapshot sees them (a limit cannot change while a
+/// claim runs: see [`LOCK_EXPERIMENTS`]). `limited_name`.
+macro_rules! limited {
+    ($cond:literal) => {
+        concat!(
+            "SELECT name AS limited_name FROM experiments WHERE max_running IS NOT NULL AND ",
+            $cond
+        )
+    };
+}
+
+/// How many tasks the fenced experiment (`fence.*`) may still start: its limit, less its running tasks in the
+/// statement's snapshot, less the tasks fenced claims started since that snapshot was taken (its `started` now
+/// less `started` in the snapshot). Never below 0.
+macro_rules! room {
+    () => {
+        "greatest(0, fence.fenced_max \
+            - (SELECT count(*) FROM tasks r WHERE r.status = 'running' AND r.experiment IS NOT NULL \
+                 AND r.experiment = fence.fenced_name) \
+            - (fence.started_now - (SELECT s.started FROM experiments s WHERE s.name = fence.fenced_name)))"
+    };
+}
+
+/// Counts what `claimed` started into the `started` of each fenced experiment (a row this statement holds).
+macro_rules! fenced {
+    () => {
+        "UPDATE experiments SET started = started + served.n \
+         FROM (SELECT experiment AS served_experiment, count(*) AS n FROM claimed \
+               WHERE experiment IS NOT NULL GROUP BY experiment) AS served \
+         WHERE name = served.served_experiment AND name IN (SELECT fenced_name FROM fence)"
+    };
+}
+
+/// The claim, one statement for any number of claimers of one backend type and problem set, with fair share between
+/// experiments. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4` claimer worker ids
+/// (one per wanted task; a worker may appear more than once), `$5` lease duration, `$6` offline threshold, `$7` and
+/// `$8` the rotation (experiments and when each was last served; absent: never), `$9` when the tasks without an
+/// experiment were last served. Returns the claimed rows (fewer than the claimers when the queue runs short, a
+/// claimer is not live, or the tasks left belong to experiments at their limit); each row's `worker_id` says whose.
+/// Run on a session that plans it once (see `connections`).
+///
+/// - `named`: the experiments with pending tasks of this backend type, by a skip scan of
+///   `tasks_pending_experiment_idx` (one probe per experiment). None: the statement is the plain claim of old —
+///   the best tasks of `tasks_pending_plain_idx`, `FOR UPDATE SKIP LOCKED`, streamed past the rows other claimers
+///   hold — and nothing below `named` runs but a probe of `experiments`.
+/// - `limited`, `fence`, `room`: how many tasks each experiment may start (see the `claim` module for why this is
+///   exact).
+/// - `pool`: the best `room` tasks of each experiment and the best tasks without one, numbered within their
+///   experiment and priority; `ranked`: the best of them for the claimers, by priority, then that number (so
+///   several slots interleave the experiments), then the rotation (least recently served first), then age.
+/// - `candidate`: the ranked tasks of experiments, locked `SKIP LOCKED`, plus as many tasks without an experiment
+///   as were ranked, streamed from their queue.
 pub(crate) const CLAIM_MANY: &str = concat!(
-    "WITH candidate AS (\
-        SELECT id AS candidate_id FROM tasks \
-        WHERE status = 'pending' AND backend_type = $1 \
-          AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
-          AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
-        ORDER BY priority DESC, created_at ASC, id ASC \
-        LIMIT cardinality($4::text[]) \
-        FOR UPDATE SKIP LOCKED\
+    "WITH RECURSIVE named AS (\
+        (SELECT experiment AS named_experiment FROM tasks \
+         WHERE status = 'pending' AND backend_type = $1 AND experiment IS NOT NULL \
+         ORDER BY experiment LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT t.experiment FROM tasks t \
+                WHERE t.status = 'pending' AND t.backend_type = $1 AND t.experiment > named.named_experiment \
+                ORDER BY t.experiment LIMIT 1) \
+        FROM named WHERE named.named_experiment IS NOT NULL\
+     ), limited AS (",
+    limited!("name IN (SELECT named_experiment FROM named)"),
+    "), fence AS (",
+    fence!("name IN (SELECT limited_name FROM limited)"),
+    "), room AS (\
+        SELECT named_experiment AS room_experiment, \
+            CASE WHEN fence.fenced_name IS NOT NULL THEN least(cardinality($4::text[]), ",
+    room!(),
+    ") WHEN limited.limited_name IS NOT NULL THEN 0 ELSE cardinality($4::text[]) END AS room_size \
+        FROM named LEFT JOIN limited ON limited.limited_name = named.named_experiment \
+            LEFT JOIN fence ON fence.fenced_name = named.named_experiment \
+        WHERE named.named_experiment IS NOT NULL\
+     ), pool AS (\
+        SELECT pooled.*, row_number() OVER (PARTITION BY pool_experiment, pool_priority \
+                                            ORDER BY pool_created, pool_id) AS pool_n \
+        FROM (\
+            SELECT heads.* FROM room CROSS JOIN LATERAL (\
+                SELECT id AS pool_id, priority AS pool_priority, created_at AS pool_created, \
+                       experiment AS pool_experiment \
+                FROM tasks \
+                WHERE status = 'pending' AND backend_type = $1 AND experiment = room.room_experiment \
+                  AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+                  AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+                ORDER BY priority DESC, created_at, id LIMIT room.room_size\
+            ) AS heads \
+            UNION ALL \
+            (SELECT id, priority, created_at, NULL::text FROM tasks \
+             WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
+               AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+               AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+               AND EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
+             ORDER BY priority DESC, created_at, id LIMIT cardinality($4::text[]))\
+        ) AS pooled\
+     ), ranked AS (\
+        SELECT pool_id, pool_experiment FROM pool \
+        LEFT JOIN UNNEST($7::text[], $8::int8[]) AS turn(turn_experiment, turn_seq) \
+            ON turn.turn_experiment = pool.pool_experiment \
+        ORDER BY pool_priority DESC, pool_n, \
+            CASE WHEN pool_experiment IS NULL THEN $9::int8 ELSE COALESCE(turn.turn_seq, 0) END, \
+            pool_created, pool_id \
+        LIMIT cardinality($4::text[])\
+     ), candidate AS (\
+        SELECT fair_id AS candidate_id FROM (\
+            SELECT id AS fair_id FROM tasks \
+            WHERE id = ANY(ARRAY(SELECT pool_id FROM ranked WHERE pool_experiment IS NOT NULL)) \
+              AND (status = 'pending') IS TRUE \
+            FOR UPDATE SKIP LOCKED\
+        ) AS fair \
+        UNION ALL \
+        SELECT plain_id FROM (\
+            SELECT id AS plain_id FROM tasks \
+            WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
+              AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+              AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+            ORDER BY priority DESC, created_at, id \
+            LIMIT CASE WHEN EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
+                       THEN (SELECT count(*) FROM ranked WHERE pool_experiment IS NULL) \
+                       ELSE cardinality($4::text[]) END \
+            FOR UPDATE SKIP LOCKED\
+        ) AS plain\
      ), assigned AS (\
         SELECT candidate_id, claimer_id \
         FROM (SELECT candidate_id, row_number() OVER () AS n FROM candidate) AS numbered \
@@ -214,13 +330,16 @@ pub(crate) const CLAIM_MANY: &str = concat!(
             WHERE EXISTS (SELECT 1 FROM workers WHERE workers.id = claimer.claimer_id \
                 AND workers.status <> 'offline' AND workers.last_heartbeat >= now() - $6::interval)\
         ) AS live USING (n)\
-     ) \
-     UPDATE tasks SET status = 'running', worker_id = assigned.claimer_id, started_at = now(), \
-        attempt = attempt + 1, lease_expires_at = now() + $5::interval, cancel_requested = false, \
-        completed_at = NULL, updated_at = now() \
-     FROM assigned WHERE id = assigned.candidate_id \
-     RETURNING ",
-    task_columns!()
+     ), claimed AS (\
+        UPDATE tasks SET status = 'running', worker_id = assigned.claimer_id, started_at = now(), \
+            attempt = attempt + 1, lease_expires_at = now() + $5::interval, cancel_requested = false, \
+            completed_at = NULL, updated_at = now() \
+        FROM assigned WHERE id = assigned.candidate_id \
+        RETURNING ",
+    task_columns!(),
+    "), fenced AS (",
+    fenced!(),
+    ") SELECT * FROM claimed"
 );
 
 /// Hands a claimed task back to pending under its previous attempt, if it is still running under this claim: for
@@ -229,29 +348,78 @@ pub(crate) const RELEASE_CLAIM: &str = "UPDATE tasks SET status = 'pending', wor
         lease_expires_at = NULL, attempt = attempt - 1, updated_at = now() \
      WHERE id = $1 AND (attempt = $2 AND status = 'running') IS TRUE";
 
-/// Claims one given task if it is pending and matches, for a live worker. `$1` backend_type, `$2` supported
-/// problems, `$3` dispatch delay, `$4` worker id, `$5` lease duration, `$6` task id, `$7` offline threshold.
+/// Claims one given task if it is pending, matches, and its experiment (if any) has room, for a live worker. `$1`
+/// backend_type, `$2` supported problems, `$3` dispatch delay, `$4` worker id, `$5` lease duration, `$6` task id, `$7`
+/// offline threshold. The experiment's fence as in [`CLAIM_MANY`]. Run on a session that plans it once.
 pub(crate) const CLAIM_BY_ID: &str = concat!(
     "WITH candidate AS (\
-        SELECT id AS candidate_id FROM tasks \
+        SELECT id AS candidate_id, experiment AS candidate_experiment FROM tasks \
         WHERE id = $6 AND (status = 'pending' AND backend_type = $1) IS TRUE \
           AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
           AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
           AND EXISTS (SELECT 1 FROM workers WHERE workers.id = $4 \
               AND workers.status <> 'offline' AND workers.last_heartbeat >= now() - $7::interval) \
         FOR UPDATE SKIP LOCKED\
-     ) \
-     UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
-        lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, updated_at = now() \
-     FROM candidate WHERE id = candidate.candidate_id \
-     RETURNING ",
-    task_columns!()
+     ), limited AS (",
+    limited!("name = (SELECT candidate_experiment FROM candidate)"),
+    "), fence AS (",
+    fence!("name IN (SELECT limited_name FROM limited)"),
+    "), allowed AS (\
+        SELECT candidate_id FROM candidate \
+        WHERE NOT EXISTS (SELECT 1 FROM limited) OR (SELECT ",
+    room!(),
+    " FROM fence) >= 1\
+     ), claimed AS (\
+        UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
+            lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, \
+            updated_at = now() \
+        FROM allowed WHERE id = allowed.candidate_id \
+        RETURNING ",
+    task_columns!(),
+    "), fenced AS (",
+    fenced!(),
+    ") SELECT * FROM claimed"
 );
 
 /// Which of some workers are live (not offline, heard from within the threshold); unknown workers have no row. `$1`
 /// ids, `$2` offline threshold.
 pub(crate) const WORKERS_LIVE: &str = "SELECT id, (status <> 'offline' AND last_heartbeat >= now() - $2::interval) \
      FROM workers WHERE id = ANY($1::text[])";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Experiments
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Taken before an experiment's limit changes, in the same transaction: `EXCLUSIVE` conflicts with the row locks
+/// and writes every claim statement takes on `experiments` (it always names the table), so the change waits for
+/// the claims in flight to commit, and the claims that follow wait for it — no claim runs under a limit another
+/// claim does not see (see the `claim` module). Reads are not blocked.
+pub(crate) const LOCK_EXPERIMENTS: &str = "LOCK TABLE experiments IN EXCLUSIVE MODE";
+
+/// How long a limit change waits for the claims in flight before it gives up (and answers unavailable).
+pub(crate) const EXPERIMENT_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
+
+/// Creates or replaces an experiment's settings. `$1` name, `$2` max_running (NULL: unlimited).
+pub(crate) const UPSERT_EXPERIMENT: &str = "INSERT INTO experiments (name, max_running) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = now()";
+
+/// Experiments with their limits and counts: every configured one and every one with pending or running tasks, by
+/// name (`$1` NULL), or just `$1` (no row when it is neither configured nor has live tasks). `configured` says
+/// whether it has a row.
+pub(crate) const SELECT_EXPERIMENTS: &str = "WITH counted AS (\
+        SELECT experiment AS counted_name, \
+            count(*) FILTER (WHERE status = 'running') AS running, \
+            count(*) FILTER (WHERE status = 'pending') AS pending \
+        FROM tasks \
+        WHERE status IN ('pending', 'running') AND experiment IS NOT NULL \
+          AND ($1::text IS NULL OR experiment = $1::text) \
+        GROUP BY experiment\
+     ) \
+     SELECT COALESCE(e.name, c.counted_name) AS name, e.max_running, \
+        COALESCE(c.running, 0)::int8 AS running, COALESCE(c.pending, 0)::int8 AS pending \
+     FROM (SELECT name, max_running FROM experiments WHERE $1::text IS NULL OR name = $1::text) AS e \
+     FULL JOIN counted c ON c.counted_name = e.name \
+     ORDER BY 1";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker writes, fenced by the lease token (task id, attempt)
@@ -782,14 +950,10 @@ mod tests {
 
     #[test]
     fn list_query_numbers_its_parameters() {
-        let sql = list_tasks(
-            Some(TaskStatus::Failed),
-            false,
-            true,
-            false,
-            false,
-            TaskSort::PriorityDesc,
-        );
+        let filter = TaskFilter::default()
+            .with_status(Some(aiopslab_core::TaskStatus::Failed))
+            .with_worker_id(Some("w".into()));
+        let sql = list_tasks(&filter, TaskSort::PriorityDesc);
         assert!(
             sql.page.contains("WHERE worker_id = $1 AND status = 'failed'"),
             "{}",
@@ -809,7 +973,7 @@ mod tests {
             sql.estimate,
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM tasks WHERE worker_id = $1 AND status = 'failed'"
         );
-        let sql = list_tasks(None, false, false, false, false, TaskSort::CreatedDesc);
+        let sql = list_tasks(&TaskFilter::default(), TaskSort::CreatedDesc);
         assert!(
             sql.page
                 .ends_with("FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"),

@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) claims: Arc<Coalescer<ClaimRequest, Vec<Task>>>,
     pub(crate) finishes: Arc<Coalescer<Finish, Option<Task>>>,
     pub(crate) final_reports: Arc<Coalescer<(LeaseToken, aiopslab_core::FinalReport), Option<Task>>>,
+    /// Whose turn it is among the experiments, for this store's claims (see the `claim` module).
+    pub(crate) rotation: Mutex<aiopslab_core::rotation::Rotation>,
 }
 
 /// One finish report: the lease it is fenced by and the outcome.
@@ -151,6 +153,7 @@ impl PgStore {
                 claims: Coalescer::new(options.max_batch),
                 finishes: Coalescer::new(options.max_batch),
                 final_reports: Coalescer::new(options.max_batch),
+                rotation: Mutex::default(),
             }),
         })
     }
@@ -223,6 +226,12 @@ impl PgStore {
     /// module docs for which statements need it, and why).
     pub(crate) async fn conn_planning_per_run(&self, op: &'static str) -> StoreResult<Conn<'_>> {
         self.inner.connections.get_planning(op, Plans::PerRun).await
+    }
+
+    /// A pooled connection whose session plans each statement once, generically, on indexes only (see the
+    /// `connections` module docs: the claim's).
+    pub(crate) async fn conn_planning_once(&self, op: &'static str) -> StoreResult<Conn<'_>> {
+        self.inner.connections.get_planning(op, Plans::Generic).await
     }
 
     /// Statements run by the coalesced writes so far, and the calls they carried (all zero when
@@ -373,6 +382,10 @@ impl TaskApi for PgStore {
 
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.select_trajectory(task_id).await
+    }
+
+    fn experiments(&self) -> Option<&dyn aiopslab_core::Experiments> {
+        Some(self)
     }
 }
 

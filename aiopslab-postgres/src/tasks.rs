@@ -71,18 +71,12 @@ impl PgStore {
 
     /// Lists one page of tasks and the total that matched (see the `totals` module for how it is counted).
     pub(crate) async fn select_tasks(&self, filter: &TaskFilter, sort: TaskSort, page: Page) -> StoreResult<TaskPage> {
-        let sql = sql::list_tasks(
-            filter.status,
-            filter.problem_id.is_some(),
-            filter.worker_id.is_some(),
-            filter.backend_type.is_some(),
-            filter.group_id.is_some(),
-            sort,
-        );
+        let sql = sql::list_tasks(filter, sort);
         let values: Vec<&str> = [
             filter.problem_id.as_deref(),
             filter.worker_id.as_deref(),
             filter.backend_type.as_deref(),
+            filter.experiment.as_deref(),
         ]
         .into_iter()
         .flatten()

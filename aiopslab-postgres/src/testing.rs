@@ -452,4 +452,16 @@ impl StoreHarness for PgHarness {
     async fn advance_clock(&self, store: &PgStore, by: Duration) {
         advance_clock(store, by).await;
     }
+
+    /// Stores of their own on `store`'s database, one connection each: their claims are separate statements that
+    /// race in the database, as those of server replicas (or of workers claiming straight from it) do.
+    async fn replicas(&self, store: &PgStore, n: usize) -> Vec<PgStore> {
+        let options = PgStoreOptions::default().max_connections(1);
+        (0..n)
+            .map(|_| {
+                PgStore::from_options(store.connect_options().clone(), *store.policy(), &options)
+                    .expect("the policy already fits the database")
+            })
+            .collect()
+    }
 }

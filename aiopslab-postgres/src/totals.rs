@@ -2,7 +2,7 @@
 //!
 //! - Filtered by status and/or backend type alone (the unfiltered listing included): read from the maintained
 //!   counts of migration 005, exact, a few rows whatever the table's size.
-//! - Any other filter (problem, worker, group): counted exactly up to
+//! - Any other filter (problem, worker, group, experiment): counted exactly up to
 //!   [`PgStoreOptions::exact_count_limit`](crate::PgStoreOptions::exact_count_limit) matches (one index range read
 //!   of at most that many entries); above it, the planner's estimate of the matches, never below what is known to
 //!   match, with `total_is_estimate` set.
@@ -23,7 +23,10 @@ pub(crate) struct Total {
 
 /// Whether the maintained counts answer this filter exactly (they are kept per status and backend type).
 fn maintained(filter: &TaskFilter) -> bool {
-    filter.problem_id.is_none() && filter.worker_id.is_none() && filter.group_id.is_none()
+    filter.problem_id.is_none()
+        && filter.worker_id.is_none()
+        && filter.group_id.is_none()
+        && filter.experiment.is_none()
 }
 
 /// The row estimate of the top plan node of an `EXPLAIN (FORMAT JSON)` answer.

@@ -20,3 +20,16 @@ aiopslab_core::conformance_suite! {
     test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
     concurrency = (4, 100),
 }
+
+// Fair share between experiments, with the limits of the Experiments capability. The racing check runs its 32
+// claimers on 32 stores of their own (the harness's replicas), so their claim statements race in the database.
+mod fair_share {
+    use aiopslab_postgres::testing::PgHarness;
+
+    aiopslab_core::conformance_suite! {
+        roles = [fair_share],
+        harness = PgHarness::with_connections(4),
+        test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+        concurrency = (32, 4_000),
+    }
+}

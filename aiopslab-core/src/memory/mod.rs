@@ -366,6 +366,7 @@ impl TaskApi for MemoryStore {
 impl Experiments for MemoryStore {
     async fn set_experiment(&self, name: &str, settings: ExperimentSettings) -> StoreResult<Experiment> {
         validate_experiment_name("name", name)?;
+        settings.validate()?;
         let experiment = self.lock().0.set_experiment(name, settings);
         tracing::debug!(experiment = name, max_running = ?settings.max_running, "experiment set");
         Ok(experiment)

@@ -6,7 +6,7 @@
 //! tasks are also kept in an ordered index per backend type and experiment
 //! (priority desc, then created_at, then id), so a claim reads the head of each
 //! experiment's queue instead of scanning every task, and picks among those
-//! heads by priority, then by whose turn it is (see [`Rotation`]).
+//! heads by priority, then by whose turn it is (see [`Rotation`](crate::rotation::Rotation)).
 
 use chrono::{DateTime, Utc};
 use std::cmp::{Ordering, Reverse};
@@ -22,6 +22,7 @@ use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
+use crate::rotation::Rotation;
 use crate::store::{ClaimRequest, LeaseState, StoreResult};
 use crate::task::{
     CancelOutcome, ErrorDetails, LeaseToken, Task, TaskId, TaskOutcome, TaskSpec, TaskStatus, TerminalStatus,
@@ -58,27 +59,6 @@ impl PendingKey {
 /// The pending tasks of one backend type: one queue per experiment (`None`: the tasks without one), each in
 /// claim order.
 type Classes = HashMap<Option<String>, BTreeSet<PendingKey>>;
-
-/// Whose turn it is among the experiments: the claim serves, among the heads of equal priority, the class
-/// served least recently (a class never served first).
-#[derive(Debug, Default)]
-struct Rotation {
-    /// Claims so far: the clock of the rotation.
-    served: u64,
-    /// When each class was last served (by `served`); absent: never.
-    last: HashMap<Option<String>, u64>,
-}
-
-impl Rotation {
-    fn turn(&self, class: &Option<String>) -> u64 {
-        self.last.get(class).copied().unwrap_or(0)
-    }
-
-    fn serve(&mut self, class: &Option<String>) {
-        self.served += 1;
-        self.last.insert(class.clone(), self.served);
-    }
-}
 
 /// Every task, log, trajectory and worker of one store.
 #[derive(Debug, Default)]

@@ -297,6 +297,9 @@ pub async fn fair_share_unknown_experiment_is_unlimited<H: StoreHarness>(h: &H) 
     assert_eq!(later.max_running, Some(3), "a configured experiment stays");
 }
 
+/// How long a claimer of the racing check holds each task.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// The experiments of the racing check: (name, limit, tasks out of every ten).
 const RACED: [(&str, Option<u32>, usize); 4] = [
     ("one", Some(1), 1),
@@ -305,10 +308,12 @@ const RACED: [(&str, Option<u32>, usize); 4] = [
     ("-", None, 4),
 ];
 
-/// `claimers` concurrent claimers (each on a replica of its own when the harness offers them) drain tasks spread
+/// `claimers` concurrent claimers (each on a replica of its own when the harness offers them, and each seeing its
+/// own part of the queue: a third claim only two of its four problems, a third the other two) drain tasks spread
 /// over experiments limited to 1 and 3, an unlimited one and tasks without one: at every step — as each claimer
-/// counts what it holds, and as the store reports its counts — no experiment runs more than its limit; the limits
-/// do bind (some claim found only tasks of a full experiment); every task is claimed exactly once and completes.
+/// counts what it holds, as the store reports its counts right after each claim, and as a monitor polls them — no
+/// experiment runs more than its limit; the limits do bind (some claim found only tasks of a full experiment);
+/// every task is claimed exactly once and completes.
 pub async fn fair_share_limits_hold_under_racing_claimers<H: StoreHarness>(h: &H, claimers: usize, tasks: usize) {
     let tasks = tasks.clamp(100, 4_000);
     let store = Arc::new(h.store(suite_policy()).await);
@@ -332,7 +337,7 @@ pub async fn fair_share_limits_hold_under_racing_claimers<H: StoreHarness>(h: &H
         .map(|i| {
             let name = pick(i);
             let experiment = (name != "-").then_some(name);
-            in_experiment(&format!("race-{i}"), experiment, (i % 3) as i64 + 4)
+            in_experiment(&format!("race-p{}", i % 4), experiment, (i % 3) as i64 + 4)
         })
         .collect();
     let mut created = HashSet::with_capacity(tasks);
@@ -375,7 +380,7 @@ pub async fn fair_share_limits_hold_under_racing_claimers<H: StoreHarness>(h: &H
                     }
                 }
                 polls += 1;
-                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             polls
         })
@@ -389,18 +394,26 @@ pub async fn fair_share_limits_hold_under_racing_claimers<H: StoreHarness>(h: &H
             Arc::clone(&full_experiment_waits),
         );
         let worker = format!("racer-{c}");
+        // Claimers that see different parts of the queue: a third take only two of the four problems, a third the
+        // other two, a third any (a limit must hold however the claimers' views of the queue differ).
+        let problems = match c % 3 {
+            0 => Some(vec!["race-p0".to_string(), "race-p1".to_string()]),
+            1 => Some(vec!["race-p2".to_string(), "race-p3".to_string()]),
+            _ => None,
+        };
         handles.push(tokio::spawn(async move {
             register(store.as_ref(), &worker, "default").await;
+            let claim = request(&worker).for_problems(problems);
             let mut claimed: Vec<(TaskId, u32)> = Vec::new();
             loop {
-                let Some(task) = store.claim(&request(&worker)).await.expect("claim") else {
+                let Some(task) = store.claim(&claim).await.expect("claim") else {
                     let pending = pending_count(store.as_ref()).await;
                     if pending == 0 {
                         break;
                     }
                     // Only tasks of full experiments (or of other claimers' statements) are left: wait for a slot.
                     waits.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     continue;
                 };
                 if claimed.len() % 50 == 49 {
@@ -416,12 +429,17 @@ pub async fn fair_share_limits_hold_under_racing_claimers<H: StoreHarness>(h: &H
                             now <= u64::from(*max),
                             "{now} tasks of {name} run at once, over its limit of {max}"
                         );
+                        let stored = read(store.as_ref(), name).await;
+                        assert!(
+                            stored.running <= u64::from(*max),
+                            "right after a claim the store counts {} running tasks of {name}, over its limit of {max}",
+                            stored.running
+                        );
                     }
                 }
-                // Hold the task a moment, so the limits bind.
-                for _ in 0..3 {
-                    tokio::task::yield_now().await;
-                }
+                // Hold the task a while (longer than a claim takes), so the limits bind and every claim that
+                // overlapped a run of the same experiment is counted against it above.
+                tokio::time::sleep(HOLD).await;
                 if let Some(count) = task.experiment.as_deref().and_then(|name| held.get(name)) {
                     count.fetch_sub(1, Ordering::AcqRel);
                 }
