@@ -23,12 +23,20 @@
 //!   driver records them, so every call carries its whole request), alone and with each page encoded as the
 //!   export's JSON Lines.
 //!
-//! Arguments name the sections to run (`queue`, `latency`, `logs`, `export`; default: all), e.g.
+//! - `fair_share`: the fair-share claim beside today's, at 8 and 32 workers: the same loop with tasks without an
+//!   experiment (`today`), spread over 8 experiments (`fair`), and over 8 experiments with a `max_running` each
+//!   (`fair_limited`), alternating slices; tasks per second, mean claim time and `cost_ratio_*` (how much more a
+//!   task and a claim cost than `today`; target ≤ 1.2), coalesced and with one statement per call (see
+//!   `bench_queue/fair.rs`).
+//!
+//! Arguments name the sections to run (`queue`, `fair`, `latency`, `logs`, `export`; default: all), e.g.
 //! `cargo run --release -p aiopslab-postgres --example bench_queue -- export`. `BENCH_EXPORT_EPISODES` changes
 //! the number of stored episodes; `BENCH_KEEP_DATABASE=1` keeps the scratch database (its name is printed).
 
 #[path = "bench_queue/export.rs"]
 mod export;
+#[path = "bench_queue/fair.rs"]
+mod fair;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,6 +111,9 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
     if wanted("queue") {
         report.extend(queue_rates(&store, &options, &mut admin).await?);
     }
+    if wanted("fair") {
+        report.insert("fair_share".into(), fair::run(&store, &options, &mut admin).await?);
+    }
     if wanted("latency") {
         reset(&mut admin).await?;
         let latency = claim_latency(&store).await?;
@@ -148,6 +159,7 @@ async fn run(options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
         "targets".into(),
         json!({
             "ratio_at_8_workers_min": 0.8,
+            "fair_share_cost_ratio_max": 1.2,
             "claim_latency_p50_ms_max": 10,
             "claim_latency_p99_ms_max": 50,
             "log_lines_per_sec_min": 50000,
@@ -273,9 +285,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Empties the tables and lets the database tidy up, so every measurement starts from the same state.
 async fn reset(admin: &mut sqlx::PgConnection) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE tasks, task_logs, trajectories, workers, webhook_outbox, webhook_attempts, idempotency_keys")
-        .execute(&mut *admin)
-        .await?;
+    sqlx::query(
+        "TRUNCATE tasks, task_logs, trajectories, workers, webhook_outbox, webhook_attempts, idempotency_keys, \
+         experiments",
+    )
+    .execute(&mut *admin)
+    .await?;
     sqlx::query("VACUUM ANALYZE tasks").execute(&mut *admin).await?;
     Ok(())
 }

@@ -14,32 +14,36 @@
 //!
 //! **Why a limit holds under racing claimers (READ COMMITTED, `SKIP LOCKED`).** Counting an experiment's running
 //! tasks in the claim's own snapshot is not enough: two claims whose snapshots were taken before either committed
-//! would both see room for the last slot. So:
+//! would both see room for the last slot (the conformance check `fair_share_limits_hold_under_racing_claimers`
+//! catches exactly that when the fence below is left out). So:
 //!
-//! 1. Every claim that may start a task of a limited experiment first locks the experiment's row (`FOR NO KEY
-//!    UPDATE SKIP LOCKED`); a claim that finds the row held by another starts no task of that experiment (the
-//!    other claim serves it) and goes on with the rest. So claims that start tasks of one limited experiment are
-//!    serialized, from their lock to their commit, without ever waiting for each other. The lock returns the row
-//!    as last committed, not as the statement's snapshot saw it.
+//! 1. Once a claim has ranked the tasks it wants, it locks the rows of the limited experiments among them (`FOR NO
+//!    KEY UPDATE`, in name order, waiting). No claim ever waits for a task's lock (those are all `SKIP LOCKED`),
+//!    so these waits cannot deadlock. Claims that start tasks of one limited experiment are thereby serialized
+//!    from that lock to their commit. A lock that waited returns the row as its holder committed it, not as the
+//!    statement's snapshot saw it.
 //! 2. The row carries `started`, which every such claim increases, in the same statement, by the tasks it started.
 //!    So the claims that started tasks of the experiment after this statement's snapshot was taken — invisible to
 //!    the snapshot's count of running tasks — are exactly `started` as locked less `started` as in the snapshot.
-//!    The statement reads both (the locking read and a plain read of the same row) and allows
-//!    `max_running - running_in_snapshot - (started_now - started_in_snapshot)` more. Runs that ended after the
-//!    snapshot are not seen, which can only make it start fewer: never more than the limit.
+//!    The statement reads both (the locking read and a plain read of the same row) and starts at most
+//!    `max_running - running_in_snapshot - (started_now - started_in_snapshot)` of the experiment's tasks. Runs that
+//!    ended after the snapshot are not seen, which can only make it start fewer: never more than the limit.
 //! 3. A limit itself changes only under `LOCK TABLE experiments IN EXCLUSIVE MODE` (`PUT /experiments/{name}`),
 //!    which conflicts with the lock every claim statement takes on the table when it starts (it always names the
 //!    table). A relation lock is taken before the statement's snapshot, so the change waits for the claims in
 //!    flight, and the claims that follow see it: no claim runs under a limit that a concurrent claim does not see.
 //!
-//! Claims of unlimited experiments and of tasks without one lock nothing but their tasks (`SKIP LOCKED`), as
-//! before; no claim ever waits for another. The statement is planned once per connection (`connections`, [`Plans::Generic`](crate::connections)).
+//! Claims of unlimited experiments and of tasks without one lock nothing but their tasks (`SKIP LOCKED`, streamed
+//! past the rows other claimers hold), as before. A claim that waited for an experiment's row and then finds its
+//! last slot taken starts fewer tasks than it ranked (the next claim ranks again). The statement is planned once
+//! per connection (see the `connections` module).
 //!
 //! Only registered, live workers claim: the statements hand tasks to live claimers only, and a claimer that got
 //! nothing is then looked up, so an unknown worker gets `NotFound` and an offline one its refusal rather than an
 //! empty answer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::PoisonError;
 
 use aiopslab_core::rotation::Rotation;
@@ -70,19 +74,51 @@ fn turn(value: u64) -> i64 {
 }
 
 impl Turns {
-    fn of(rotation: &Rotation) -> Self {
+    /// The rotation for a statement that starts while `concurrent` other claim statements of this store run: the
+    /// `concurrent` classes served least recently (those the others are about to serve) count as served last, so
+    /// racing statements of one store spread over the experiments instead of all ranking the same one first.
+    fn of(rotation: &Rotation, concurrent: usize) -> Self {
+        let mut recent = rotation.recent(ROTATION_SENT);
+        if concurrent > 0 && recent.len() > 1 {
+            recent.sort_by_key(|(_, served)| *served);
+            let last = recent.last().map_or(0, |(_, served)| *served);
+            let shifted = concurrent % recent.len();
+            for (i, (_, served)) in recent.iter_mut().take(shifted).enumerate() {
+                *served = last + 1 + i as u64;
+            }
+        }
         let mut turns = Self {
             experiments: Vec::new(),
             turns: Vec::new(),
             plain: turn(rotation.turn(&None)),
         };
-        for (class, served) in rotation.recent(ROTATION_SENT) {
-            if let Some(name) = class {
-                turns.experiments.push(name);
-                turns.turns.push(turn(served));
+        for (class, served) in recent {
+            match class {
+                Some(name) => {
+                    turns.experiments.push(name);
+                    turns.turns.push(turn(served));
+                }
+                None => turns.plain = turn(served),
             }
         }
         turns
+    }
+}
+
+/// Counts a claim statement of this store as running while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Enters; returns how many others were running.
+    fn enter(counter: &'a AtomicUsize) -> (Self, usize) {
+        let others = counter.fetch_add(1, Ordering::AcqRel);
+        (Self(counter), others)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -287,7 +323,8 @@ impl PgStore {
         workers: &[&str],
     ) -> StoreResult<Vec<Task>> {
         let intervals = self.intervals();
-        let turns = Turns::of(&self.rotation());
+        let (_in_flight, concurrent) = InFlight::enter(&self.inner.claims_in_flight);
+        let turns = Turns::of(&self.rotation(), concurrent);
         let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_MANY)
             .bind(backend_type)
             .bind(problems)

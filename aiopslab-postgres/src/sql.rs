@@ -184,41 +184,49 @@ pub(crate) const COUNT_MAINTAINED: &str = "SELECT COALESCE(sum(n), 0)::int8 FROM
 // Claim
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The claim's fence: the rows of the limited experiments among `$cond` that no other claim holds, locked `FOR NO
-/// KEY UPDATE SKIP LOCKED`, read as they are now — a lock returns the row's latest committed version, not the
-/// statement's snapshot (a row another claim holds is skipped: this claim starts none of that experiment's tasks,
-/// the other one serves it). `fenced_name`, `fenced_max`, and `started_now`, the row's `started` counter now.
-macro_rules! fence {
-    ($cond:literal) => {
-        concat!(
-            "SELECT name AS fenced_name, max_running AS fenced_max, started AS started_now FROM experiments \
-             WHERE max_running IS NOT NULL AND ",
-            $cond,
-            " FOR NO KEY UPDATE SKIP LOCKED"
-        )
-    };
-}
-
 /// The limited experiments among `$cond`, as the statement's snapshot sees them (a limit cannot change while a
-/// claim runs: see [`LOCK_EXPERIMENTS`]). `limited_name`.
+/// claim runs: see [`LOCK_EXPERIMENTS`]): `limited_name`, `limited_max`, and `started_then`, the `started` counter
+/// in the snapshot.
 macro_rules! limited {
     ($cond:literal) => {
         concat!(
-            "SELECT name AS limited_name FROM experiments WHERE max_running IS NOT NULL AND ",
+            "SELECT name AS limited_name, max_running AS limited_max, started AS started_then FROM experiments \
+             WHERE max_running IS NOT NULL AND ",
             $cond
         )
     };
 }
 
-/// How many tasks the fenced experiment (`fence.*`) may still start: its limit, less its running tasks in the
-/// statement's snapshot, less the tasks fenced claims started since that snapshot was taken (its `started` now
-/// less `started` in the snapshot). Never below 0.
-macro_rules! room {
+/// The running tasks of the `limited` experiments in the statement's snapshot, per experiment: `running_experiment`,
+/// `running_n` (read from the running tasks, a fleet's worth).
+macro_rules! running {
     () => {
-        "greatest(0, fence.fenced_max \
-            - (SELECT count(*) FROM tasks r WHERE r.status = 'running' AND r.experiment IS NOT NULL \
-                 AND r.experiment = fence.fenced_name) \
-            - (fence.started_now - (SELECT s.started FROM experiments s WHERE s.name = fence.fenced_name)))"
+        "SELECT experiment AS running_experiment, count(*) AS running_n FROM tasks \
+         WHERE status = 'running' AND experiment IN (SELECT limited_name FROM limited) GROUP BY experiment"
+    };
+}
+
+/// The claim's fence: the rows of the limited experiments among `$cond`, locked `FOR NO KEY UPDATE` in name order
+/// (waiting for a claim that holds one; two claims locking several never deadlock, and a claim locks them before
+/// any task), read as they are now — a lock returns the row's latest committed version, not the statement's
+/// snapshot. `fenced_name`, and `started_now`, the `started` counter now.
+macro_rules! fence {
+    ($cond:literal) => {
+        concat!(
+            "SELECT name AS fenced_name, started AS started_now FROM experiments \
+             WHERE max_running IS NOT NULL AND ",
+            $cond,
+            " ORDER BY name FOR NO KEY UPDATE"
+        )
+    };
+}
+
+/// How many more tasks a fenced experiment may start (`limited`, `running` and `fence` joined): its limit, less
+/// its running tasks in the snapshot, less the tasks fenced claims started since the snapshot was taken (`started`
+/// now less `started` then). Possibly negative.
+macro_rules! allowed {
+    () => {
+        "limited.limited_max - COALESCE(running.running_n, 0) - (fence.started_now - limited.started_then)"
     };
 }
 
@@ -243,14 +251,16 @@ macro_rules! fenced {
 /// - `named`: the experiments with pending tasks of this backend type, by a skip scan of
 ///   `tasks_pending_experiment_idx` (one probe per experiment). None: the statement is the plain claim of old —
 ///   the best tasks of `tasks_pending_plain_idx`, `FOR UPDATE SKIP LOCKED`, streamed past the rows other claimers
-///   hold — and nothing below `named` runs but a probe of `experiments`.
-/// - `limited`, `fence`, `room`: how many tasks each experiment may start (see the `claim` module for why this is
-///   exact).
+///   hold — and nothing else runs but two empty probes.
+/// - `limited`, `running`, `room`: how many tasks each experiment may start, as the snapshot sees it.
 /// - `pool`: the best `room` tasks of each experiment and the best tasks without one, numbered within their
 ///   experiment and priority; `ranked`: the best of them for the claimers, by priority, then that number (so
 ///   several slots interleave the experiments), then the rotation (least recently served first), then age.
-/// - `candidate`: the ranked tasks of experiments, locked `SKIP LOCKED`, plus as many tasks without an experiment
-///   as were ranked, streamed from their queue.
+/// - `slots`, `fence`, `take`: how many of the ranked slots each experiment fills; a limited one only as many as
+///   its fence allows, once its row is locked (see the `claim` module for why this is exact).
+/// - `candidate`: for each experiment its `take` best tasks, and as many tasks without an experiment as were
+///   ranked, each streamed from its queue `FOR UPDATE SKIP LOCKED` (past the rows other claimers hold, so racing
+///   claimers do not come back empty while tasks are left).
 pub(crate) const CLAIM_MANY: &str = concat!(
     "WITH RECURSIVE named AS (\
         (SELECT experiment AS named_experiment FROM tasks \
@@ -263,15 +273,15 @@ pub(crate) const CLAIM_MANY: &str = concat!(
         FROM named WHERE named.named_experiment IS NOT NULL\
      ), limited AS (",
     limited!("name IN (SELECT named_experiment FROM named)"),
-    "), fence AS (",
-    fence!("name IN (SELECT limited_name FROM limited)"),
+    "), running AS (",
+    running!(),
     "), room AS (\
         SELECT named_experiment AS room_experiment, \
-            CASE WHEN fence.fenced_name IS NOT NULL THEN least(cardinality($4::text[]), ",
-    room!(),
-    ") WHEN limited.limited_name IS NOT NULL THEN 0 ELSE cardinality($4::text[]) END AS room_size \
+            CASE WHEN limited.limited_name IS NULL THEN cardinality($4::text[]) \
+                 ELSE least(cardinality($4::text[]), \
+                            greatest(0, limited.limited_max - COALESCE(running.running_n, 0))) END AS room_size \
         FROM named LEFT JOIN limited ON limited.limited_name = named.named_experiment \
-            LEFT JOIN fence ON fence.fenced_name = named.named_experiment \
+            LEFT JOIN running ON running.running_experiment = named.named_experiment \
         WHERE named.named_experiment IS NOT NULL\
      ), pool AS (\
         SELECT pooled.*, row_number() OVER (PARTITION BY pool_experiment, pool_priority \
@@ -302,11 +312,27 @@ pub(crate) const CLAIM_MANY: &str = concat!(
             CASE WHEN pool_experiment IS NULL THEN $9::int8 ELSE COALESCE(turn.turn_seq, 0) END, \
             pool_created, pool_id \
         LIMIT cardinality($4::text[])\
+     ), slots AS (\
+        SELECT pool_experiment AS slot_experiment, count(*) AS slot_n FROM ranked \
+        WHERE pool_experiment IS NOT NULL GROUP BY pool_experiment\
+     ), fence AS (",
+    fence!("name IN (SELECT slot_experiment FROM slots)"),
+    "), take AS (\
+        SELECT slot_experiment AS take_experiment, \
+            CASE WHEN limited.limited_name IS NULL THEN slot_n \
+                 ELSE least(slot_n, greatest(0, ",
+    allowed!(),
+    ")) END AS take_n \
+        FROM slots LEFT JOIN limited ON limited.limited_name = slots.slot_experiment \
+            LEFT JOIN running ON running.running_experiment = slots.slot_experiment \
+            LEFT JOIN fence ON fence.fenced_name = slots.slot_experiment\
      ), candidate AS (\
-        SELECT fair_id AS candidate_id FROM (\
+        SELECT fair.fair_id AS candidate_id FROM take CROSS JOIN LATERAL (\
             SELECT id AS fair_id FROM tasks \
-            WHERE id = ANY(ARRAY(SELECT pool_id FROM ranked WHERE pool_experiment IS NOT NULL)) \
-              AND (status = 'pending') IS TRUE \
+            WHERE status = 'pending' AND backend_type = $1 AND experiment = take.take_experiment \
+              AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+              AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
+            ORDER BY priority DESC, created_at, id LIMIT take.take_n \
             FOR UPDATE SKIP LOCKED\
         ) AS fair \
         UNION ALL \
@@ -362,13 +388,17 @@ pub(crate) const CLAIM_BY_ID: &str = concat!(
         FOR UPDATE SKIP LOCKED\
      ), limited AS (",
     limited!("name = (SELECT candidate_experiment FROM candidate)"),
+    "), running AS (",
+    running!(),
     "), fence AS (",
     fence!("name IN (SELECT limited_name FROM limited)"),
     "), allowed AS (\
         SELECT candidate_id FROM candidate \
-        WHERE NOT EXISTS (SELECT 1 FROM limited) OR (SELECT ",
-    room!(),
-    " FROM fence) >= 1\
+        WHERE NOT EXISTS (SELECT 1 FROM limited) \
+           OR (SELECT ",
+    allowed!(),
+    " FROM limited JOIN fence ON fence.fenced_name = limited.limited_name \
+               LEFT JOIN running ON running.running_experiment = limited.limited_name) >= 1\
      ), claimed AS (\
         UPDATE tasks SET status = 'running', worker_id = $4, started_at = now(), attempt = attempt + 1, \
             lease_expires_at = now() + $5::interval, cancel_requested = false, completed_at = NULL, \

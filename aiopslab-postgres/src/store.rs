@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) final_reports: Arc<Coalescer<(LeaseToken, aiopslab_core::FinalReport), Option<Task>>>,
     /// Whose turn it is among the experiments, for this store's claims (see the `claim` module).
     pub(crate) rotation: Mutex<aiopslab_core::rotation::Rotation>,
+    /// Claim statements of this store running now (see the `claim` module).
+    pub(crate) claims_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// One finish report: the lease it is fenced by and the outcome.
@@ -154,6 +156,7 @@ impl PgStore {
                 finishes: Coalescer::new(options.max_batch),
                 final_reports: Coalescer::new(options.max_batch),
                 rotation: Mutex::default(),
+                claims_in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
