@@ -2,7 +2,8 @@
 //! real socket to the real router, which serves a fresh `MemoryStore` per
 //! check: [`HttpStore`] is the store's worker side (the worker-queue suite),
 //! [`ApiClient`] its operator's reads and export (the fleet and export
-//! suites). This proves clients and server together keep each role's rules,
+//! suites), and the fair-share suite's claims go through it too (limits set on
+//! the server's store, claims over HTTP). This proves clients and server together keep each role's rules,
 //! errors included (the server maps each `StoreError` to HTTP, the client
 //! maps it back).
 //!
@@ -65,7 +66,7 @@ impl StoreHarness for HttpHarness {
 }
 
 aiopslab_core::conformance_suite! {
-    roles = [worker_queue, fleet, export, final_reports],
+    roles = [worker_queue, fleet, export, final_reports, fair_share],
     harness = HttpHarness::default(),
     test = #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
     concurrency = (16, 200),

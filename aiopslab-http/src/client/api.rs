@@ -196,6 +196,7 @@ impl ApiClient {
             ("problem_id", &filter.problem_id),
             ("worker_id", &filter.worker_id),
             ("backend_type", &filter.backend_type),
+            ("experiment", &filter.experiment),
         ] {
             if let Some(value) = value {
                 params.push((key, value.clone()));

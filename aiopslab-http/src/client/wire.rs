@@ -136,6 +136,7 @@ pub(crate) fn new_task_body(spec: &TaskSpec) -> NewTask {
         metadata: Some(p.metadata.clone()),
         backend_type: Some(p.backend_type.clone()),
         max_retries: Some(i64::from(p.max_retries)),
+        experiment: spec.experiment.clone(),
     }
 }
 

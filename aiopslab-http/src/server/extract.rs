@@ -1,6 +1,7 @@
 //! Extractors that answer with the API's error shape instead of axum's
 //! plain-text rejections: JSON bodies ([`ApiJson`], [`ApiJsonBytes`]), path
-//! ids ([`TaskIdPath`], [`GroupIdPath`], [`WorkerIdPath`], [`DeliveryPath`])
+//! ids ([`TaskIdPath`], [`GroupIdPath`], [`WorkerIdPath`], [`DeliveryPath`],
+//! [`ExperimentPath`])
 //! and query strings ([`QueryParams`], parsed by hand with the core
 //! validators so a bad value names its parameter).
 
@@ -294,6 +295,23 @@ impl<S: Send + Sync> FromRequestParts<S> for WorkerIdPath {
     }
 }
 
+/// The `{name}` segment of an experiment route: an experiment name (see
+/// [`EXPERIMENT_NAME_PATTERN`](aiopslab_core::experiment::EXPERIMENT_NAME_PATTERN); else 400 naming `name`).
+#[derive(Debug, Clone)]
+pub struct ExperimentPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ExperimentPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(&ValidationError::new("name", e.body_text())))?;
+        aiopslab_core::experiment::validate_experiment_name("name", &raw).map_err(|e| ApiError::validation(&e))?;
+        Ok(ExperimentPath(raw))
+    }
+}
+
 /// The raw query string as name → value (the last occurrence wins). Values
 /// are parsed by the handlers with the typed getters, which answer 400
 /// `invalid_query` naming the parameter. Names a route does not take were
@@ -390,6 +408,17 @@ impl QueryParams {
                 .parse::<uuid::Uuid>()
                 .map(Some)
                 .map_err(|_| invalid(name, format!("must be a UUID, got {raw:?}"))),
+        }
+    }
+
+    /// An experiment name parameter (see
+    /// [`EXPERIMENT_NAME_PATTERN`](aiopslab_core::experiment::EXPERIMENT_NAME_PATTERN)).
+    pub fn experiment(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.typed(name)? {
+            None => Ok(None),
+            Some(raw) => aiopslab_core::experiment::validate_experiment_name(name, raw)
+                .map(|()| Some(raw.to_string()))
+                .map_err(|e| invalid(name, e.message)),
         }
     }
 

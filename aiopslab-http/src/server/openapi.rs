@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use super::docs;
 use super::error::ErrorBody;
 use super::patterns;
-use super::routes::{batches, events, export, groups, leases, system, tasks, webhooks, workers};
+use super::routes::{batches, events, experiments, export, groups, leases, system, tasks, webhooks, workers};
 use super::wire;
 
 /// The API's OpenAPI document: `ApiDoc::openapi()`.
@@ -37,6 +37,9 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         tasks::get_trajectory,
         batches::create_batch,
         groups::get_group,
+        experiments::set_experiment,
+        experiments::get_experiment,
+        experiments::list_experiments,
         webhooks::list_webhooks,
         webhooks::redeliver_webhook,
         export::export_trajectories,
@@ -77,6 +80,9 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         wire::GroupSummary,
         wire::GroupTask,
         wire::WebhookList,
+        wire::ExperimentList,
+        aiopslab_core::Experiment,
+        aiopslab_core::NewExperimentSettings,
         aiopslab_core::batch::NewBatch,
         aiopslab_core::batch::CreatedBatch,
         aiopslab_core::export::ExportRecord,
@@ -108,6 +114,7 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
     modifiers(&BearerTokens, &ServedByOthers, &ExactStrings),
     tags(
         (name = "tasks", description = "Submit, follow and cancel problem runs"),
+        (name = "experiments", description = "Fair share between experiments: per-experiment concurrency limits; the claim serves the experiments of one priority in turn"),
         (name = "workers", description = "The worker fleet"),
         (name = "worker protocol", description = "What a (remote) worker calls, under its lease token; guarded by the worker token"),
         (name = "catalog", description = "AIOpsLab's problems"),

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::metrics;
 use super::openapi::ApiDoc;
 use super::query_guard::{reject_unknown_query, AllowedQueries};
-use super::routes::{batches, events, export, groups, leases, system, tasks, webhooks, workers};
+use super::routes::{batches, events, experiments, export, groups, leases, system, tasks, webhooks, workers};
 use super::state::ApiState;
 
 /// Builds the router over `state`. Serve it with `axum::serve`, on a
@@ -52,6 +52,11 @@ pub fn router(state: ApiState) -> Router {
             post(webhooks::redeliver_webhook),
         )
         .route("/groups/{group_id}", get(groups::get_group))
+        .route("/experiments", get(experiments::list_experiments))
+        .route(
+            "/experiments/{name}",
+            get(experiments::get_experiment).put(experiments::set_experiment),
+        )
         .route("/trajectories/export", get(export::export_trajectories))
         .route("/workers", get(workers::list_workers))
         .route("/workers/{id}", get(workers::get_worker))

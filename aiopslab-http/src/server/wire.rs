@@ -211,6 +211,13 @@ pub struct GroupTask {
     pub reward: Option<f64>,
 }
 
+/// The answer to `GET /experiments`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExperimentList {
+    /// Every experiment configured or with pending or running tasks, by name.
+    pub experiments: Vec<aiopslab_core::Experiment>,
+}
+
 /// The answer to `GET /tasks/{id}/webhooks`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookList {

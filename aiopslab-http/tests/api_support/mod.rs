@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod experiments;
 pub mod suite;
 
 use std::any::Any;
@@ -193,7 +194,7 @@ impl Api {
 #[macro_export]
 macro_rules! api_tests {
     ($factory:expr) => {
-        $crate::api_tests!(@each $factory;
+        $crate::api_tests!(@each $factory; suite;
             create_task_applies_defaults,
             create_task_rejects_bad_bodies,
             unknown_and_malformed_ids,
@@ -220,13 +221,19 @@ macro_rules! api_tests {
             in_process_finishes_are_measured,
             follow_ends_when_the_server_stops,
         );
+        $crate::api_tests!(@each $factory; experiments;
+            tasks_carry_their_experiment,
+            experiments_reject_bad_input,
+            experiments_limit_the_claim,
+            experiments_without_the_capability_are_501,
+        );
     };
-    (@each $factory:expr; $($name:ident),* $(,)?) => {
+    (@each $factory:expr; $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
                 let backing: $crate::api_support::Backing = $factory.await;
-                $crate::api_support::suite::$name(backing.store.clone()).await;
+                $crate::api_support::$module::$name(backing.store.clone()).await;
                 drop(backing);
             }
         )*

@@ -1107,6 +1107,9 @@ pub async fn openapi_lists_every_route(store: Arc<dyn TaskStore>) {
         ("/tasks/{id}/trajectory", "put"),
         ("/tasks/{id}/lease", "post"),
         ("/tasks/{id}/finish", "post"),
+        ("/experiments", "get"),
+        ("/experiments/{name}", "get"),
+        ("/experiments/{name}", "put"),
         ("/trajectories/export", "get"),
         ("/workers", "get"),
         ("/workers/{id}", "get"),
@@ -1149,6 +1152,9 @@ pub async fn openapi_lists_every_route(store: Arc<dyn TaskStore>) {
         "CancelResponse",
         "LogsResponse",
         "FinishBody",
+        "Experiment",
+        "ExperimentList",
+        "NewExperimentSettings",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }

@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod events;
+pub mod experiments;
 pub mod export;
 pub mod groups;
 pub mod leases;

@@ -99,7 +99,8 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         .with_problem_id(query.bounded_text("problem_id", MAX_FILTER_LEN)?)
         .with_worker_id(query.bounded_text("worker_id", MAX_FILTER_LEN)?)
         .with_backend_type(query.bounded_text("backend_type", MAX_FILTER_LEN)?)
-        .with_group_id(query.parsed_uuid("group_id")?))
+        .with_group_id(query.parsed_uuid("group_id")?)
+        .with_experiment(query.experiment("experiment")?))
 }
 
 /// Lists tasks, filtered, sorted, one page at a time.
@@ -111,12 +112,13 @@ fn task_filter(query: &QueryParams) -> ApiResult<TaskFilter> {
         ("worker_id" = Option<String>, Query, max_length = 256, description = "Only tasks held (or last held) by this worker"),
         ("backend_type" = Option<String>, Query, max_length = 256, description = "Only tasks of this backend type"),
         ("group_id" = Option<uuid::Uuid>, Query, description = "Only tasks of this batch group"),
+        ("experiment" = Option<String>, Query, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$", description = "Only tasks of this experiment"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1-100 (20)"),
         ("offset" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_u64, description = "How many to skip (0)"),
         ("sort" = Option<TaskSort>, Query, description = "created_at, -created_at (default), priority or -priority"),
     ),
     responses(
-        (status = 200, description = "One page and the total that matched (exact unless total_is_estimate: with problem_id, worker_id or group_id, PostgreSQL estimates past 10,000 matches)", body = TaskPage),
+        (status = 200, description = "One page and the total that matched (exact unless total_is_estimate: with problem_id, worker_id, group_id or experiment, PostgreSQL estimates past 10,000 matches)", body = TaskPage),
         (status = 400, description = "A query parameter is invalid (names it)", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
