@@ -26,17 +26,13 @@ pub const MAX_RUNNING_LIMIT: i64 = 1_000_000;
 
 /// Checks an experiment name against [`EXPERIMENT_NAME_PATTERN`]; the error names `field`.
 pub fn validate_experiment_name(field: &str, name: &str) -> Result<(), ValidationError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.len() > MAX_EXPERIMENT_NAME_LEN || !name.chars().all(allowed) {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "must be 1 to {MAX_EXPERIMENT_NAME_LEN} ASCII letters, digits, '-', '_' or '.' \
-                 (pattern {EXPERIMENT_NAME_PATTERN}, e.g. grpo-run-7)"
-            ),
-        ));
-    }
-    Ok(())
+    crate::task::ascii_name(
+        field,
+        name,
+        MAX_EXPERIMENT_NAME_LEN,
+        EXPERIMENT_NAME_PATTERN,
+        "grpo-run-7",
+    )
 }
 
 /// The body of `PUT /experiments/{name}`: the experiment's concurrency limit. Unknown fields are refused.

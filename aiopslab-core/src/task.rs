@@ -272,6 +272,27 @@ pub(crate) fn identifier(field: &str, value: &str) -> Result<(), ValidationError
     Ok(())
 }
 
+/// Checks a name of 1 to `max_len` ASCII letters, digits, `-`, `_` and `.` (worker ids, experiment names: safe
+/// in a URL path segment and a log line as they are); the error names `field`, the `pattern` and an `example`.
+pub(crate) fn ascii_name(
+    field: &str,
+    value: &str,
+    max_len: usize,
+    pattern: &str,
+    example: &str,
+) -> Result<(), ValidationError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if value.is_empty() || value.len() > max_len || !value.chars().all(allowed) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be 1 to {max_len} ASCII letters, digits, '-', '_' or '.' (pattern {pattern}, e.g. {example})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a free-form JSON object nests at most
 /// [`MAX_JSON_DEPTH`](crate::sanitize::MAX_JSON_DEPTH) levels of arrays and
 /// objects (the object itself is the first): deeper documents could not be

@@ -247,17 +247,7 @@ pub const MAX_WORKER_ID_LEN: usize = 128;
 
 /// Checks a worker id against [`WORKER_ID_PATTERN`]; the error names `field`.
 pub fn validate_worker_id(field: &str, id: &str) -> Result<(), ValidationError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if id.is_empty() || id.len() > MAX_WORKER_ID_LEN || !id.chars().all(allowed) {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "must be 1 to {MAX_WORKER_ID_LEN} ASCII letters, digits, '-', '_' or '.' \
-                 (pattern {WORKER_ID_PATTERN}, e.g. worker-001-kind)"
-            ),
-        ));
-    }
-    Ok(())
+    crate::task::ascii_name(field, id, MAX_WORKER_ID_LEN, WORKER_ID_PATTERN, "worker-001-kind")
 }
 
 /// A worker's periodic sign of life, which also extends the leases of its running tasks.

@@ -58,6 +58,15 @@ use crate::PgStore;
 /// What a claimer wants: a backend type and, optionally, a set of problems.
 type ClaimKind<'a> = (&'a str, Option<&'a Vec<String>>);
 
+/// Claimed tasks best first: priority, then age, then id (a statement returns its rows in no set order).
+fn claim_order(a: &Task, b: &Task) -> std::cmp::Ordering {
+    b.parameters
+        .priority
+        .cmp(&a.parameters.priority)
+        .then(a.created_at.cmp(&b.created_at))
+        .then(a.id.cmp(&b.id))
+}
+
 /// How many experiments of the rotation a claim passes to the statement (the most recently served; the others
 /// count as never served, which is nearly what they are).
 const ROTATION_SENT: usize = 256;
@@ -258,13 +267,7 @@ impl PgStore {
                             .push(task);
                     }
                     for tasks in by_worker.values_mut() {
-                        tasks.sort_by(|a, b| {
-                            b.parameters
-                                .priority
-                                .cmp(&a.parameters.priority)
-                                .then(a.created_at.cmp(&b.created_at))
-                                .then(a.id.cmp(&b.id))
-                        });
+                        tasks.sort_by(claim_order);
                     }
                     for &i in &members {
                         let wanted = requests[i].max_tasks as usize;
@@ -358,13 +361,7 @@ impl PgStore {
             return;
         }
         let mut order: Vec<&Task> = tasks.iter().collect();
-        order.sort_by(|a, b| {
-            b.parameters
-                .priority
-                .cmp(&a.parameters.priority)
-                .then(a.created_at.cmp(&b.created_at))
-                .then(a.id.cmp(&b.id))
-        });
+        order.sort_by(|a, b| claim_order(a, b));
         let mut rotation = self.rotation();
         for task in order {
             rotation.serve(&task.experiment);

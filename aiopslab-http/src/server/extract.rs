@@ -288,11 +288,16 @@ impl<S: Send + Sync> FromRequestParts<S> for WorkerIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::validation(&ValidationError::new("id", e.body_text())))?;
-        Ok(WorkerIdPath(raw))
+        text_path(parts, state, "id").await.map(WorkerIdPath)
     }
+}
+
+/// Reads the route's single path segment as text; errors name `field`.
+async fn text_path<S: Send + Sync>(parts: &mut Parts, state: &S, field: &str) -> Result<String, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::validation(&ValidationError::new(field, e.body_text())))?;
+    Ok(raw)
 }
 
 /// The `{name}` segment of an experiment route: an experiment name (see
@@ -304,9 +309,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ExperimentPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::validation(&ValidationError::new("name", e.body_text())))?;
+        let raw = text_path(parts, state, "name").await?;
         aiopslab_core::experiment::validate_experiment_name("name", &raw).map_err(|e| ApiError::validation(&e))?;
         Ok(ExperimentPath(raw))
     }

@@ -13,24 +13,7 @@ use aiopslab_core::{
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{app, Api};
-
-const PROBLEM: &str = "misconfig_app_hotel_res-detection-1";
-
-fn api(store: Arc<dyn TaskStore>) -> Api {
-    Api::new(app(store))
-}
-
-/// Claims the next task for `worker` over the worker protocol (`null` when none).
-async fn claim(api: &Api, worker: &str) -> Value {
-    api.post(
-        "/workers/claim",
-        json!({"worker_id": worker, "backend_type": "default"}),
-    )
-    .await
-    .ok(200)["task"]
-        .clone()
-}
+use super::suite::{api, claim, PROBLEM};
 
 /// A task names its experiment: in the created task, when read back, in batches; `GET /tasks?experiment=` lists
 /// exactly its tasks (the others have `"experiment": null`).

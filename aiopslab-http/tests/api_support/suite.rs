@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::{app, app_with, Api};
 
-const PROBLEM: &str = "misconfig_app_hotel_res-detection-1";
+pub const PROBLEM: &str = "misconfig_app_hotel_res-detection-1";
 
-fn api(store: Arc<dyn TaskStore>) -> Api {
+pub fn api(store: Arc<dyn TaskStore>) -> Api {
     Api::new(app(store))
 }
 
@@ -31,8 +31,8 @@ async fn register(api: &Api, id: &str, backend: &str) -> Value {
         .ok(201)
 }
 
-/// Registers `worker` and claims the next task for it over the worker protocol.
-async fn claim(api: &Api, worker: &str) -> Value {
+/// Claims the next task for `worker` over the worker protocol (`null` when none).
+pub async fn claim(api: &Api, worker: &str) -> Value {
     api.post(
         "/workers/claim",
         json!({"worker_id": worker, "backend_type": "default"}),
