@@ -380,8 +380,13 @@ fn claim_request(worker_id: impl Into<String>) -> ClaimRequest {
 /// Makes `worker_id` a live worker (only live workers claim): registers it, or, when it is registered and alive
 /// already, sends it a heartbeat.
 pub(crate) async fn live_worker(store: &PgStore, worker_id: &str) -> anyhow::Result<()> {
+    live_worker_on(store, worker_id, "default").await
+}
+
+/// [`live_worker`] for a worker of `backend_type`.
+pub(crate) async fn live_worker_on(store: &PgStore, worker_id: &str, backend_type: &str) -> anyhow::Result<()> {
     match store
-        .register_worker(WorkerRegistration::new(worker_id, "default"))
+        .register_worker(WorkerRegistration::new(worker_id, backend_type))
         .await
     {
         Ok(_) => Ok(()),

@@ -328,7 +328,11 @@ impl PgStore {
         let intervals = self.intervals();
         let (_in_flight, concurrent) = InFlight::enter(&self.inner.claims_in_flight);
         let turns = Turns::of(&self.rotation(), concurrent);
-        let query = sqlx::query_as::<_, TaskRow>(sql::CLAIM_MANY)
+        let statement = match problems {
+            Some(_) => sql::CLAIM_MANY,
+            None => sql::CLAIM_MANY_ANY_PROBLEM,
+        };
+        let query = sqlx::query_as::<_, TaskRow>(statement)
             .bind(backend_type)
             .bind(problems)
             .bind(intervals.dispatch_delay)

@@ -240,8 +240,8 @@ macro_rules! fenced {
     };
 }
 
-/// The claim, one statement for any number of claimers of one backend type and problem set, with fair share between
-/// experiments. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4` claimer worker ids
+/// The claim (the text of [`CLAIM_MANY`] and [`CLAIM_MANY_ANY_PROBLEM`], `$problems` the problem filter), one
+/// statement for any number of claimers of one backend type and problem set, with fair share between experiments. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4` claimer worker ids
 /// (one per wanted task; a worker may appear more than once), `$5` lease duration, `$6` offline threshold, `$7` and
 /// `$8` the rotation (experiments and when each was last served; absent: never), `$9` when the tasks without an
 /// experiment were last served. Returns the claimed rows (fewer than the claimers when the queue runs short, a
@@ -261,8 +261,10 @@ macro_rules! fenced {
 /// - `candidate`: for each experiment its `take` best tasks, and as many tasks without an experiment as were
 ///   ranked, each streamed from its queue `FOR UPDATE SKIP LOCKED` (past the rows other claimers hold, so racing
 ///   claimers do not come back empty while tasks are left).
-pub(crate) const CLAIM_MANY: &str = concat!(
-    "WITH RECURSIVE named AS (\
+macro_rules! claim_many {
+    ($problems:literal) => {
+        concat!(
+            "WITH RECURSIVE named AS (\
         (SELECT experiment AS named_experiment FROM tasks \
          WHERE status = 'pending' AND backend_type = $1 AND experiment IS NOT NULL \
          ORDER BY experiment LIMIT 1) \
@@ -272,10 +274,10 @@ pub(crate) const CLAIM_MANY: &str = concat!(
                 ORDER BY t.experiment LIMIT 1) \
         FROM named WHERE named.named_experiment IS NOT NULL\
      ), limited AS (",
-    limited!("name IN (SELECT named_experiment FROM named)"),
-    "), running AS (",
-    running!(),
-    "), room AS (\
+            limited!("name IN (SELECT named_experiment FROM named)"),
+            "), running AS (",
+            running!(),
+            "), room AS (\
         SELECT named_experiment AS room_experiment, \
             CASE WHEN limited.limited_name IS NULL THEN cardinality($4::text[]) \
                  ELSE least(cardinality($4::text[]), \
@@ -292,14 +294,18 @@ pub(crate) const CLAIM_MANY: &str = concat!(
                        experiment AS pool_experiment \
                 FROM tasks \
                 WHERE status = 'pending' AND backend_type = $1 AND experiment = room.room_experiment \
-                  AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+                  AND (",
+            $problems,
+            ") \
                   AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
                 ORDER BY priority DESC, created_at, id LIMIT room.room_size\
             ) AS heads \
             UNION ALL \
             (SELECT id, priority, created_at, NULL::text FROM tasks \
              WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
-               AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+               AND (",
+            $problems,
+            ") \
                AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
                AND EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
              ORDER BY priority DESC, created_at, id LIMIT cardinality($4::text[]))\
@@ -316,13 +322,13 @@ pub(crate) const CLAIM_MANY: &str = concat!(
         SELECT pool_experiment AS slot_experiment, count(*) AS slot_n FROM ranked \
         WHERE pool_experiment IS NOT NULL GROUP BY pool_experiment\
      ), fence AS (",
-    fence!("name IN (SELECT slot_experiment FROM slots)"),
-    "), take AS (\
+            fence!("name IN (SELECT slot_experiment FROM slots)"),
+            "), take AS (\
         SELECT slot_experiment AS take_experiment, \
             CASE WHEN limited.limited_name IS NULL THEN slot_n \
                  ELSE least(slot_n, greatest(0, ",
-    allowed!(),
-    ")) END AS take_n \
+            allowed!(),
+            ")) END AS take_n \
         FROM slots LEFT JOIN limited ON limited.limited_name = slots.slot_experiment \
             LEFT JOIN running ON running.running_experiment = slots.slot_experiment \
             LEFT JOIN fence ON fence.fenced_name = slots.slot_experiment\
@@ -330,7 +336,9 @@ pub(crate) const CLAIM_MANY: &str = concat!(
         SELECT fair.fair_id AS candidate_id FROM take CROSS JOIN LATERAL (\
             SELECT id AS fair_id FROM tasks \
             WHERE status = 'pending' AND backend_type = $1 AND experiment = take.take_experiment \
-              AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+              AND (",
+            $problems,
+            ") \
               AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
             ORDER BY priority DESC, created_at, id LIMIT take.take_n \
             FOR UPDATE SKIP LOCKED\
@@ -339,7 +347,9 @@ pub(crate) const CLAIM_MANY: &str = concat!(
         SELECT plain_id FROM (\
             SELECT id AS plain_id FROM tasks \
             WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
-              AND ($2::text[] IS NULL OR problem_id = ANY($2::text[])) \
+              AND (",
+            $problems,
+            ") \
               AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
             ORDER BY priority DESC, created_at, id \
             LIMIT CASE WHEN EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
@@ -362,11 +372,20 @@ pub(crate) const CLAIM_MANY: &str = concat!(
             completed_at = NULL, updated_at = now() \
         FROM assigned WHERE id = assigned.candidate_id \
         RETURNING ",
-    task_columns!(),
-    "), fenced AS (",
-    fenced!(),
-    ") SELECT * FROM claimed"
-);
+            task_columns!(),
+            "), fenced AS (",
+            fenced!(),
+            ") SELECT * FROM claimed"
+        )
+    };
+}
+
+/// [`claim_many`] for claimers with a problem set (`$2`).
+pub(crate) const CLAIM_MANY: &str = claim_many!("problem_id = ANY($2::text[])");
+
+/// [`claim_many`] for claimers of any problem (`$2` NULL). The filter on problems, which only the heap holds, is
+/// left out, so reading the experiments' heads (the pool) can stay in the index.
+pub(crate) const CLAIM_MANY_ANY_PROBLEM: &str = claim_many!("$2::text[] IS NULL");
 
 /// Hands a claimed task back to pending under its previous attempt, if it is still running under this claim: for
 /// a claim whose caller gave up before it was delivered. `$1` task id, `$2` attempt.

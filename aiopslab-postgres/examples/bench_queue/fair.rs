@@ -1,7 +1,9 @@
 //! The `fair` section of the benchmark: what the fair-share claim costs, side by side with today's claim.
 //!
 //! The loop is the queue section's (each worker creates a no-op task, claims one, finishes it), at 8 and 32
-//! workers, in three variants measured in alternating slices so all see the same machine load:
+//! workers, over a standing backlog of 2,000 pending tasks (the fair claim's work grows with what is pending, not
+//! with what the loop adds), in three variants measured in alternating slices so all see the same machine load.
+//! Each variant has a backend type, workers and backlog of its own, so no variant's tasks reach another's claims:
 //!
 //! - `today`: tasks without an experiment, the claim as it was before fair share (the plain queue);
 //! - `fair`: every worker's tasks in one of 8 experiments (`exp-0` … `exp-7`), no limits: the claim enumerates the
@@ -19,17 +21,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiopslab_core::store::prelude::*;
-use aiopslab_core::{ExperimentSettings, NewTask};
+use aiopslab_core::{ClaimRequest, ExperimentSettings, NewTask, TaskSpec, WorkerRegistration};
 use aiopslab_postgres::{PgStore, PgStoreOptions};
 use serde_json::{json, Map, Value};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::{claim_request, live_worker, measure, noop_outcome, register_workers, reset, round2, ROUNDS};
+use crate::{live_worker_on, measure, noop_outcome, reset, round2, ROUNDS};
 
 /// Worker counts measured.
 const WORKERS: [usize; 2] = [8, 32];
 /// Experiments the fair variants spread their tasks over.
 const EXPERIMENTS: usize = 8;
+/// Pending tasks each variant's queue holds throughout (the loop adds one and takes one).
+const BACKLOG: usize = 2_000;
 /// The variants, in the order of a round's first slot.
 const VARIANTS: [Variant; 3] = [Variant::Today, Variant::Fair, Variant::FairLimited];
 
@@ -47,6 +51,30 @@ impl Variant {
             Variant::Fair => "fair",
             Variant::FairLimited => "fair_limited",
         }
+    }
+
+    /// The backend type of the variant's tasks and workers.
+    fn backend(self) -> &'static str {
+        match self {
+            Variant::Today => "today",
+            Variant::Fair => "fair",
+            Variant::FairLimited => "limited",
+        }
+    }
+
+    /// The variant's worker `i`.
+    fn worker(self, i: usize) -> String {
+        format!("{}-{i}", self.backend())
+    }
+
+    /// A task of the variant, in the experiment of worker (or backlog slot) `i`.
+    fn spec(self, i: usize) -> anyhow::Result<TaskSpec> {
+        Ok(NewTask {
+            experiment: self.experiment(i),
+            backend_type: Some(self.backend().into()),
+            ..NewTask::new("noop")
+        }
+        .validate()?)
     }
 
     /// The experiment of worker `i`'s tasks.
@@ -105,7 +133,19 @@ pub async fn run(store: &PgStore, options: &PgConnectOptions, admin: &mut sqlx::
     let mut limits = Map::new();
     for workers in WORKERS {
         reset(admin).await?;
-        register_workers(store, workers).await?;
+        for variant in VARIANTS {
+            for i in 0..workers {
+                store
+                    .register_worker(WorkerRegistration::new(variant.worker(i), variant.backend()))
+                    .await?;
+            }
+            let backlog = (0..BACKLOG)
+                .map(|i| variant.spec(i))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for chunk in backlog.chunks(500) {
+                store.create_tasks(chunk.to_vec()).await?;
+            }
+        }
         let max_running = (workers / 4).max(1) as u32;
         let experiments = store
             .experiments()
@@ -142,6 +182,7 @@ pub async fn run(store: &PgStore, options: &PgConnectOptions, admin: &mut sqlx::
     single.close().await;
     Ok(json!({
         "experiments": EXPERIMENTS,
+        "backlog": BACKLOG,
         "max_running_per_experiment": limits,
         "measure_seconds_per_point": crate::MEASURE.as_secs_f64() * ROUNDS as f64,
         "coalesced": shared,
@@ -181,20 +222,15 @@ async fn slice(store: &PgStore, n: usize, variant: Variant) -> anyhow::Result<Sl
     let claims = Arc::new(AtomicU64::new(0));
     let claim_nanos = Arc::new(AtomicU64::new(0));
     let empty = Arc::new(AtomicU64::new(0));
-    let store_for_drain = store.clone();
     let store = store.clone();
     let counters = (claims.clone(), claim_nanos.clone(), empty.clone());
     let (tasks, time) = measure(n, move |i, stop, count| {
         let store = store.clone();
         let (claims, claim_nanos, empty) = counters.clone();
         async move {
-            let spec = NewTask {
-                experiment: variant.experiment(i),
-                ..NewTask::new("noop")
-            }
-            .validate()?;
-            let request = claim_request(format!("bench-{i}"));
-            live_worker(&store, &request.worker_id).await?;
+            let spec = variant.spec(i)?;
+            let request = ClaimRequest::new(variant.worker(i), variant.backend());
+            live_worker_on(&store, &request.worker_id, variant.backend()).await?;
             while !stop.load(Ordering::Relaxed) {
                 store.create_task(spec.clone()).await?;
                 let started = Instant::now();
@@ -215,7 +251,6 @@ async fn slice(store: &PgStore, n: usize, variant: Variant) -> anyhow::Result<Sl
         }
     })
     .await?;
-    drain(&store_for_drain).await?;
     // The claim counters include the warmup's calls: a mean per call all the same.
     Ok(Slice {
         tasks,
@@ -224,29 +259,4 @@ async fn slice(store: &PgStore, n: usize, variant: Variant) -> anyhow::Result<Sl
         claim_time: Duration::from_nanos(claim_nanos.load(Ordering::Relaxed)),
         empty_claims: empty.load(Ordering::Relaxed),
     })
-}
-
-/// Claims and finishes whatever a slice left pending (a claim that found only full experiments leaves its task),
-/// so every slice starts from an empty queue: a `today` slice must not find tasks of an experiment.
-async fn drain(store: &PgStore) -> anyhow::Result<()> {
-    let request = claim_request("bench-0").up_to(64);
-    live_worker(store, &request.worker_id).await?;
-    loop {
-        let tasks = store.claim_many(&request).await?;
-        for task in &tasks {
-            store.finish(task.lease_token(), noop_outcome()).await?;
-        }
-        if tasks.is_empty() {
-            let pending = store
-                .list_tasks(&TaskQuery::new(
-                    aiopslab_core::TaskFilter::default().with_status(Some(aiopslab_core::TaskStatus::Pending)),
-                ))
-                .await?
-                .total;
-            if pending == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
 }
