@@ -3,7 +3,10 @@
 //! [`PgStore`], a [`TaskStore`](aiopslab_core::TaskStore) on PostgreSQL: the durable queue of aiopslab.
 //!
 //! - **One statement per transition.** The claim is a CTE that picks the best pending task with
-//!   `FOR UPDATE SKIP LOCKED` and moves it to running; every worker write is fenced by the lease token
+//!   `FOR UPDATE SKIP LOCKED` and moves it to running — by priority, then the experiments in turn, never beyond
+//!   an experiment's `max_running` (see the `claim` module for why a limit holds under racing claimers, and
+//!   [`Experiments`](aiopslab_core::Experiments) on [`PgStore`] for the limits); every worker write is fenced by
+//!   the lease token
 //!   (`WHERE id = $1 AND attempt = $2 AND status = 'running'`); the sweep is conditional bulk updates. Several
 //!   server replicas can share one database.
 //! - **Group commit.** Creates, claims and finishes that arrive at one store while a statement of their kind is

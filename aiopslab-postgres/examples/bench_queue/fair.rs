@@ -12,9 +12,11 @@
 //!   so the 8 limits together allow twice the workers: the fence — row lock, running count, `started` — runs on
 //!   every claim, and a claim finds every experiment full only rarely; `empty_claims` says how often).
 //!
-//! Reported per worker count: tasks per second end to end, the mean time of a claim call, and `cost_ratio` — how
-//! much more a task (and a claim) costs than `today` (target ≤ 1.2). Through the shared store (claims coalesced)
-//! and through a second store with one statement per call (claims race in the database).
+//! Reported per worker count: tasks per second end to end, `claim_call_us` (the mean time of a claim call, the
+//! wait to share a statement with other claims included), and `cost_ratio_*` — how much more a task (`per_task`:
+//! today's rate ÷ the variant's) and a claim call (`per_claim`) cost than `today` (target ≤ 1.2). Through the
+//! shared store (claims coalesced, the server's case) and through a second store with one statement per call
+//! (every claim a statement of its own, racing the others in the database).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -200,7 +202,7 @@ fn figures(totals: &[Totals]) -> Value {
             variant.name().into(),
             json!({
                 "tasks_per_sec": total.rate().round(),
-                "claim_us": total.claim_us().round(),
+                "claim_call_us": total.claim_us().round(),
                 "empty_claims": total.empty_claims,
             }),
         );
