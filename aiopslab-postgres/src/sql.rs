@@ -240,6 +240,20 @@ macro_rules! fenced {
     };
 }
 
+/// `FROM tasks WHERE` the pending tasks of the claim's backend type (`$1`) in one class (`$class`: an
+/// experiment, or none) that its claimers may take: `$problems` (the problem filter) and the dispatch delay (`$3`).
+macro_rules! claimable {
+    ($class:literal, $problems:literal) => {
+        concat!(
+            "FROM tasks WHERE status = 'pending' AND backend_type = $1 AND ",
+            $class,
+            " AND (",
+            $problems,
+            ") AND ($3::interval = interval '0' OR created_at <= now() - $3::interval)"
+        )
+    };
+}
+
 /// The claim (the text of [`CLAIM_MANY`] and [`CLAIM_MANY_ANY_PROBLEM`], `$problems` the problem filter), one
 /// statement for any number of claimers of one backend type and problem set, with fair share between experiments. `$1` backend_type, `$2` supported problems (NULL: any), `$3` dispatch delay, `$4` claimer worker ids
 /// (one per wanted task; a worker may appear more than once), `$5` lease duration, `$6` offline threshold, `$7` and
@@ -291,23 +305,14 @@ macro_rules! claim_many {
         FROM (\
             SELECT heads.* FROM room CROSS JOIN LATERAL (\
                 SELECT id AS pool_id, priority AS pool_priority, created_at AS pool_created, \
-                       experiment AS pool_experiment \
-                FROM tasks \
-                WHERE status = 'pending' AND backend_type = $1 AND experiment = room.room_experiment \
-                  AND (",
-            $problems,
-            ") \
-                  AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
-                ORDER BY priority DESC, created_at, id LIMIT room.room_size\
+                       experiment AS pool_experiment ",
+            claimable!("experiment = room.room_experiment", $problems),
+            " ORDER BY priority DESC, created_at, id LIMIT room.room_size\
             ) AS heads \
             UNION ALL \
-            (SELECT id, priority, created_at, NULL::text FROM tasks \
-             WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
-               AND (",
-            $problems,
-            ") \
-               AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
-               AND EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
+            (SELECT id, priority, created_at, NULL::text ",
+            claimable!("experiment IS NULL", $problems),
+            " AND EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
              ORDER BY priority DESC, created_at, id LIMIT cardinality($4::text[]))\
         ) AS pooled\
      ), ranked AS (\
@@ -334,24 +339,16 @@ macro_rules! claim_many {
             LEFT JOIN fence ON fence.fenced_name = slots.slot_experiment\
      ), candidate AS (\
         SELECT fair.fair_id AS candidate_id FROM take CROSS JOIN LATERAL (\
-            SELECT id AS fair_id FROM tasks \
-            WHERE status = 'pending' AND backend_type = $1 AND experiment = take.take_experiment \
-              AND (",
-            $problems,
-            ") \
-              AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
-            ORDER BY priority DESC, created_at, id LIMIT take.take_n \
+            SELECT id AS fair_id ",
+            claimable!("experiment = take.take_experiment", $problems),
+            " ORDER BY priority DESC, created_at, id LIMIT take.take_n \
             FOR UPDATE SKIP LOCKED\
         ) AS fair \
         UNION ALL \
         SELECT plain_id FROM (\
-            SELECT id AS plain_id FROM tasks \
-            WHERE status = 'pending' AND backend_type = $1 AND experiment IS NULL \
-              AND (",
-            $problems,
-            ") \
-              AND ($3::interval = interval '0' OR created_at <= now() - $3::interval) \
-            ORDER BY priority DESC, created_at, id \
+            SELECT id AS plain_id ",
+            claimable!("experiment IS NULL", $problems),
+            " ORDER BY priority DESC, created_at, id \
             LIMIT CASE WHEN EXISTS (SELECT 1 FROM named WHERE named_experiment IS NOT NULL) \
                        THEN (SELECT count(*) FROM ranked WHERE pool_experiment IS NULL) \
                        ELSE cardinality($4::text[]) END \
