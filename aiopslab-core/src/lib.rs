@@ -31,6 +31,7 @@ pub mod events;
 pub mod export;
 pub mod log;
 pub mod memory;
+pub mod outcome;
 pub mod policy;
 #[cfg(feature = "process")]
 pub mod process;
@@ -57,6 +58,7 @@ pub use events::{StoreEvent, RESYNC_WHILE_DOWN};
 pub use export::{Episode, ExportCursor, ExportFilter, ExportRecord};
 pub use log::{LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry};
 pub use memory::{MemoryOptions, MemoryStore};
+pub use outcome::{model_version_of, Outcome};
 pub use policy::LeasePolicy;
 pub use query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
 pub use runtime::{RuntimeError, WorkerConfig, WorkerPool, WorkerRuntime};

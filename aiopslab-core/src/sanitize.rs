@@ -259,6 +259,7 @@ impl Sanitize for LlmCall {
             logprobs,
             token_ids,
             prompt_token_ids,
+            model_version: _,
         } = self;
         request.sanitize();
         response.sanitize();
@@ -279,6 +280,8 @@ impl Sanitize for Trajectory {
             reward,
             evaluation,
             metadata,
+            outcome: _,
+            model_version: _,
         } = self;
         messages.sanitize();
         llm_calls.sanitize();
@@ -421,6 +424,9 @@ impl Sanitize for ExportFilter {
             metadata,
             created_after: _,
             created_before: _,
+            outcomes: _,
+            model_version: _,
+            min_model_version: _,
         } = self;
         problem_ids.sanitize();
         model.sanitize();

@@ -328,6 +328,9 @@ impl NewTask {
                 json_object_fits(field, object)?;
             }
         }
+        if let Some(agent_config) = &self.agent_config {
+            crate::outcome::validate_model_version(agent_config)?;
+        }
         let (pmin, pmax, pdef) = limits::PRIORITY;
         let priority = bounded("priority", self.priority, (pmin, pmax, u32::from(pdef)))? as u8;
         Ok(TaskSpec {

@@ -230,6 +230,9 @@ impl TrajectoryRest {
             reward: self.reward,
             evaluation: self.evaluation,
             metadata: self.metadata,
+            // Labels are the reader's, from the task's status (Trajectory::label): never stored.
+            outcome: None,
+            model_version: None,
         }
     }
 }

@@ -650,6 +650,12 @@ pub(crate) struct ExportFilters {
     pub(crate) metadata: bool,
     /// `$n` created before (this one bounds the window itself).
     pub(crate) created_before: bool,
+    /// `$n` the statuses of the outcomes asked for.
+    pub(crate) statuses: bool,
+    /// `$n` exact policy version.
+    pub(crate) model_version: bool,
+    /// `$n` lowest policy version.
+    pub(crate) min_model_version: bool,
 }
 
 /// One window of the dataset export: the next `$3` tasks in `(created_at, id)` order strictly after the cursor
@@ -683,6 +689,24 @@ pub(crate) fn export_window(filters: ExportFilters) -> String {
     }
     if filters.created_before {
         window.push_str(&format!(" AND created_at < ${}::timestamptz", next()));
+    }
+    if filters.statuses {
+        conditions.push(format!("t.status = ANY(${}::text[])", next()));
+    }
+    // A policy version is a non-negative integer (checked at create); the type test keeps a row written before
+    // that check, with some other value, out of the cast instead of failing the whole export.
+    if filters.model_version {
+        conditions.push(format!(
+            "t.agent_config -> 'model_version' = to_jsonb(${}::int8)",
+            next()
+        ));
+    }
+    if filters.min_model_version {
+        conditions.push(format!(
+            "jsonb_typeof(t.agent_config -> 'model_version') = 'number' \
+             AND (t.agent_config ->> 'model_version')::numeric >= ${}::int8",
+            next()
+        ));
     }
     let filter = if conditions.is_empty() {
         String::new()
@@ -759,6 +783,9 @@ mod tests {
             model: true,
             metadata: true,
             created_before: true,
+            statuses: true,
+            model_version: true,
+            min_model_version: true,
         });
         for fragment in [
             "t.status = $5::text",
@@ -766,6 +793,9 @@ mod tests {
             "to_jsonb($7::text)",
             "t.metadata -> $8::text = to_jsonb($9::text)",
             "created_at < $10::timestamptz ORDER BY created_at, id LIMIT $3",
+            "t.status = ANY($11::text[])",
+            "to_jsonb($12::int8)",
+            "::numeric >= $13::int8",
         ] {
             assert!(all.contains(fragment), "{fragment} in {all}");
         }

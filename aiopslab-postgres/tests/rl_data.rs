@@ -148,6 +148,8 @@ fn full_trajectory() -> Trajectory {
         reward: Some(1.0),
         evaluation: serde_json::from_value(serde_json::json!({"Detection Accuracy": "Correct"})).unwrap(),
         metadata: serde_json::from_value(serde_json::json!({"simulated": true})).unwrap(),
+        outcome: None,
+        model_version: None,
     }
 }
 

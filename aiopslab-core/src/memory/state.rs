@@ -468,6 +468,8 @@ impl State {
                         reward: trajectory.reward,
                         evaluation: trajectory.evaluation.clone(),
                         metadata: trajectory.metadata.clone(),
+                        outcome: None,
+                        model_version: None,
                     },
                 })
             })
@@ -814,6 +816,7 @@ fn exportable(task: &Task, filter: &ExportFilter) -> bool {
         && filter.metadata.as_ref().is_none_or(|(key, value)| {
             task.parameters.metadata.get(key).and_then(serde_json::Value::as_str) == Some(value.as_str())
         })
+        && filter.admits_labels(task)
 }
 
 /// The order of `GET /tasks`; ties break on id so pages are stable: `-created_at`

@@ -140,6 +140,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@checks $harness, $test;
             export_walks_episodes_in_order,
             export_filters,
+            export_outcomes_and_policy_versions,
         );
     };
     (@role final_reports; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {

@@ -68,7 +68,9 @@ pub use claims::{
     claim_routes_by_backend_type, claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
-pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use export::{
+    export_filters, export_outcomes_and_policy_versions, export_walks_episodes_in_order, sample_trajectory,
+};
 pub use final_reports::{
     final_report_of_a_failure_with_retries_requeues, final_report_of_a_lost_lease_writes_nothing,
     final_report_writes_logs_trajectory_and_outcome,

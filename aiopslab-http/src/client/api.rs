@@ -353,6 +353,10 @@ impl ApiClient {
         after: Option<ExportCursor>,
         limit: usize,
     ) -> StoreResult<Vec<Episode>> {
+        if filter.outcomes.as_ref().is_some_and(Vec::is_empty) {
+            // No outcome at all matches nothing (the query string cannot say "none").
+            return Ok(Vec::new());
+        }
         let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
         if let Some(cursor) = after {
             params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
@@ -374,6 +378,20 @@ impl ApiClient {
         }
         if let Some(t) = filter.created_before {
             params.push(("created_before", wire_time(t)));
+        }
+        // The server's default is `valid` alone; the library's (no outcome filter) is every outcome.
+        let outcomes = match &filter.outcomes {
+            None => "all".to_string(),
+            Some(outcomes) => outcomes.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","),
+        };
+        if !(filter.outcomes.is_none() && filter.status.is_some()) {
+            params.push(("outcome", outcomes));
+        }
+        if let Some(version) = filter.model_version {
+            params.push(("model_version", version.to_string()));
+        }
+        if let Some(floor) = filter.min_model_version {
+            params.push(("min_model_version", floor.to_string()));
         }
         let request = self
             .http

@@ -12,8 +12,8 @@ use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
 use aiopslab_core::store::prelude::*;
 use aiopslab_core::webhook::WebhookStatus;
 use aiopslab_core::{
-    LlmCall, NewTask, Page, StoreError, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStore, TerminalStatus,
-    TokenUsage, Trajectory, TrajectoryMessage,
+    LlmCall, NewTask, Outcome, Page, StoreError, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStore,
+    TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
 use aiopslab_http::client::ApiClient;
@@ -416,7 +416,7 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
     create(&store, NewTask::new(DETECTION)).await;
     expected.sort_by_key(|e| (e.task.created_at, e.task.id));
 
-    let export = api.get("/trajectories/export").await;
+    let export = api.get("/trajectories/export?outcome=all").await;
     assert_eq!(export.status, 200);
     assert_eq!(export.header("content-type").as_deref(), Some("application/x-ndjson"));
     let text = export.text();
@@ -434,7 +434,13 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         assert_eq!(record["problem_id"], task.problem_id);
         assert_eq!(record["task_type"], want.task_type);
         assert_eq!(record["status"], task.status.as_str());
-        assert_eq!(record["reward"].as_f64(), Some(want.reward));
+        if task.status == TaskStatus::Completed {
+            assert_eq!(record["outcome"], "valid");
+            assert_eq!(record["reward"].as_f64(), Some(want.reward));
+        } else {
+            assert_eq!(record["outcome"], "aborted", "a failed run is an infrastructure abort");
+            assert_eq!(record["reward"], Value::Null, "an aborted episode is never scored 0");
+        }
         assert_eq!(
             record["agent_config"],
             Value::Object(task.parameters.agent_config.clone())
@@ -461,9 +467,18 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         }
     }
 
+    // The filters below are checked over every outcome (`outcome=all`, unless the query names a status or an
+    // outcome); the default, valid episodes only, is checked after them.
     let ids_for = |query: String| {
         let api = api.clone();
         async move {
+            let query = if query.contains("status=") || query.contains("outcome=") {
+                query
+            } else if query.is_empty() {
+                "?outcome=all".to_string()
+            } else {
+                format!("{query}&outcome=all")
+            };
             let resp = api.get(&format!("/trajectories/export{query}")).await;
             assert_eq!(resp.status, 200, "{query}: {}", resp.text());
             resp.text()
@@ -539,6 +554,25 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
     );
     assert_eq!(ids_for(format!("?after={after}&limit=3")).await, all[2..5].to_vec());
     assert_eq!(ids_for(format!("?after={after}")).await, all[2..].to_vec());
+    let valid = want(&|e| e.task.status == TaskStatus::Completed);
+    let default = api.get("/trajectories/export").await.text();
+    let default_ids: Vec<String> = default
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(default_ids, valid, "the default export holds valid episodes only");
+    assert_eq!(ids_for("?outcome=valid".into()).await, valid);
+    assert_eq!(
+        ids_for("?outcome=aborted".into()).await,
+        want(&|e| e.task.status == TaskStatus::Failed)
+    );
+    assert_eq!(ids_for("?outcome=valid,aborted".into()).await, all);
+    assert_eq!(ids_for("?outcome=timeout,cancelled".into()).await, Vec::<String>::new());
     let episode = api.get("/trajectories/export?format=episode&limit=1").await;
     let line: Value = serde_json::from_str(episode.text().trim_end()).unwrap();
     assert_eq!(line["task"]["id"], all[0].as_str());
@@ -556,6 +590,10 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         ("?task_type=bogus", "task_type"),
         ("?created_after=yesterday", "created_after"),
         ("?status=nope", "status"),
+        ("?outcome=failed", "outcome"),
+        ("?outcome=valid,", "outcome"),
+        ("?min_model_version=-1", "min_model_version"),
+        ("?model_version=x", "model_version"),
     ] {
         let body = api
             .get(&format!("/trajectories/export{query}"))
@@ -595,11 +633,15 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
             logprobs: Some(json!({"content": [{"token": "exec", "token_id": 1234, "logprob": -0.01}]})),
             token_ids: None,
             prompt_token_ids: None,
+            model_version: None,
         })
         .collect();
     run_to_end(&store, task.id, TerminalStatus::Completed, Some(saved.clone())).await;
     let read = api.get(&format!("/tasks/{}/trajectory", task.id)).await.ok(200);
-    assert_eq!(serde_json::from_value::<Trajectory>(read.clone()).unwrap(), saved);
+    let mut served = saved.clone();
+    served.outcome = Some(Outcome::Valid);
+    assert_eq!(serde_json::from_value::<Trajectory>(read.clone()).unwrap(), served);
+    assert_eq!(read["outcome"], "valid");
     let roles: Vec<&str> = read["messages"]
         .as_array()
         .unwrap()
@@ -612,6 +654,83 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
     assert_eq!(read["llm_calls"][0]["logprobs"]["content"][0]["token_id"], 1234);
     assert_eq!(read["reward"], 1.0);
     assert_eq!(read["evaluation"]["Detection Accuracy"], "Correct");
+}
+
+/// An aborted episode is labelled `aborted` with no reward (not 0) on both read paths, and the policy version of
+/// `agent_config.model_version` is validated at create, carried on the trajectory and the export line, and
+/// filtered on.
+pub async fn outcome_and_policy_version_are_labelled(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let body = api
+        .post(
+            "/tasks",
+            json!({"problem_id": DETECTION, "agent_config": {"model": "policy", "model_version": "v7"}}),
+        )
+        .await
+        .error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "agent_config.model_version", "{body}");
+
+    let episode_of = |version: u64, status: TerminalStatus, reward: f64| {
+        let store = store.clone();
+        async move {
+            let spec = NewTask {
+                agent_config: Some(
+                    serde_json::from_value(json!({"model": "policy", "model_version": version})).unwrap(),
+                ),
+                max_retries: Some(0),
+                ..NewTask::new(DETECTION)
+            };
+            let task = create(&store, spec).await;
+            run_to_end(&store, task.id, status, Some(trajectory(task.id, 1, Some(reward)))).await
+        }
+    };
+    let aborted = episode_of(7, TerminalStatus::Failed, 0.0).await;
+    let valid = episode_of(8, TerminalStatus::Completed, 1.0).await;
+
+    let read = api.get(&format!("/tasks/{}/trajectory", aborted.id)).await.ok(200);
+    assert_eq!(read["outcome"], "aborted");
+    assert_eq!(
+        read["reward"],
+        Value::Null,
+        "an aborted episode is never scored: {read}"
+    );
+    assert_eq!(read["model_version"], 7);
+    assert!(read["evaluation"].is_object(), "the raw evaluation is kept");
+    let read = api.get(&format!("/tasks/{}/trajectory", valid.id)).await.ok(200);
+    assert_eq!(
+        (read["outcome"].as_str(), read["reward"].as_f64()),
+        (Some("valid"), Some(1.0))
+    );
+
+    let lines = |query: &str| {
+        let api = api.clone();
+        let query = query.to_string();
+        async move {
+            let resp = api.get(&format!("/trajectories/export{query}")).await;
+            assert_eq!(resp.status, 200, "{query}: {}", resp.text());
+            resp.text()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let aborted_lines = lines("?outcome=aborted").await;
+    assert_eq!(aborted_lines.len(), 1);
+    assert_eq!(aborted_lines[0]["reward"], Value::Null);
+    assert_eq!(aborted_lines[0]["model_version"], 7);
+    let recent = lines("?min_model_version=8").await;
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0]["task_id"], valid.id.to_string());
+    assert!(lines("?min_model_version=9&outcome=all").await.is_empty());
+    let exact = lines("?model_version=7&outcome=all").await;
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0]["task_id"], aborted.id.to_string());
+    // The store's own form (what HttpStore reads) is the stored record, unlabelled; filters still apply.
+    let episode = lines("?format=episode&outcome=aborted").await;
+    assert_eq!(episode.len(), 1);
+    assert_eq!(episode[0]["task"]["status"], "failed");
+    assert_eq!(episode[0]["trajectory"].get("outcome"), None);
 }
 
 pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
