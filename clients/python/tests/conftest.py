@@ -3,8 +3,8 @@
 Every test that takes ``server`` (or ``client``) runs once per store: the
 ``server`` fixture is parametrized over ``memory`` and ``postgres`` and
 started once per session for each. Its in-process workers run simulated
-episodes of 4 steps of 250 ms, and a new task stays pending 500 ms (so that
-a task read straight back is ``pending``, as the quickstart expects).
+episodes of 4 steps of 250 ms, and hand new tasks out at once (the
+quickstart's test has servers of its own with the usual dispatch delay).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def scratch_database() -> Iterator[Callable[[], ScratchDatabase]]:
+def scratch_database() -> Iterator[Callable[..., ScratchDatabase]]:
     """Makes fresh PostgreSQL databases; drops them all at the end."""
     made: List[ScratchDatabase] = []
 
-    def make() -> ScratchDatabase:
-        made.append(ScratchDatabase())
+    def make(own_role: bool = False) -> ScratchDatabase:
+        made.append(ScratchDatabase(own_role=own_role))
         return made[-1]
 
     yield make
@@ -60,7 +60,7 @@ def server(request: pytest.FixtureRequest, log_dir, scratch_database) -> Iterato
         workers=4,
         sim_steps=4,
         sim_step_delay_ms=250,
-        dispatch_delay_ms=500,
+        dispatch_delay_ms=0,
         database_url=database_url,
     ) as process:
         yield process

@@ -47,12 +47,15 @@ def free_port() -> int:
 
 class ScratchDatabase:
     """A fresh PostgreSQL database on the server of ``DATABASE_URL``, made
-    by ``createdb`` and dropped (``--force``) by :meth:`drop`."""
+    by ``createdb`` and dropped (``--force``) by :meth:`drop`. With
+    ``own_role`` it belongs to a new login role of its own (not a superuser,
+    so that ``CONNECTION LIMIT`` applies to it), which :attr:`url` names and
+    :meth:`drop` drops too."""
 
-    def __init__(self, prefix: str = "aiopslab_pyclient") -> None:
+    def __init__(self, prefix: str = "aiopslab_pyclient", own_role: bool = False) -> None:
         base = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         self.name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        self._base = base
+        self.role: Optional[str] = f"{self.name}_owner" if own_role else None
         self._args = [
             "-h",
             base.hostname or "127.0.0.1",
@@ -64,8 +67,14 @@ class ScratchDatabase:
         self._env = dict(os.environ)
         if base.password:
             self._env["PGPASSWORD"] = base.password
-        self._run("createdb", self.name)
-        self.url = urlunsplit((base.scheme, base.netloc, "/" + self.name, base.query, ""))
+        netloc = base.netloc
+        if self.role:
+            self.sql(f"CREATE ROLE {self.role} LOGIN")
+            netloc = f"{self.role}@{base.hostname or '127.0.0.1'}:{base.port or 5432}"
+            self._run("createdb", "-O", self.role, self.name)
+        else:
+            self._run("createdb", self.name)
+        self.url = urlunsplit((base.scheme, netloc, "/" + self.name, base.query, ""))
 
     def _run(self, program: str, *args: str) -> str:
         done = subprocess.run(
@@ -85,8 +94,10 @@ class ScratchDatabase:
         )
 
     def drop(self) -> None:
-        """Drops the database, closing any connection still open to it."""
+        """Drops the database (closing any connection still open to it) and its role."""
         self._run("dropdb", "--force", "--if-exists", self.name)
+        if self.role:
+            self.sql(f"DROP ROLE IF EXISTS {self.role}")
 
 
 class ServerProcess:
