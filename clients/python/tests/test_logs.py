@@ -107,4 +107,4 @@ def test_follow_resumes_across_a_server_restart(
     ids = [e.id for e in seen]
     assert len(ids) == len(set(ids)) and ids == sorted(ids)  # nothing repeated after the reconnect
     assert ids == stored  # nothing lost either
-    assert any("retry" in record.getMessage() for record in caplog.records)  # it did reconnect
+    assert any("reopening" in record.getMessage() for record in caplog.records)  # it did reconnect

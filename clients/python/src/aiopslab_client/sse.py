@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Iterator, List, Optional
 
 from ._requests import Call
-from ._transport import RetryPolicy
+from ._transport import RetryPolicy, logger
 from .errors import StreamError
 from .models import LogEntry, StatusField, TaskStatus
 
@@ -141,7 +141,11 @@ class LogFollow:
                 f"the log stream of {self._call.path} stopped {self._failures} times in a row "
                 f"without an end event ({reason})"
             )
-        return self._policy.delay(self._failures)
+        delay = self._policy.delay(self._failures)
+        logger.warning(
+            "the log stream of %s stopped (%s); reopening in %.2f s", self._call.path, reason, delay
+        )
+        return delay
 
 
 class LogStream(Iterator[LogEntry]):
