@@ -10,7 +10,9 @@ quickstart's test has servers of its own with the usual dispatch delay).
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator, List
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from servers import ScratchDatabase, ServerProcess
@@ -51,17 +53,28 @@ def scratch_database() -> Iterator[Callable[..., ScratchDatabase]]:
         database.drop()
 
 
+@contextmanager
+def serve_store(
+    store: str, log_dir: Path, scratch_database: Callable[..., ScratchDatabase], **options: Any
+) -> Iterator[ServerProcess]:
+    """A server of ``store`` (``memory``, or ``postgres`` on a fresh
+    database) with ``options`` (see :class:`ServerProcess`), stopped at the end."""
+    database_url = scratch_database().url if store == "postgres" else None
+    with ServerProcess(log_dir, database_url=database_url, **options) as process:
+        yield process
+
+
 @pytest.fixture(scope="session", params=["memory", "postgres"])
 def server(request: pytest.FixtureRequest, log_dir, scratch_database) -> Iterator[ServerProcess]:
     """The shared server of one store (the test runs once per store)."""
-    database_url = scratch_database().url if request.param == "postgres" else None
-    with ServerProcess(
+    with serve_store(
+        request.param,
         log_dir,
+        scratch_database,
         workers=4,
         sim_steps=4,
         sim_step_delay_ms=250,
         dispatch_delay_ms=0,
-        database_url=database_url,
     ) as process:
         yield process
 

@@ -12,7 +12,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.json as pa_json
 import pytest
-from conftest import PROBLEM
+from conftest import PROBLEM, serve_store
 from servers import ServerProcess
 
 from aiopslab_client import Client, RetryPolicy
@@ -29,14 +29,14 @@ COLUMNS = {
 def fast_server(request, log_dir, scratch_database) -> Iterator[ServerProcess]:
     """A fresh server with a fleet that drains quickly; the embedded store
     keeps every finished task (its default keeps 10,000)."""
-    database_url = scratch_database().url if request.param == "postgres" else None
-    with ServerProcess(
+    with serve_store(
+        request.param,
         log_dir,
+        scratch_database,
         workers=8,
         sim_steps=2,
         sim_step_delay_ms=0,
         dispatch_delay_ms=0,
-        database_url=database_url,
         extra_args=["--memory-max-finished-tasks", "0"],
         name="export",
     ) as server:

@@ -20,6 +20,7 @@ import time
 from typing import Iterator
 
 import pytest
+from conftest import serve_store
 from servers import ServerProcess
 
 from aiopslab_client import AsyncClient, Client, TaskStatus
@@ -30,14 +31,14 @@ PROBLEM = "misconfig_app_hotel_res-detection-1"
 @pytest.fixture(scope="module", params=["memory", "postgres"])
 def quickstart_server(request, log_dir, scratch_database) -> Iterator[ServerProcess]:
     """A fresh server per store, as the quickstart's first command starts it."""
-    database_url = scratch_database().url if request.param == "postgres" else None
-    with ServerProcess(
+    with serve_store(
+        request.param,
         log_dir,
+        scratch_database,
         workers=2,
         sim_steps=3,
         sim_step_delay_ms=300,
         dispatch_delay_ms=1000,
-        database_url=database_url,
         name="quickstart",
     ) as server:
         yield server

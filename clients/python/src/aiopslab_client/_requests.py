@@ -135,34 +135,6 @@ def _post(path: str, body: Any, parse: Callable[[Any], T], idempotency_key: Opti
 # --- tasks ------------------------------------------------------------------------------------------
 
 
-def task_spec(
-    problem_id: str,
-    *,
-    agent_config: Optional[Mapping[str, Any]] = None,
-    max_steps: Optional[int] = None,
-    timeout_minutes: Optional[int] = None,
-    priority: Optional[int] = None,
-    callback_url: Optional[str] = None,
-    metadata: Optional[Mapping[str, Any]] = None,
-    backend_type: Optional[str] = None,
-    max_retries: Optional[int] = None,
-) -> TaskSpec:
-    """A task request; the fields left ``None`` take the server's defaults
-    (``max_steps`` 30, ``timeout_minutes`` 30, ``priority`` 5, ``backend_type``
-    ``"default"``, ``max_retries`` 0)."""
-    return TaskSpec(
-        problem_id=problem_id,
-        agent_config=dict(agent_config) if agent_config is not None else None,
-        max_steps=max_steps,
-        timeout_minutes=timeout_minutes,
-        priority=priority,
-        callback_url=callback_url,
-        metadata=dict(metadata) if metadata is not None else None,
-        backend_type=backend_type,
-        max_retries=max_retries,
-    )
-
-
 def create(
     problem_id: str,
     *,
@@ -200,8 +172,8 @@ def create(
     Raises:
         BadRequestError: a field is invalid (``err.field`` names it).
     """
-    spec = task_spec(
-        problem_id,
+    spec = TaskSpec(
+        problem_id=problem_id,
         agent_config=agent_config,
         max_steps=max_steps,
         timeout_minutes=timeout_minutes,
@@ -254,7 +226,7 @@ def create_batch(
             raise ValueError("count is required with a single task (or pass a list of tasks)")
         if fields and not isinstance(tasks, str):
             raise ValueError("task fields as keyword arguments go with a problem id only")
-        spec = task_spec(tasks, **fields).to_wire() if isinstance(tasks, str) else _spec_of(tasks)
+        spec = TaskSpec(problem_id=tasks, **fields).to_wire() if isinstance(tasks, str) else _spec_of(tasks)
         body: Dict[str, Any] = {"task": spec, "count": count}
     else:
         if count is not None or fields:

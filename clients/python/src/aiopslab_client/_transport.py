@@ -225,6 +225,32 @@ class Settings:
         return f"{cls_name}(base_url={self.base_url!r}, token={token})"
 
 
+class ClientBase:
+    """What both clients share: their settings and the httpx client they send
+    with (``_http_class``: ``httpx.Client`` or ``httpx.AsyncClient``)."""
+
+    _http_class: Any = None
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        *,
+        token: Optional[str] = None,
+        timeout: Union[float, httpx.Timeout, None] = 30.0,
+        retries: Union[int, RetryPolicy, None] = 3,
+    ) -> None:
+        self._settings = Settings.resolve(base_url, token, timeout, retries)
+        self._http = self._http_class(**self._settings.client_options())
+
+    @property
+    def base_url(self) -> str:
+        """The server this client talks to."""
+        return self._settings.base_url
+
+    def __repr__(self) -> str:
+        return self._settings.describe(type(self).__name__)
+
+
 def build_request(
     http: Union[httpx.Client, httpx.AsyncClient], settings: Settings, call: Call[Any]
 ) -> httpx.Request:

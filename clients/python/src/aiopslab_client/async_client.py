@@ -29,7 +29,7 @@ from . import _requests
 from ._export import JsonlFile, PathLike, cut_short, parse_episode
 from ._paging import Pager
 from ._requests import MAX_PAGE_SIZE, Call, bind
-from ._transport import Attempts, RetryPolicy, Settings, build_request, error_from, parse_answer
+from ._transport import Attempts, ClientBase, build_request, error_from, parse_answer
 from ._waiting import TaskRef, Waiter
 from .models import Episode, LogEntry, Task
 from .sse import AsyncLogStream, LogFollow
@@ -47,7 +47,7 @@ def _endpoint(builder: Callable[P, Call[T]]) -> Callable[Concatenate[AsyncClient
     return bind(builder, _send_call)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio client of the aiopslab API; arguments as for
     :class:`~aiopslab_client.Client`.
 
@@ -58,21 +58,8 @@ class AsyncClient:
             done = await client.wait(batch.tasks)
     """
 
-    def __init__(
-        self,
-        base_url: Optional[str] = None,
-        *,
-        token: Optional[str] = None,
-        timeout: Union[float, httpx.Timeout, None] = 30.0,
-        retries: Union[int, RetryPolicy, None] = 3,
-    ) -> None:
-        self._settings = Settings.resolve(base_url, token, timeout, retries)
-        self._http = httpx.AsyncClient(**self._settings.client_options())
-
-    @property
-    def base_url(self) -> str:
-        """The server this client talks to."""
-        return self._settings.base_url
+    _http_class = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def aclose(self) -> None:
         """Closes the client's connections."""
@@ -83,9 +70,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return self._settings.describe(type(self).__name__)
 
     # --- sending ----------------------------------------------------------------------------------
 

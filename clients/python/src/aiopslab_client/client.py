@@ -13,7 +13,7 @@ from . import _requests
 from ._export import JsonlFile, PathLike, cut_short, parse_episode
 from ._paging import Pager
 from ._requests import MAX_PAGE_SIZE, Call, bind
-from ._transport import Attempts, RetryPolicy, Settings, build_request, error_from, parse_answer
+from ._transport import Attempts, ClientBase, build_request, error_from, parse_answer
 from ._waiting import TaskRef, Waiter
 from .models import Episode, LogEntry, Task
 from .sse import LogFollow, LogStream
@@ -27,7 +27,7 @@ def _endpoint(builder: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P],
     return bind(builder, lambda client, call: client._call(call))
 
 
-class Client:
+class Client(ClientBase):
     """A synchronous client of the aiopslab API.
 
     Args:
@@ -50,21 +50,8 @@ class Client:
             (done,) = client.wait(task)
     """
 
-    def __init__(
-        self,
-        base_url: Optional[str] = None,
-        *,
-        token: Optional[str] = None,
-        timeout: Union[float, httpx.Timeout, None] = 30.0,
-        retries: Union[int, RetryPolicy, None] = 3,
-    ) -> None:
-        self._settings = Settings.resolve(base_url, token, timeout, retries)
-        self._http = httpx.Client(**self._settings.client_options())
-
-    @property
-    def base_url(self) -> str:
-        """The server this client talks to."""
-        return self._settings.base_url
+    _http_class = httpx.Client
+    _http: httpx.Client
 
     def close(self) -> None:
         """Closes the client's connections."""
@@ -75,9 +62,6 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return self._settings.describe(type(self).__name__)
 
     # --- sending ----------------------------------------------------------------------------------
 

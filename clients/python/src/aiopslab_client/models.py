@@ -27,7 +27,15 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-class TaskStatus(str, enum.Enum):
+class WireEnum(str, enum.Enum):
+    """An enumeration of wire strings: compares equal to its value and
+    prints as it (``str(TaskStatus.COMPLETED) == "completed"``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class TaskStatus(WireEnum):
     """Where a task is in its lifecycle. The last four are terminal."""
 
     PENDING = "pending"
@@ -36,9 +44,6 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: The statuses nothing leaves.
@@ -54,7 +59,7 @@ def is_terminal(status: Union[TaskStatus, str]) -> bool:
     return str(status) not in (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
 
 
-class LogLevel(str, enum.Enum):
+class LogLevel(WireEnum):
     """Severity of a log entry, least severe first."""
 
     DEBUG = "debug"
@@ -63,31 +68,22 @@ class LogLevel(str, enum.Enum):
     ERROR = "error"
     CRITICAL = "critical"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class WorkerStatus(str, enum.Enum):
+class WorkerStatus(WireEnum):
     """What a worker is doing, as the server last saw it."""
 
     IDLE = "idle"
     BUSY = "busy"
     OFFLINE = "offline"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TaskType(str, enum.Enum):
+class TaskType(WireEnum):
     """What an AIOpsLab problem asks the agent to do."""
 
     DETECTION = "detection"
     LOCALIZATION = "localization"
     ANALYSIS = "analysis"
     MITIGATION = "mitigation"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # An enum member when the value is known, else the plain string.
