@@ -118,6 +118,10 @@ def _json_body(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _plain(value: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    return None if value is None else dict(value)
+
+
 def _post(path: str, body: Any, parse: Callable[[Any], T], idempotency_key: Optional[str]) -> Call[T]:
     headers: Headers = (("Content-Type", "application/json"),)
     if idempotency_key is not None:
@@ -174,12 +178,12 @@ def create(
     """
     spec = TaskSpec(
         problem_id=problem_id,
-        agent_config=agent_config,
+        agent_config=_plain(agent_config),
         max_steps=max_steps,
         timeout_minutes=timeout_minutes,
         priority=priority,
         callback_url=callback_url,
-        metadata=metadata,
+        metadata=_plain(metadata),
         backend_type=backend_type,
         max_retries=max_retries,
     )
@@ -448,25 +452,26 @@ def health() -> Call[Health]:
 
 
 def bind(
-    builder: Callable[P, Call[T]], send: Callable[[Any, Call[T]], Any]
+    builder: Callable[P, Call[T]], send: Callable[[Any, Call[T]], Any], owner: str
 ) -> Callable[Concatenate[Any, P], Any]:
-    """A client method made from ``builder``: it builds the call and hands it
-    to ``send(client, call)``. The method keeps the builder's name, docstring
+    """A method of the class ``owner`` made from ``builder``: it builds the
+    call and hands it to ``send(client, call)``. The method keeps the builder's name, docstring
     and parameters (with ``self`` first), so ``help()`` and editors show it
     as if it were written out; when ``send`` is a coroutine function the
     method is one too."""
     if inspect.iscoroutinefunction(send):
 
-        async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        async def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
             return await send(self, builder(*args, **kwargs))
 
     else:
 
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             return send(self, builder(*args, **kwargs))
 
-    functools.update_wrapper(method, builder, assigned=("__name__", "__qualname__", "__doc__"))
+    functools.update_wrapper(method, builder, assigned=("__name__", "__doc__"))
     del method.__wrapped__  # type: ignore[attr-defined]
+    method.__qualname__ = f"{owner}.{builder.__name__}"
     signature = inspect.signature(builder)
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, FrozenSet, Generator, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, FrozenSet, Generator, Mapping, Optional, Tuple, TypeVar, Union
 
 import httpx
 
@@ -199,7 +199,7 @@ class Settings:
             retries = RetryPolicy(retries=retries)
         return cls(base_url=url, token=token, timeout=timeout, retry=retries)
 
-    def client_options(self) -> dict:
+    def client_options(self) -> Dict[str, Any]:
         """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
         return {
             "base_url": self.base_url,

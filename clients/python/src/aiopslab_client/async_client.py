@@ -44,7 +44,7 @@ async def _send_call(client: AsyncClient, call: Call[T]) -> T:
 
 def _endpoint(builder: Callable[P, Call[T]]) -> Callable[Concatenate[AsyncClient, P], Awaitable[T]]:
     """An :class:`AsyncClient` coroutine method sending what ``builder`` describes."""
-    return bind(builder, _send_call)
+    return bind(builder, _send_call, "AsyncClient")
 
 
 class AsyncClient(ClientBase):

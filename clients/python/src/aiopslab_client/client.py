@@ -24,7 +24,7 @@ P = ParamSpec("P")
 
 def _endpoint(builder: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
     """A :class:`Client` method sending what ``builder`` describes."""
-    return bind(builder, lambda client, call: client._call(call))
+    return bind(builder, lambda client, call: client._call(call), "Client")
 
 
 class Client(ClientBase):

@@ -14,7 +14,7 @@ Nothing here does I/O: the clients feed lines in and act on what comes out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator, List, Optional
+from typing import Any, AsyncIterator, Iterator, List, Optional
 
 from ._requests import Call
 from ._transport import RetryPolicy, logger
@@ -79,7 +79,7 @@ class LogFollow:
     :meth:`call` again, which resumes after the last entry seen.
     """
 
-    def __init__(self, call: Call[object], policy: RetryPolicy) -> None:
+    def __init__(self, call: Call[Any], policy: RetryPolicy) -> None:
         self._call = call
         self._policy = policy
         self._decoder = SSEDecoder()
@@ -93,7 +93,7 @@ class LogFollow:
         """Whether the ``end`` event came."""
         return self.status is not None
 
-    def call(self) -> Call[object]:
+    def call(self) -> Call[Any]:
         """The request that (re)opens the stream."""
         self._decoder = SSEDecoder()
         if self.last_event_id is None:
