@@ -3,8 +3,8 @@
 #
 #   scripts/python_client_tests.sh [pytest arguments...]
 #
-# - The server: $AIOPSLAB_BIN, default target/release/aiopslab
-#   (cargo build --release -p aiopslab-cli).
+# - The server: $AIOPSLAB_BIN, default target/release/aiopslab (under $CARGO_TARGET_DIR when set),
+#   built by cargo build --release -p aiopslab-cli.
 # - PostgreSQL: $DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres; its role must
 #   be allowed to create databases and roles (each test session makes scratch ones and drops them).
 #   createdb, dropdb and psql must be on PATH.
@@ -25,7 +25,7 @@ fail() {
     exit 2
 }
 
-BIN=${AIOPSLAB_BIN:-$ROOT/target/release/aiopslab}
+BIN=${AIOPSLAB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/aiopslab}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 [ -x "$BIN" ] || fail "the server program $BIN is missing: build it with \`cargo build --release -p aiopslab-cli\` (or set AIOPSLAB_BIN)"
 for tool in createdb dropdb psql; do

@@ -1,9 +1,9 @@
-"""The quickstart (../shared/seed/quickstart.md) with the client instead of
-requests and curl, on both stores: its end-to-end test scenario step by step
-(create, see it pending, see a worker pick it up, see it complete with a
-result, read its logs), its "Basic Usage" reads, its load test of ten
-concurrent submissions with random priorities, and its monitoring commands
-(tasks grouped by status, workers with their counts).
+"""The quickstart (docs/quickstart.md, the user's ../shared/seed/quickstart.md
+verbatim) with the client instead of requests and curl, on both stores: its
+end-to-end test scenario step by step (create, see it pending, see a worker
+pick it up, see it complete with a result, read its logs), its "Basic Usage"
+reads, its load test of ten concurrent submissions with random priorities,
+and its monitoring commands (tasks grouped by status, workers with counts).
 
 Each store gets a fresh server like the quickstart's first command: two
 in-process workers and the default one-second dispatch delay (which is what
