@@ -56,7 +56,9 @@ def main() -> None:
             batch = client.create_batch(
                 args.problem,
                 count=args.group_size,
-                agent_config={"model": args.model, "temperature": 1.0},
+                # model_version: the policy this group samples from (here the iteration), stamped on each
+                # episode and LLM call, so the export below takes only this policy's episodes.
+                agent_config={"model": args.model, "temperature": 1.0, "model_version": iteration},
                 metadata={"run": run, "batch": tag, "iteration": str(iteration)},
                 idempotency_key=tag,  # a retried submission creates nothing twice
             )
@@ -71,7 +73,8 @@ def main() -> None:
             )
             print(f"[{iteration}] advantages {[round(a, 3) for a in advantages(rewards)]}")
             path = args.out / f"group-{iteration}.jsonl"
-            count = client.export_to(path, metadata={"batch": tag}, status="completed")
+            # The export holds valid episodes only by default: an infrastructure abort is never a reward of 0.
+            count = client.export_to(path, metadata={"batch": tag}, min_model_version=iteration)
             print(f"[{iteration}] exported {count} episodes to {path} ({path.stat().st_size} bytes)")
 
 

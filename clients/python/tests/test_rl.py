@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 import types
 
 import pytest
 from conftest import PROBLEM
 
-from aiopslab_client import BadRequestError, Client, Episode, LlmCall, NotFoundError, TaskStatus, TaskType
+from aiopslab_client import (
+    BadRequestError,
+    Client,
+    Episode,
+    LlmCall,
+    NotFoundError,
+    Outcome,
+    TaskStatus,
+    TaskType,
+)
 
 
 def test_trajectory_has_messages_llm_calls_and_reward(client: Client, tag: str) -> None:
@@ -86,3 +96,29 @@ def test_a_bad_export_filter_is_a_400_and_writes_no_file(client: Client, tmp_pat
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError):
         client.export(metadata={"a": "1", "b": "2"}).__next__()  # the server filters on one pair
+
+
+def test_export_labels_outcomes_and_filters_policy_versions(client: Client, tag: str) -> None:
+    done = client.create(PROBLEM, agent_config={"model": tag, "model_version": 3})
+    client.wait([done], timeout=60, poll=0.1)
+    cut = client.create(PROBLEM, agent_config={"model": tag, "model_version": 4})
+    for _ in range(600):
+        if client.get(cut).status == TaskStatus.RUNNING:
+            break
+        time.sleep(0.05)
+    client.cancel(cut)
+    (cancelled,) = client.wait([cut], timeout=60, poll=0.1)
+    assert cancelled.status == TaskStatus.CANCELLED
+
+    (valid,) = list(client.export(model=tag))  # the default: valid episodes only
+    assert valid.task_id == done.id and valid.outcome == Outcome.VALID
+    assert valid.model_version == 3 and valid.reward in (0.0, 1.0)
+    (aborted,) = list(client.export(model=tag, outcome=[Outcome.CANCELLED]))
+    assert aborted.task_id == cut.id and aborted.outcome == Outcome.CANCELLED
+    assert aborted.reward is None, "an episode that was not evaluated has no reward, not 0"
+    assert len(list(client.export(model=tag, outcome="all"))) == 2
+    assert [e.task_id for e in client.export(model=tag, outcome="all", min_model_version=4)] == [cut.id]
+    assert [e.task_id for e in client.export(model=tag, model_version=3)] == [done.id]
+    trajectory = client.trajectory(cut)
+    assert trajectory.outcome == Outcome.CANCELLED and trajectory.reward is None
+    assert all(call.model_version == 4 for call in trajectory.llm_calls)

@@ -32,6 +32,7 @@ from .models import (
     LogEntry,
     LogLevel,
     LogsPage,
+    Outcome,
     Problem,
     ProblemList,
     Stats,
@@ -355,11 +356,19 @@ def export(
     metadata: Union[Tuple[str, str], Mapping[str, str], str, None] = None,
     created_after: Union[datetime, str, None] = None,
     created_before: Union[datetime, str, None] = None,
+    outcome: Union[Outcome, str, Sequence[Union[Outcome, str]], None] = None,
+    model_version: Optional[int] = None,
+    min_model_version: Optional[int] = None,
     after: Optional[str] = None,
     limit: Optional[int] = None,
 ) -> Call[None]:
     """``GET /trajectories/export``: the episodes (tasks with a trajectory)
     that match, oldest first, one JSON line each.
+
+    Only ``valid`` episodes unless asked: ``outcome`` takes one outcome, a
+    list of them, or ``"all"`` (a ``status`` filter also replaces the
+    default). ``model_version`` keeps one policy version,
+    ``min_model_version`` that version and later ones.
 
     ``metadata`` filters on one string value of the task's metadata, given as
     ``{"key": "value"}``, ``("key", "value")`` or ``"key:value"``.
@@ -377,11 +386,20 @@ def export(
             metadata=_metadata_filter(metadata),
             created_after=created_after,
             created_before=created_before,
+            outcome=_outcome_filter(outcome),
+            model_version=model_version,
+            min_model_version=min_model_version,
             after=after,
             limit=limit,
         ),
         stream=True,
     )
+
+
+def _outcome_filter(value: Union[Outcome, str, Sequence[Union[Outcome, str]], None]) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return None if value is None else str(value)
+    return ",".join(str(outcome) for outcome in value)
 
 
 def _metadata_filter(value: Union[Tuple[str, str], Mapping[str, str], str, None]) -> Optional[str]:

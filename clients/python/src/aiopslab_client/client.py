@@ -199,7 +199,9 @@ class Client(ClientBase):
 
         ``filters``: ``status``, ``problem_id``, ``task_type``, ``model``,
         ``metadata`` (``{"key": "value"}``), ``created_after``,
-        ``created_before``, ``after``, ``limit``.
+        ``created_before``, ``outcome`` (default: ``valid`` episodes only;
+        a list, or ``"all"``), ``model_version``, ``min_model_version``,
+        ``after``, ``limit``.
 
         Raises:
             StreamError: the stream broke mid-way (it is not resumed: an

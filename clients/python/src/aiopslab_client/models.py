@@ -46,6 +46,17 @@ class TaskStatus(WireEnum):
     CANCELLED = "cancelled"
 
 
+class Outcome(WireEnum):
+    """What a terminal episode is for training: ``valid`` (ran and was
+    evaluated, whatever the reward), ``aborted`` (infrastructure, never the
+    policy: its reward is ``None``, not 0), ``timeout`` or ``cancelled``."""
+
+    VALID = "valid"
+    ABORTED = "aborted"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
 #: The statuses nothing leaves.
 TERMINAL_STATUSES = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
@@ -91,6 +102,7 @@ StatusField = Annotated[Union[TaskStatus, str], Field(union_mode="left_to_right"
 LevelField = Annotated[Union[LogLevel, str], Field(union_mode="left_to_right")]
 WorkerStatusField = Annotated[Union[WorkerStatus, str], Field(union_mode="left_to_right")]
 TaskTypeField = Annotated[Union[TaskType, str], Field(union_mode="left_to_right")]
+OutcomeField = Annotated[Union["Outcome", str], Field(union_mode="left_to_right")]
 
 JsonObject = Dict[str, Any]
 
@@ -241,11 +253,14 @@ class LlmCall(Model):
     logprobs: Any = None
     token_ids: Any = None
     prompt_token_ids: Any = None
+    #: The policy version that served the call (the task's ``agent_config.model_version``).
+    model_version: Optional[int] = None
 
 
 class Trajectory(Model):
     """The RL record of one episode: messages, LLM calls, the scalar reward
-    and AIOpsLab's raw evaluation."""
+    (``None`` unless the outcome is ``valid``), AIOpsLab's raw evaluation,
+    the outcome label and the policy version."""
 
     task_id: str
     messages: List[TrajectoryMessage] = Field(default_factory=list)
@@ -253,6 +268,9 @@ class Trajectory(Model):
     reward: Optional[float] = None
     evaluation: JsonObject = Field(default_factory=dict)
     metadata: JsonObject = Field(default_factory=dict)
+    #: ``None`` while the task runs.
+    outcome: Optional[OutcomeField] = None
+    model_version: Optional[int] = None
 
 
 class GroupTask(Model):
@@ -360,12 +378,15 @@ class Episode(Model):
     problem_id: str
     task_type: Optional[TaskTypeField] = None
     status: StatusField
+    outcome: Optional[OutcomeField] = None
     messages: List[ChatMessage] = Field(default_factory=list)
-    reward: float = 0.0
+    #: ``None`` unless the outcome is ``valid``: an aborted run is never scored 0.
+    reward: Optional[float] = None
     evaluation: JsonObject = Field(default_factory=dict)
     agent_config: JsonObject = Field(default_factory=dict)
     metadata: JsonObject = Field(default_factory=dict)
     group_id: Optional[str] = None
+    model_version: Optional[int] = None
 
 
 class TaskSpec(Model):
