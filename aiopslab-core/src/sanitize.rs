@@ -201,7 +201,11 @@ impl Sanitize for TaskParameters {
 
 impl Sanitize for BatchSpec {
     fn sanitize(&mut self) {
-        let BatchSpec { group_id: _, specs } = self;
+        let BatchSpec {
+            group_id: _,
+            specs,
+            policy: _,
+        } = self;
         specs.sanitize();
     }
 }

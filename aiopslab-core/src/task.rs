@@ -437,6 +437,10 @@ pub struct Task {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub group_id: Option<GroupId>,
+    /// The aborted member of its group this task replaces (a refill, see [`crate::group`]); `null` otherwise.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub replaces: Option<TaskId>,
 }
 
 impl Task {
@@ -460,6 +464,20 @@ impl Task {
             result: None,
             error_details: None,
             group_id,
+            replaces: None,
+        }
+    }
+
+    /// A pending replacement of `aborted` (a member of a group that aborted, see [`crate::group`]): the same
+    /// problem, parameters and group, a fresh id, `replaces` naming it, created at `now`.
+    pub fn replacement(aborted: &Task, now: DateTime<Utc>) -> Self {
+        let spec = TaskSpec {
+            problem_id: aborted.problem_id.clone(),
+            parameters: aborted.parameters.clone(),
+        };
+        Self {
+            replaces: Some(aborted.id),
+            ..Self::pending(spec, aborted.group_id, now)
         }
     }
 

@@ -37,6 +37,7 @@ pub(crate) struct TaskRow {
     result: Option<Json<TaskResult>>,
     error_details: Option<Json<ErrorDetails>>,
     group_id: Option<Uuid>,
+    replaces: Option<Uuid>,
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
@@ -78,6 +79,7 @@ impl TryFrom<TaskRow> for Task {
             result: row.result.map(|r| r.0),
             error_details: row.error_details.map(|e| e.0),
             group_id: row.group_id,
+            replaces: row.replaces,
         })
     }
 }

@@ -19,7 +19,7 @@ macro_rules! task_columns {
     () => {
         "id, problem_id, status, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
          backend_type, max_retries, worker_id, attempt, cancel_requested, created_at, updated_at, started_at, \
-         completed_at, lease_expires_at, result, error_details, group_id"
+         completed_at, lease_expires_at, result, error_details, group_id, replaces"
     };
 }
 
@@ -37,9 +37,14 @@ macro_rules! worker_columns {
 
 /// Inserts many pending tasks in one statement, from parallel arrays, all in group `$11` (NULL: no group): `$1` ids,
 /// `$2` problem_ids, `$3` agent_configs, `$4` max_steps, `$5` timeout_minutes, `$6` priorities, `$7` callback_urls,
-/// `$8` metadata, `$9` backend_types, `$10` max_retries. Single creates arrive here too, coalesced.
+/// `$8` metadata, `$9` backend_types, `$10` max_retries. With a group, its row (migration 007) is written in the
+/// same statement: `$12` min_valid, `$13` max_refills. Single creates arrive here too, coalesced.
 pub(crate) const INSERT_TASKS: &str = concat!(
-    "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+    "WITH new_group AS (\
+        INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
+        SELECT $11::uuid, cardinality($1::uuid[]), $12::int4, $13::int4 WHERE $11::uuid IS NOT NULL\
+     ) \
+     INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, group_id) \
      SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
      $7::text[], $8::jsonb[], $9::text[], $10::int4[]) AS u RETURNING ",
@@ -47,12 +52,17 @@ pub(crate) const INSERT_TASKS: &str = concat!(
 );
 
 /// [`INSERT_TASKS`] under an idempotency key, one statement: the key is recorded (`$12` key, `$13` fingerprint)
-/// and the tasks inserted only if the key was new. No row when the key already existed (a concurrent request with
-/// the key waits for the first to commit, then finds it).
+/// and the tasks (and their group's row: `$14` min_valid, `$15` max_refills) inserted only if the key was new. No
+/// row when the key already existed (a concurrent request with the key waits for the first to commit, then finds
+/// it).
 pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
     "WITH new_key AS (\
         INSERT INTO idempotency_keys (key, fingerprint, group_id, task_ids) VALUES ($12, $13, $11::uuid, $1::uuid[]) \
         ON CONFLICT (key) DO NOTHING RETURNING key\
+     ), new_group AS (\
+        INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
+        SELECT $11::uuid, cardinality($1::uuid[]), $14::int4, $15::int4 \
+        WHERE $11::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM new_key)\
      ) \
      INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, group_id) \
@@ -61,6 +71,10 @@ pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
      WHERE EXISTS (SELECT 1 FROM new_key) RETURNING ",
     task_columns!()
 );
+
+/// What the store keeps of a batch group (migration 007). `$1` group id.
+pub(crate) const SELECT_GROUP: &str =
+    "SELECT group_id, size, min_valid, max_refills, refills FROM task_groups WHERE group_id = $1";
 
 /// The first request of an idempotency key. `$1` key.
 pub(crate) const SELECT_IDEMPOTENCY_KEY: &str =

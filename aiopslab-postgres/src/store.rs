@@ -374,6 +374,10 @@ impl TaskApi for PgStore {
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.select_trajectory(task_id).await
     }
+
+    async fn get_group(&self, group_id: aiopslab_core::GroupId) -> StoreResult<Option<aiopslab_core::Group>> {
+        self.select_group(group_id).await
+    }
 }
 
 #[async_trait]

@@ -26,6 +26,7 @@ fn batch(specs: Vec<TaskSpec>) -> BatchSpec {
     BatchSpec {
         group_id: Some(GroupId::new_v4()),
         specs,
+        policy: Default::default(),
     }
 }
 

@@ -15,10 +15,12 @@
 //! clock (or [`MemoryStore::advance_clock`]) drive leases, timeouts and
 //! worker liveness without sleeping.
 //!
-//! Batches, their idempotency keys and the webhook outbox ([`outbox`]) live
-//! under the same lock, so a batch is created whole or not at all, a key is
-//! recorded with the tasks it created, and a delivery is written in the same
-//! step as the terminal status it reports.
+//! Batches, their groups, their idempotency keys and the webhook outbox
+//! ([`outbox`]) live under the same lock, so a batch is created whole or not
+//! at all, a key is recorded with the tasks it created, a delivery is written
+//! in the same step as the terminal status it reports, and an aborted group
+//! member's replacement (see [`crate::group`]) in the same step as the abort,
+//! whichever transition made it (a finish, a sweep, a takeover).
 //!
 //! Everything it keeps is [sanitized](crate::sanitize) on the way in, as
 //! every store does, so it answers exactly what a durable store would.
@@ -349,6 +351,10 @@ impl TaskApi for MemoryStore {
 
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.lock().0.get_trajectory(task_id)
+    }
+
+    async fn get_group(&self, group_id: crate::batch::GroupId) -> StoreResult<Option<crate::group::Group>> {
+        Ok(self.lock().0.get_group(group_id))
     }
 }
 

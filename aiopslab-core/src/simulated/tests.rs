@@ -36,6 +36,7 @@ fn task(problem_id: &str, max_steps: i64) -> Task {
         result: None,
         error_details: None,
         group_id: None,
+        replaces: None,
     }
 }
 

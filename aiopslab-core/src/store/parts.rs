@@ -167,6 +167,10 @@ impl TaskApi for StoreParts {
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.task_api.get_trajectory(task_id).await
     }
+
+    async fn get_group(&self, group_id: crate::batch::GroupId) -> StoreResult<Option<crate::group::Group>> {
+        self.task_api.get_group(group_id).await
+    }
 }
 
 #[async_trait]

@@ -53,6 +53,7 @@ mod listing;
 mod logs;
 mod macros;
 mod memory;
+mod refills;
 pub mod support;
 mod text;
 mod webhooks;
@@ -92,6 +93,10 @@ pub use lifecycle::{
 pub use listing::{list_tasks_filters, list_tasks_pages, list_tasks_sorts, stats_counts};
 pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_save_replace_get};
 pub use memory::MemoryHarness;
+pub use refills::{
+    aborted_members_are_refilled, concurrent_aborts_never_exceed_max_refills, enough_valid_members_stop_refilling,
+    refills_run_out, retries_come_before_refills, timeouts_and_cancels_are_not_refilled,
+};
 pub use text::{nul_in_text_is_stored_as_replacement, nul_in_webhook_attempt_is_replaced};
 pub use webhooks::{
     attempt_delivered, attempt_failed, claim_webhooks_leases_deliveries, concurrent_webhook_claims_exactly_once,

@@ -9,8 +9,8 @@ use aiopslab_core::batch::{BatchSpec, IdempotencyKey, MAX_BATCH_TASKS};
 use aiopslab_core::webhook::WebhookDelivery;
 use aiopslab_core::{
     CancelOutcome, CreatedBatch, Episode, EpisodeExport, ExportCursor, ExportFilter, ExportRequest, FleetView,
-    LogEntry, LogQuery, NewBatch, StoreError, StoreResult, StoreStats, Task, TaskId, TaskPage, TaskQuery, TaskSort,
-    TaskSpec, Trajectory, ValidationError, Worker, WorkerFilter, WorkerPage,
+    GroupPolicy, LogEntry, LogQuery, NewBatch, StoreError, StoreResult, StoreStats, Task, TaskId, TaskPage, TaskQuery,
+    TaskSort, TaskSpec, Trajectory, ValidationError, Worker, WorkerFilter, WorkerPage,
 };
 use async_trait::async_trait;
 use chrono::SecondsFormat;
@@ -80,12 +80,15 @@ fn sort_param(sort: TaskSort) -> &'static str {
     }
 }
 
-/// The `POST /tasks/batch` body listing `specs`, in order.
-fn batch_body(specs: &[TaskSpec]) -> NewBatch {
+/// The `POST /tasks/batch` body listing `specs`, in order, with the group's policy (its fields left out when at
+/// their defaults, so the body, hence an idempotency fingerprint, is what it was before they existed).
+fn batch_body(specs: &[TaskSpec], policy: GroupPolicy) -> NewBatch {
     NewBatch {
         tasks: Some(specs.iter().map(new_task_body).collect()),
         task: None,
         count: None,
+        min_valid: policy.min_valid.map(i64::from),
+        max_refills: (policy.max_refills > 0).then_some(i64::from(policy.max_refills)),
     }
 }
 
@@ -125,7 +128,7 @@ impl ApiClient {
         let request = self
             .http
             .request(Method::POST, &["tasks", "batch"])?
-            .json(&batch_body(&specs));
+            .json(&batch_body(&specs, GroupPolicy::default()));
         let created: CreatedBatch = self.http.send_json(request, &Subject::none()).await?;
         Ok(created.tasks)
     }
@@ -150,7 +153,7 @@ impl ApiClient {
         } else {
             self.http
                 .request(Method::POST, &["tasks", "batch"])?
-                .json(&batch_body(&batch.specs))
+                .json(&batch_body(&batch.specs, batch.policy))
         };
         let request = match &idempotency {
             Some(key) => request.header(IDEMPOTENCY_KEY, key.key.as_str()),

@@ -76,6 +76,7 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         wire::HealthResponse,
         wire::GroupSummary,
         wire::GroupTask,
+        aiopslab_core::GroupStatus,
         wire::WebhookList,
         aiopslab_core::batch::NewBatch,
         aiopslab_core::batch::CreatedBatch,

@@ -1036,6 +1036,7 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     let batch = || BatchSpec {
         group_id: Some(Uuid::new_v4()),
         specs: vec![spec(DETECTION, Some(receiver.url())), spec(LOCALIZATION, None)],
+        policy: Default::default(),
     };
     let key = |k: &str| Some(IdempotencyKey::new(k, "computed by the server").unwrap());
     let created = client.create_batch(batch(), key("remote-1")).await.unwrap();
@@ -1047,18 +1048,12 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     assert_eq!(replay.group_id, Some(group));
     let ids = |c: &CreatedBatch| c.tasks.iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(ids(&replay), ids(&created));
-    let other = BatchSpec {
-        group_id: None,
-        specs: vec![spec(MITIGATION, None), spec(MITIGATION, None)],
-    };
+    let other = BatchSpec::ungrouped(vec![spec(MITIGATION, None), spec(MITIGATION, None)]);
     match client.create_batch(other, key("remote-1")).await {
         Err(StoreError::IdempotencyConflict { key }) => assert_eq!(key, "remote-1"),
         other => panic!("expected an idempotency conflict, got {other:?}"),
     }
-    let single = || BatchSpec {
-        group_id: None,
-        specs: vec![spec(DETECTION, None)],
-    };
+    let single = || BatchSpec::ungrouped(vec![spec(DETECTION, None)]);
     let one = client.create_batch(single(), key("remote-2")).await.unwrap();
     let again = client.create_batch(single(), key("remote-2")).await.unwrap();
     assert!(!one.replayed && again.replayed);

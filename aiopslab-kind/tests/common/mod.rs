@@ -492,6 +492,7 @@ pub fn task(problem_id: &str, agent_config: Value, max_steps: u32, timeout_minut
         result: None,
         error_details: None,
         group_id: None,
+        replaces: None,
     }
 }
 

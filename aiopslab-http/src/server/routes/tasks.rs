@@ -78,10 +78,7 @@ pub async fn create_task(
         tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
         return Ok((StatusCode::CREATED, Json(task)).into_response());
     };
-    let batch = BatchSpec {
-        group_id: None,
-        specs: vec![spec],
-    };
+    let batch = BatchSpec::ungrouped(vec![spec]);
     let created = state.tasks.create_batch(batch, Some(key)).await?;
     let Some(task) = created.tasks.into_iter().next() else {
         tracing::error!("the store created an empty batch for one task");
