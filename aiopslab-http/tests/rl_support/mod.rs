@@ -49,6 +49,7 @@ macro_rules! rl_tests {
         $crate::rl_tests!(@each $factory;
             batch_is_atomic_and_makes_a_group,
             group_reads_back_rewards,
+            group_refills_over_http,
             idempotency_key_replays_and_conflicts,
             concurrent_same_key_creates_once,
             export_is_valid_line_by_line_and_filters,

@@ -196,6 +196,134 @@ pub async fn group_reads_back_rewards(backing: &Backing) {
     assert_eq!(body["details"]["field"], "group_id");
 }
 
+/// `POST /tasks/batch` takes `min_valid` and `max_refills` (a 400 naming the field when out of range), replays
+/// them exactly under an idempotency key, and `GET /groups/{id}` reports the group's refills: a group of 4 with
+/// one refill whose member aborts gets a replacement naming it (`replaces`, on the task and in the group), is
+/// `running` until it ends, then `complete` with the mean and population variance of the valid rewards.
+pub async fn group_refills_over_http(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let task = json!({"problem_id": DETECTION, "agent_config": {"model": "gpt-4"}, "metadata": {"k": "v"}});
+    for (extra, field) in [
+        (json!({"min_valid": 0}), "min_valid"),
+        (json!({"min_valid": 5}), "min_valid"),
+        (json!({"max_refills": -1}), "max_refills"),
+        (json!({"max_refills": 1001}), "max_refills"),
+        (json!({"max_refills": "two"}), "max_refills"),
+    ] {
+        let mut body = json!({"task": task, "count": 4});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let refused = api.post("/tasks/batch", body.clone()).await;
+        assert_eq!(refused.status.as_u16(), 400, "{body}: {}", refused.text());
+        assert!(refused.text().contains(field), "{body}: {}", refused.text());
+    }
+    let listed = json!({"tasks": [task, task], "min_valid": 3});
+    let body = api.post("/tasks/batch", listed).await.error(400, "validation_error");
+    assert_eq!(
+        body["details"]["field"], "min_valid",
+        "min_valid is at most the number of tasks"
+    );
+    assert_eq!(total_tasks(&api).await, 0, "nothing was created");
+
+    let body = json!({"task": task, "count": 4, "max_refills": 1}).to_string();
+    let created = api.post_keyed("/tasks/batch", "refills-1", &body).await.ok(201);
+    let group = created["group_id"].as_str().unwrap().to_string();
+    let ids: Vec<TaskId> = created["tasks"].as_array().unwrap().iter().map(id_of).collect();
+    assert!(created["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["replaces"].is_null()));
+    let other = json!({"task": task, "count": 4, "max_refills": 2}).to_string();
+    api.post_keyed("/tasks/batch", "refills-1", &other)
+        .await
+        .error(409, "idempotency_conflict");
+
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (
+            &view["status"],
+            &view["size"],
+            &view["min_valid"],
+            &view["max_refills"],
+            &view["refills"]
+        ),
+        (&json!("running"), &json!(4), &json!(4), &json!(1), &json!(0)),
+        "{view}"
+    );
+    assert!(
+        view["mean_reward"].is_null() && view["reward_variance"].is_null(),
+        "{view}"
+    );
+
+    for (id, reward) in ids.iter().take(3).zip([1.0, 0.0, 1.0]) {
+        run_to_end(
+            &store,
+            *id,
+            TerminalStatus::Completed,
+            Some(trajectory(*id, 1, Some(reward))),
+        )
+        .await;
+    }
+    run_to_end(&store, ids[3], TerminalStatus::Failed, None).await;
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (
+            &view["status"],
+            &view["refills"],
+            &view["valid"],
+            &view["aborted"],
+            &view["total"]
+        ),
+        (&json!("running"), &json!(1), &json!(3), &json!(1), &json!(5)),
+        "{view}"
+    );
+    let refill = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["replaces"] == ids[3].to_string())
+        .unwrap_or_else(|| panic!("a member replaces the aborted one: {view}"));
+    assert_eq!(refill["status"], "pending");
+    let refill_id = id_of(refill);
+    let served = api.get(&format!("/tasks/{refill_id}")).await.ok(200);
+    assert_eq!(
+        served["replaces"],
+        ids[3].to_string(),
+        "the task JSON names what it replaces"
+    );
+    assert_eq!(served["group_id"], group.as_str());
+    assert_eq!(
+        served["parameters"]["metadata"],
+        json!({"k": "v"}),
+        "the same parameters"
+    );
+
+    run_to_end(
+        &store,
+        refill_id,
+        TerminalStatus::Completed,
+        Some(trajectory(refill_id, 1, Some(0.0))),
+    )
+    .await;
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (&view["status"], &view["refills"], &view["valid"], &view["aborted"]),
+        (&json!("complete"), &json!(1), &json!(4), &json!(1)),
+        "{view}"
+    );
+    assert_eq!(view["mean_reward"].as_f64(), Some(0.5), "{view}");
+    assert_eq!(view["reward_variance"].as_f64(), Some(0.25), "{view}");
+
+    // A replay answers the batch's own tasks, as they are now: not the replacement.
+    let replay = api.post_keyed("/tasks/batch", "refills-1", &body).await;
+    let replayed = replay.ok(201);
+    assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+    let replayed_ids: Vec<TaskId> = replayed["tasks"].as_array().unwrap().iter().map(id_of).collect();
+    assert_eq!(replayed_ids, ids);
+    assert_eq!(replayed["tasks"][3]["status"], "failed");
+}
+
 pub async fn idempotency_key_replays_and_conflicts(backing: &Backing) {
     let store = backing.store.clone();
     let api = Api::new(store.clone());
@@ -1007,6 +1135,30 @@ pub async fn openapi_lists_the_rl_routes(backing: &Backing) {
             "{schema} schema missing"
         );
     }
+    // Group-aware retry: the batch's fields in both shapes, the group's standing, a task's `replaces`.
+    let schemas = &doc["components"]["schemas"];
+    for shape in schemas["NewBatch"]["oneOf"].as_array().expect("NewBatch is a oneOf") {
+        assert_eq!(shape["properties"]["min_valid"]["minimum"], 1, "{shape}");
+        assert_eq!(shape["properties"]["max_refills"]["maximum"], 1000, "{shape}");
+    }
+    for field in [
+        "status",
+        "size",
+        "min_valid",
+        "max_refills",
+        "refills",
+        "valid",
+        "aborted",
+        "mean_reward",
+        "reward_variance",
+    ] {
+        assert!(
+            schemas["GroupSummary"]["properties"][field].is_object(),
+            "GroupSummary.{field}"
+        );
+    }
+    assert!(schemas["GroupStatus"].is_object(), "GroupStatus schema missing");
+    assert!(schemas["Task"]["properties"]["replaces"].is_object(), "Task.replaces");
 }
 
 /// `ApiClient` (the Rust client of the public API) over a real socket to
