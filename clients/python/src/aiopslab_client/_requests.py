@@ -207,6 +207,8 @@ def create_batch(
     count: Optional[int] = None,
     *,
     idempotency_key: Optional[str] = None,
+    min_valid: Optional[int] = None,
+    max_refills: Optional[int] = None,
     **fields: Any,
 ) -> Call[CreatedBatch]:
     """Submits many tasks atomically, as one group (``POST /tasks/batch``).
@@ -225,6 +227,11 @@ def create_batch(
     The answer has the ``group_id`` that :meth:`group` reads back.
     ``idempotency_key`` works as for :meth:`create`, and **only a batch that
     carries a key is retried** after a connection error or a 503.
+
+    ``min_valid`` (1 to the number of tasks; default: all) and ``max_refills``
+    (0-1000; default 0) ask the server to replace members that abort (status
+    ``failed``) with copies, while the group lacks ``min_valid`` members that
+    are valid or still running, up to ``max_refills`` times.
     """
     if isinstance(tasks, (str, TaskSpec, Mapping)):
         if count is None:
@@ -237,6 +244,10 @@ def create_batch(
         if count is not None or fields:
             raise ValueError("count and task fields go with a single task, not with a list of tasks")
         body = {"tasks": [_spec_of(task) for task in tasks]}
+    if min_valid is not None:
+        body["min_valid"] = min_valid
+    if max_refills is not None:
+        body["max_refills"] = max_refills
     return _post("/tasks/batch", body, CreatedBatch.model_validate, idempotency_key)
 
 

@@ -166,6 +166,8 @@ class Task(Model):
     status: StatusField
     parameters: TaskParameters = Field(default_factory=TaskParameters)
     group_id: Optional[str] = None
+    #: The aborted group member this task replaces (a refill); ``None`` otherwise.
+    replaces: Optional[str] = None
     worker_id: Optional[str] = None
     attempt: int = 0
     cancel_requested: bool = False
@@ -280,6 +282,8 @@ class GroupTask(Model):
     problem_id: str
     status: StatusField
     reward: Optional[float] = None
+    #: The aborted member this task replaces (a refill); ``None`` otherwise.
+    replaces: Optional[str] = None
 
 
 class Group(Model):
@@ -290,8 +294,20 @@ class Group(Model):
     total: int
     by_status: Dict[str, int] = Field(default_factory=dict)
     tasks: List[GroupTask] = Field(default_factory=list)
+    #: Over the valid members only.
     mean_reward: Optional[float] = None
+    #: Population variance over the valid members' rewards.
+    reward_variance: Optional[float] = None
     rewards: List[float] = Field(default_factory=list)
+    #: ``running``, then ``complete``, ``partial`` or ``failed``.
+    status: Optional[str] = None
+    size: Optional[int] = None
+    min_valid: Optional[int] = None
+    max_refills: Optional[int] = None
+    #: Replacements of aborted members created so far.
+    refills: Optional[int] = None
+    valid: Optional[int] = None
+    aborted: Optional[int] = None
 
     @property
     def is_finished(self) -> bool:
