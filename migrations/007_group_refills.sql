@@ -23,9 +23,10 @@ CREATE TABLE IF NOT EXISTS task_groups (
     max_refills integer     NOT NULL DEFAULT 0,
     refills     integer     NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT task_groups_size_check CHECK (size BETWEEN 1 AND 1000),
+    -- The API bounds (1000 tasks, 1000 refills) are checked before the store; these are the invariants.
+    CONSTRAINT task_groups_size_check CHECK (size >= 1),
     CONSTRAINT task_groups_min_valid_check CHECK (min_valid BETWEEN 1 AND size),
-    CONSTRAINT task_groups_max_refills_check CHECK (max_refills BETWEEN 0 AND 1000),
+    CONSTRAINT task_groups_max_refills_check CHECK (max_refills >= 0),
     CONSTRAINT task_groups_refills_check CHECK (refills BETWEEN 0 AND max_refills)
 );
 

@@ -67,7 +67,8 @@ impl GroupPolicy {
         Group {
             group_id,
             size,
-            min_valid: self.min_valid.unwrap_or(size).min(size),
+            // Validation keeps it in 1..=size; a store called directly gets it clamped there too.
+            min_valid: self.min_valid.unwrap_or(size).clamp(1.min(size), size),
             max_refills: self.max_refills,
             refills: 0,
         }

@@ -42,7 +42,8 @@ macro_rules! worker_columns {
 pub(crate) const INSERT_TASKS: &str = concat!(
     "WITH new_group AS (\
         INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
-        SELECT $11::uuid, cardinality($1::uuid[]), $12::int4, $13::int4 WHERE $11::uuid IS NOT NULL\
+        SELECT $11::uuid, cardinality($1::uuid[]), $12::int4, $13::int4 \
+        WHERE $11::uuid IS NOT NULL AND cardinality($1::uuid[]) > 0\
      ) \
      INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, group_id) \
@@ -62,7 +63,7 @@ pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
      ), new_group AS (\
         INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
         SELECT $11::uuid, cardinality($1::uuid[]), $14::int4, $15::int4 \
-        WHERE $11::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM new_key)\
+        WHERE $11::uuid IS NOT NULL AND cardinality($1::uuid[]) > 0 AND EXISTS (SELECT 1 FROM new_key)\
      ) \
      INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, group_id) \

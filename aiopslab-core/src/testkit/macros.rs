@@ -122,6 +122,7 @@ macro_rules! conformance_suite {
             refills_run_out,
             enough_valid_members_stop_refilling,
             retries_come_before_refills,
+            every_abort_path_refills,
             timeouts_and_cancels_are_not_refilled,
         );
         $crate::conformance_suite!(@checks $harness, $racing;

@@ -95,7 +95,7 @@ pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_s
 pub use memory::MemoryHarness;
 pub use refills::{
     aborted_members_are_refilled, concurrent_aborts_never_exceed_max_refills, enough_valid_members_stop_refilling,
-    refills_run_out, retries_come_before_refills, timeouts_and_cancels_are_not_refilled,
+    every_abort_path_refills, refills_run_out, retries_come_before_refills, timeouts_and_cancels_are_not_refilled,
 };
 pub use text::{nul_in_text_is_stored_as_replacement, nul_in_webhook_attempt_is_replaced};
 pub use webhooks::{

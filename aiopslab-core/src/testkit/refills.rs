@@ -12,8 +12,9 @@ use crate::batch::{BatchSpec, GroupId};
 use crate::group::{Group, GroupPolicy, GroupStatus};
 use crate::query::{Page, TaskFilter, TaskSort};
 use crate::store::prelude::*;
-use crate::store::TaskStore;
+use crate::store::{FinalReport, TaskStore};
 use crate::task::{NewTask, Task, TaskId, TaskStatus, TerminalStatus};
+use crate::worker::WorkerRegistration;
 
 /// A batch of `size` copies of `new` in a fresh group asking `min_valid` and `max_refills`.
 fn refilled_batch(new: NewTask, size: usize, min_valid: Option<u32>, max_refills: u32) -> BatchSpec {
@@ -289,6 +290,59 @@ pub async fn retries_come_before_refills<H: StoreHarness>(harness: &H) {
     assert_eq!(pairs.len(), 2, "the sweep's abort is refilled too ({all:?})");
     assert!(pairs.iter().any(|(_, replaced)| *replaced == tasks[1].id));
     assert_eq!(group(&store, group_id).await.refills, 2);
+}
+
+/// Every path that aborts a member refills it: a worker's final report (when the store offers final reports), a
+/// new instance taking the worker's id over, and the sweep of an expired lease.
+pub async fn every_abort_path_refills<H: StoreHarness>(harness: &H) {
+    let store = harness.store(suite_policy()).await;
+    register(&store, "w", "default").await;
+    let (group_id, tasks) = create_group(&store, refilled_batch(distinctive(0), 3, None, 3)).await;
+
+    let claimed = claim_some(&store, &request_task("w", tasks[0].id)).await;
+    let reported = match store.final_reports() {
+        Some(reports) => reports
+            .finish_run(claimed.lease_token(), FinalReport::new(failed("backend_error")))
+            .await
+            .expect("finish_run"),
+        None => store
+            .finish(claimed.lease_token(), failed("backend_error"))
+            .await
+            .expect("finish"),
+    };
+    assert_status(&reported, TaskStatus::Failed, "the reported abort");
+
+    let first = WorkerRegistration::new("taken", "default").with_instance_id("instance-a");
+    store.register_worker(first).await.expect("register instance a");
+    claim_some(&store, &request_task("taken", tasks[1].id)).await;
+    let second = WorkerRegistration::new("taken", "default").with_instance_id("instance-b");
+    store
+        .register_worker(second)
+        .await
+        .expect("instance b takes the id over");
+    assert_status(
+        &get(&store, tasks[1].id).await,
+        TaskStatus::Failed,
+        "the taken-over run",
+    );
+
+    claim_some(&store, &request_task("w", tasks[2].id)).await;
+    harness.advance_clock(&store, secs(61)).await;
+    let report = store.sweep().await.expect("sweep");
+    assert_eq!(report.failed, vec![tasks[2].id], "the sweep aborted the last member");
+
+    let all = members(&store, group_id).await;
+    let replaced: HashSet<TaskId> = replacements(&all).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        replaced,
+        tasks.iter().map(|t| t.id).collect::<HashSet<_>>(),
+        "each abort path refilled its member ({all:?})"
+    );
+    for task in all.iter().filter(|t| t.replaces.is_some()) {
+        let aborted = all.iter().find(|t| Some(t.id) == task.replaces).expect("listed");
+        assert_copied(task, aborted);
+    }
+    assert_eq!(group(&store, group_id).await.refills, 3);
 }
 
 /// Timeouts and cancels are not refilled: a pending member cancelled, a running one whose client asked to cancel
