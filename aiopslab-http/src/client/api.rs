@@ -305,11 +305,29 @@ impl ApiClient {
 #[async_trait]
 impl FleetView for ApiClient {
     async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
-        let request = self.http.request(Method::GET, &["workers", worker_id])?;
-        Ok(self.http.send_json(request, &Subject::worker(worker_id)).await?)
+        Ok(ApiClient::get_worker(self, worker_id).await?)
     }
 
     async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        Ok(ApiClient::list_workers(self, filter).await?)
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        Ok(ApiClient::stats(self).await?)
+    }
+}
+
+/// The operator's reads with the server's answer on failure: what the [`FleetView`] methods of the same names
+/// return with the [`StoreError`] alone (a method call on an `ApiClient` finds these first).
+impl ApiClient {
+    /// One worker (`GET /workers/{id}`).
+    pub async fn get_worker(&self, worker_id: &str) -> ApiResult<Worker> {
+        let request = self.http.request(Method::GET, &["workers", worker_id])?;
+        self.http.send_json(request, &Subject::worker(worker_id)).await
+    }
+
+    /// The workers, optionally only one status and/or backend type (`GET /workers`).
+    pub async fn list_workers(&self, filter: &WorkerFilter) -> ApiResult<WorkerPage> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(status) = filter.status {
             query.push(("status", status.as_str().to_string()));
@@ -318,12 +336,13 @@ impl FleetView for ApiClient {
             query.push(("backend_type", backend_type.clone()));
         }
         let request = self.http.request(Method::GET, &["workers"])?.query(&query);
-        Ok(self.http.send_json(request, &Subject::none()).await?)
+        self.http.send_json(request, &Subject::none()).await
     }
 
-    async fn stats(&self) -> StoreResult<StoreStats> {
+    /// Tasks per status, pending tasks per backend type, workers per status (`GET /stats`).
+    pub async fn stats(&self) -> ApiResult<StoreStats> {
         let request = self.http.request(Method::GET, &["stats"])?;
-        Ok(self.http.send_json(request, &Subject::none()).await?)
+        self.http.send_json(request, &Subject::none()).await
     }
 }
 
