@@ -136,16 +136,8 @@ fn show_logs_and_a_followed_log_that_ends_at_the_end_event() {
     let tail = server.ok(&["logs", &id, "--after-id", &entries[1]["id"].to_string()]);
     assert_eq!(tail.lines().len(), entries.len() - 2);
     // Coloured by level when asked to (CLICOLOR_FORCE stands in for a terminal).
-    let coloured = server
-        .cli()
-        .args(["logs", &id])
-        .env("CLICOLOR_FORCE", "1")
-        .output()
-        .expect("run");
-    assert!(
-        String::from_utf8_lossy(&coloured.stdout).contains("\u{1b}[32mINFO"),
-        "{coloured:?}"
-    );
+    let coloured = server.run_with(&["logs", &id], &[("CLICOLOR_FORCE", "1")]);
+    assert!(coloured.stdout.contains("\u{1b}[32mINFO"), "{coloured:?}");
 
     let shown = server.ok(&["show", &id, "--logs"]);
     let field = |name: &str| {
@@ -429,24 +421,17 @@ fn refusals_usage_errors_and_an_unreachable_server() {
     assert!(refused.stderr.contains("set AIOPSLAB_CLIENT_TOKEN"), "{refused:?}");
     assert!(refused.stdout.is_empty());
     // The token from the environment: accepted, and never printed.
-    let with_token = server
-        .cli()
-        .args(["submit", PROBLEM, "--json"])
-        .env("AIOPSLAB_CLIENT_TOKEN", "s3cret")
-        .output();
-    let with_token = with_token.expect("run");
-    assert!(with_token.status.success(), "{with_token:?}");
-    let created: Value = serde_json::from_slice(&with_token.stdout).expect("JSON");
-    assert!(!String::from_utf8_lossy(&with_token.stdout).contains("s3cret"));
+    let with_token = server.run_with(&["submit", PROBLEM, "--json"], &[("AIOPSLAB_CLIENT_TOKEN", "s3cret")]);
+    assert_eq!(with_token.code, 0, "{with_token:?}");
+    let created: Value = serde_json::from_str(&with_token.stdout).expect("JSON");
+    assert!(!with_token.stdout.contains("s3cret") && !with_token.stderr.contains("s3cret"));
     let id = created["tasks"][0]["id"].as_str().expect("id").to_string();
-    let wrong = server
-        .cli()
-        .args(["show", &id])
-        .env("AIOPSLAB_CLIENT_TOKEN", "nope")
-        .output()
-        .expect("run");
-    assert_eq!(wrong.status.code(), Some(3));
-    assert!(!String::from_utf8_lossy(&wrong.stderr).contains("nope"));
+    let wrong = server.run_with(&["show", &id], &[("AIOPSLAB_CLIENT_TOKEN", "nope")]);
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("HTTP 401") && !wrong.stderr.contains("nope"),
+        "{wrong:?}"
+    );
 
     // An unknown task: the server's message and code.
     let open = Server::with(&["--workers", "0"], &[]);
@@ -487,9 +472,9 @@ fn refusals_usage_errors_and_an_unreachable_server() {
 
     // Nobody listening: a connection error, exit 4.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let unreachable = open.cli().args(["tasks", "--server", &closed]).output().expect("run");
-    assert_eq!(unreachable.status.code(), Some(4), "{unreachable:?}");
-    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    let unreachable = open.run(&["tasks", "--server", &closed]);
+    assert_eq!(unreachable.code, 4, "{unreachable:?}");
+    let stderr = &unreachable.stderr;
     assert!(
         stderr.starts_with("error: no answer from the server: cannot connect"),
         "{stderr}"

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aiopslab_core::catalog::TaskType;
 use aiopslab_core::TaskStatus;
-use aiopslab_http::client::{ApiClient, ExportQuery};
+use aiopslab_http::client::{ApiClient, ExportQuery, Outcomes};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -50,6 +50,16 @@ pub struct ExportArgs {
     /// Only tasks created before this RFC 3339 instant.
     #[arg(long, value_name = "RFC3339", value_parser = parse::instant)]
     pub created_before: Option<DateTime<Utc>>,
+    /// Only episodes with these outcomes, comma-separated (valid, aborted, timeout, cancelled), or `all`.
+    /// Default: the server's, `valid` episodes only (what a trainer may learn from), unless --status is given.
+    #[arg(long, value_name = "OUTCOMES", value_parser = parse::outcomes)]
+    pub outcome: Option<Outcomes>,
+    /// Only episodes whose agent_config.model_version is this.
+    #[arg(long, value_name = "N")]
+    pub model_version: Option<u64>,
+    /// Only episodes whose agent_config.model_version is at least this (unversioned ones are left out).
+    #[arg(long, value_name = "N")]
+    pub min_model_version: Option<u64>,
     /// At most this many episodes.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
@@ -85,6 +95,9 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
         metadata: args.metadata,
         created_after: args.created_after,
         created_before: args.created_before,
+        outcomes: args.outcome.unwrap_or_default(),
+        model_version: args.model_version,
+        min_model_version: args.min_model_version,
         limit: args.limit,
     };
     let (episodes, bytes) = if to_stdout {

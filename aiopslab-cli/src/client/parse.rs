@@ -2,7 +2,8 @@
 //! is a usage error (exit 2) naming the accepted ones before anything is sent.
 
 use aiopslab_core::catalog::{Application, TaskType};
-use aiopslab_core::{LogLevel, TaskSort, TaskStatus, WorkerStatus};
+use aiopslab_core::{LogLevel, Outcome, TaskSort, TaskStatus, WorkerStatus};
+use aiopslab_http::client::Outcomes;
 use chrono::{DateTime, Utc};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
@@ -68,6 +69,20 @@ pub fn instant(raw: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("expected an RFC 3339 instant such as 2026-01-31T12:00:00Z: {e}"))
+}
+
+/// `--outcome`: `all`, or a comma-separated list of valid, aborted, timeout, cancelled.
+pub fn outcomes(raw: &str) -> Result<Outcomes, String> {
+    if raw == "all" {
+        return Ok(Outcomes::All);
+    }
+    raw.split(',')
+        .map(|part| part.trim().parse::<Outcome>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Outcomes::Only)
+        .map_err(|_| {
+            format!("expected all, or a comma-separated list of valid, aborted, timeout, cancelled; got {raw:?}")
+        })
 }
 
 /// `KEY=VALUE` (submit's metadata).

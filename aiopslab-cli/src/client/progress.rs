@@ -17,24 +17,41 @@ use super::output::{count, paint, reward, say, status_counts, status_style};
 use super::watch::{Summary, Tracked};
 use super::CliError;
 
-/// What a watch shows, event by event.
+/// What a watch shows, event by event; a view shows nothing of what it does not implement.
 pub trait View {
     /// The watch starts with these tasks.
-    fn begin(&mut self, tracked: &BTreeMap<TaskId, Tracked>) -> Result<(), CliError>;
+    fn begin(&mut self, _tracked: &BTreeMap<TaskId, Tracked>) -> Result<(), CliError> {
+        Ok(())
+    }
     /// A task started running.
-    fn started(&mut self, task: &Tracked) -> Result<(), CliError>;
+    fn started(&mut self, _task: &Tracked) -> Result<(), CliError> {
+        Ok(())
+    }
     /// A running task reached a new agent step.
-    fn stepped(&mut self, task: &Tracked) -> Result<(), CliError>;
+    fn stepped(&mut self, _task: &Tracked) -> Result<(), CliError> {
+        Ok(())
+    }
     /// A task ended (its reward, when it has one, is known).
-    fn ended(&mut self, task: &Tracked) -> Result<(), CliError>;
+    fn ended(&mut self, _task: &Tracked) -> Result<(), CliError> {
+        Ok(())
+    }
     /// A task went back to the queue (its run was lost and it is retried).
-    fn requeued(&mut self, task: &Tracked) -> Result<(), CliError>;
+    fn requeued(&mut self, _task: &Tracked) -> Result<(), CliError> {
+        Ok(())
+    }
     /// Where the watch stands after a read that changed something.
-    fn progress(&mut self, summary: &Summary) -> Result<(), CliError>;
-    /// Something the person should know (the server does not answer).
-    fn note(&mut self, message: &str) -> Result<(), CliError>;
+    fn progress(&mut self, _summary: &Summary) -> Result<(), CliError> {
+        Ok(())
+    }
+    /// Something the person should know (the server does not answer): on stderr unless the view shows it.
+    fn note(&mut self, message: &str) -> Result<(), CliError> {
+        eprintln!("warning: {message}");
+        Ok(())
+    }
     /// Every task ended.
-    fn end(&mut self, summary: &Summary) -> Result<(), CliError>;
+    fn end(&mut self, _summary: &Summary) -> Result<(), CliError> {
+        Ok(())
+    }
 }
 
 /// `running on worker-001 (problem)`.
@@ -149,11 +166,6 @@ impl View for Lines {
         ))
     }
 
-    fn note(&mut self, message: &str) -> Result<(), CliError> {
-        eprintln!("warning: {message}");
-        Ok(())
-    }
-
     fn end(&mut self, summary: &Summary) -> Result<(), CliError> {
         say(done_text(summary))
     }
@@ -162,33 +174,7 @@ impl View for Lines {
 /// Nothing while watching (`--json`: the summary comes at the end).
 pub struct Quiet;
 
-impl View for Quiet {
-    fn begin(&mut self, _: &BTreeMap<TaskId, Tracked>) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn started(&mut self, _: &Tracked) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn stepped(&mut self, _: &Tracked) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn ended(&mut self, _: &Tracked) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn requeued(&mut self, _: &Tracked) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn progress(&mut self, _: &Summary) -> Result<(), CliError> {
-        Ok(())
-    }
-    fn note(&mut self, message: &str) -> Result<(), CliError> {
-        eprintln!("warning: {message}");
-        Ok(())
-    }
-    fn end(&mut self, _: &Summary) -> Result<(), CliError> {
-        Ok(())
-    }
-}
+impl View for Quiet {}
 
 /// Live progress bars on a terminal (indicatif, drawn on stdout).
 pub struct Bars {
@@ -230,7 +216,7 @@ impl Bars {
         let (multi, style) = (&self.multi, &self.episode_style);
         self.episodes.entry(t.task.id).or_insert_with(|| {
             let id = t.task.id.to_string();
-            multi.add(
+            let bar = multi.add(
                 ProgressBar::new(u64::from(t.task.parameters.max_steps))
                     .with_style(style.clone())
                     .with_prefix(id.chars().take(8).collect::<String>())
@@ -239,7 +225,10 @@ impl Bars {
                         t.task.problem_id,
                         t.task.worker_id.as_deref().unwrap_or("?")
                     )),
-            )
+            );
+            // Drawn now, not at its first step.
+            bar.tick();
+            bar
         })
     }
 

@@ -107,7 +107,17 @@ impl Server {
 
     /// Runs `aiopslab ARGS` and returns what it did.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::of(self.cli().args(args).output().expect("run aiopslab"))
+        self.run_with(args, &[])
+    }
+
+    /// Runs `aiopslab ARGS` with these environment variables set.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.cli();
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Run::of(command.output().expect("run aiopslab"))
     }
 
     /// Runs `aiopslab ARGS`, expecting exit 0.

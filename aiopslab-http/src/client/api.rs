@@ -20,7 +20,7 @@ use super::wire::{
     log_query_params, new_task_body, wire_time, CancelResponse, EpisodeLine, LogsResponse, ProblemInfo,
     ProblemListBody, WebhookListBody,
 };
-use super::{ApiResult, Guard, Http};
+use super::{ApiResult, ExportQuery, Guard, Http, Outcomes};
 use crate::server::wire::GroupSummary;
 
 /// `Idempotency-Key`, sent with a create when the caller gives a key.
@@ -398,41 +398,29 @@ impl ApiClient {
             // No outcome at all matches nothing (the query string cannot say "none").
             return Ok(Vec::new());
         }
-        let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
-        if let Some(cursor) = after {
-            params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
-        }
-        if let Some(status) = filter.status {
-            params.push(("status", status.as_str().to_string()));
-        }
-        if let Some(problem_id) = problem_id {
-            params.push(("problem_id", problem_id.to_string()));
-        }
-        if let Some(model) = &filter.model {
-            params.push(("model", model.clone()));
-        }
-        if let Some((key, value)) = &filter.metadata {
-            params.push(("metadata", format!("{key}:{value}")));
-        }
-        if let Some(t) = filter.created_after {
-            params.push(("created_after", wire_time(t)));
-        }
-        if let Some(t) = filter.created_before {
-            params.push(("created_before", wire_time(t)));
-        }
         // The server's default is `valid` alone; the library's (no outcome filter) is every outcome.
         let outcomes = match &filter.outcomes {
-            None => "all".to_string(),
-            Some(outcomes) => outcomes.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","),
+            None if filter.status.is_some() => Outcomes::ServerDefault,
+            None => Outcomes::All,
+            Some(outcomes) => Outcomes::Only(outcomes.clone()),
         };
-        if !(filter.outcomes.is_none() && filter.status.is_some()) {
-            params.push(("outcome", outcomes));
-        }
-        if let Some(version) = filter.model_version {
-            params.push(("model_version", version.to_string()));
-        }
-        if let Some(floor) = filter.min_model_version {
-            params.push(("min_model_version", floor.to_string()));
+        let query = ExportQuery {
+            status: filter.status,
+            problem_id: problem_id.map(str::to_string),
+            task_type: None,
+            model: filter.model.clone(),
+            metadata: filter.metadata.clone(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            outcomes,
+            model_version: filter.model_version,
+            min_model_version: filter.min_model_version,
+            limit: Some(limit as u64),
+        };
+        let mut params = query.params();
+        params.push(("format", "episode".into()));
+        if let Some(cursor) = after {
+            params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
         }
         let request = self
             .http

@@ -4,7 +4,7 @@
 //! holding them in memory. [`EpisodeExport`](aiopslab_core::EpisodeExport)
 //! (in `api`) reads the store's episode form page by page instead.
 
-use aiopslab_core::{StoreError, TaskStatus, TaskType};
+use aiopslab_core::{Outcome, StoreError, TaskStatus, TaskType};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::{Method, Response};
@@ -31,13 +31,32 @@ pub struct ExportQuery {
     pub created_after: Option<DateTime<Utc>>,
     /// Only tasks created before this instant.
     pub created_before: Option<DateTime<Utc>>,
+    /// Which outcomes (`valid`, `aborted`, `timeout`, `cancelled`).
+    pub outcomes: Outcomes,
+    /// Only episodes whose `agent_config.model_version` is this.
+    pub model_version: Option<u64>,
+    /// Only episodes whose `agent_config.model_version` is at least this (unversioned ones are left out).
+    pub min_model_version: Option<u64>,
     /// At most this many lines (all when `None`).
     pub limit: Option<u64>,
 }
 
+/// The `outcome` filter of an export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Outcomes {
+    /// The server's default: `valid` episodes only (what a trainer may learn from), unless `status` is given,
+    /// which then says alone which tasks to take.
+    #[default]
+    ServerDefault,
+    /// Every outcome (`outcome=all`).
+    All,
+    /// Only these (`outcome=valid,aborted`); the server refuses an empty list.
+    Only(Vec<Outcome>),
+}
+
 impl ExportQuery {
     /// The query string, in the server's spelling.
-    fn params(&self) -> Vec<(&'static str, String)> {
+    pub(super) fn params(&self) -> Vec<(&'static str, String)> {
         let mut params = Vec::new();
         if let Some(status) = self.status {
             params.push(("status", status.as_str().to_string()));
@@ -59,6 +78,20 @@ impl ExportQuery {
         }
         if let Some(t) = self.created_before {
             params.push(("created_before", wire_time(t)));
+        }
+        match &self.outcomes {
+            Outcomes::ServerDefault => {}
+            Outcomes::All => params.push(("outcome", "all".to_string())),
+            Outcomes::Only(outcomes) => params.push((
+                "outcome",
+                outcomes.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","),
+            )),
+        }
+        if let Some(version) = self.model_version {
+            params.push(("model_version", version.to_string()));
+        }
+        if let Some(floor) = self.min_model_version {
+            params.push(("min_model_version", floor.to_string()));
         }
         if let Some(limit) = self.limit {
             params.push(("limit", limit.to_string()));

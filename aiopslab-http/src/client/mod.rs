@@ -40,7 +40,7 @@ mod store;
 mod wire;
 
 pub use api::ApiClient;
-pub use export::{ExportQuery, ExportStream};
+pub use export::{ExportQuery, ExportStream, Outcomes};
 pub use follow::{LogEvent, LogFollow, FOLLOW_SILENCE};
 pub use wire::ProblemInfo;
 
