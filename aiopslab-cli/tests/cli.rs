@@ -173,6 +173,31 @@ fn show_logs_and_a_followed_log_that_ends_at_the_end_event() {
 }
 
 #[test]
+fn a_followed_log_whose_server_dies_ends_as_a_connection_error() {
+    let mut server = Server::with(
+        &["--workers", "1", "--sim-steps", "3", "--sim-step-delay-ms", "1000"],
+        &[],
+    );
+    let id = server.submit(PROBLEM);
+    let mut follow = server.spawn(&["logs", &id, "--follow"]);
+    // The first entry has been printed: the stream is open.
+    let mut first = String::new();
+    let stdout = follow.stdout.take().expect("piped stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    std::io::BufRead::read_line(&mut reader, &mut first).expect("a first log line");
+    assert!(first.contains("Starting simulated run"), "{first:?}");
+    server.kill();
+    let run = support::finish(follow, std::time::Duration::from_secs(20));
+    // The cut stream is reopened once, which finds nobody: exit 4, saying so.
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("reconnecting"), "{run:?}");
+    assert!(
+        run.stderr.contains("error: no answer from the server: cannot connect"),
+        "{run:?}"
+    );
+}
+
+#[test]
 fn watch_exits_0_when_all_completed_and_1_when_one_failed() {
     let server = Server::start();
     let batch = server.json(&["submit", PROBLEM, "--count", "3"]);

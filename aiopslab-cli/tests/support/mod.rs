@@ -88,6 +88,26 @@ impl Server {
         Err(format!("no healthy answer within 30 s: {}", self.log_text()))
     }
 
+    /// Kills the server at once (SIGKILL: no graceful end of its streams).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `aiopslab ARGS` started in the background, stdout and stderr piped, for a test to read as it runs.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("aiopslab"))
+            .args(args)
+            .env("AIOPSLAB_URL", &self.url)
+            .env_remove("AIOPSLAB_CLIENT_TOKEN")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aiopslab")
+    }
+
     /// What the server printed.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -157,10 +177,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Waits for a [`Server::spawn`]ed command to exit (killing it after `within`) and returns what it did.
+pub fn finish(mut child: Child, within: Duration) -> Run {
+    let deadline = Instant::now() + within;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run::of(child.wait_with_output().expect("the command's output"))
 }
 
 /// What one run of the binary did.
