@@ -298,6 +298,15 @@ fn cancel_a_pending_and_a_running_task() {
             .is_some_and(|l| l == &"done: 2 tasks: 2 cancelled"),
         "{watched:?}"
     );
+    // The cancelled run is an episode of its own outcome (the pending one never ran: no trajectory), which the
+    // default export (valid episodes only) leaves out.
+    let cancelled = server.ok(&["export", "-o", "-", "--outcome", "cancelled"]);
+    let line: Value = serde_json::from_str(cancelled.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["task_id"], running.as_str());
+    assert_eq!(line["outcome"], "cancelled");
+    assert_eq!(line["reward"], Value::Null, "a cancelled episode is not scored");
+    let default = server.ok(&["export", "-o", "-"]);
+    assert!(default.stdout.is_empty(), "{default:?}");
     // A terminal task cannot be cancelled: the server's 409.
     let again = server.run(&["cancel", &running]);
     assert_eq!(again.code, 3, "{again:?}");
@@ -420,8 +429,12 @@ fn export_writes_one_json_line_per_episode() {
         "{piped:?}"
     );
     let piped = server.ok(&["export", "-o", "-", "--created-after", "2000-01-01T00:00:00Z"]);
-    assert_eq!(piped.lines().len(), 3, "{piped:?}");
+    assert_eq!(piped.lines().len(), 3, "valid episodes only by default: {piped:?}");
     assert!(piped.lines().iter().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    let every = server.ok(&["export", "-o", "-", "--outcome", "all"]);
+    assert_eq!(every.lines().len(), 3, "{every:?}");
+    let two = server.ok(&["export", "-o", "-", "--outcome", "valid,aborted", "--limit", "2"]);
+    assert_eq!(two.lines().len(), 2, "{two:?}");
     // A refused filter leaves no file behind.
     let refused = server.run(&[
         "export",
@@ -477,6 +490,7 @@ fn refusals_usage_errors_and_an_unreachable_server() {
         vec!["show", "not-a-uuid"],
         vec!["export", "-o", "-", "--json"],
         vec!["export", "-o", "-", "--created-after", "yesterday"],
+        vec!["export", "-o", "-", "--outcome", "great"],
         vec![
             "logs",
             "00000000-0000-0000-0000-000000000001",
