@@ -16,7 +16,7 @@ use aiopslab_core::{
     TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
-use aiopslab_http::client::ApiClient;
+use aiopslab_http::client::{ApiClient, ApiError};
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::WebhookDeliverer;
 use chrono::SecondsFormat;
@@ -1202,7 +1202,15 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     assert_eq!(ids(&replay), ids(&created));
     let other = BatchSpec::ungrouped(vec![spec(MITIGATION, None), spec(MITIGATION, None)]);
     match client.create_batch(other, key("remote-1")).await {
-        Err(StoreError::IdempotencyConflict { key }) => assert_eq!(key, "remote-1"),
+        Err(ApiError {
+            error: StoreError::IdempotencyConflict { key },
+            server: Some(answer),
+        }) => {
+            assert_eq!(key, "remote-1");
+            // The server's own answer comes along: its status, code and message.
+            assert_eq!((answer.status, answer.code.as_str()), (409, "idempotency_conflict"));
+            assert!(answer.message.contains("remote-1"), "{answer:?}");
+        }
         other => panic!("expected an idempotency conflict, got {other:?}"),
     }
     let single = || BatchSpec::ungrouped(vec![spec(DETECTION, None)]);
@@ -1239,7 +1247,7 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(client.list_webhooks(created.tasks[1].id).await.unwrap().is_empty());
-    match client.list_webhooks(Uuid::new_v4()).await {
+    match client.list_webhooks(Uuid::new_v4()).await.map_err(StoreError::from) {
         Err(StoreError::NotFound { entity: "task", .. }) => {}
         other => panic!("expected task not found, got {other:?}"),
     }
