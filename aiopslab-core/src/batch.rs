@@ -287,6 +287,11 @@ mod tests {
         .unwrap();
         assert_eq!(batch.specs.len(), 8);
         assert!(batch.group_id.is_some());
+        assert_eq!(
+            batch.policy,
+            crate::group::GroupPolicy::default(),
+            "no refills unless asked"
+        );
     }
 
     #[test]
@@ -334,6 +339,23 @@ mod tests {
                     ..NewBatch::default()
                 },
                 "task",
+            ),
+            (
+                NewBatch {
+                    task: Some(NewTask::new("p")),
+                    count: Some(8),
+                    min_valid: Some(9),
+                    ..NewBatch::default()
+                },
+                "min_valid",
+            ),
+            (
+                NewBatch {
+                    tasks: Some(vec![NewTask::new("p")]),
+                    max_refills: Some(-1),
+                    ..NewBatch::default()
+                },
+                "max_refills",
             ),
         ] {
             assert_eq!(batch.validate().unwrap_err().field, field);

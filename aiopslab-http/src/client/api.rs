@@ -135,7 +135,8 @@ impl ApiClient {
     /// `idempotency.fingerprint` is not sent — the same specs make the same
     /// body, hence a replay. The server gives a batch its own group id:
     /// `batch.group_id` is not sent, and a batch of several tasks always
-    /// joins a (fresh) group.
+    /// joins a (fresh) group. `batch.policy` (`min_valid`, `max_refills`) is
+    /// sent when it asks for anything but the defaults.
     pub async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> ApiResult<CreatedBatch> {
         let single = batch.group_id.is_none() && batch.specs.len() == 1;
         let request = if single {

@@ -1254,6 +1254,24 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     // Delivering stays in the server: `ApiClient` has no `WebhookOutbox`
     // (claiming deliveries over HTTP does not compile).
 
+    // A batch's group policy travels in the body and reads back in the group.
+    let refilled = BatchSpec {
+        policy: aiopslab_core::GroupPolicy {
+            min_valid: Some(1),
+            max_refills: 3,
+        },
+        ..BatchSpec::ungrouped(vec![spec(DETECTION, None), spec(DETECTION, None)])
+    };
+    let created = client.create_batch(refilled, None).await.unwrap();
+    let group = client
+        .get_group(created.group_id.expect("a batch joins a group"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (group.size, group.min_valid, group.max_refills, group.refills),
+        (2, 1, 3, 0)
+    );
+
     stop.cancel();
     server.await.unwrap().unwrap();
 }
