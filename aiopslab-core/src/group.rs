@@ -15,11 +15,13 @@
 //! The rule is written once here and applied by each store in its own atomic step: the memory store calls
 //! [`Group::needs_refill`] under its lock; PostgreSQL applies the same rule in a trigger (migration 007).
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::batch::GroupId;
 use crate::error::ValidationError;
-use crate::task::{Task, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus};
 
 /// The most refills one group may ask for.
 pub const MAX_REFILLS: u32 = 1000;
@@ -121,10 +123,8 @@ impl Group {
             return GroupStatus::Running;
         }
         let valid = members.iter().filter(|t| t.status == TaskStatus::Completed).count();
-        let standing: Vec<&Task> = members
-            .iter()
-            .filter(|task| !members.iter().any(|other| other.replaces == Some(task.id)))
-            .collect();
+        let replaced: HashSet<TaskId> = members.iter().filter_map(|task| task.replaces).collect();
+        let standing: Vec<&Task> = members.iter().filter(|task| !replaced.contains(&task.id)).collect();
         if standing.len() == self.size as usize && standing.iter().all(|t| t.status == TaskStatus::Completed) {
             GroupStatus::Complete
         } else if valid >= self.min_valid as usize {
