@@ -10,6 +10,7 @@
 //! The programs are thin: flags become the library crates' configuration, and what any host application also
 //! needs (store selection, the in-process worker pool, signal handling, logging) lives in those crates.
 
+mod client;
 mod serve;
 mod worker;
 
@@ -19,7 +20,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Run AIOpsLab problems at scale: the server, its workers, and a client for both.
 #[derive(Debug, Parser)]
-#[command(name = "aiopslab", version, propagate_version = true)]
+#[command(name = "aiopslab", version, propagate_version = true, after_help = client::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +33,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run a worker: claim tasks from a server (or PostgreSQL) and run them on one cluster.
     Worker(Box<worker::WorkerArgs>),
+    #[command(flatten)]
+    Client(Box<client::ClientCommand>),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
                 let worker_matches = matches.subcommand_matches("worker").unwrap_or(&matches);
                 worker::run(*args, worker_matches).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Client(command) => Ok(client::run(*command).await),
         }
     });
     match result {

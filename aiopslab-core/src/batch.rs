@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ValidationError;
+use crate::group::GroupPolicy;
 use crate::task::{NewTask, Task, TaskSpec};
 
 /// Group ids are UUIDs.
@@ -40,6 +41,12 @@ pub struct NewBatch {
     /// How many copies of `task`, 1–1000.
     #[serde(default)]
     pub count: Option<i64>,
+    /// Valid members the group needs, 1 to its size (default: all of them); see [`crate::group`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_valid: Option<i64>,
+    /// Replacements of aborted members the store may create, 0–1000 (default 0: none); see [`crate::group`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_refills: Option<i64>,
 }
 
 impl NewBatch {
@@ -81,6 +88,7 @@ impl NewBatch {
                 ),
             ));
         }
+        let policy = GroupPolicy::validate(self.min_valid, self.max_refills, requests.len())?;
         let specs = requests
             .into_iter()
             .enumerate()
@@ -94,6 +102,7 @@ impl NewBatch {
         Ok(BatchSpec {
             group_id: Some(GroupId::new_v4()),
             specs,
+            policy,
         })
     }
 }
@@ -112,6 +121,33 @@ impl utoipa::PartialSchema for NewBatch {
 
         let task = || Ref::from_schema_name(NewTask::name());
         let absent = || ObjectBuilder::new().schema_type(Type::Null);
+        let integer = |minimum: u64, maximum: u64, description: &str| {
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Integer,
+                    Type::Null,
+                ]))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(minimum))
+                .maximum(Some(maximum))
+                .description(Some(description.to_string()))
+        };
+        let min_valid = || {
+            integer(
+                1,
+                MAX_BATCH_TASKS as u64,
+                "Valid members the group needs, 1 to the number of tasks (default: all). While the group lacks \
+them (counting members still pending or running), an aborted member is replaced, up to `max_refills` times.",
+            )
+        };
+        let max_refills = || {
+            integer(
+                0,
+                u64::from(crate::group::MAX_REFILLS),
+                "How many replacements of aborted members the store may create (default 0: none). A replacement \
+has the aborted member's problem and parameters, joins the group and names it in `replaces`.",
+            )
+        };
         let list = ObjectBuilder::new()
             .title(Some("tasks"))
             .description(Some("The tasks to create, in order."))
@@ -125,6 +161,8 @@ impl utoipa::PartialSchema for NewBatch {
             .required("tasks")
             .property("task", absent())
             .property("count", absent())
+            .property("min_valid", min_valid())
+            .property("max_refills", max_refills())
             .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(
                 false,
             )));
@@ -143,13 +181,16 @@ impl utoipa::PartialSchema for NewBatch {
             )
             .required("count")
             .property("tasks", absent())
+            .property("min_valid", min_valid())
+            .property("max_refills", max_refills())
             .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(
                 false,
             )));
         OneOfBuilder::new()
             .description(Some(
                 "Either `tasks` (a list of task requests, each as for `POST /tasks`) or `task` with `count` \
-(that task repeated); the other fields absent or null. Unknown fields are refused.",
+(that task repeated); the other fields absent or null; optionally `min_valid` and `max_refills` for \
+group-aware retry. Unknown fields are refused.",
             ))
             .item(list)
             .item(repeated)
@@ -173,6 +214,20 @@ pub struct BatchSpec {
     pub group_id: Option<GroupId>,
     /// The tasks, in order.
     pub specs: Vec<TaskSpec>,
+    /// What the group needs and the refills it may use (ignored without a group).
+    #[serde(default)]
+    pub policy: GroupPolicy,
+}
+
+impl BatchSpec {
+    /// `specs` with no group (and so no refills): what `create_tasks` inserts.
+    pub fn ungrouped(specs: Vec<TaskSpec>) -> Self {
+        Self {
+            group_id: None,
+            specs,
+            policy: GroupPolicy::default(),
+        }
+    }
 }
 
 /// A client's `Idempotency-Key` with a fingerprint of the request it came
@@ -232,6 +287,11 @@ mod tests {
         .unwrap();
         assert_eq!(batch.specs.len(), 8);
         assert!(batch.group_id.is_some());
+        assert_eq!(
+            batch.policy,
+            crate::group::GroupPolicy::default(),
+            "no refills unless asked"
+        );
     }
 
     #[test]
@@ -279,6 +339,23 @@ mod tests {
                     ..NewBatch::default()
                 },
                 "task",
+            ),
+            (
+                NewBatch {
+                    task: Some(NewTask::new("p")),
+                    count: Some(8),
+                    min_valid: Some(9),
+                    ..NewBatch::default()
+                },
+                "min_valid",
+            ),
+            (
+                NewBatch {
+                    tasks: Some(vec![NewTask::new("p")]),
+                    max_refills: Some(-1),
+                    ..NewBatch::default()
+                },
+                "max_refills",
             ),
         ] {
             assert_eq!(batch.validate().unwrap_err().field, field);

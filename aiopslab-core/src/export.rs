@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{self, TaskType};
+use crate::outcome::{model_version_of, Outcome};
 use crate::task::{JsonObject, Task, TaskId, TaskStatus};
 use crate::trajectory::Trajectory;
 
@@ -27,6 +28,13 @@ pub struct ExportFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Only tasks created before this instant.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only episodes with one of these outcomes (`None`: any). The HTTP export asks for `valid` alone unless the
+    /// request says otherwise.
+    pub outcomes: Option<Vec<Outcome>>,
+    /// Only episodes of exactly this policy version (`agent_config.model_version`).
+    pub model_version: Option<u64>,
+    /// Only episodes of this policy version or a later one (older or unversioned episodes are left out).
+    pub min_model_version: Option<u64>,
 }
 
 /// Builders: each field, one call (the struct is non-exhaustive).
@@ -65,6 +73,38 @@ impl ExportFilter {
     pub fn with_created_before(mut self, created_before: Option<DateTime<Utc>>) -> Self {
         self.created_before = created_before;
         self
+    }
+
+    /// The same value with `outcomes` set (only episodes with one of these outcomes).
+    pub fn with_outcomes(mut self, outcomes: Option<Vec<Outcome>>) -> Self {
+        self.outcomes = outcomes;
+        self
+    }
+
+    /// The same value with `model_version` set (only episodes of exactly this policy version).
+    pub fn with_model_version(mut self, model_version: Option<u64>) -> Self {
+        self.model_version = model_version;
+        self
+    }
+
+    /// The same value with `min_model_version` set (only episodes of this policy version or a later one).
+    pub fn with_min_model_version(mut self, min_model_version: Option<u64>) -> Self {
+        self.min_model_version = min_model_version;
+        self
+    }
+
+    /// Whether `task` passes the outcome and policy-version filters (the other filters are the store's).
+    pub fn admits_labels(&self, task: &Task) -> bool {
+        let outcome_ok = match &self.outcomes {
+            None => true,
+            Some(outcomes) => Outcome::of(task.status).is_some_and(|o| outcomes.contains(&o)),
+        };
+        let version = model_version_of(&task.parameters.agent_config);
+        outcome_ok
+            && self.model_version.is_none_or(|wanted| version == Some(wanted))
+            && self
+                .min_model_version
+                .is_none_or(|floor| version.is_some_and(|v| v >= floor))
     }
 }
 
@@ -119,10 +159,13 @@ pub struct ExportRecord {
     pub task_type: Option<TaskType>,
     /// The task's final status.
     pub status: TaskStatus,
+    /// What the episode is for training: `valid` (evaluated, whatever the reward), `aborted` (infrastructure),
+    /// `timeout` or `cancelled`.
+    pub outcome: Option<Outcome>,
     /// The conversation in OpenAI chat format.
     pub messages: Vec<ChatMessage>,
-    /// The scalar reward (0 when the episode was not evaluated).
-    pub reward: f64,
+    /// The scalar reward of a valid episode; `null` for any other (an aborted run is never scored 0).
+    pub reward: Option<f64>,
     /// AIOpsLab's raw evaluation.
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub evaluation: JsonObject,
@@ -135,6 +178,8 @@ pub struct ExportRecord {
     /// The task's group, for group-relative methods.
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
     pub group_id: Option<uuid::Uuid>,
+    /// The policy version the episode was sampled from (`agent_config.model_version`), when given.
+    pub model_version: Option<u64>,
 }
 
 /// Maps a trajectory role to the OpenAI chat role.
@@ -157,6 +202,7 @@ impl ExportRecord {
             problem_id: task.problem_id.clone(),
             task_type: catalog::find(&task.problem_id).map(|p| p.task_type),
             status: task.status,
+            outcome: Outcome::of(task.status),
             messages: trajectory
                 .messages
                 .iter()
@@ -165,11 +211,12 @@ impl ExportRecord {
                     content: m.content.clone(),
                 })
                 .collect(),
-            reward: trajectory.reward.unwrap_or(0.0),
+            reward: trajectory.reward.filter(|_| task.status == TaskStatus::Completed),
             evaluation: trajectory.evaluation.clone(),
             agent_config: task.parameters.agent_config.clone(),
             metadata: task.parameters.metadata.clone(),
             group_id: task.group_id,
+            model_version: model_version_of(&task.parameters.agent_config),
         }
     }
 }

@@ -206,7 +206,11 @@ impl Sanitize for TaskParameters {
 
 impl Sanitize for BatchSpec {
     fn sanitize(&mut self) {
-        let BatchSpec { group_id: _, specs } = self;
+        let BatchSpec {
+            group_id: _,
+            specs,
+            policy: _,
+        } = self;
         specs.sanitize();
     }
 }
@@ -264,6 +268,7 @@ impl Sanitize for LlmCall {
             logprobs,
             token_ids,
             prompt_token_ids,
+            model_version: _,
         } = self;
         request.sanitize();
         response.sanitize();
@@ -284,6 +289,8 @@ impl Sanitize for Trajectory {
             reward,
             evaluation,
             metadata,
+            outcome: _,
+            model_version: _,
         } = self;
         messages.sanitize();
         llm_calls.sanitize();
@@ -428,6 +435,9 @@ impl Sanitize for ExportFilter {
             metadata,
             created_after: _,
             created_before: _,
+            outcomes: _,
+            model_version: _,
+            min_model_version: _,
         } = self;
         problem_ids.sanitize();
         model.sanitize();

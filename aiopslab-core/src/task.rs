@@ -362,6 +362,9 @@ impl NewTask {
                 json_object_fits(field, object)?;
             }
         }
+        if let Some(agent_config) = &self.agent_config {
+            crate::outcome::validate_model_version(agent_config)?;
+        }
         let (pmin, pmax, pdef) = limits::PRIORITY;
         let priority = bounded("priority", self.priority, (pmin, pmax, u32::from(pdef)))? as u8;
         Ok(TaskSpec {
@@ -474,6 +477,10 @@ pub struct Task {
     /// [`experiment`](crate::experiment)); tasks without one take their turn together.
     #[serde(default)]
     pub experiment: Option<String>,
+    /// The aborted member of its group this task replaces (a refill, see [`crate::group`]); `null` otherwise.
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<uuid::Uuid>))]
+    pub replaces: Option<TaskId>,
 }
 
 impl Task {
@@ -498,6 +505,21 @@ impl Task {
             error_details: None,
             group_id,
             experiment: spec.experiment,
+            replaces: None,
+        }
+    }
+
+    /// A pending replacement of `aborted` (a member of a group that aborted, see [`crate::group`]): the same
+    /// problem, parameters and group, a fresh id, `replaces` naming it, created at `now`.
+    pub fn replacement(aborted: &Task, now: DateTime<Utc>) -> Self {
+        let spec = TaskSpec {
+            problem_id: aborted.problem_id.clone(),
+            parameters: aborted.parameters.clone(),
+            experiment: aborted.experiment.clone(),
+        };
+        Self {
+            replaces: Some(aborted.id),
+            ..Self::pending(spec, aborted.group_id, now)
         }
     }
 

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::TaskType;
-use crate::task::{JsonObject, TaskId};
+use crate::outcome::{model_version_of, Outcome};
+use crate::task::{JsonObject, TaskId, TaskStatus};
 
 /// One message of the episode's conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub struct LlmCall {
     /// The prompt's token ids, when the endpoint returned them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_token_ids: Option<Value>,
+    /// The policy version that served this call: the task's `agent_config.model_version`, stamped by the worker
+    /// runtime on every call it reports (so a trainer can tell calls of stale policies apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
 }
 
 /// The record of one episode.
@@ -90,7 +95,8 @@ pub struct Trajectory {
     pub messages: Vec<TrajectoryMessage>,
     /// Every LLM call in order.
     pub llm_calls: Vec<LlmCall>,
-    /// The scalar reward derived from `evaluation` (see [`reward_from_evaluation`]).
+    /// The scalar reward derived from `evaluation` (see [`reward_from_evaluation`]). Read back through the API it
+    /// is `null` unless the episode is [`Outcome::Valid`]: an aborted run is never scored 0 ([`Trajectory::label`]).
     pub reward: Option<f64>,
     /// AIOpsLab's raw results dict.
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
@@ -99,6 +105,26 @@ pub struct Trajectory {
     #[serde(default)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub metadata: JsonObject,
+    /// What the episode is for training, from its task's status ([`Trajectory::label`]); absent while the task
+    /// runs, and in what a worker uploads (the server labels what it serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The policy version the episode was sampled from (`agent_config.model_version`), when the task gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
+}
+
+impl Trajectory {
+    /// Makes this the trajectory as served for a task in `status` with `agent_config`: labelled with its
+    /// [`Outcome`] and policy version, and with no reward unless the episode is valid (an infrastructure failure, a
+    /// timeout or a cancel is never scored; AIOpsLab's raw `evaluation` is kept as it was).
+    pub fn label(&mut self, status: TaskStatus, agent_config: &JsonObject) {
+        self.outcome = Outcome::of(status);
+        if self.outcome != Some(Outcome::Valid) {
+            self.reward = None;
+        }
+        self.model_version = model_version_of(agent_config);
+    }
 }
 
 /// The reward of an episode: detection answered `Correct` → 1;

@@ -68,6 +68,38 @@ async fn a_task_goes_pending_running_completed_with_logs_trajectory_and_metrics(
 }
 
 #[tokio::test(start_paused = true)]
+async fn every_llm_call_is_stamped_with_the_tasks_policy_version() {
+    let store = memory();
+    let agent_config = serde_json::json!({"model": "policy", "model_version": 42});
+    let task = submit(
+        &*store,
+        NewTask {
+            agent_config: agent_config.as_object().cloned(),
+            ..NewTask::new("misconfig_app_hotel_res-detection-1")
+        },
+    )
+    .await;
+    let unversioned = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-1")).await;
+    let worker = start_default(store.clone(), Arc::new(SimulatedBackend::default()), config("worker-v"));
+    for id in [task.id, unversioned.id] {
+        assert_eq!(wait_terminal(&*store, id, MINUTE).await.status, TaskStatus::Completed);
+    }
+    let stamped = store.get_trajectory(task.id).await.unwrap().expect("trajectory saved");
+    assert_eq!(stamped.llm_calls.len(), 5);
+    assert!(
+        stamped.llm_calls.iter().all(|call| call.model_version == Some(42)),
+        "{stamped:?}"
+    );
+    let plain = store
+        .get_trajectory(unversioned.id)
+        .await
+        .unwrap()
+        .expect("trajectory saved");
+    assert!(plain.llm_calls.iter().all(|call| call.model_version.is_none()));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unknown_problem_fails_clearly() {
     let store = memory();
     let task = submit(&*store, NewTask::new("misconfig_app_hotel_res-detection-9")).await;

@@ -100,6 +100,10 @@ impl TaskApi for FailingStore {
     async fn get_trajectory(&self, _: TaskId) -> StoreResult<Option<Trajectory>> {
         self.fail()
     }
+
+    async fn get_group(&self, _: aiopslab_core::GroupId) -> StoreResult<Option<aiopslab_core::Group>> {
+        self.fail()
+    }
 }
 
 #[async_trait]

@@ -319,6 +319,8 @@ impl RecordedCall {
             token_ids: present(choice.get("token_ids")),
             prompt_token_ids: present(response.get("prompt_token_ids"))
                 .or_else(|| present(choice.get("prompt_token_ids"))),
+            // Stamped by the worker runtime from the task's agent_config.
+            model_version: None,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! Batches: many tasks created atomically in one statement, optionally as a group, optionally under an
 //! idempotency key.
 //!
+//! A batch with a group writes the group's row (its size, `min_valid` and `max_refills`, see
+//! `aiopslab_core::group`) in the same statement, so a group is recorded exactly when its tasks are.
+//!
 //! With a key, the key row (its fingerprint, group and the task ids in request order) is inserted in the same
 //! statement as the tasks, with `ON CONFLICT DO NOTHING`: exactly one request creates. A request whose key already
 //! exists (including one that raced the creator and waited for it to commit) reads the key back: the same
@@ -9,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use aiopslab_core::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey, StoreError, StoreResult, Task};
+use aiopslab_core::{BatchSpec, CreatedBatch, Group, GroupId, IdempotencyKey, StoreError, StoreResult, Task};
 use uuid::Uuid;
 
 use crate::jsonb::Jsonb;
@@ -20,6 +23,9 @@ use crate::PgStore;
 
 /// An idempotency key's first request: fingerprint, group, task ids in order.
 type KeyRow = (String, Option<GroupId>, Vec<Uuid>);
+
+/// A group's row: id, size, min_valid, max_refills, refills.
+type GroupRow = (GroupId, i32, i32, i32, i32);
 
 /// A request whose key existed and then vanished (its creator rolled back) is retried this many times.
 const KEY_RACE_RETRIES: usize = 3;
@@ -120,6 +126,12 @@ impl PgStore {
         if let Some(key) = key {
             query = query.bind(&key.key).bind(&key.fingerprint);
         }
+        let group = batch
+            .group_id
+            .map(|id| batch.policy.group(id, u32::try_from(n).unwrap_or(u32::MAX)));
+        query = query
+            .bind(group.map(|g| to_i32(g.min_valid)))
+            .bind(group.map(|g| to_i32(g.max_refills)));
         let mut conn = self.conn("create_batch").await?;
         let result = query.fetch_all(conn.raw()).await;
         let rows = conn.done("create_batch", result)?;
@@ -140,6 +152,29 @@ impl PgStore {
             })
             .collect::<StoreResult<Vec<Task>>>()
             .map(Some)
+    }
+
+    /// What the store keeps of group `group_id`; `None` when it has no row (no batch made it, or one made it
+    /// before migration 007).
+    pub(crate) async fn select_group(&self, group_id: GroupId) -> StoreResult<Option<Group>> {
+        let mut conn = self.conn("get_group").await?;
+        let result: Result<Option<GroupRow>, sqlx::Error> = sqlx::query_as(sql::SELECT_GROUP)
+            .bind(group_id)
+            .fetch_optional(conn.raw())
+            .await;
+        let Some((group_id, size, min_valid, max_refills, refills)) = conn.done("get_group", result)? else {
+            return Ok(None);
+        };
+        let count = |what: &str, n: i32| {
+            u32::try_from(n).map_err(|_| StoreError::Internal(format!("corrupted {what} of group {group_id}")))
+        };
+        Ok(Some(Group {
+            group_id,
+            size: count("size", size)?,
+            min_valid: count("min_valid", min_valid)?,
+            max_refills: count("max_refills", max_refills)?,
+            refills: count("refills", refills)?,
+        }))
     }
 
     /// The first answer of `key`, read fresh; `IdempotencyConflict` for another fingerprint; `None` when the key

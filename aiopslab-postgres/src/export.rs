@@ -57,6 +57,9 @@ impl PgStore {
             model: filter.model.is_some(),
             metadata: filter.metadata.is_some(),
             created_before: filter.created_before.is_some(),
+            statuses: filter.outcomes.is_some(),
+            model_version: filter.model_version.is_some(),
+            min_model_version: filter.min_model_version.is_some(),
         };
         let statement = sql::export_window(filters);
         let window = limit.saturating_mul(4).clamp(MIN_WINDOW, MAX_WINDOW);
@@ -111,6 +114,16 @@ impl PgStore {
         }
         if let Some(before) = filter.created_before {
             query = query.bind(before);
+        }
+        if let Some(outcomes) = &filter.outcomes {
+            let statuses: Vec<&str> = outcomes.iter().map(|o| o.status().as_str()).collect();
+            query = query.bind(statuses);
+        }
+        if let Some(version) = filter.model_version {
+            query = query.bind(i64::try_from(version).unwrap_or(i64::MAX));
+        }
+        if let Some(floor) = filter.min_model_version {
+            query = query.bind(i64::try_from(floor).unwrap_or(i64::MAX));
         }
         let mut conn = self.conn("export_episodes").await?;
         let result = query.fetch_all(conn.raw()).await;

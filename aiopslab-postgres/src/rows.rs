@@ -39,6 +39,7 @@ pub(crate) struct TaskRow {
     error_details: Option<Json<ErrorDetails>>,
     group_id: Option<Uuid>,
     experiment: Option<String>,
+    replaces: Option<Uuid>,
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
@@ -80,6 +81,7 @@ impl TryFrom<TaskRow> for Task {
             result: row.result.map(|r| r.0),
             error_details: row.error_details.map(|e| e.0),
             group_id: row.group_id,
+            replaces: row.replaces,
             experiment: row.experiment,
         })
     }
@@ -255,6 +257,9 @@ impl TrajectoryRest {
             reward: self.reward,
             evaluation: self.evaluation,
             metadata: self.metadata,
+            // Labels are the reader's, from the task's status (Trajectory::label): never stored.
+            outcome: None,
+            model_version: None,
         }
     }
 }

@@ -19,7 +19,7 @@ macro_rules! task_columns {
     () => {
         "id, problem_id, status, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
          backend_type, max_retries, worker_id, attempt, cancel_requested, created_at, updated_at, started_at, \
-         completed_at, lease_expires_at, result, error_details, group_id, experiment"
+         completed_at, lease_expires_at, result, error_details, group_id, replaces, experiment"
     };
 }
 
@@ -37,10 +37,15 @@ macro_rules! worker_columns {
 
 /// Inserts many pending tasks in one statement, from parallel arrays, all in group `$11` (NULL: no group): `$1` ids,
 /// `$2` problem_ids, `$3` agent_configs, `$4` max_steps, `$5` timeout_minutes, `$6` priorities, `$7` callback_urls,
-/// `$8` metadata, `$9` backend_types, `$10` max_retries, `$12` experiments. Single creates arrive here too,
-/// coalesced.
+/// `$8` metadata, `$9` backend_types, `$10` max_retries, `$12` experiments. With a group, its row (migration 007)
+/// is written in the same statement: `$13` min_valid, `$14` max_refills. Single creates arrive here too, coalesced.
 pub(crate) const INSERT_TASKS: &str = concat!(
-    "INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
+    "WITH new_group AS (\
+        INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
+        SELECT $11::uuid, cardinality($1::uuid[]), $13::int4, $14::int4 \
+        WHERE $11::uuid IS NOT NULL AND cardinality($1::uuid[]) > 0\
+     ) \
+     INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, experiment, group_id) \
      SELECT u.*, $11::uuid FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int4[], $5::int4[], $6::int2[], \
      $7::text[], $8::jsonb[], $9::text[], $10::int4[], $12::text[]) AS u RETURNING ",
@@ -48,12 +53,17 @@ pub(crate) const INSERT_TASKS: &str = concat!(
 );
 
 /// [`INSERT_TASKS`] under an idempotency key, one statement: the key is recorded (`$13` key, `$14` fingerprint)
-/// and the tasks inserted only if the key was new. No row when the key already existed (a concurrent request with
-/// the key waits for the first to commit, then finds it).
+/// and the tasks (and their group's row: `$15` min_valid, `$16` max_refills) inserted only if the key was new. No
+/// row when the key already existed (a concurrent request with the key waits for the first to commit, then finds
+/// it).
 pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
     "WITH new_key AS (\
         INSERT INTO idempotency_keys (key, fingerprint, group_id, task_ids) VALUES ($13, $14, $11::uuid, $1::uuid[]) \
         ON CONFLICT (key) DO NOTHING RETURNING key\
+     ), new_group AS (\
+        INSERT INTO task_groups (group_id, size, min_valid, max_refills) \
+        SELECT $11::uuid, cardinality($1::uuid[]), $15::int4, $16::int4 \
+        WHERE $11::uuid IS NOT NULL AND cardinality($1::uuid[]) > 0 AND EXISTS (SELECT 1 FROM new_key)\
      ) \
      INSERT INTO tasks (id, problem_id, agent_config, max_steps, timeout_minutes, priority, callback_url, metadata, \
      backend_type, max_retries, experiment, group_id) \
@@ -62,6 +72,10 @@ pub(crate) const INSERT_TASKS_WITH_KEY: &str = concat!(
      WHERE EXISTS (SELECT 1 FROM new_key) RETURNING ",
     task_columns!()
 );
+
+/// What the store keeps of a batch group (migration 007). `$1` group id.
+pub(crate) const SELECT_GROUP: &str =
+    "SELECT group_id, size, min_valid, max_refills, refills FROM task_groups WHERE group_id = $1";
 
 /// The first request of an idempotency key. `$1` key.
 pub(crate) const SELECT_IDEMPOTENCY_KEY: &str =
@@ -864,6 +878,12 @@ pub(crate) struct ExportFilters {
     pub(crate) metadata: bool,
     /// `$n` created before (this one bounds the window itself).
     pub(crate) created_before: bool,
+    /// `$n` the statuses of the outcomes asked for.
+    pub(crate) statuses: bool,
+    /// `$n` exact policy version.
+    pub(crate) model_version: bool,
+    /// `$n` lowest policy version.
+    pub(crate) min_model_version: bool,
 }
 
 /// One window of the dataset export: the next `$3` tasks in `(created_at, id)` order strictly after the cursor
@@ -897,6 +917,24 @@ pub(crate) fn export_window(filters: ExportFilters) -> String {
     }
     if filters.created_before {
         window.push_str(&format!(" AND created_at < ${}::timestamptz", next()));
+    }
+    if filters.statuses {
+        conditions.push(format!("t.status = ANY(${}::text[])", next()));
+    }
+    // A policy version is a non-negative integer (checked at create); the type test keeps a row written before
+    // that check, with some other value, out of the cast instead of failing the whole export.
+    if filters.model_version {
+        conditions.push(format!(
+            "t.agent_config -> 'model_version' = to_jsonb(${}::int8)",
+            next()
+        ));
+    }
+    if filters.min_model_version {
+        conditions.push(format!(
+            "jsonb_typeof(t.agent_config -> 'model_version') = 'number' \
+             AND (t.agent_config ->> 'model_version')::numeric >= ${}::int8",
+            next()
+        ));
     }
     let filter = if conditions.is_empty() {
         String::new()
@@ -973,6 +1011,9 @@ mod tests {
             model: true,
             metadata: true,
             created_before: true,
+            statuses: true,
+            model_version: true,
+            min_model_version: true,
         });
         for fragment in [
             "t.status = $5::text",
@@ -980,6 +1021,9 @@ mod tests {
             "to_jsonb($7::text)",
             "t.metadata -> $8::text = to_jsonb($9::text)",
             "created_at < $10::timestamptz ORDER BY created_at, id LIMIT $3",
+            "t.status = ANY($11::text[])",
+            "to_jsonb($12::int8)",
+            "::numeric >= $13::int8",
         ] {
             assert!(all.contains(fragment), "{fragment} in {all}");
         }

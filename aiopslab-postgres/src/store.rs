@@ -387,6 +387,10 @@ impl TaskApi for PgStore {
         self.select_trajectory(task_id).await
     }
 
+    async fn get_group(&self, group_id: aiopslab_core::GroupId) -> StoreResult<Option<aiopslab_core::Group>> {
+        self.select_group(group_id).await
+    }
+
     fn experiments(&self) -> Option<&dyn aiopslab_core::Experiments> {
         Some(self)
     }

@@ -28,17 +28,14 @@ impl PgStore {
     /// refuses must not sink the others, so on a refusal each spec is retried alone.
     async fn flush_creates(self, specs: Vec<TaskSpec>) -> Vec<StoreResult<Task>> {
         let n = specs.len();
-        let batch = BatchSpec { group_id: None, specs };
+        let batch = BatchSpec::ungrouped(specs);
         let result = self.insert_unkeyed(&batch).await;
         match result {
             Ok(tasks) => tasks.into_iter().map(Ok).collect(),
             Err(StoreError::Invalid(_)) if n > 1 => {
                 let mut results = Vec::with_capacity(n);
                 for spec in batch.specs {
-                    let alone = BatchSpec {
-                        group_id: None,
-                        specs: vec![spec],
-                    };
+                    let alone = BatchSpec::ungrouped(vec![spec]);
                     results.push(self.insert_unkeyed(&alone).await.and_then(|mut tasks| {
                         tasks
                             .pop()
@@ -54,7 +51,7 @@ impl PgStore {
     /// Inserts a batch of pending tasks in one statement (all or none), returned in the order given.
     #[tracing::instrument(skip_all, fields(count = specs.len()))]
     pub(crate) async fn insert_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
-        let created = self.insert_batch(BatchSpec { group_id: None, specs }, None).await?;
+        let created = self.insert_batch(BatchSpec::ungrouped(specs), None).await?;
         Ok(created.tasks)
     }
 

@@ -285,11 +285,17 @@ async fn the_migration_counts_the_rows_that_exist_by_hand_and_again_by_the_migra
     .unwrap();
     let version_5 = include_str!("../../migrations/005_task_counts.sql");
     sqlx::raw_sql(version_5).execute(&pool).await.expect("005 runs by hand");
-    // The later versions the store's statements need (006: experiments), by hand too.
-    sqlx::raw_sql(include_str!("../../migrations/006_experiments.sql"))
-        .execute(&pool)
-        .await
-        .expect("006 runs by hand");
+    // The store reads the columns the later versions add (006: `experiment`, 007: `replaces`), so they run by hand
+    // too.
+    for later in [
+        include_str!("../../migrations/006_experiments.sql"),
+        include_str!("../../migrations/007_group_refills.sql"),
+    ] {
+        sqlx::raw_sql(later)
+            .execute(&pool)
+            .await
+            .expect("a later version runs by hand");
+    }
     let store = PgStore::from_pool(&pool, policy()).unwrap();
     assert_counts_exact(&store, &pool, "after 005 by hand").await;
     let stats = store.stats().await.unwrap();

@@ -26,6 +26,7 @@ fn batch(specs: Vec<TaskSpec>) -> BatchSpec {
     BatchSpec {
         group_id: Some(GroupId::new_v4()),
         specs,
+        policy: Default::default(),
     }
 }
 
@@ -148,6 +149,8 @@ fn full_trajectory() -> Trajectory {
         reward: Some(1.0),
         evaluation: serde_json::from_value(serde_json::json!({"Detection Accuracy": "Correct"})).unwrap(),
         metadata: serde_json::from_value(serde_json::json!({"simulated": true})).unwrap(),
+        outcome: None,
+        model_version: None,
     }
 }
 

@@ -280,7 +280,7 @@ async fn seed_templates(store: &PgStore, templates: &[(Task, Trajectory)]) -> an
         .enumerate()
         .map(|(i, (task, _))| new_task(&task.problem_id, i, task.parameters.max_steps).validate())
         .collect::<Result<Vec<_>, _>>()?;
-    let created = store.create_batch(BatchSpec { group_id: None, specs }, None).await?;
+    let created = store.create_batch(BatchSpec::ungrouped(specs), None).await?;
     let registration: WorkerRegistration = serde_json::from_value(json!({"id": "bench-seeder"}))?;
     store.register_worker(registration).await?;
     for (task, (done, trajectory)) in created.tasks.iter().zip(templates) {

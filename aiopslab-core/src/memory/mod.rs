@@ -15,10 +15,12 @@
 //! clock (or [`MemoryStore::advance_clock`]) drive leases, timeouts and
 //! worker liveness without sleeping.
 //!
-//! Batches, their idempotency keys and the webhook outbox ([`outbox`]) live
-//! under the same lock, so a batch is created whole or not at all, a key is
-//! recorded with the tasks it created, and a delivery is written in the same
-//! step as the terminal status it reports.
+//! Batches, their groups, their idempotency keys and the webhook outbox
+//! ([`outbox`]) live under the same lock, so a batch is created whole or not
+//! at all, a key is recorded with the tasks it created, a delivery is written
+//! in the same step as the terminal status it reports, and an aborted group
+//! member's replacement (see [`crate::group`]) in the same step as the abort,
+//! whichever transition made it (a finish, a sweep, a takeover).
 //!
 //! Experiments ([`Experiments`]) live under the same lock too: a claim reads an
 //! experiment's limit and its running count and starts the task in one step, so
@@ -354,6 +356,10 @@ impl TaskApi for MemoryStore {
 
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.lock().0.get_trajectory(task_id)
+    }
+
+    async fn get_group(&self, group_id: crate::batch::GroupId) -> StoreResult<Option<crate::group::Group>> {
+        Ok(self.lock().0.get_group(group_id))
     }
 
     fn experiments(&self) -> Option<&dyn Experiments> {

@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use crate::events::StoreEvent;
 use crate::experiment::{Experiment, ExperimentSettings};
 use crate::export::{model_of, Episode, ExportCursor, ExportFilter};
+use crate::group::Group;
 use crate::log::{LogEntry, LogQuery, NewLogEntry};
 use crate::policy::LeasePolicy;
 use crate::query::{Page, StoreStats, SweepReport, TaskFilter, TaskPage, TaskSort, WorkerFilter, WorkerPage};
@@ -80,6 +81,8 @@ pub(crate) struct State {
     exportable: BTreeSet<(DateTime<Utc>, TaskId)>,
     /// Idempotency keys of batch creations, kept for the life of the store.
     idempotency: HashMap<String, IdempotentBatch>,
+    /// Batch groups (policy, refills used, members in creation order), kept for the life of the store.
+    groups: HashMap<GroupId, GroupRecord>,
     /// Webhook deliveries of terminal tasks.
     pub(crate) outbox: Outbox,
     /// Wake-ups the last transition produced, for the store to push once it
@@ -90,6 +93,13 @@ pub(crate) struct State {
     /// Most terminal tasks kept (`None`: all), see
     /// [`MemoryOptions::max_finished_tasks`](super::MemoryOptions::max_finished_tasks).
     max_finished: Option<usize>,
+}
+
+/// A batch group: what it asks and has used, and its members (replacements included), oldest first.
+#[derive(Debug)]
+struct GroupRecord {
+    group: Group,
+    members: Vec<TaskId>,
 }
 
 /// What a batch created under an idempotency key.
@@ -113,6 +123,10 @@ impl State {
     /// updated: its webhook delivery, and the retention bound.
     fn ended(&mut self, task: &Task, now: DateTime<Utc>) {
         self.outbox.enqueue(task, now);
+        // A client that asked to cancel a run wants no replacement of it.
+        if task.status == TaskStatus::Failed && !task.cancel_requested {
+            self.refill(task, now);
+        }
         self.finished.push_back(task.id);
         let Some(max) = self.max_finished else {
             return;
@@ -123,6 +137,34 @@ impl State {
             };
             self.evict(id);
         }
+    }
+
+    /// A group member that has just aborted for good: its replacement, when its group still needs one and has
+    /// refills left (the rule of [`Group::needs_refill`]). Members the retention bound dropped count as gone.
+    fn refill(&mut self, aborted: &Task, now: DateTime<Utc>) {
+        let Some(record) = aborted.group_id.and_then(|id| self.groups.get(&id)) else {
+            return;
+        };
+        let members = record
+            .members
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|r| &r.task);
+        if !record.group.needs_refill(members) {
+            return;
+        }
+        let replacement = Task::replacement(aborted, now);
+        if let Some(record) = aborted.group_id.and_then(|id| self.groups.get_mut(&id)) {
+            record.group.refills += 1;
+            record.members.push(replacement.id);
+        }
+        tracing::debug!(task_id = %replacement.id, replaces = %aborted.id, "aborted group member refilled");
+        self.insert_pending(replacement);
+    }
+
+    /// What the store keeps of a group.
+    pub(crate) fn get_group(&self, group_id: GroupId) -> Option<Group> {
+        self.groups.get(&group_id).map(|record| record.group)
     }
 
     /// Drops a terminal task and everything its runs wrote.
@@ -222,6 +264,16 @@ impl State {
             }
         }
         let tasks = self.create(batch.specs, batch.group_id, now);
+        if let Some(group_id) = batch.group_id {
+            let size = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+            self.groups.insert(
+                group_id,
+                GroupRecord {
+                    group: batch.policy.group(group_id, size),
+                    members: tasks.iter().map(|task| task.id).collect(),
+                },
+            );
+        }
         if let Some(key) = idempotency {
             self.idempotency.insert(
                 key.key,
@@ -244,18 +296,23 @@ impl State {
         let mut created = Vec::with_capacity(specs.len());
         for spec in specs {
             let task = Task::pending(spec, group_id, now);
-            self.index_pending(&task);
-            self.tasks.insert(
-                task.id,
-                TaskRecord {
-                    task: task.clone(),
-                    logs: Vec::new(),
-                    trajectory: None,
-                },
-            );
+            self.insert_pending(task.clone());
             created.push(task);
         }
         created
+    }
+
+    /// Inserts a new pending task into the queue.
+    fn insert_pending(&mut self, task: Task) {
+        self.index_pending(&task);
+        self.tasks.insert(
+            task.id,
+            TaskRecord {
+                task,
+                logs: Vec::new(),
+                trajectory: None,
+            },
+        );
     }
 
     fn record(&self, id: TaskId) -> StoreResult<&TaskRecord> {
@@ -543,6 +600,8 @@ impl State {
                         reward: trajectory.reward,
                         evaluation: trajectory.evaluation.clone(),
                         metadata: trajectory.metadata.clone(),
+                        outcome: None,
+                        model_version: None,
                     },
                 })
             })
@@ -938,6 +997,7 @@ fn exportable(task: &Task, filter: &ExportFilter) -> bool {
         && filter.metadata.as_ref().is_none_or(|(key, value)| {
             task.parameters.metadata.get(key).and_then(serde_json::Value::as_str) == Some(value.as_str())
         })
+        && filter.admits_labels(task)
 }
 
 /// The order of `GET /tasks`; ties break on id so pages are stable: `-created_at`

@@ -301,8 +301,13 @@ async fn deliver(shared: &Shared, task: &Task, handle: &RunHandle, report: RunRe
         );
         return;
     }
+    let model_version = crate::outcome::model_version_of(&task.parameters.agent_config);
     let trajectory = report.trajectory.map(|mut trajectory| {
         trajectory.task_id = task.id;
+        // Every call served this task's policy: stamp its version where the backend did not.
+        for call in &mut trajectory.llm_calls {
+            call.model_version = call.model_version.or(model_version);
+        }
         trajectory
     });
     let outcome = TaskOutcome {

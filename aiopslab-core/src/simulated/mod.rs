@@ -231,6 +231,7 @@ impl ClusterBackend for SimulatedBackend {
                 logprobs: None,
                 token_ids: None,
                 prompt_token_ids: None,
+                model_version: None,
             });
             recorder
                 .trajectory

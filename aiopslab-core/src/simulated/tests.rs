@@ -37,6 +37,7 @@ fn task(problem_id: &str, max_steps: i64) -> Task {
         error_details: None,
         group_id: None,
         experiment: None,
+        replaces: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! | trait | who asks for it | methods |
 //! |---|---|---|
 //! | [`WorkerQueue`] | the worker runtime (and `HttpStore`, a remote worker's store) | register, heartbeat, deregister, claim, extend lease, append logs, save trajectory, finish, subscribe |
-//! | [`TaskApi`] | the client API | create (one, many, a batch), get, list, cancel, logs, trajectory |
+//! | [`TaskApi`] | the client API | create (one, many, a batch), get, list, cancel, logs, trajectory, a batch group's record (its refills) |
 //! | [`FleetView`] | the operator's reads | get and list workers, stats |
 //! | [`Housekeeping`] | the sweeper ([`run_sweeper`](crate::run_sweeper)) | sweep |
 //! | [`EpisodeExport`] | the RL dataset export | one page of episodes |

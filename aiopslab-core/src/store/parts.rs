@@ -168,6 +168,10 @@ impl TaskApi for StoreParts {
         self.task_api.get_trajectory(task_id).await
     }
 
+    async fn get_group(&self, group_id: crate::batch::GroupId) -> StoreResult<Option<crate::group::Group>> {
+        self.task_api.get_group(group_id).await
+    }
+
     fn experiments(&self) -> Option<&dyn super::Experiments> {
         self.task_api.experiments()
     }

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
+use crate::batch::{BatchSpec, CreatedBatch, GroupId, IdempotencyKey};
+use crate::group::Group;
 use crate::log::{LogEntry, LogQuery};
 use crate::query::{Page, TaskFilter, TaskPage, TaskSort};
 use crate::task::{CancelOutcome, Task, TaskId, TaskSpec};
@@ -50,7 +51,10 @@ impl TaskQuery {
 /// trajectories. The HTTP router serves it under
 /// `/tasks`.
 ///
-/// Rules: creations are atomic (all of a batch or none); what is persisted
+/// Rules: creations are atomic (all of a batch or none); a group member that
+/// aborts for good gets its replacement, when its group asks for one, in the
+/// same atomic step as the abort, whichever call made it (see
+/// [`crate::group`]); what is persisted
 /// is [sanitized](crate::sanitize) on the way in; a task that reaches a
 /// terminal status with a `callback_url` has a delivery in the store's
 /// outbox from the same atomic step (see [`WebhookOutbox`](super::WebhookOutbox)).
@@ -94,6 +98,11 @@ pub trait TaskApi: Send + Sync + 'static {
 
     /// Reads a task's trajectory; `Ok(None)` when the task exists but has none.
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>>;
+
+    /// Reads what the store keeps of a batch group: its size, `min_valid`, `max_refills` and the refills used
+    /// (see [`crate::group`]); `Ok(None)` when it keeps no such group (no batch made it, or a PostgreSQL batch
+    /// made it before groups were recorded). Its tasks are listed with a group filter.
+    async fn get_group(&self, group_id: GroupId) -> StoreResult<Option<Group>>;
 
     /// The [`Experiments`](super::Experiments) capability (experiments' limits and counts), when this store has
     /// it. `None`, the default: every experiment is unlimited.

@@ -18,6 +18,7 @@ pub fn grouped(specs: Vec<TaskSpec>) -> BatchSpec {
     BatchSpec {
         group_id: Some(GroupId::new_v4()),
         specs,
+        policy: Default::default(),
     }
 }
 
@@ -122,15 +123,7 @@ pub async fn batch_creates_a_group<H: StoreHarness>(harness: &H) {
     let (members, total) = group_members(&store, GroupId::new_v4()).await;
     assert!(members.is_empty() && total == 0, "an unknown group has no tasks");
 
-    let ungrouped = batch(
-        &store,
-        BatchSpec {
-            group_id: None,
-            specs: vec![plain("u")],
-        },
-        None,
-    )
-    .await;
+    let ungrouped = batch(&store, BatchSpec::ungrouped(vec![plain("u")]), None).await;
     assert_eq!(ungrouped.group_id, None, "a batch may have no group");
     assert_eq!(ungrouped.tasks[0].group_id, None, "its tasks belong to no group");
     assert_eq!(

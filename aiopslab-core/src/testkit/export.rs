@@ -41,10 +41,13 @@ pub fn sample_trajectory(tag: &str, reward: f64) -> Trajectory {
             logprobs: Some(json!({"tokens": ["submit"], "token_logprobs": [-0.25]})),
             token_ids: Some(json!([9906, 1917])),
             prompt_token_ids: Some(json!([1, 2, 3])),
+            model_version: None,
         }],
         reward: Some(reward),
         evaluation: object(json!({"Detection Accuracy": "Correct", "TTD": 12.5, "tag": tag})),
         metadata: object(json!({"simulated": true})),
+        outcome: None,
+        model_version: None,
     }
 }
 
@@ -63,6 +66,21 @@ async fn episode<S: TaskStore>(store: &S, spec: TaskSpec, reward: f64, finish: O
             .await
             .expect("finish"),
         None => get(store, task.id).await,
+    }
+}
+
+/// Each filter walks (in pages of 1 and of 100) exactly its expected tasks, in export order.
+async fn expect_export_cases<S: TaskStore>(store: &S, cases: Vec<(ExportFilter, Vec<&Task>, &str)>) {
+    for (filter, expected, what) in cases {
+        let expected_ids = in_export_order(expected.into_iter().cloned().collect());
+        for limit in [1, 100] {
+            let got = walk(store, &filter, limit).await;
+            assert_eq!(
+                export_ids(&got),
+                expected_ids,
+                "{what} (pages of {limit}): wrong episodes for {filter:?}"
+            );
+        }
     }
 }
 
@@ -362,22 +380,15 @@ pub async fn export_filters<H: StoreHarness>(harness: &H) {
                 metadata: Some(("run".to_string(), "r2".to_string())),
                 status: Some(TaskStatus::Running),
                 problem_ids: problem_ids_for(None, Some(TaskType::Detection)),
+                outcomes: None,
+                model_version: None,
+                min_model_version: None,
             },
             vec![&c],
             "every filter at once",
         ),
     ];
-    for (filter, expected, what) in cases {
-        let expected_ids = in_export_order(expected.into_iter().cloned().collect());
-        for limit in [1, 100] {
-            let got = walk(&store, &filter, limit).await;
-            assert_eq!(
-                export_ids(&got),
-                expected_ids,
-                "{what} (pages of {limit}): wrong episodes for {filter:?}"
-            );
-        }
-    }
+    expect_export_cases(&store, cases).await;
     // A cursor before the creation range starts the walk at the range.
     let after_range = store
         .export_episodes(
@@ -397,4 +408,86 @@ pub async fn export_filters<H: StoreHarness>(harness: &H) {
         .expect("export_episodes");
     let got: HashSet<TaskId> = export_ids(&after_range).into_iter().collect();
     assert_eq!(got, HashSet::from([c.id, d.id]), "the range and the cursor both apply");
+}
+
+/// The outcome and policy-version filters: `outcomes` selects by what an episode is for training (each outcome
+/// is one terminal status; a running task has none), `model_version` matches `agent_config.model_version`
+/// exactly and `min_model_version` keeps that version and later ones, leaving unversioned episodes out.
+pub async fn export_outcomes_and_policy_versions<H: StoreHarness>(harness: &H) {
+    use crate::outcome::Outcome;
+    let store = harness.store(suite_policy()).await;
+    register_all(&store, &["exporter"]).await;
+    let versioned = |version: Option<u64>| {
+        spec(NewTask {
+            agent_config: Some(match version {
+                Some(v) => object(json!({"model": "policy", "model_version": v})),
+                None => object(json!({"model": "policy"})),
+            }),
+            // A failed run is not retried here: it stays failed, i.e. aborted.
+            max_retries: Some(0),
+            ..NewTask::new("k8s_target_port-misconfig-detection-1")
+        })
+    };
+    let valid_1 = episode(&store, versioned(Some(1)), 1.0, Some(TerminalStatus::Completed)).await;
+    let valid_2 = episode(&store, versioned(Some(2)), 0.0, Some(TerminalStatus::Completed)).await;
+    let aborted_3 = episode(&store, versioned(Some(3)), 0.0, Some(TerminalStatus::Failed)).await;
+    let timeout_2 = episode(&store, versioned(Some(2)), 0.0, Some(TerminalStatus::Timeout)).await;
+    let cancelled = episode(&store, versioned(None), 0.0, Some(TerminalStatus::Cancelled)).await;
+    let unversioned = episode(&store, versioned(None), 1.0, Some(TerminalStatus::Completed)).await;
+    let running = episode(&store, versioned(Some(3)), 0.0, None).await;
+    let filter = |outcomes: Option<Vec<Outcome>>, exact: Option<u64>, floor: Option<u64>| {
+        ExportFilter::default()
+            .with_outcomes(outcomes)
+            .with_model_version(exact)
+            .with_min_model_version(floor)
+    };
+    let all = [
+        &valid_1,
+        &valid_2,
+        &aborted_3,
+        &timeout_2,
+        &cancelled,
+        &unversioned,
+        &running,
+    ];
+    let cases: Vec<(ExportFilter, Vec<&Task>, &str)> = vec![
+        (filter(None, None, None), all.to_vec(), "no label filter"),
+        (
+            filter(Some(vec![Outcome::Valid]), None, None),
+            vec![&valid_1, &valid_2, &unversioned],
+            "valid only",
+        ),
+        (
+            filter(Some(vec![Outcome::Aborted]), None, None),
+            vec![&aborted_3],
+            "aborted only",
+        ),
+        (
+            filter(Some(vec![Outcome::Timeout, Outcome::Cancelled]), None, None),
+            vec![&timeout_2, &cancelled],
+            "timeout and cancelled",
+        ),
+        (
+            filter(Some(Vec::new()), None, None),
+            vec![],
+            "no outcome at all matches nothing",
+        ),
+        (
+            filter(None, Some(2), None),
+            vec![&valid_2, &timeout_2],
+            "model_version 2 exactly",
+        ),
+        (
+            filter(None, None, Some(2)),
+            vec![&valid_2, &aborted_3, &timeout_2, &running],
+            "model_version 2 or later, unversioned left out",
+        ),
+        (
+            filter(Some(vec![Outcome::Valid]), None, Some(2)),
+            vec![&valid_2],
+            "valid episodes of recent policies",
+        ),
+        (filter(None, Some(0), None), vec![], "a version no task has"),
+    ];
+    expect_export_cases(&store, cases).await;
 }

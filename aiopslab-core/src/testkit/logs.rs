@@ -204,11 +204,14 @@ pub(super) fn sample_trajectory(task_id: TaskId, reward: f64, turns: usize) -> T
             logprobs: None,
             token_ids: None,
             prompt_token_ids: None,
+            model_version: None,
         }],
         messages,
         reward: Some(reward),
         evaluation: object(json!({"Detection Accuracy": "Correct", "TTD": 12.5, "steps": 3})),
         metadata: object(json!({"simulated": true})),
+        outcome: None,
+        model_version: None,
     }
 }
 

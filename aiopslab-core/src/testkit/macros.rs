@@ -14,7 +14,7 @@
 /// | role | trait | checks |
 /// |---|---|---|
 /// | `worker_queue` | [`WorkerQueue`](crate::WorkerQueue) | claims (order, routing, a chosen task, dispatch delay), finishes and their replays, retries, leases and their tokens, heartbeats and hand-backs, registration and takeover, logs and trajectories from a lease, the worker-id rule, NULs and deep JSON from workers, 32 claimers exactly once |
-/// | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back |
+/// | `task_api` | [`TaskApi`](crate::TaskApi) | creation and defaults, order, unknown ids, cancel, listing filters, sorts and pages, log reads, batches and idempotency keys (concurrent ones too), numbers and random JSON read back, refills of aborted group members (run out, stopped by `min_valid`, not for retries, timeouts or cancels, concurrent aborts within `max_refills`) |
 /// | `fleet` | [`FleetView`](crate::FleetView), [`Housekeeping`](crate::Housekeeping) | lease expiry, timeouts, silent workers, worker listing, stats (and listing totals that agree with them), concurrent sweeps |
 /// | `export` | [`EpisodeExport`](crate::EpisodeExport) | the keyset walk, filters |
 /// | `final_reports` | [`FinalReports`](crate::FinalReports) (a capability: the harness's store must offer it) | logs, trajectory and finish in one step, replays, a lost lease writes nothing, a failure with retries requeues |
@@ -120,9 +120,16 @@ macro_rules! conformance_suite {
             idempotency_key_conflict,
             edge_numbers_read_back_identically,
             random_json_round_trips,
+            aborted_members_are_refilled,
+            refills_run_out,
+            enough_valid_members_stop_refilling,
+            retries_come_before_refills,
+            every_abort_path_refills,
+            timeouts_and_cancels_are_not_refilled,
         );
         $crate::conformance_suite!(@checks $harness, $racing;
             concurrent_idempotent_batches_create_once,
+            concurrent_aborts_never_exceed_max_refills,
         );
     };
     (@role fleet; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {
@@ -142,6 +149,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@checks $harness, $test;
             export_walks_episodes_in_order,
             export_filters,
+            export_outcomes_and_policy_versions,
         );
     };
     (@role final_reports; $harness:expr, $test:meta, $claimers:expr, $tasks:expr, $racing:meta) => {

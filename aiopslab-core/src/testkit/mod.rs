@@ -54,6 +54,7 @@ mod listing;
 mod logs;
 mod macros;
 mod memory;
+mod refills;
 pub mod support;
 mod text;
 mod webhooks;
@@ -69,7 +70,9 @@ pub use claims::{
     claim_routes_by_backend_type, claim_specific_task, claim_ties_break_on_id, dispatch_delay_holds_new_tasks,
 };
 pub use concurrency::{concurrent_claims_exactly_once, concurrent_sweeps_do_not_double_handle};
-pub use export::{export_filters, export_walks_episodes_in_order, sample_trajectory};
+pub use export::{
+    export_filters, export_outcomes_and_policy_versions, export_walks_episodes_in_order, sample_trajectory,
+};
 pub use fair_share::{
     fair_share_limit_changes_take_effect, fair_share_limits_hold_under_racing_claimers,
     fair_share_priority_beats_fairness, fair_share_round_robin_between_experiments,
@@ -96,6 +99,10 @@ pub use lifecycle::{
 pub use listing::{list_tasks_filters, list_tasks_pages, list_tasks_sorts, stats_counts};
 pub use logs::{log_writes_need_a_lease, logs_in_order_with_filters, trajectory_save_replace_get};
 pub use memory::MemoryHarness;
+pub use refills::{
+    aborted_members_are_refilled, concurrent_aborts_never_exceed_max_refills, enough_valid_members_stop_refilling,
+    every_abort_path_refills, refills_run_out, retries_come_before_refills, timeouts_and_cancels_are_not_refilled,
+};
 pub use text::{nul_in_text_is_stored_as_replacement, nul_in_webhook_attempt_is_replaced};
 pub use webhooks::{
     attempt_delivered, attempt_failed, claim_webhooks_leases_deliveries, concurrent_webhook_claims_exactly_once,

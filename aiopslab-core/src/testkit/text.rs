@@ -143,6 +143,8 @@ pub async fn nul_in_text_is_stored_as_replacement<H: StoreHarness>(h: &H) {
         reward: Some(1.0),
         evaluation: object(json!({"Detection Accuracy": "Correct\u{0}", "k\u{0}": 1})),
         metadata: object(json!({"driver\u{0}": "v\u{0}1"})),
+        outcome: None,
+        model_version: None,
     };
     store
         .save_trajectory(claimed.lease_token(), trajectory.clone())

@@ -5,28 +5,28 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aiopslab_core::batch::{BatchSpec, IdempotencyKey, MAX_BATCH_TASKS};
+use aiopslab_core::batch::{BatchSpec, GroupId, IdempotencyKey, MAX_BATCH_TASKS};
 use aiopslab_core::webhook::WebhookDelivery;
 use aiopslab_core::{
-    CancelOutcome, CreatedBatch, Episode, EpisodeExport, ExportCursor, ExportFilter, ExportRequest, FleetView,
-    LogEntry, LogQuery, NewBatch, StoreError, StoreResult, StoreStats, Task, TaskId, TaskPage, TaskQuery, TaskSort,
-    TaskSpec, Trajectory, ValidationError, Worker, WorkerFilter, WorkerPage,
+    Application, CancelOutcome, CreatedBatch, Episode, EpisodeExport, ExportCursor, ExportFilter, ExportRequest,
+    FleetView, GroupPolicy, LogEntry, LogQuery, NewBatch, StoreError, StoreResult, StoreStats, Task, TaskId, TaskPage,
+    TaskQuery, TaskSort, TaskSpec, TaskType, Trajectory, ValidationError, Worker, WorkerFilter, WorkerPage,
 };
 use async_trait::async_trait;
-use chrono::SecondsFormat;
 use reqwest::{Method, StatusCode, Url};
 
-use super::error::{transport_error, ClientError, Subject};
-use super::wire::{new_task_body, CancelResponse, EpisodeLine, LogsResponse, WebhookListBody};
-use super::{Guard, Http};
+use super::error::{transport_error, ApiError, ClientError, Subject};
+use super::wire::{
+    log_query_params, new_task_body, wire_time, CancelResponse, EpisodeLine, LogsResponse, ProblemInfo,
+    ProblemListBody, WebhookListBody,
+};
+use super::{ApiResult, ExportQuery, Guard, Http, Outcomes};
+use crate::server::wire::GroupSummary;
 
 /// `Idempotency-Key`, sent with a create when the caller gives a key.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `Idempotent-Replayed: true` marks a replayed create.
 const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-
-/// The largest `limit` the server accepts on a log read.
-const MAX_LOG_LIMIT: usize = 100_000;
 
 /// A Rust client of an aiopslab server's public API: the task calls
 /// (create, batch, get, list, cancel, logs, trajectory, webhooks) as
@@ -44,7 +44,7 @@ const MAX_LOG_LIMIT: usize = 100_000;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ApiClient {
-    http: Http,
+    pub(super) http: Http,
 }
 
 impl ApiClient {
@@ -80,18 +80,16 @@ fn sort_param(sort: TaskSort) -> &'static str {
     }
 }
 
-/// The `POST /tasks/batch` body listing `specs`, in order.
-fn batch_body(specs: &[TaskSpec]) -> NewBatch {
+/// The `POST /tasks/batch` body listing `specs`, in order, with the group's policy (its fields left out when at
+/// their defaults, so the body, hence an idempotency fingerprint, is what it was before they existed).
+fn batch_body(specs: &[TaskSpec], policy: GroupPolicy) -> NewBatch {
     NewBatch {
         tasks: Some(specs.iter().map(new_task_body).collect()),
         task: None,
         count: None,
+        min_valid: policy.min_valid.map(i64::from),
+        max_refills: (policy.max_refills > 0).then_some(i64::from(policy.max_refills)),
     }
-}
-
-/// The wire spelling of an instant in a query string (RFC 3339, UTC `Z`).
-fn wire_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The task API over HTTP. Not a [`TaskApi`](aiopslab_core::TaskApi) store: the
@@ -100,7 +98,7 @@ fn wire_time(t: chrono::DateTime<chrono::Utc>) -> String {
 /// that trait's rules; these are the same calls as a client makes them.
 impl ApiClient {
     /// Creates a task (`POST /tasks`).
-    pub async fn create_task(&self, spec: TaskSpec) -> StoreResult<Task> {
+    pub async fn create_task(&self, spec: TaskSpec) -> ApiResult<Task> {
         let request = self.http.request(Method::POST, &["tasks"])?.json(&new_task_body(&spec));
         self.http.send_json(request, &Subject::none()).await
     }
@@ -109,7 +107,7 @@ impl ApiClient {
     /// tasks join a fresh group (their `group_id` is set), which
     /// `create_tasks` on a local store leaves unset. At most
     /// [`MAX_BATCH_TASKS`] per call, as the endpoint accepts.
-    pub async fn create_tasks(&self, specs: Vec<TaskSpec>) -> StoreResult<Vec<Task>> {
+    pub async fn create_tasks(&self, specs: Vec<TaskSpec>) -> ApiResult<Vec<Task>> {
         if specs.is_empty() {
             return Ok(Vec::new());
         }
@@ -120,12 +118,13 @@ impl ApiClient {
                     "at most {MAX_BATCH_TASKS} tasks per call over HTTP, got {}",
                     specs.len()
                 ),
-            )));
+            ))
+            .into());
         }
         let request = self
             .http
             .request(Method::POST, &["tasks", "batch"])?
-            .json(&batch_body(&specs));
+            .json(&batch_body(&specs, GroupPolicy::default()));
         let created: CreatedBatch = self.http.send_json(request, &Subject::none()).await?;
         Ok(created.tasks)
     }
@@ -136,12 +135,9 @@ impl ApiClient {
     /// `idempotency.fingerprint` is not sent — the same specs make the same
     /// body, hence a replay. The server gives a batch its own group id:
     /// `batch.group_id` is not sent, and a batch of several tasks always
-    /// joins a (fresh) group.
-    pub async fn create_batch(
-        &self,
-        batch: BatchSpec,
-        idempotency: Option<IdempotencyKey>,
-    ) -> StoreResult<CreatedBatch> {
+    /// joins a (fresh) group. `batch.policy` (`min_valid`, `max_refills`) is
+    /// sent when it asks for anything but the defaults.
+    pub async fn create_batch(&self, batch: BatchSpec, idempotency: Option<IdempotencyKey>) -> ApiResult<CreatedBatch> {
         let single = batch.group_id.is_none() && batch.specs.len() == 1;
         let request = if single {
             self.http
@@ -150,7 +146,7 @@ impl ApiClient {
         } else {
             self.http
                 .request(Method::POST, &["tasks", "batch"])?
-                .json(&batch_body(&batch.specs))
+                .json(&batch_body(&batch.specs, batch.policy))
         };
         let request = match &idempotency {
             Some(key) => request.header(IDEMPOTENCY_KEY, key.key.as_str()),
@@ -173,13 +169,13 @@ impl ApiClient {
     }
 
     /// Reads a task (`GET /tasks/{id}`).
-    pub async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+    pub async fn get_task(&self, id: TaskId) -> ApiResult<Task> {
         let request = self.http.request(Method::GET, &["tasks", &id.to_string()])?;
         self.http.send_json(request, &Subject::task(id)).await
     }
 
     /// One page of tasks (`GET /tasks`).
-    pub async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
+    pub async fn list_tasks(&self, query: &TaskQuery) -> ApiResult<TaskPage> {
         let TaskQuery { filter, sort, page, .. } = query;
         let mut params: Vec<(&str, String)> = vec![
             ("limit", page.limit.to_string()),
@@ -207,7 +203,7 @@ impl ApiClient {
     }
 
     /// Cancels a task (`DELETE /tasks/{id}`).
-    pub async fn cancel_task(&self, id: TaskId) -> StoreResult<CancelOutcome> {
+    pub async fn cancel_task(&self, id: TaskId) -> ApiResult<CancelOutcome> {
         let request = self.http.request(Method::DELETE, &["tasks", &id.to_string()])?;
         let response = self.http.send(request, &Subject::task(id)).await?;
         let accepted = response.status() == StatusCode::ACCEPTED;
@@ -220,22 +216,11 @@ impl ApiClient {
 
     /// Every filter is applied by the server (`level`, `since`, `after_id`,
     /// `limit`, the latter capped at the server's 100 000).
-    pub async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-        let mut params: Vec<(&str, String)> = Vec::new();
-        if let Some(level) = query.min_level {
-            params.push(("level", level.as_str().to_string()));
+    pub async fn get_logs(&self, task_id: TaskId, query: &LogQuery) -> ApiResult<Vec<LogEntry>> {
+        if query.limit == Some(0) {
+            return Ok(Vec::new());
         }
-        if let Some(since) = query.since {
-            params.push(("since", wire_time(since)));
-        }
-        if let Some(after_id) = query.after_id {
-            params.push(("after_id", after_id.to_string()));
-        }
-        match query.limit {
-            Some(0) => return Ok(Vec::new()),
-            Some(limit) => params.push(("limit", limit.min(MAX_LOG_LIMIT).to_string())),
-            None => {}
-        }
+        let params = log_query_params(query);
         let request = self
             .http
             .request(Method::GET, &["tasks", &task_id.to_string(), "logs"])?
@@ -255,14 +240,23 @@ impl ApiClient {
 
     /// The server answers 404 both for an unknown task and for a task with
     /// no trajectory yet; the second is `Ok(None)`.
-    pub async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
+    pub async fn get_trajectory(&self, task_id: TaskId) -> ApiResult<Option<Trajectory>> {
         let request = self
             .http
             .request(Method::GET, &["tasks", &task_id.to_string(), "trajectory"])?;
         match self.http.send_json(request, &Subject::task(task_id)).await {
             Ok(trajectory) => Ok(Some(trajectory)),
-            Err(StoreError::NotFound { entity: "task", .. }) => Err(StoreError::task_not_found(task_id)),
-            Err(StoreError::NotFound { .. }) => {
+            Err(ApiError {
+                error: StoreError::NotFound { entity: "task", .. },
+                server,
+            }) => Err(ApiError {
+                error: StoreError::task_not_found(task_id),
+                server,
+            }),
+            Err(ApiError {
+                error: StoreError::NotFound { .. },
+                ..
+            }) => {
                 // Not the task itself (or the server did not say): the task
                 // exists iff it can be read.
                 self.get_task(task_id).await.map(|_| None)
@@ -271,9 +265,41 @@ impl ApiClient {
         }
     }
 
+    /// A batch group: its tasks with their statuses and rewards, and the mean
+    /// reward (`GET /groups/{group_id}`); 404 when no task belongs to it.
+    pub async fn get_group(&self, group_id: GroupId) -> ApiResult<GroupSummary> {
+        let request = self.http.request(Method::GET, &["groups", &group_id.to_string()])?;
+        let subject = Subject {
+            entity: "group",
+            id: group_id.to_string(),
+            attempt: None,
+        };
+        self.http.send_json(request, &subject).await
+    }
+
+    /// The server's problem catalog (`GET /problems`), in AIOpsLab's registry
+    /// order, optionally only one task type and/or application.
+    pub async fn list_problems(
+        &self,
+        task_type: Option<TaskType>,
+        application: Option<Application>,
+    ) -> ApiResult<Vec<ProblemInfo>> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(task_type) = task_type {
+            params.push(("task_type", task_type.as_str().to_string()));
+        }
+        if let Some(application) = application {
+            // The server reads the serde spelling (`HotelReservation`).
+            params.push(("application", format!("{application:?}")));
+        }
+        let request = self.http.request(Method::GET, &["problems"])?.query(&params);
+        let body: ProblemListBody = self.http.send_json(request, &Subject::none()).await?;
+        Ok(body.problems)
+    }
+
     /// Every webhook delivery of a task, oldest first, with its attempts
     /// (`GET /tasks/{id}/webhooks`).
-    pub async fn list_webhooks(&self, task_id: TaskId) -> StoreResult<Vec<WebhookDelivery>> {
+    pub async fn list_webhooks(&self, task_id: TaskId) -> ApiResult<Vec<WebhookDelivery>> {
         let request = self
             .http
             .request(Method::GET, &["tasks", &task_id.to_string(), "webhooks"])?;
@@ -284,11 +310,29 @@ impl ApiClient {
 #[async_trait]
 impl FleetView for ApiClient {
     async fn get_worker(&self, worker_id: &str) -> StoreResult<Worker> {
+        Ok(ApiClient::get_worker(self, worker_id).await?)
+    }
+
+    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+        Ok(ApiClient::list_workers(self, filter).await?)
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        Ok(ApiClient::stats(self).await?)
+    }
+}
+
+/// The operator's reads with the server's answer on failure: what the [`FleetView`] methods of the same names
+/// return with the [`StoreError`] alone (a method call on an `ApiClient` finds these first).
+impl ApiClient {
+    /// One worker (`GET /workers/{id}`).
+    pub async fn get_worker(&self, worker_id: &str) -> ApiResult<Worker> {
         let request = self.http.request(Method::GET, &["workers", worker_id])?;
         self.http.send_json(request, &Subject::worker(worker_id)).await
     }
 
-    async fn list_workers(&self, filter: &WorkerFilter) -> StoreResult<WorkerPage> {
+    /// The workers, optionally only one status and/or backend type (`GET /workers`).
+    pub async fn list_workers(&self, filter: &WorkerFilter) -> ApiResult<WorkerPage> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(status) = filter.status {
             query.push(("status", status.as_str().to_string()));
@@ -300,7 +344,8 @@ impl FleetView for ApiClient {
         self.http.send_json(request, &Subject::none()).await
     }
 
-    async fn stats(&self) -> StoreResult<StoreStats> {
+    /// Tasks per status, pending tasks per backend type, workers per status (`GET /stats`).
+    pub async fn stats(&self) -> ApiResult<StoreStats> {
         let request = self.http.request(Method::GET, &["stats"])?;
         self.http.send_json(request, &Subject::none()).await
     }
@@ -353,28 +398,34 @@ impl ApiClient {
         problem_id: Option<&str>,
         after: Option<ExportCursor>,
         limit: usize,
-    ) -> StoreResult<Vec<Episode>> {
-        let mut params: Vec<(&str, String)> = vec![("format", "episode".into()), ("limit", limit.to_string())];
+    ) -> ApiResult<Vec<Episode>> {
+        if filter.outcomes.as_ref().is_some_and(Vec::is_empty) {
+            // No outcome at all matches nothing (the query string cannot say "none").
+            return Ok(Vec::new());
+        }
+        // The server's default is `valid` alone; the library's (no outcome filter) is every outcome.
+        let outcomes = match &filter.outcomes {
+            None if filter.status.is_some() => Outcomes::ServerDefault,
+            None => Outcomes::All,
+            Some(outcomes) => Outcomes::Only(outcomes.clone()),
+        };
+        let query = ExportQuery {
+            status: filter.status,
+            problem_id: problem_id.map(str::to_string),
+            task_type: None,
+            model: filter.model.clone(),
+            metadata: filter.metadata.clone(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            outcomes,
+            model_version: filter.model_version,
+            min_model_version: filter.min_model_version,
+            limit: Some(limit as u64),
+        };
+        let mut params = query.params();
+        params.push(("format", "episode".into()));
         if let Some(cursor) = after {
             params.push(("after", format!("{},{}", wire_time(cursor.created_at), cursor.id)));
-        }
-        if let Some(status) = filter.status {
-            params.push(("status", status.as_str().to_string()));
-        }
-        if let Some(problem_id) = problem_id {
-            params.push(("problem_id", problem_id.to_string()));
-        }
-        if let Some(model) = &filter.model {
-            params.push(("model", model.clone()));
-        }
-        if let Some((key, value)) = &filter.metadata {
-            params.push(("metadata", format!("{key}:{value}")));
-        }
-        if let Some(t) = filter.created_after {
-            params.push(("created_after", wire_time(t)));
-        }
-        if let Some(t) = filter.created_before {
-            params.push(("created_before", wire_time(t)));
         }
         let request = self
             .http
@@ -392,7 +443,7 @@ impl ApiClient {
                         task: l.task,
                         trajectory: l.trajectory,
                     })
-                    .map_err(|e| StoreError::Internal(format!("unexpected export line from {url}: {e}")))
+                    .map_err(|e| StoreError::Internal(format!("unexpected export line from {url}: {e}")).into())
             })
             .collect()
     }

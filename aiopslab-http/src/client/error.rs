@@ -6,6 +6,12 @@
 //! code that runs against the store directly. Anything that means "try again
 //! later" (the server cannot be reached, a timeout, 502/503/504, 429) becomes
 //! [`StoreError::Unavailable`], which the worker runtime retries with backoff.
+//!
+//! [`ApiClient`](super::ApiClient)'s calls fail with an [`ApiError`]: that same
+//! `StoreError`, plus the server's answer itself ([`ServerError`]: status, `code`,
+//! message, `details`) when there was one. A program matches on the first; a
+//! person is shown the second, and can tell a refusal (there is an answer) from
+//! a server that could not be reached (there is none).
 
 use aiopslab_core::{StoreError, TaskId, TaskStatus, ValidationError};
 use reqwest::StatusCode;
@@ -28,6 +34,99 @@ pub enum ClientError {
     /// The HTTP client could not be set up (TLS configuration).
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+}
+
+/// The error answer of a server, as it sent it: every route answers errors as
+/// `{"error", "code", "details"}` with a status code.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ServerError {
+    /// The HTTP status (`404`).
+    pub status: u16,
+    /// The machine-readable `code` (`not_found`, `validation_error`, ...); empty
+    /// when the answer was not the server's error shape (a proxy's page).
+    pub code: String,
+    /// The server's message for people (`error`), or the status and the start of
+    /// the body when the answer was not the server's error shape.
+    pub message: String,
+    /// The `details` object (`{"entity": "task", "id": ...}`, `{"field": ...}`);
+    /// `null` when there were none.
+    pub details: Value,
+}
+
+impl ServerError {
+    /// Reads an error answer: the server's error shape, or anything else a
+    /// proxy may have put in its place.
+    pub(crate) fn from_answer(status: StatusCode, body: &[u8]) -> Self {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) => Self {
+                status: status.as_u16(),
+                code: b.code,
+                message: b.error,
+                details: b.details,
+            },
+            Err(_) => {
+                let mut message = format!("HTTP {status}");
+                if !body.is_empty() {
+                    message.push_str(": ");
+                    message.extend(String::from_utf8_lossy(body).chars().take(200));
+                }
+                Self {
+                    status: status.as_u16(),
+                    code: String::new(),
+                    message,
+                    details: Value::Null,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)?;
+        match self.code.as_str() {
+            "" => write!(f, " (HTTP {})", self.status),
+            code => write!(f, " (HTTP {}, {code})", self.status),
+        }
+    }
+}
+
+/// Why an [`ApiClient`](super::ApiClient) call failed: the [`StoreError`] the
+/// answer maps back to (what a program matches on, as with a local store), and
+/// the server's error answer when there was one. `server` is `None` when no
+/// answer came: the server could not be reached, the request timed out, or the
+/// answer could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct ApiError {
+    /// The store error the failure maps to.
+    pub error: StoreError,
+    /// The server's error answer, when the server answered (boxed: it is large
+    /// beside the store error, and most calls succeed).
+    pub server: Option<Box<ServerError>>,
+}
+
+impl ApiError {
+    /// True when the server answered (and refused); false when no answer came.
+    pub fn is_refusal(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
+/// A failure with no server answer behind it (a transport failure, an
+/// unreadable answer, a URL that cannot be built).
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self { error, server: None }
+    }
+}
+
+/// The store error alone, for code written against [`StoreResult`](aiopslab_core::StoreResult).
+impl From<ApiError> for StoreError {
+    fn from(error: ApiError) -> Self {
+        error.error
+    }
 }
 
 /// What a request was about, used when an error body leaves a detail out.
@@ -117,28 +216,20 @@ fn static_entity(name: Option<&str>, fallback: &'static str) -> &'static str {
     }
 }
 
-/// Maps a non-success answer to the [`StoreError`] the server started from.
-/// `body` is the raw response body, which may not be JSON (a proxy's page).
-pub(crate) fn status_error(status: StatusCode, body: &[u8], subject: &Subject) -> StoreError {
-    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let (message, code, details) = match parsed {
-        Some(b) => (b.error, b.code, b.details),
-        None => (
-            format!(
-                "HTTP {status}{}",
-                if body.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ": {}",
-                        String::from_utf8_lossy(body).chars().take(200).collect::<String>()
-                    )
-                }
-            ),
-            String::new(),
-            Value::Null,
-        ),
-    };
+/// Maps a non-success answer to the [`ApiError`] carrying the [`StoreError`]
+/// the server started from. `body` is the raw response body, which may not be
+/// JSON (a proxy's page).
+pub(crate) fn status_error(status: StatusCode, body: &[u8], subject: &Subject) -> ApiError {
+    let server = ServerError::from_answer(status, body);
+    ApiError {
+        error: store_error(status, &server, subject),
+        server: Some(Box::new(server)),
+    }
+}
+
+/// The [`StoreError`] an error answer stands for.
+fn store_error(status: StatusCode, server: &ServerError, subject: &Subject) -> StoreError {
+    let (message, code, details) = (server.message.clone(), server.code.as_str(), &server.details);
     match status {
         StatusCode::SERVICE_UNAVAILABLE
         | StatusCode::BAD_GATEWAY
@@ -148,22 +239,22 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8], subject: &Subject) -
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StoreError::Unauthorized(message),
         // A path no route serves (an older server): not a missing task or worker, which would read as a lease
         // gone and drop what the worker was reporting.
-        StatusCode::NOT_FOUND if detail_str(&details, "entity").is_none() && detail_str(&details, "path").is_some() => {
+        StatusCode::NOT_FOUND if detail_str(details, "entity").is_none() && detail_str(details, "path").is_some() => {
             StoreError::Internal(format!(
                 "the server has no such route (is it older than this worker?): {message}"
             ))
         }
         StatusCode::NOT_FOUND => StoreError::NotFound {
-            entity: static_entity(detail_str(&details, "entity"), subject.entity),
-            id: detail_str(&details, "id").map_or_else(|| subject.id.clone(), str::to_string),
+            entity: static_entity(detail_str(details, "entity"), subject.entity),
+            id: detail_str(details, "id").map_or_else(|| subject.id.clone(), str::to_string),
         },
-        StatusCode::CONFLICT => conflict(&code, message, &details, subject),
+        StatusCode::CONFLICT => conflict(code, message, details, subject),
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
-            let field = detail_str(&details, "field").unwrap_or(match status {
+            let field = detail_str(details, "field").unwrap_or(match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "body",
                 _ => "request",
             });
-            let text = detail_str(&details, "message").map_or(message, str::to_string);
+            let text = detail_str(details, "message").map_or(message, str::to_string);
             StoreError::Invalid(ValidationError::new(field, text))
         }
         _ => StoreError::Internal(message),
@@ -227,6 +318,7 @@ mod tests {
             body.to_string().as_bytes(),
             subject,
         )
+        .error
     }
 
     #[test]
@@ -316,6 +408,28 @@ mod tests {
     #[test]
     fn a_non_json_gateway_error_is_transient() {
         let err = status_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>", &Subject::none());
-        assert!(err.is_transient(), "{err:?}");
+        assert!(err.error.is_transient(), "{err:?}");
+        let server = err.server.expect("an answer came");
+        assert_eq!((server.status, server.code.as_str()), (502, ""));
+        assert_eq!(server.message, "HTTP 502 Bad Gateway: <html>bad gateway</html>");
+    }
+
+    #[test]
+    fn the_servers_answer_is_kept_beside_the_store_error() {
+        let body =
+            json!({"error": "task 42 not found", "code": "not_found", "details": {"entity": "task", "id": "42"}});
+        let err = status_error(StatusCode::NOT_FOUND, body.to_string().as_bytes(), &Subject::none());
+        assert!(err.is_refusal());
+        assert!(
+            matches!(err.error, StoreError::NotFound { entity: "task", .. }),
+            "{err:?}"
+        );
+        let server = err.server.expect("an answer came");
+        assert_eq!(server.code, "not_found");
+        assert_eq!(server.details["id"], "42");
+        assert_eq!(server.to_string(), "task 42 not found (HTTP 404, not_found)");
+        let transport = ApiError::from(StoreError::Unavailable("cannot connect".into()));
+        assert!(!transport.is_refusal());
+        assert!(matches!(StoreError::from(transport), StoreError::Unavailable(_)));
     }
 }

@@ -23,6 +23,7 @@ use aiopslab_core::{StoreEvent, RESYNC_WHILE_DOWN};
 use reqwest::{Method, StatusCode};
 use tokio::sync::{broadcast, watch};
 
+use super::sse::SseParser;
 use super::Http;
 
 /// How long a stream may stay silent before it counts as dead: three of
@@ -160,39 +161,28 @@ enum Block {
     Lagged,
 }
 
-/// Splits a byte stream into SSE events (blank-line separated `event:` and
-/// `data:` lines; `:` comments are keep-alives). Bytes are kept until an
-/// event is complete, so a character split across chunks decodes whole.
+/// Reads the worker's stream: `store` events and `lagged` notices, the rest
+/// (keep-alives, unknown events) skipped.
 #[derive(Default)]
 struct Parser {
-    buffer: Vec<u8>,
+    sse: SseParser,
 }
 
 impl Parser {
     fn push(&mut self, bytes: &[u8]) -> Vec<Block> {
-        self.buffer.extend_from_slice(bytes);
-        let mut blocks = Vec::new();
-        while let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
-            let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
-            let (mut kind, mut data) = (String::new(), String::new());
-            for line in String::from_utf8_lossy(&raw).lines() {
-                if let Some(value) = line.strip_prefix("event:") {
-                    kind = value.trim().to_string();
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    data.push_str(value.trim_start());
-                }
-            }
-            match kind.as_str() {
-                "store" => match serde_json::from_str::<StoreEvent>(&data) {
-                    Ok(event) => blocks.push(Block::Store(event)),
+        self.sse
+            .push(bytes)
+            .into_iter()
+            .filter_map(|event| match event.event.as_str() {
+                "store" => Some(match serde_json::from_str::<StoreEvent>(&event.data) {
+                    Ok(event) => Block::Store(event),
                     // An event this client does not know: check the queue.
-                    Err(_) => blocks.push(Block::Lagged),
-                },
-                "lagged" => blocks.push(Block::Lagged),
-                _ => {}
-            }
-        }
-        blocks
+                    Err(_) => Block::Lagged,
+                }),
+                "lagged" => Some(Block::Lagged),
+                _ => None,
+            })
+            .collect()
     }
 }
 

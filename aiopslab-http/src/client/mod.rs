@@ -17,11 +17,15 @@
 //! [`ApiClient`] makes the task calls of the public API (`/tasks`,
 //! `/tasks/batch`, ...) and implements [`FleetView`](aiopslab_core::FleetView)
 //! and [`EpisodeExport`](aiopslab_core::EpisodeExport) over it (`/workers`,
-//! `/stats`, `/trajectories/export`), sending the client token. Neither
-//! sweeps nor delivers webhooks: the server runs both beside its store.
+//! `/stats`, `/trajectories/export`), sending the client token. It also reads
+//! what a person's tools show: a followed log ([`ApiClient::follow_logs`],
+//! Server-Sent Events), a batch group, the problem catalog, and the export as a
+//! byte stream ([`ApiClient::export_stream`]). Neither client sweeps nor
+//! delivers webhooks: the server runs both beside its store.
 //!
 //! Errors come back as the `StoreError` the server started from (the error
-//! body's `code` and `details` name the variant and its fields). An
+//! body's `code` and `details` name the variant and its fields); an
+//! `ApiClient` call's [`ApiError`] also keeps the server's answer itself. An
 //! unreachable server, a timeout, a 502/503/504 or a 429 is
 //! `StoreError::Unavailable`, so the runtime's retry-with-backoff rides out
 //! a server restart and delivers a finished result once the server is back.
@@ -29,13 +33,23 @@
 mod api;
 mod error;
 mod events;
+mod export;
+mod follow;
+mod sse;
 mod store;
 mod wire;
 
 pub use api::ApiClient;
+pub use export::{ExportQuery, ExportStream, Outcomes};
+pub use follow::{LogEvent, LogFollow, FOLLOW_SILENCE};
+pub use wire::ProblemInfo;
 
 pub(crate) use error::describe_transport;
-pub use error::ClientError;
+pub use error::{ApiError, ClientError, ServerError};
+
+/// What an [`ApiClient`] call returns: an [`ApiError`] carries the
+/// [`StoreError`] and the server's answer.
+pub type ApiResult<T> = Result<T, ApiError>;
 
 use std::fmt;
 use std::time::Duration;
@@ -204,8 +218,8 @@ impl Http {
     }
 
     /// Sends `request`; a success status returns the response, anything
-    /// else the mapped [`StoreError`].
-    async fn send(&self, request: RequestBuilder, subject: &Subject) -> StoreResult<Response> {
+    /// else the mapped [`StoreError`] with the server's answer.
+    async fn send(&self, request: RequestBuilder, subject: &Subject) -> ApiResult<Response> {
         let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();
         tracing::debug!(url = %response.url(), %status, "aiopslab server answered");
@@ -216,14 +230,28 @@ impl Http {
         Err(status_error(status, &body, subject))
     }
 
+    /// Sends a [`stream_request`](Self::stream_request): its answer's head must
+    /// come within the timeout, its body may take as long as it takes (the
+    /// reader watches for silence).
+    async fn open_stream(&self, request: RequestBuilder, subject: &Subject) -> ApiResult<Response> {
+        match tokio::time::timeout(self.timeout, self.send(request, subject)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "timed out: the server did not answer within {} s",
+                self.timeout.as_secs()
+            ))
+            .into()),
+        }
+    }
+
     /// Sends `request` and decodes a JSON answer.
-    async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder, subject: &Subject) -> StoreResult<T> {
+    async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder, subject: &Subject) -> ApiResult<T> {
         let response = self.send(request, subject).await?;
         decode(response).await
     }
 
     /// Sends `request` and ignores the answer's body.
-    async fn send_empty(&self, request: RequestBuilder, subject: &Subject) -> StoreResult<StatusCode> {
+    async fn send_empty(&self, request: RequestBuilder, subject: &Subject) -> ApiResult<StatusCode> {
         let response = self.send(request, subject).await?;
         let status = response.status();
         // Drain the body so the connection goes back to the pool.
@@ -234,8 +262,8 @@ impl Http {
 
 /// Reads and decodes a JSON body; a body cut short is transient, a body of
 /// the wrong shape is not.
-async fn decode<T: DeserializeOwned>(response: Response) -> StoreResult<T> {
+async fn decode<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
     let url = response.url().clone();
     let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-    serde_json::from_slice(&body).map_err(|e| StoreError::Internal(format!("unexpected answer from {url}: {e}")))
+    serde_json::from_slice(&body).map_err(|e| StoreError::Internal(format!("unexpected answer from {url}: {e}")).into())
 }

@@ -35,7 +35,8 @@ impl FinalReports for HttpStore {
         let answer = self
             .http
             .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
-            .await;
+            .await
+            .map_err(StoreError::from);
         if let Err(StoreError::Internal(message)) = &answer {
             tracing::info!(%message, "the server takes no final reports; this worker sends the parts from now on");
             self.no_final_reports.store(true, Ordering::Relaxed);
@@ -101,6 +102,7 @@ impl WorkerQueue for HttpStore {
         self.http
             .send_json(request, &Subject::worker(&heartbeat.worker_id))
             .await
+            .map_err(StoreError::from)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(worker_id = %worker_id))]
@@ -137,6 +139,7 @@ impl WorkerQueue for HttpStore {
         self.http
             .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
             .await
+            .map_err(StoreError::from)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(task_id = %lease.task_id, attempt = lease.attempt, entries = entries.len()))]
@@ -186,6 +189,7 @@ impl WorkerQueue for HttpStore {
         self.http
             .send_json(request, &Subject::lease(lease.task_id, lease.attempt))
             .await
+            .map_err(StoreError::from)
     }
 
     fn final_reports(&self) -> Option<&dyn FinalReports> {

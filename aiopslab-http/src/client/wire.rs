@@ -4,7 +4,10 @@
 //! Only the shapes the client needs are here; task, worker, log and
 //! trajectory bodies are the core types' own serde form.
 
-use aiopslab_core::{LogContext, LogEntry, LogLevel, NewLogEntry, NewTask, Task, TaskOutcome, TaskSpec, Trajectory};
+use aiopslab_core::{
+    Application, LogContext, LogEntry, LogLevel, LogQuery, NewLogEntry, NewTask, Task, TaskOutcome, TaskSpec, TaskType,
+    Trajectory,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,6 +116,27 @@ pub(crate) struct WebhookListBody {
     pub deliveries: Vec<WebhookDelivery>,
 }
 
+/// One entry of the problem catalog as `GET /problems` serves it: the core's
+/// [`Problem`](aiopslab_core::Problem) with owned text, so that it can be read
+/// from an answer (the catalog's own entries are `'static`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemInfo {
+    /// The problem id a task names.
+    pub id: String,
+    /// The application it deploys.
+    pub application: Application,
+    /// The fault it injects.
+    pub fault: String,
+    /// What the agent must do.
+    pub task_type: TaskType,
+}
+
+/// The answer of `GET /problems`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProblemListBody {
+    pub problems: Vec<ProblemInfo>,
+}
+
 /// The error shape every route uses: `{"error", "code", "details"}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {
@@ -121,6 +145,33 @@ pub(crate) struct ErrorBody {
     pub code: String,
     #[serde(default)]
     pub details: Value,
+}
+
+/// The largest `limit` the server accepts on a log read.
+const MAX_LOG_LIMIT: usize = 100_000;
+
+/// The wire spelling of an instant in a query string (RFC 3339, UTC `Z`).
+pub(crate) fn wire_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The query string of a log read (`level`, `since`, `after_id`, `limit`, the
+/// latter within the server's 1..=100 000).
+pub(crate) fn log_query_params(query: &LogQuery) -> Vec<(&'static str, String)> {
+    let mut params = Vec::new();
+    if let Some(level) = query.min_level {
+        params.push(("level", level.as_str().to_string()));
+    }
+    if let Some(since) = query.since {
+        params.push(("since", wire_time(since)));
+    }
+    if let Some(after_id) = query.after_id {
+        params.push(("after_id", after_id.to_string()));
+    }
+    if let Some(limit) = query.limit {
+        params.push(("limit", limit.clamp(1, MAX_LOG_LIMIT).to_string()));
+    }
+    params
 }
 
 /// The `POST /tasks` body that validates back into `spec` on the server.

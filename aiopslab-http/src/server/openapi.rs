@@ -79,6 +79,7 @@ body must be sent as `application/json` (else 415 `unsupported_media_type`). Whe
         wire::HealthResponse,
         wire::GroupSummary,
         wire::GroupTask,
+        aiopslab_core::GroupStatus,
         wire::WebhookList,
         wire::ExperimentList,
         aiopslab_core::Experiment,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use aiopslab_core::batch::GroupId;
 use aiopslab_core::webhook::WebhookDelivery;
-use aiopslab_core::{LogEntry, NewLogEntry, Problem, Task, TaskId, TaskOutcome, TaskStatus, Trajectory};
+use aiopslab_core::{GroupStatus, LogEntry, NewLogEntry, Problem, Task, TaskId, TaskOutcome, TaskStatus, Trajectory};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -189,12 +189,29 @@ pub struct GroupSummary {
     /// How many of them are in each status (statuses with none are left out).
     #[schema(value_type = Object)]
     pub by_status: BTreeMap<TaskStatus, usize>,
-    /// Its tasks, oldest first (ties by id).
+    /// Its tasks, oldest first (ties by id), replacements of aborted members included.
     pub tasks: Vec<GroupTask>,
-    /// The mean reward over the tasks that have one; null when none has.
+    /// The mean reward of the valid (completed) members; null when none is valid.
     pub mean_reward: Option<f64>,
+    /// The population variance of the valid members' rewards; null when none is valid.
+    pub reward_variance: Option<f64>,
     /// The rewards of the tasks that have one, in `tasks` order.
     pub rewards: Vec<f64>,
+    /// `running` while a member is pending or running; then `complete` (every member that was not replaced is
+    /// valid, as many as the batch created), `partial` (at least `min_valid` valid) or `failed`.
+    pub status: GroupStatus,
+    /// How many tasks the batch created (replacements not counted).
+    pub size: u32,
+    /// Valid members the group needs (the batch's `min_valid`; default: its size).
+    pub min_valid: u32,
+    /// Replacements of aborted members the store may create (the batch's `max_refills`).
+    pub max_refills: u32,
+    /// Replacements created so far.
+    pub refills: u32,
+    /// Valid (completed) members.
+    pub valid: usize,
+    /// Aborted (failed) members, replaced or not.
+    pub aborted: usize,
 }
 
 /// One task of a group, with its reward.
@@ -209,6 +226,9 @@ pub struct GroupTask {
     pub status: TaskStatus,
     /// Its trajectory's reward, once it has a trajectory with one.
     pub reward: Option<f64>,
+    /// The aborted member this task replaces; null unless it is a refill.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub replaces: Option<TaskId>,
 }
 
 /// The answer to `GET /experiments`.

@@ -202,6 +202,10 @@ impl TaskApi for WithoutExperiments {
     async fn get_trajectory(&self, task_id: TaskId) -> StoreResult<Option<Trajectory>> {
         self.0.get_trajectory(task_id).await
     }
+
+    async fn get_group(&self, group_id: aiopslab_core::GroupId) -> StoreResult<Option<aiopslab_core::Group>> {
+        self.0.get_group(group_id).await
+    }
 }
 
 /// A server whose store keeps no experiments answers the experiment routes 501 `not_implemented`; tasks still

@@ -959,9 +959,13 @@ pub async fn trajectory_and_export(store: Arc<dyn TaskStore>) {
     .ok(204);
     let saved = api.get(&format!("/tasks/{id}/trajectory")).await.ok(200);
     assert_eq!(saved["task_id"], id.as_str());
-    assert_eq!(saved["reward"], 1.0, "replaced");
+    assert_eq!(saved["reward"], Value::Null, "no reward is served before the outcome");
+    assert_eq!(saved.get("outcome"), None, "a running task has no outcome");
     assert_eq!(saved["llm_calls"][0]["usage"]["total_tokens"], 12);
     finish(&api, &id, attempt, "completed").await;
+    let served = api.get(&format!("/tasks/{id}/trajectory")).await.ok(200);
+    assert_eq!(served["reward"], 1.0, "replaced (the first upload said 0)");
+    assert_eq!(served["outcome"], "valid");
     create_id(&api, json!({"problem_id": PROBLEM})).await; // no trajectory: skipped
 
     let export = api.get("/trajectories/export?status=completed").await;

@@ -49,10 +49,12 @@ macro_rules! rl_tests {
         $crate::rl_tests!(@each $factory;
             batch_is_atomic_and_makes_a_group,
             group_reads_back_rewards,
+            group_refills_over_http,
             idempotency_key_replays_and_conflicts,
             concurrent_same_key_creates_once,
             export_is_valid_line_by_line_and_filters,
             trajectory_route_returns_the_episode,
+            outcome_and_policy_version_are_labelled,
             webhook_is_signed_and_retried_until_delivered,
             webhook_waits_for_a_receiver_that_is_down,
             webhook_survives_a_server_restart,
@@ -203,6 +205,8 @@ pub fn trajectory(task_id: TaskId, steps: usize, reward: Option<f64>) -> Traject
         reward,
         evaluation,
         metadata: serde_json::Map::new(),
+        outcome: None,
+        model_version: None,
     }
 }
 

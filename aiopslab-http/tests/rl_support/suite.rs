@@ -12,11 +12,11 @@ use aiopslab_core::batch::{BatchSpec, CreatedBatch, IdempotencyKey};
 use aiopslab_core::store::prelude::*;
 use aiopslab_core::webhook::WebhookStatus;
 use aiopslab_core::{
-    LlmCall, NewTask, Page, StoreError, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStore, TerminalStatus,
-    TokenUsage, Trajectory, TrajectoryMessage,
+    LlmCall, NewTask, Outcome, Page, StoreError, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStore,
+    TerminalStatus, TokenUsage, Trajectory, TrajectoryMessage,
 };
 use aiopslab_http::app::{serve_with, ServeOptions};
-use aiopslab_http::client::ApiClient;
+use aiopslab_http::client::{ApiClient, ApiError};
 use aiopslab_http::server::{ApiConfig, ApiState};
 use aiopslab_http::webhooks::WebhookDeliverer;
 use chrono::SecondsFormat;
@@ -194,6 +194,134 @@ pub async fn group_reads_back_rewards(backing: &Backing) {
     assert_eq!(body["details"]["entity"], "group");
     let body = api.get("/groups/nope").await.error(400, "validation_error");
     assert_eq!(body["details"]["field"], "group_id");
+}
+
+/// `POST /tasks/batch` takes `min_valid` and `max_refills` (a 400 naming the field when out of range), replays
+/// them exactly under an idempotency key, and `GET /groups/{id}` reports the group's refills: a group of 4 with
+/// one refill whose member aborts gets a replacement naming it (`replaces`, on the task and in the group), is
+/// `running` until it ends, then `complete` with the mean and population variance of the valid rewards.
+pub async fn group_refills_over_http(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let task = json!({"problem_id": DETECTION, "agent_config": {"model": "gpt-4"}, "metadata": {"k": "v"}});
+    for (extra, field) in [
+        (json!({"min_valid": 0}), "min_valid"),
+        (json!({"min_valid": 5}), "min_valid"),
+        (json!({"max_refills": -1}), "max_refills"),
+        (json!({"max_refills": 1001}), "max_refills"),
+        (json!({"max_refills": "two"}), "max_refills"),
+    ] {
+        let mut body = json!({"task": task, "count": 4});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let refused = api.post("/tasks/batch", body.clone()).await;
+        assert_eq!(refused.status.as_u16(), 400, "{body}: {}", refused.text());
+        assert!(refused.text().contains(field), "{body}: {}", refused.text());
+    }
+    let listed = json!({"tasks": [task, task], "min_valid": 3});
+    let body = api.post("/tasks/batch", listed).await.error(400, "validation_error");
+    assert_eq!(
+        body["details"]["field"], "min_valid",
+        "min_valid is at most the number of tasks"
+    );
+    assert_eq!(total_tasks(&api).await, 0, "nothing was created");
+
+    let body = json!({"task": task, "count": 4, "max_refills": 1}).to_string();
+    let created = api.post_keyed("/tasks/batch", "refills-1", &body).await.ok(201);
+    let group = created["group_id"].as_str().unwrap().to_string();
+    let ids: Vec<TaskId> = created["tasks"].as_array().unwrap().iter().map(id_of).collect();
+    assert!(created["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["replaces"].is_null()));
+    let other = json!({"task": task, "count": 4, "max_refills": 2}).to_string();
+    api.post_keyed("/tasks/batch", "refills-1", &other)
+        .await
+        .error(409, "idempotency_conflict");
+
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (
+            &view["status"],
+            &view["size"],
+            &view["min_valid"],
+            &view["max_refills"],
+            &view["refills"]
+        ),
+        (&json!("running"), &json!(4), &json!(4), &json!(1), &json!(0)),
+        "{view}"
+    );
+    assert!(
+        view["mean_reward"].is_null() && view["reward_variance"].is_null(),
+        "{view}"
+    );
+
+    for (id, reward) in ids.iter().take(3).zip([1.0, 0.0, 1.0]) {
+        run_to_end(
+            &store,
+            *id,
+            TerminalStatus::Completed,
+            Some(trajectory(*id, 1, Some(reward))),
+        )
+        .await;
+    }
+    run_to_end(&store, ids[3], TerminalStatus::Failed, None).await;
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (
+            &view["status"],
+            &view["refills"],
+            &view["valid"],
+            &view["aborted"],
+            &view["total"]
+        ),
+        (&json!("running"), &json!(1), &json!(3), &json!(1), &json!(5)),
+        "{view}"
+    );
+    let refill = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["replaces"] == ids[3].to_string())
+        .unwrap_or_else(|| panic!("a member replaces the aborted one: {view}"));
+    assert_eq!(refill["status"], "pending");
+    let refill_id = id_of(refill);
+    let served = api.get(&format!("/tasks/{refill_id}")).await.ok(200);
+    assert_eq!(
+        served["replaces"],
+        ids[3].to_string(),
+        "the task JSON names what it replaces"
+    );
+    assert_eq!(served["group_id"], group.as_str());
+    assert_eq!(
+        served["parameters"]["metadata"],
+        json!({"k": "v"}),
+        "the same parameters"
+    );
+
+    run_to_end(
+        &store,
+        refill_id,
+        TerminalStatus::Completed,
+        Some(trajectory(refill_id, 1, Some(0.0))),
+    )
+    .await;
+    let view = api.get(&format!("/groups/{group}")).await.ok(200);
+    assert_eq!(
+        (&view["status"], &view["refills"], &view["valid"], &view["aborted"]),
+        (&json!("complete"), &json!(1), &json!(4), &json!(1)),
+        "{view}"
+    );
+    assert_eq!(view["mean_reward"].as_f64(), Some(0.5), "{view}");
+    assert_eq!(view["reward_variance"].as_f64(), Some(0.25), "{view}");
+
+    // A replay answers the batch's own tasks, as they are now: not the replacement.
+    let replay = api.post_keyed("/tasks/batch", "refills-1", &body).await;
+    let replayed = replay.ok(201);
+    assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+    let replayed_ids: Vec<TaskId> = replayed["tasks"].as_array().unwrap().iter().map(id_of).collect();
+    assert_eq!(replayed_ids, ids);
+    assert_eq!(replayed["tasks"][3]["status"], "failed");
 }
 
 pub async fn idempotency_key_replays_and_conflicts(backing: &Backing) {
@@ -416,7 +544,7 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
     create(&store, NewTask::new(DETECTION)).await;
     expected.sort_by_key(|e| (e.task.created_at, e.task.id));
 
-    let export = api.get("/trajectories/export").await;
+    let export = api.get("/trajectories/export?outcome=all").await;
     assert_eq!(export.status, 200);
     assert_eq!(export.header("content-type").as_deref(), Some("application/x-ndjson"));
     let text = export.text();
@@ -434,7 +562,13 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         assert_eq!(record["problem_id"], task.problem_id);
         assert_eq!(record["task_type"], want.task_type);
         assert_eq!(record["status"], task.status.as_str());
-        assert_eq!(record["reward"].as_f64(), Some(want.reward));
+        if task.status == TaskStatus::Completed {
+            assert_eq!(record["outcome"], "valid");
+            assert_eq!(record["reward"].as_f64(), Some(want.reward));
+        } else {
+            assert_eq!(record["outcome"], "aborted", "a failed run is an infrastructure abort");
+            assert_eq!(record["reward"], Value::Null, "an aborted episode is never scored 0");
+        }
         assert_eq!(
             record["agent_config"],
             Value::Object(task.parameters.agent_config.clone())
@@ -461,9 +595,18 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         }
     }
 
+    // The filters below are checked over every outcome (`outcome=all`, unless the query names a status or an
+    // outcome); the default, valid episodes only, is checked after them.
     let ids_for = |query: String| {
         let api = api.clone();
         async move {
+            let query = if query.contains("status=") || query.contains("outcome=") {
+                query
+            } else if query.is_empty() {
+                "?outcome=all".to_string()
+            } else {
+                format!("{query}&outcome=all")
+            };
             let resp = api.get(&format!("/trajectories/export{query}")).await;
             assert_eq!(resp.status, 200, "{query}: {}", resp.text());
             resp.text()
@@ -539,6 +682,25 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
     );
     assert_eq!(ids_for(format!("?after={after}&limit=3")).await, all[2..5].to_vec());
     assert_eq!(ids_for(format!("?after={after}")).await, all[2..].to_vec());
+    let valid = want(&|e| e.task.status == TaskStatus::Completed);
+    let default = api.get("/trajectories/export").await.text();
+    let default_ids: Vec<String> = default
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(default_ids, valid, "the default export holds valid episodes only");
+    assert_eq!(ids_for("?outcome=valid".into()).await, valid);
+    assert_eq!(
+        ids_for("?outcome=aborted".into()).await,
+        want(&|e| e.task.status == TaskStatus::Failed)
+    );
+    assert_eq!(ids_for("?outcome=valid,aborted".into()).await, all);
+    assert_eq!(ids_for("?outcome=timeout,cancelled".into()).await, Vec::<String>::new());
     let episode = api.get("/trajectories/export?format=episode&limit=1").await;
     let line: Value = serde_json::from_str(episode.text().trim_end()).unwrap();
     assert_eq!(line["task"]["id"], all[0].as_str());
@@ -556,6 +718,10 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         ("?task_type=bogus", "task_type"),
         ("?created_after=yesterday", "created_after"),
         ("?status=nope", "status"),
+        ("?outcome=failed", "outcome"),
+        ("?outcome=valid,", "outcome"),
+        ("?min_model_version=-1", "min_model_version"),
+        ("?model_version=x", "model_version"),
     ] {
         let body = api
             .get(&format!("/trajectories/export{query}"))
@@ -595,11 +761,15 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
             logprobs: Some(json!({"content": [{"token": "exec", "token_id": 1234, "logprob": -0.01}]})),
             token_ids: None,
             prompt_token_ids: None,
+            model_version: None,
         })
         .collect();
     run_to_end(&store, task.id, TerminalStatus::Completed, Some(saved.clone())).await;
     let read = api.get(&format!("/tasks/{}/trajectory", task.id)).await.ok(200);
-    assert_eq!(serde_json::from_value::<Trajectory>(read.clone()).unwrap(), saved);
+    let mut served = saved.clone();
+    served.outcome = Some(Outcome::Valid);
+    assert_eq!(serde_json::from_value::<Trajectory>(read.clone()).unwrap(), served);
+    assert_eq!(read["outcome"], "valid");
     let roles: Vec<&str> = read["messages"]
         .as_array()
         .unwrap()
@@ -612,6 +782,83 @@ pub async fn trajectory_route_returns_the_episode(backing: &Backing) {
     assert_eq!(read["llm_calls"][0]["logprobs"]["content"][0]["token_id"], 1234);
     assert_eq!(read["reward"], 1.0);
     assert_eq!(read["evaluation"]["Detection Accuracy"], "Correct");
+}
+
+/// An aborted episode is labelled `aborted` with no reward (not 0) on both read paths, and the policy version of
+/// `agent_config.model_version` is validated at create, carried on the trajectory and the export line, and
+/// filtered on.
+pub async fn outcome_and_policy_version_are_labelled(backing: &Backing) {
+    let store = backing.store.clone();
+    let api = Api::new(store.clone());
+    let body = api
+        .post(
+            "/tasks",
+            json!({"problem_id": DETECTION, "agent_config": {"model": "policy", "model_version": "v7"}}),
+        )
+        .await
+        .error(400, "validation_error");
+    assert_eq!(body["details"]["field"], "agent_config.model_version", "{body}");
+
+    let episode_of = |version: u64, status: TerminalStatus, reward: f64| {
+        let store = store.clone();
+        async move {
+            let spec = NewTask {
+                agent_config: Some(
+                    serde_json::from_value(json!({"model": "policy", "model_version": version})).unwrap(),
+                ),
+                max_retries: Some(0),
+                ..NewTask::new(DETECTION)
+            };
+            let task = create(&store, spec).await;
+            run_to_end(&store, task.id, status, Some(trajectory(task.id, 1, Some(reward)))).await
+        }
+    };
+    let aborted = episode_of(7, TerminalStatus::Failed, 0.0).await;
+    let valid = episode_of(8, TerminalStatus::Completed, 1.0).await;
+
+    let read = api.get(&format!("/tasks/{}/trajectory", aborted.id)).await.ok(200);
+    assert_eq!(read["outcome"], "aborted");
+    assert_eq!(
+        read["reward"],
+        Value::Null,
+        "an aborted episode is never scored: {read}"
+    );
+    assert_eq!(read["model_version"], 7);
+    assert!(read["evaluation"].is_object(), "the raw evaluation is kept");
+    let read = api.get(&format!("/tasks/{}/trajectory", valid.id)).await.ok(200);
+    assert_eq!(
+        (read["outcome"].as_str(), read["reward"].as_f64()),
+        (Some("valid"), Some(1.0))
+    );
+
+    let lines = |query: &str| {
+        let api = api.clone();
+        let query = query.to_string();
+        async move {
+            let resp = api.get(&format!("/trajectories/export{query}")).await;
+            assert_eq!(resp.status, 200, "{query}: {}", resp.text());
+            resp.text()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let aborted_lines = lines("?outcome=aborted").await;
+    assert_eq!(aborted_lines.len(), 1);
+    assert_eq!(aborted_lines[0]["reward"], Value::Null);
+    assert_eq!(aborted_lines[0]["model_version"], 7);
+    let recent = lines("?min_model_version=8").await;
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0]["task_id"], valid.id.to_string());
+    assert!(lines("?min_model_version=9&outcome=all").await.is_empty());
+    let exact = lines("?model_version=7&outcome=all").await;
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0]["task_id"], aborted.id.to_string());
+    // The store's own form (what HttpStore reads) is the stored record, unlabelled; filters still apply.
+    let episode = lines("?format=episode&outcome=aborted").await;
+    assert_eq!(episode.len(), 1);
+    assert_eq!(episode[0]["task"]["status"], "failed");
+    assert_eq!(episode[0]["trajectory"].get("outcome"), None);
 }
 
 pub async fn webhook_is_signed_and_retried_until_delivered(backing: &Backing) {
@@ -888,6 +1135,30 @@ pub async fn openapi_lists_the_rl_routes(backing: &Backing) {
             "{schema} schema missing"
         );
     }
+    // Group-aware retry: the batch's fields in both shapes, the group's standing, a task's `replaces`.
+    let schemas = &doc["components"]["schemas"];
+    for shape in schemas["NewBatch"]["oneOf"].as_array().expect("NewBatch is a oneOf") {
+        assert_eq!(shape["properties"]["min_valid"]["minimum"], 1, "{shape}");
+        assert_eq!(shape["properties"]["max_refills"]["maximum"], 1000, "{shape}");
+    }
+    for field in [
+        "status",
+        "size",
+        "min_valid",
+        "max_refills",
+        "refills",
+        "valid",
+        "aborted",
+        "mean_reward",
+        "reward_variance",
+    ] {
+        assert!(
+            schemas["GroupSummary"]["properties"][field].is_object(),
+            "GroupSummary.{field}"
+        );
+    }
+    assert!(schemas["GroupStatus"].is_object(), "GroupStatus schema missing");
+    assert!(schemas["Task"]["properties"]["replaces"].is_object(), "Task.replaces");
 }
 
 /// `ApiClient` (the Rust client of the public API) over a real socket to
@@ -917,6 +1188,7 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     let batch = || BatchSpec {
         group_id: Some(Uuid::new_v4()),
         specs: vec![spec(DETECTION, Some(receiver.url())), spec(LOCALIZATION, None)],
+        policy: Default::default(),
     };
     let key = |k: &str| Some(IdempotencyKey::new(k, "computed by the server").unwrap());
     let created = client.create_batch(batch(), key("remote-1")).await.unwrap();
@@ -928,18 +1200,20 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
     assert_eq!(replay.group_id, Some(group));
     let ids = |c: &CreatedBatch| c.tasks.iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(ids(&replay), ids(&created));
-    let other = BatchSpec {
-        group_id: None,
-        specs: vec![spec(MITIGATION, None), spec(MITIGATION, None)],
-    };
+    let other = BatchSpec::ungrouped(vec![spec(MITIGATION, None), spec(MITIGATION, None)]);
     match client.create_batch(other, key("remote-1")).await {
-        Err(StoreError::IdempotencyConflict { key }) => assert_eq!(key, "remote-1"),
+        Err(ApiError {
+            error: StoreError::IdempotencyConflict { key },
+            server: Some(answer),
+        }) => {
+            assert_eq!(key, "remote-1");
+            // The server's own answer comes along: its status, code and message.
+            assert_eq!((answer.status, answer.code.as_str()), (409, "idempotency_conflict"));
+            assert!(answer.message.contains("remote-1"), "{answer:?}");
+        }
         other => panic!("expected an idempotency conflict, got {other:?}"),
     }
-    let single = || BatchSpec {
-        group_id: None,
-        specs: vec![spec(DETECTION, None)],
-    };
+    let single = || BatchSpec::ungrouped(vec![spec(DETECTION, None)]);
     let one = client.create_batch(single(), key("remote-2")).await.unwrap();
     let again = client.create_batch(single(), key("remote-2")).await.unwrap();
     assert!(!one.replayed && again.replayed);
@@ -973,12 +1247,30 @@ pub async fn remote_client_batches_and_served_webhooks(backing: &Backing) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(client.list_webhooks(created.tasks[1].id).await.unwrap().is_empty());
-    match client.list_webhooks(Uuid::new_v4()).await {
+    match client.list_webhooks(Uuid::new_v4()).await.map_err(StoreError::from) {
         Err(StoreError::NotFound { entity: "task", .. }) => {}
         other => panic!("expected task not found, got {other:?}"),
     }
     // Delivering stays in the server: `ApiClient` has no `WebhookOutbox`
     // (claiming deliveries over HTTP does not compile).
+
+    // A batch's group policy travels in the body and reads back in the group.
+    let refilled = BatchSpec {
+        policy: aiopslab_core::GroupPolicy {
+            min_valid: Some(1),
+            max_refills: 3,
+        },
+        ..BatchSpec::ungrouped(vec![spec(DETECTION, None), spec(DETECTION, None)])
+    };
+    let created = client.create_batch(refilled, None).await.unwrap();
+    let group = client
+        .get_group(created.group_id.expect("a batch joins a group"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (group.size, group.min_valid, group.max_refills, group.refills),
+        (2, 1, 3, 0)
+    );
 
     stop.cancel();
     server.await.unwrap().unwrap();

@@ -493,6 +493,7 @@ pub fn task(problem_id: &str, agent_config: Value, max_steps: u32, timeout_minut
         error_details: None,
         group_id: None,
         experiment: None,
+        replaces: None,
     }
 }
 

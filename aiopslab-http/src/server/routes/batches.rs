@@ -21,6 +21,13 @@ use crate::server::state::ApiState;
 /// tasks are created or none is: one invalid task is a 400 naming
 /// `tasks[i].field`. The answer carries the group id that
 /// `GET /groups/{group_id}` reads back with the tasks' rewards.
+///
+/// `min_valid` (1 to the number of tasks; default: all) and `max_refills`
+/// (0–1000; default 0) ask for group-aware retry: while the group lacks
+/// `min_valid` members that are valid or still pending/running, each member
+/// that aborts (status `failed` for good; not a timeout, a cancel or a
+/// requeued retry) gets a replacement with its problem and parameters that
+/// names it in `replaces`, up to `max_refills` of them.
 #[utoipa::path(
     post, path = "/tasks/batch", tag = "tasks",
     request_body = NewBatch,
@@ -32,7 +39,7 @@ is a 409 `idempotency_conflict`"),
     ),
     responses(
         (status = 201, description = "Created (or replayed), in request order", body = CreatedBatch),
-        (status = 400, description = "Malformed JSON, an unknown field, or an invalid task (names `tasks[i].field`); nothing was created", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an unknown field, an invalid task (names `tasks[i].field`), or `min_valid`/`max_refills` out of range (names the field); nothing was created", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with a different request (`idempotency_conflict`)", body = ErrorBody),

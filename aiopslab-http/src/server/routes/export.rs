@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use aiopslab_core::catalog::TaskType;
 use aiopslab_core::export::{problem_ids_for, Episode, ExportCursor, ExportFilter, ExportRecord};
-use aiopslab_core::{EpisodeExport, ExportRequest, TaskStatus, ValidationError};
+use aiopslab_core::{EpisodeExport, ExportRequest, Outcome, TaskStatus, ValidationError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -49,6 +49,14 @@ fn invalid(name: &str, message: impl Into<String>) -> ApiError {
 /// The export filter of a query string.
 fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
     let status = query.parsed::<TaskStatus>("status")?;
+    let outcomes = outcomes_of(query, status.is_some())?;
+    let version = |name: &str| -> ApiResult<Option<u64>> {
+        match query.int(name)? {
+            None => Ok(None),
+            Some(n) if n >= 0 => Ok(Some(n as u64)),
+            Some(n) => Err(invalid(name, format!("must be 0 or more, got {n}"))),
+        }
+    };
     let problem_id = query.bounded_text("problem_id", MAX_FILTER_LEN)?;
     let task_type: Option<TaskType> = query
         .typed("task_type")?
@@ -68,7 +76,33 @@ fn export_filter(query: &QueryParams) -> ApiResult<ExportFilter> {
         .with_model(query.bounded_text("model", MAX_FILTER_LEN)?)
         .with_metadata(metadata)
         .with_created_after(query.timestamp("created_after")?)
-        .with_created_before(query.timestamp("created_before")?))
+        .with_created_before(query.timestamp("created_before")?)
+        .with_outcomes(outcomes)
+        .with_model_version(version("model_version")?)
+        .with_min_model_version(version("min_model_version")?))
+}
+
+/// The `outcome` parameter: a comma-separated list of outcomes, or `all`. Without it the export holds `valid`
+/// episodes only (what a trainer may learn from), unless `status` already says which tasks to take.
+fn outcomes_of(query: &QueryParams, status_given: bool) -> ApiResult<Option<Vec<Outcome>>> {
+    match query.typed("outcome")? {
+        None if status_given => Ok(None),
+        None => Ok(Some(vec![Outcome::Valid])),
+        Some("all") => Ok(None),
+        Some(list) => list
+            .split(',')
+            .map(|part| part.trim().parse::<Outcome>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|_| {
+                invalid(
+                    "outcome",
+                    format!(
+                        "must be all or a comma-separated list of valid, aborted, timeout, cancelled; got {list:?}"
+                    ),
+                )
+            }),
+    }
 }
 
 /// How each line is written (the `format` parameter).
@@ -125,7 +159,11 @@ fn cursor_of(query: &QueryParams) -> ApiResult<Option<ExportCursor>> {
 #[utoipa::path(
     get, path = "/trajectories/export", tag = "tasks",
     params(
-        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed)"),
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this status (e.g. completed); given alone, it replaces the default outcome filter"),
+        ("outcome" = Option<String>, Query, pattern = r"^(all|(valid|aborted|timeout|cancelled)(,(valid|aborted|timeout|cancelled))*)$",
+         description = "Only episodes with one of these outcomes, comma-separated (valid, aborted, timeout, cancelled), or `all`. Default: `valid` (episodes that ran and were evaluated), unless `status` is given"),
+        ("model_version" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_u64, description = "Only episodes whose agent_config.model_version is this"),
+        ("min_model_version" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_u64, description = "Only episodes whose agent_config.model_version is at least this (unversioned episodes are left out)"),
         ("problem_id" = Option<String>, Query, max_length = 256, description = "Only tasks of this problem"),
         ("task_type" = Option<TaskType>, Query, description = "Only problems of this task type (detection, localization, analysis, mitigation), from the catalog"),
         ("model" = Option<String>, Query, max_length = 256, description = "Only tasks whose agent_config.model is this"),
@@ -135,7 +173,7 @@ fn cursor_of(query: &QueryParams) -> ApiResult<Option<ExportCursor>> {
         ("created_before" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only tasks created before this RFC 3339 instant"),
         ("after" = inline(Option<AfterParam>), Query, description = "Resume after this episode: `<created_at RFC 3339>,<task id>` of the last line read"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 9223372036854775807_u64, description = "At most this many lines (default: all)"),
-        ("format" = inline(Option<Format>), Query, description = "`openai` (default): one ExportRecord per line; `episode`: one `{\"task\", \"trajectory\"}` per line (the trajectory without llm_calls)"),
+        ("format" = inline(Option<Format>), Query, description = "`openai` (default): one ExportRecord per line; `episode`: one `{\"task\", \"trajectory\"}` per line, the store's own form (the trajectory without llm_calls, unlabelled: its stored reward, whatever the outcome; what HttpStore reads)"),
     ),
     responses(
         (status = 200, description = "One episode per line, in OpenAI chat format with its reward; ordered by (created_at, id). \

@@ -1,10 +1,13 @@
 //! `GET /groups/{group_id}`: a batch group's tasks and rewards together, for
 //! group-relative RL methods (GRPO and the like compare rewards within a
-//! group).
+//! group), with where the group stands: its status, valid and aborted
+//! members, the refills of aborted members it used (see
+//! [`aiopslab_core::group`]), and the mean and variance of the valid rewards.
 
 use std::collections::BTreeMap;
 
-use aiopslab_core::{Page, Task, TaskFilter, TaskId, TaskQuery, TaskSort, TaskStatus};
+use aiopslab_core::group::mean_and_variance;
+use aiopslab_core::{Group, Page, Task, TaskFilter, TaskId, TaskQuery, TaskSort, TaskStatus};
 use axum::extract::State;
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
@@ -19,7 +22,9 @@ const PAGE: u32 = 100;
 /// Trajectories read at once for the rewards.
 const CONCURRENT_READS: usize = 8;
 
-/// Reads a batch group: its tasks, their statuses and rewards, and the mean.
+/// Reads a batch group: its tasks, their statuses and rewards, where it stands (`status`, `valid`, `aborted`,
+/// `refills` of aborted members against `max_refills`, `min_valid`), and the mean and population variance of the
+/// valid members' rewards.
 #[utoipa::path(
     get, path = "/groups/{group_id}", tag = "tasks",
     params(("group_id" = uuid::Uuid, Path, description = "The group id `POST /tasks/batch` answered")),
@@ -85,12 +90,34 @@ pub async fn get_group(
     for task in &tasks {
         *by_status.entry(task.status).or_insert(0) += 1;
     }
+    let count = |status: TaskStatus| by_status.get(&status).copied().unwrap_or(0);
+    let (valid, aborted) = (count(TaskStatus::Completed), count(TaskStatus::Failed));
+    let group = match state.tasks.get_group(group_id).await? {
+        Some(group) => group,
+        // Made before the store recorded groups: every task an original member, none replaced.
+        None => Group::unrecorded(group_id, u32::try_from(tasks.len()).unwrap_or(u32::MAX)),
+    };
+    let status = group.status(&tasks);
     let present: Vec<f64> = rewards.iter().flatten().copied().collect();
-    let mean_reward = (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+    let valid_rewards: Vec<f64> = tasks
+        .iter()
+        .zip(&rewards)
+        .filter(|(task, _)| task.status == TaskStatus::Completed)
+        .filter_map(|(_, reward)| *reward)
+        .collect();
+    let (mean_reward, reward_variance) = mean_and_variance(&valid_rewards);
     Ok(Json(GroupSummary {
         group_id,
         total: tasks.len(),
         by_status,
+        status,
+        size: group.size,
+        min_valid: group.min_valid,
+        max_refills: group.max_refills,
+        refills: group.refills,
+        valid,
+        aborted,
+        reward_variance,
         tasks: tasks
             .into_iter()
             .zip(rewards)
@@ -99,6 +126,7 @@ pub async fn get_group(
                 problem_id: task.problem_id,
                 status: task.status,
                 reward,
+                replaces: task.replaces,
             })
             .collect(),
         mean_reward,

@@ -78,10 +78,7 @@ pub async fn create_task(
         tracing::info!(task_id = %task.id, problem_id = %task.problem_id, "task created");
         return Ok((StatusCode::CREATED, Json(task)).into_response());
     };
-    let batch = BatchSpec {
-        group_id: None,
-        specs: vec![spec],
-    };
+    let batch = BatchSpec::ungrouped(vec![spec]);
     let created = state.tasks.create_batch(batch, Some(key)).await?;
     let Some(task) = created.tasks.into_iter().next() else {
         tracing::error!("the store created an empty batch for one task");
@@ -288,7 +285,7 @@ pub async fn get_logs(
     get, path = "/tasks/{id}/trajectory", tag = "tasks",
     params(("id" = uuid::Uuid, Path, description = "Task id")),
     responses(
-        (status = 200, description = "The trajectory", body = Trajectory),
+        (status = 200, description = "The trajectory, with its `outcome` and `model_version`; `reward` is null unless the outcome is `valid`", body = Trajectory),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or invalid client token", body = ErrorBody),
         (status = 403, description = "Worker token used on a public route", body = ErrorBody),
@@ -299,7 +296,13 @@ pub async fn get_logs(
 )]
 pub async fn get_trajectory(State(state): State<ApiState>, TaskIdPath(id): TaskIdPath) -> ApiResult<Json<Trajectory>> {
     match state.tasks.get_trajectory(id).await? {
-        Some(trajectory) => Ok(Json(trajectory)),
+        Some(mut trajectory) => {
+            // Labelled from the task as it is now: a trajectory is saved just before the finish, so a read in
+            // between sees a running task, no outcome and no reward yet.
+            let task = state.tasks.get_task(id).await?;
+            trajectory.label(task.status, &task.parameters.agent_config);
+            Ok(Json(trajectory))
+        }
         None => Err(ApiError::not_found("trajectory", &id.to_string())),
     }
 }
