@@ -289,9 +289,12 @@ impl Sanitize for Trajectory {
             reward,
             evaluation,
             metadata,
-            outcome: _,
-            model_version: _,
+            outcome,
+            model_version,
         } = self;
+        // The labels are the reader's, from the task (Trajectory::label): whatever a writer sent is not kept.
+        *outcome = None;
+        *model_version = None;
         messages.sanitize();
         llm_calls.sanitize();
         // JSON has no NaN or infinity (serde_json writes them as null), and no store keeps -0 alike.
