@@ -3,15 +3,15 @@
 //! its worker.
 //!
 //! ```text
-//! cargo build --release --examples
+//! cargo build --release -p aiopslab-cli -p aiopslab-bench
 //! target/release/bench_faults                      # 3 runs of each fault (about 2 minutes)
 //! BENCH_REPEATS=1 target/release/bench_faults      # a quick run
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch
 //! database of its own (dropped at the end unless `BENCH_KEEP_DATABASE=1`), and starts, from this program's own
-//! directory, the `server` example (`--database-url` on the scratch database, no in-process workers, `--lease-secs
-//! 6`, `--dispatch-delay-ms 0`, a free port) and `worker` examples (`--server URL --cluster simulated --lease-secs
+//! directory, `aiopslab serve` (`--database-url` on the scratch database, no in-process workers, `--lease-secs
+//! 6`, `--dispatch-delay-ms 0`, a free port) and `aiopslab worker`s (`--server URL --cluster simulated --lease-secs
 //! 6`, so they heartbeat every 2 s; simulated runs of `BENCH_SIM_STEPS` × `BENCH_SIM_STEP_MS`, 4 × 1000 ms, long
 //! enough to be killed mid-run). Each fault runs `BENCH_REPEATS` times (3) with fresh worker ids; the task is
 //! polled (`GET /tasks/{id}`, every 25 ms) and every change of its status, worker, attempt or error code is kept

@@ -2,15 +2,15 @@
 //! simulated backend, and many HTTP clients creating tasks at once.
 //!
 //! ```text
-//! cargo build --release --examples
-//! cargo run --release --example bench_fleet                      # 20,000 tasks, 50 clients, 4 workers × 4 slots
-//! BENCH_TASKS=2000 cargo run --release --example bench_fleet     # a quick run
+//! cargo build --release -p aiopslab-cli -p aiopslab-bench
+//! cargo run --release -p aiopslab-bench --bin bench_fleet                      # 20,000 tasks, 50 clients, 4 workers × 4 slots
+//! BENCH_TASKS=2000 cargo run --release -p aiopslab-bench --bin bench_fleet     # a quick run
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch
 //! database of its own (dropped at the end unless `BENCH_KEEP_DATABASE=1`), and starts, from this program's own
-//! directory, the `server` example (`--database-url` on the scratch database, no in-process workers, a free port)
-//! and `BENCH_WORKERS` `worker` examples (`--server URL --cluster simulated`, `BENCH_SLOTS` slots each, runs of
+//! directory, `aiopslab serve` (`--database-url` on the scratch database, no in-process workers, a free port)
+//! and `BENCH_WORKERS` `aiopslab worker`s (`--server URL --cluster simulated`, `BENCH_SLOTS` slots each, runs of
 //! `BENCH_SIM_STEPS` steps lasting `BENCH_SIM_MS` in all). Once every worker is registered, `BENCH_CLIENTS`
 //! concurrent clients create `BENCH_TASKS` tasks with `POST /tasks`, and the program waits until every task is
 //! terminal (polling `GET /stats`). Every child process is stopped at the end, also on error or interrupt; their
@@ -626,7 +626,7 @@ fn report(input: ReportInput<'_>) -> Value {
     };
     let create_p99 = percentile(&creates.latencies_ms, 0.99);
     json!({
-        "benchmark": "aiopslab-examples bench_fleet",
+        "benchmark": "aiopslab-bench bench_fleet",
         "settings": {
             "tasks": settings.tasks,
             "clients": settings.clients,

@@ -3,8 +3,8 @@
 //! and heartbeats alone (`WorkerConfig::store_events = false`, the behaviour before).
 //!
 //! ```text
-//! cargo run --release --example bench_push                   # 30 samples per case (about 2 minutes)
-//! BENCH_SAMPLES=10 cargo run --release --example bench_push  # a quick run
+//! cargo run --release -p aiopslab-bench --bin bench_push                   # 30 samples per case (about 2 minutes)
+//! BENCH_SAMPLES=10 cargo run --release -p aiopslab-bench --bin bench_push  # a quick run
 //! ```
 //!
 //! Four cases: a worker over HTTP (`HttpStore` to a server on a real loopback socket) or in-process, on the

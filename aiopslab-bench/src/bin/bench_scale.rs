@@ -2,13 +2,13 @@
 //! database's own and PgQueuer's.
 //!
 //! ```text
-//! cargo build --release -p aiopslab-examples --examples
+//! cargo build --release -p aiopslab-cli -p aiopslab-bench
 //! target/release/bench_scale                       # the full run (11 to 13 minutes)
 //! BENCH_TASKS_STORED=20000 BENCH_DRAIN_TASKS=1000 BENCH_SECS=3 BENCH_SKIP=push target/release/bench_scale
 //! ```
 //!
 //! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), creates a scratch database
-//! of its own (dropped at the end unless `BENCH_KEEP_DATABASE=1`) and starts the `server` example beside this
+//! of its own (dropped at the end unless `BENCH_KEEP_DATABASE=1`) and starts `aiopslab serve` beside this
 //! program on it (`--dispatch-delay-ms 0`, no in-process workers). Sections, in this order (progress on stderr):
 //!
 //! - `post_tasks`: `BENCH_CLIENTS` (64) clients send `POST /tasks` for `BENCH_SECS` (10) seconds on the empty tasks
@@ -167,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     if settings.runs("push") {
         ensure!(
             bench_push.exists(),
-            "{} not found: build the examples first (cargo build --release -p aiopslab-examples --examples)",
+            "{} not found: build them first (cargo build --release -p aiopslab-cli -p aiopslab-bench)",
             bench_push.display()
         );
     }
@@ -284,7 +284,7 @@ async fn run(settings: &Settings, binaries: Binaries, bench_push: &Path, scratch
     db.close().await?;
     let targets = targets(&post, &get, &list, &drains, &pgqueuer, &push);
     Ok(json!({
-        "benchmark": "aiopslab-examples bench_scale",
+        "benchmark": "aiopslab-bench bench_scale",
         "machine": {
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "load_average_before": machine_before["load_average"],

@@ -3,12 +3,12 @@
 //! is visible.
 //!
 //! ```text
-//! cargo build --release -p aiopslab-examples --examples
+//! cargo build --release -p aiopslab-cli -p aiopslab-bench
 //! target/release/bench_workers                                  # 100, 300 and 1,000 workers (~6 min)
 //! BENCH_WORKERS=50 BENCH_WINDOW_SECS=20 target/release/bench_workers   # a quick run
 //! ```
 //!
-//! For each fleet size of the ladder it starts, from this program's own directory, the real `server` example on a
+//! For each fleet size of the ladder it starts, from this program's own directory, the real `aiopslab serve` on a
 //! scratch PostgreSQL database (`--database-url` from `DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`; no in-process workers; `--dispatch-delay-ms 0`; a free port),
 //! and, inside this process, that many simulated remote workers. A thousand worker processes do not fit on a
