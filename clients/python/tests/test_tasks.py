@@ -219,3 +219,13 @@ def test_wait_timeout_names_the_unfinished_tasks(client: Client) -> None:
     assert error.unfinished == [stuck.id] and [t.id for t in error.finished] == [finished.id]
     assert stuck.id in str(error) and "1 of 2 tasks" in str(error)
     client.cancel(stuck)
+
+
+def test_a_task_carries_its_experiment(client: Client, tag: str) -> None:
+    experiment = f"exp-{tag}"[:128]
+    task = client.create(PROBLEM, backend_type=NOBODY, experiment=experiment)
+    assert task.experiment == experiment and client.get(task).experiment == experiment
+    assert [t.id for t in client.list(experiment=experiment)] == [task.id]
+    with pytest.raises(BadRequestError) as refused:
+        client.create(PROBLEM, backend_type=NOBODY, experiment="not allowed!")
+    assert refused.value.field == "experiment"

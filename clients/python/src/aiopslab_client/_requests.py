@@ -151,6 +151,7 @@ def create(
     metadata: Optional[Mapping[str, Any]] = None,
     backend_type: Optional[str] = None,
     max_retries: Optional[int] = None,
+    experiment: Optional[str] = None,
     idempotency_key: Optional[str] = None,
 ) -> Call[Task]:
     """Submits one task (``POST /tasks``) and returns it, ``pending``.
@@ -168,6 +169,8 @@ def create(
         metadata: free-form JSON kept with the task (and in the export).
         backend_type: only workers of this backend type run it (``"default"``).
         max_retries: requeues allowed after an infrastructure failure, 0-10 (0).
+        experiment: the experiment the task belongs to, 1-128 of ``A-Z a-z
+            0-9 . _ -``: the claim shares the fleet fairly between experiments.
         idempotency_key: 1-255 visible ASCII characters. The same key with the
             same request creates nothing twice (the server replays the first
             answer); with a different request it is a 409
@@ -187,6 +190,7 @@ def create(
         metadata=_plain(metadata),
         backend_type=backend_type,
         max_retries=max_retries,
+        experiment=experiment,
     )
     return _post("/tasks", spec.to_wire(), Task.model_validate, idempotency_key)
 
@@ -273,6 +277,7 @@ def list_page(
     worker_id: Optional[str] = None,
     backend_type: Optional[str] = None,
     group_id: Optional[str] = None,
+    experiment: Optional[str] = None,
     sort: Optional[str] = None,
     limit: Optional[int] = None,
     offset: Optional[int] = None,
@@ -290,6 +295,7 @@ def list_page(
             worker_id=worker_id,
             backend_type=backend_type,
             group_id=group_id,
+            experiment=experiment,
             sort=sort,
             limit=limit,
             offset=offset,

@@ -168,6 +168,8 @@ class Task(Model):
     group_id: Optional[str] = None
     #: The aborted group member this task replaces (a refill); ``None`` otherwise.
     replaces: Optional[str] = None
+    #: The experiment the task belongs to (fair share between experiments); ``None`` otherwise.
+    experiment: Optional[str] = None
     worker_id: Optional[str] = None
     attempt: int = 0
     cancel_requested: bool = False
@@ -425,6 +427,7 @@ class TaskSpec(Model):
     metadata: Optional[JsonObject] = None
     backend_type: Optional[str] = None
     max_retries: Optional[int] = None
+    experiment: Optional[str] = None
 
     def to_wire(self) -> JsonObject:
         """The JSON object sent: the fields that were set, and no others."""
