@@ -720,6 +720,7 @@ pub async fn export_is_valid_line_by_line_and_filters(backing: &Backing) {
         ("?status=nope", "status"),
         ("?outcome=failed", "outcome"),
         ("?outcome=valid,", "outcome"),
+        ("?outcome=valid,%20aborted", "outcome"),
         ("?min_model_version=-1", "min_model_version"),
         ("?model_version=x", "model_version"),
     ] {

@@ -91,7 +91,7 @@ fn outcomes_of(query: &QueryParams, status_given: bool) -> ApiResult<Option<Vec<
         Some("all") => Ok(None),
         Some(list) => list
             .split(',')
-            .map(|part| part.trim().parse::<Outcome>())
+            .map(str::parse::<Outcome>)
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
             .map_err(|_| {
